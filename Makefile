@@ -1,0 +1,54 @@
+# Two commands on a fresh Debian/Ubuntu machine: `make demo` and `make test`.
+# Each sets itself up: a virtualenv in .venv with this package installed editable, and the
+# distribution's prometheus/promtool (plus fio and iostat) when they are missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus fio:fio iostat:sysstat
+PYTEST_ARGS ?=
+
+.PHONY: help setup tools test demo bench clean
+
+help:
+	@echo "make demo   - simulated Stack A/B + exporters + Prometheus + Locust sweep + report"
+	@echo "make test   - install what is needed and run the test suite"
+	@echo "make bench  - run the benchmarks under bench/ and print their tables"
+	@echo "make setup  - only create $(VENV) and install system tools"
+	@echo "make clean  - remove $(VENV), var/ and caches (results/ is kept)"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); \
+	  else echo "error: '$(PYTHON) -m venv' failed; install it with: sudo apt-get install -y python3-venv"; exit 1; fi; }
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$${missing// }" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing distribution packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "error: missing tools; install them with: sudo apt-get install -y $$missing"; exit 1; fi; fi
+
+setup: $(STAMP) tools
+
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+demo: setup
+	@echo "make demo: not yet available - the end-to-end demo lands with the demo issue (#8)."
+
+bench: setup
+	@echo "make bench: no benchmarks yet."
+
+clean:
+	rm -rf $(VENV) var .pytest_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

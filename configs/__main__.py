@@ -1,0 +1,44 @@
+"""``python -m configs``: validate configuration files, show resolved run plans, print tier env."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import tier_env
+from .errors import ConfigError
+from .loader import load
+from .run import plan_run
+from .schema import to_plain
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m configs", description=__doc__)
+    ap.add_argument("--config", help="overlay YAML merged over the shipped configs (default: $HARNESS_CONFIG)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("validate", help="load and validate; print a one-line summary")
+    show = sub.add_parser("show", help="print the merged configuration, or one hypothesis's run plan, as JSON")
+    show.add_argument("--hypothesis", help="e.g. H2B: print its plan with the environment overrides applied")
+    te = sub.add_parser("tier-env", help="same as python -m configs.tier_env")
+    te.add_argument("--profile", required=True)
+    te.add_argument("--stack", default="stackB")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load(args.config)
+        if args.cmd == "validate":
+            print(f"ok: {len(cfg.stacks)} stacks, {len(cfg.profiles)} profiles, "
+                  f"{len(cfg.fio_profiles)} fio profiles, {len(cfg.hypotheses)} hypotheses")
+        elif args.cmd == "show":
+            data = plan_run(cfg, args.hypothesis, os.environ).snapshot() if args.hypothesis else to_plain(cfg)
+            print(json.dumps(data, indent=2))
+        else:
+            sys.stdout.write(tier_env.render(tier_env.tier_env(cfg, args.profile.lower(), args.stack)))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The configuration model every component reads: models, stacks, profiles, fio profiles, hypotheses.
+
+Values live only in the YAML files next to this module (or a user's overlay); this
+module holds types and range checks, never numbers of its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+from .schema import ByteSize
+
+EvictionPolicy = Literal["lru", "lfu", "segmented"]
+WorkloadClass = Literal["fixed_context", "sessioned_chat", "lora_churn", "rehydrate_replay"]
+ChurnMode = Literal["uniform", "hot_cold", "round_robin"]
+CacheState = Literal["cold", "warm"]
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    handle: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    description: str
+    server: Literal["trtllm", "dynamo"]
+    openai_base: str
+    metrics_url: str
+    model: str
+    kv_tiering: bool
+    kvbm_metrics_url: Optional[str] = None
+
+    def __post_init__(self):
+        for name in ("openai_base", "metrics_url", "kvbm_metrics_url"):
+            url = getattr(self, name)
+            _check(url is None or url.startswith(("http://", "https://")),
+                   f"{name} must be an http(s) URL, got {url!r}")
+        _check(not self.kv_tiering or self.kvbm_metrics_url is not None,
+               "a stack with kv_tiering needs kvbm_metrics_url")
+
+
+@dataclass(frozen=True)
+class Profile:
+    description: str
+    tier0_bytes: ByteSize
+    tier1_bytes: ByteSize
+    tier2_bytes: ByteSize
+    kv_block_size_bytes: ByteSize
+    kv_block_size_tokens: int
+    tier2_path: str
+    eviction_policy: EvictionPolicy = "lru"
+    prefetch_enable: bool = False
+    prefetch_depth: int = 0
+    telemetry_cadence_ms: int = 200
+
+    def __post_init__(self):
+        _check(self.kv_block_size_bytes > 0, "kv_block_size_bytes must be positive")
+        _check(self.kv_block_size_tokens > 0, "kv_block_size_tokens must be positive")
+        _check(self.tier0_bytes >= self.kv_block_size_bytes, "tier0_bytes must hold at least one KV block")
+        _check(self.prefetch_depth >= 0, "prefetch_depth must not be negative")
+        _check(self.telemetry_cadence_ms > 0, "telemetry_cadence_ms must be positive")
+        _check(bool(self.tier2_path.strip()), "tier2_path must not be empty")
+
+
+@dataclass(frozen=True)
+class FioProfile:
+    description: str
+    rw: Literal["randrw", "randread", "randwrite", "read", "write", "rw"]
+    bs: ByteSize
+    iodepth: int
+    numjobs: int
+    size: ByteSize
+    rwmixread: int = 70
+    rate_iops: Optional[int] = None
+    ioengine: str = "libaio"
+    direct: bool = True
+
+    def __post_init__(self):
+        _check(0 <= self.rwmixread <= 100, "rwmixread must be within 0..100")
+        _check(self.iodepth > 0 and self.numjobs > 0, "iodepth and numjobs must be positive")
+        _check(self.bs > 0 and self.size >= self.bs, "size must be at least one bs")
+        _check(self.rate_iops is None or self.rate_iops > 0, "rate_iops must be positive")
+
+
+@dataclass(frozen=True)
+class WorkloadParams:
+    """Everything a locustfile needs to shape requests; any of these can be swept."""
+    concurrency: int = 32
+    context_tokens: int = 1024
+    max_tokens: int = 128
+    nonce_per_user: bool = True
+    session_turns: int = 6
+    reuse_ratio: float = 0.0
+    think_time_s: float = 0.0
+    adapter_count: int = 0
+    lora_churn_mode: ChurnMode = "uniform"
+    lora_hot_ratio: float = 0.2
+    lora_hot_prob: float = 0.8
+    cache_state: CacheState = "warm"
+
+    def __post_init__(self):
+        _check(self.concurrency > 0, "concurrency must be positive")
+        _check(self.context_tokens > 0, "context_tokens must be positive")
+        _check(self.max_tokens > 0, "max_tokens must be positive")
+        _check(self.session_turns > 0, "session_turns must be positive")
+        _check(self.adapter_count >= 0, "adapter_count must not be negative")
+        _check(self.think_time_s >= 0, "think_time_s must not be negative")
+        for name in ("reuse_ratio", "lora_hot_ratio", "lora_hot_prob"):
+            _check(0.0 <= getattr(self, name) <= 1.0, f"{name} must be within 0..1")
+
+
+# Parameters a sweep may vary besides the workload's own: profile fields and the fio job.
+PROFILE_SWEEP_KEYS = ("tier0_bytes", "tier1_bytes", "tier2_bytes", "eviction_policy", "telemetry_cadence_ms")
+FIO_SWEEP_KEY = "fio_profile"
+
+SweepValue = Union[int, float, str]
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    title: str
+    stacks: list[str]
+    profile: str
+    model: str
+    workload: WorkloadClass
+    expected: str
+    params: WorkloadParams = field(default_factory=WorkloadParams)
+    sweep: dict[str, list[SweepValue]] = field(default_factory=dict)
+    step_duration_s: int = 300
+    repetitions: int = 3
+    seed: int = 42
+    fio_profile: Optional[str] = None
+    adapter_proxy: bool = False
+    blocked_if: Optional[str] = None
+
+    def __post_init__(self):
+        _check(len(self.stacks) > 0, "stacks must name at least one stack")
+        _check(self.step_duration_s > 0, "step_duration_s must be positive")
+        _check(self.repetitions > 0, "repetitions must be positive")
+        for key, values in self.sweep.items():
+            _check(len(values) > 0, f"sweep.{key} must list at least one value")
+
+
+@dataclass(frozen=True)
+class Harness:
+    models: dict[str, ModelSpec]
+    stacks: dict[str, StackSpec]
+    profiles: dict[str, Profile]
+    fio_profiles: dict[str, FioProfile]
+    hypotheses: dict[str, Hypothesis]
+    results_dir: str = "results"

@@ -1,0 +1,156 @@
+"""Turn a hypothesis plus the operator's environment into the concrete steps of one run.
+
+The environment variables are the ones the v3.3 playbook's operators already use
+(STACK, PROFILE, CONCURRENCY, CONTEXT_TOKENS, DURATION_S, ENDPOINT, SEED), plus MODEL
+to pick the 8B dev variant.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import typing
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from .errors import ConfigError
+from .model import FIO_SWEEP_KEY, PROFILE_SWEEP_KEYS, Harness, Hypothesis, Profile, StackSpec, WorkloadParams
+from .schema import read, to_plain
+
+OVERRIDE_VARS = ("STACK", "PROFILE", "CONCURRENCY", "CONTEXT_TOKENS", "DURATION_S", "ENDPOINT", "SEED", "MODEL")
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    params: WorkloadParams
+    profile: Profile
+    fio_profile: Optional[str]
+    swept: dict
+
+    def label(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.swept.items()) or "single"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    hypothesis_id: str
+    hypothesis: Hypothesis
+    stack_name: str
+    stack: StackSpec
+    profile_name: str
+    model_handle: str
+    openai_base: str
+    seed: int
+    step_duration_s: int
+    repetitions: int
+    steps: tuple[Step, ...]
+
+    def snapshot(self) -> dict:
+        """JSON-friendly record of everything that shaped the run, for the run manifest."""
+        return to_plain({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
+def _env_error(var: str, value: str, expected: str) -> ConfigError:
+    return ConfigError(f"environment {var}={value!r}: expected {expected}")
+
+
+def _int_list(var: str, value: str) -> list[int]:
+    try:
+        items = [int(v) for v in re.split(r"[,\s]+", value.strip()) if v]
+    except ValueError:
+        items = []
+    if not items or any(v <= 0 for v in items):
+        raise _env_error(var, value, "a positive integer or a comma-separated list of them")
+    return items
+
+
+def stack_name(cfg: Harness, value: str) -> str:
+    """Accept ``stackA``, ``A`` or ``a`` as operators write them."""
+    for name in cfg.stacks:
+        if value.lower() in (name.lower(), name.lower().removeprefix("stack")):
+            return name
+    raise _env_error("STACK", value, f"one of {', '.join(cfg.stacks)}")
+
+
+def normalise_endpoint(url: str) -> str:
+    """Operators pass either the OpenAI base (``.../v1``) or a full completions URL; keep the base."""
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise _env_error("ENDPOINT", url, "an http(s) URL such as http://127.0.0.1:9000/v1")
+    url = url.rstrip("/")
+    for suffix in ("/chat/completions", "/completions"):
+        if url.endswith(suffix):
+            return url[: -len(suffix)]
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def _steps(cfg: Harness, hyp: Hypothesis, params: WorkloadParams, profile: Profile,
+           sweep: dict[str, list]) -> tuple[Step, ...]:
+    param_types = typing.get_type_hints(WorkloadParams)
+    profile_types = typing.get_type_hints(Profile)
+    keys = list(sweep)
+    steps = []
+    for i, combo in enumerate(itertools.product(*(sweep[k] for k in keys)) if keys else [()]):
+        swept = dict(zip(keys, combo))
+        p_over = {k: read(param_types[k], v, ("sweep", k), lambda _: "sweep") for k, v in swept.items()
+                  if k in param_types}
+        prof_over = {k: read(profile_types[k], v, ("sweep", k), lambda _: "sweep") for k, v in swept.items()
+                     if k in PROFILE_SWEEP_KEYS}
+        fio = swept.get(FIO_SWEEP_KEY, hyp.fio_profile)
+        steps.append(Step(
+            index=i,
+            params=dataclasses.replace(params, **p_over),
+            profile=dataclasses.replace(profile, **prof_over),
+            fio_profile=None if fio in (None, "none") else fio,
+            swept=swept,
+        ))
+    return tuple(steps)
+
+
+def plan_run(cfg: Harness, hypothesis_id: str, env: Mapping[str, str] | None = None) -> RunPlan:
+    """Resolve ``hypothesis_id`` against the config and the override variables in ``env``."""
+    env = {k: v for k, v in (env or {}).items() if k in OVERRIDE_VARS and v != ""}
+    key = hypothesis_id.upper()
+    if key not in cfg.hypotheses:
+        raise ConfigError(f"unknown hypothesis {hypothesis_id!r} (known: {', '.join(cfg.hypotheses)})")
+    hyp = cfg.hypotheses[key]
+
+    sname = stack_name(cfg, env["STACK"]) if "STACK" in env else hyp.stacks[0]
+    if sname not in hyp.stacks:
+        raise ConfigError(f"environment STACK={env['STACK']!r}: hypothesis {key} runs on "
+                          f"{' and '.join(hyp.stacks)} only")
+    stack = cfg.stacks[sname]
+
+    pname = env.get("PROFILE", hyp.profile).lower()
+    if pname not in cfg.profiles:
+        raise _env_error("PROFILE", env["PROFILE"], f"one of {', '.join(cfg.profiles)}")
+
+    model_key = env.get("MODEL", hyp.model)
+    handle = cfg.models[model_key].handle if model_key in cfg.models else model_key
+
+    sweep = {k: list(v) for k, v in hyp.sweep.items()}
+    params = hyp.params
+    for var, field in (("CONCURRENCY", "concurrency"), ("CONTEXT_TOKENS", "context_tokens")):
+        if var in env:
+            values = _int_list(var, env[var])
+            if field in sweep or len(values) > 1:
+                sweep[field] = values
+            else:
+                params = dataclasses.replace(params, **{field: values[0]})
+
+    duration = hyp.step_duration_s
+    if "DURATION_S" in env:
+        duration = _int_list("DURATION_S", env["DURATION_S"])[0]
+    seed = hyp.seed
+    if "SEED" in env:
+        try:
+            seed = int(env["SEED"])
+        except ValueError:
+            raise _env_error("SEED", env["SEED"], "an integer") from None
+
+    base = normalise_endpoint(env["ENDPOINT"]) if "ENDPOINT" in env else stack.openai_base
+    return RunPlan(
+        hypothesis_id=key, hypothesis=hyp, stack_name=sname, stack=stack, profile_name=pname,
+        model_handle=handle, openai_base=base, seed=seed, step_duration_s=duration,
+        repetitions=hyp.repetitions, steps=_steps(cfg, hyp, params, cfg.profiles[pname], sweep),
+    )

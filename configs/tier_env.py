@@ -1,0 +1,73 @@
+"""Print ``export`` lines sizing a Dynamo KVBM worker for a profile (successor of stackB_tier_env.py).
+
+Emits both what Dynamo's KVBM really reads (``DYN_KVBM_CPU_CACHE_GB`` and
+``DYN_KVBM_DISK_CACHE_GB`` as decimal gigabytes parsed as floats,
+``DYN_KVBM_DISK_CACHE_DIR``, metrics switch and port) and the harness's own
+``DYN_KVBM_TIER{0,1,2}_BYTES`` / ``DYN_KVBM_KV_BLOCK_SIZE_BYTES`` / ``DYN_KVBM_TIER2_PATH``.
+Every value is shell-quoted so the output is safe to ``eval``.
+
+    eval "$(python -m configs.tier_env --profile spill)"
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from urllib.parse import urlparse
+
+from .errors import ConfigError
+from .loader import load
+from .model import Harness
+from .paths import resolve
+
+
+def _gb(n: int) -> str:
+    # KVBM computes blocks as (GB * 1e9) / bytes_per_block; print enough digits to be exact.
+    return f"{n / 1e9:.9f}".rstrip("0").rstrip(".")
+
+
+def tier_env(cfg: Harness, profile: str, stack: str = "stackB") -> dict[str, str]:
+    if profile not in cfg.profiles:
+        raise ConfigError(f"unknown profile {profile!r} (known: {', '.join(cfg.profiles)})")
+    p = cfg.profiles[profile]
+    tier2 = str(resolve(p.tier2_path))
+    kvbm_url = cfg.stacks[stack].kvbm_metrics_url if stack in cfg.stacks else None
+    env = {
+        "DYN_KVBM_TIER0_BYTES": str(p.tier0_bytes),
+        "DYN_KVBM_TIER1_BYTES": str(p.tier1_bytes),
+        "DYN_KVBM_TIER2_BYTES": str(p.tier2_bytes),
+        "DYN_KVBM_KV_BLOCK_SIZE_BYTES": str(p.kv_block_size_bytes),
+        "DYN_KVBM_TIER2_PATH": tier2,
+        "DYN_KVBM_CPU_CACHE_GB": _gb(p.tier1_bytes),
+        "DYN_KVBM_DISK_CACHE_GB": _gb(p.tier2_bytes),
+        "DYN_KVBM_DISK_CACHE_DIR": tier2,
+        "DYN_KVBM_METRICS": "true",
+    }
+    if kvbm_url:
+        env["DYN_KVBM_METRICS_PORT"] = str(urlparse(kvbm_url).port or 6880)
+    return env
+
+
+def render(env: dict[str, str]) -> str:
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m configs.tier_env",
+        description="Print eval-safe export lines with KVBM tier sizing for a profile.")
+    ap.add_argument("--profile", required=True, help="profile name, e.g. comfy, spill, stress")
+    ap.add_argument("--config", help="overlay YAML merged over the shipped configs (default: $HARNESS_CONFIG)")
+    ap.add_argument("--stack", default="stackB", help="stack whose KVBM metrics port to export (default stackB)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load(args.config)
+        sys.stdout.write(render(tier_env(cfg, args.profile.lower(), args.stack)))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

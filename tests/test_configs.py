@@ -1,0 +1,228 @@
+import subprocess
+import sys
+
+import pytest
+
+import configs
+from configs import ConfigError, parse_size, plan_run
+from configs.paths import ensure_data_dir, safe_join
+from configs.tier_env import render, tier_env
+from conftest import ROOT, run_module
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return configs.load()
+
+
+def test_shipped_config_loads_and_every_hypothesis_plans(cfg):
+    assert set(cfg.profiles) == {"comfy", "spill", "stress"}
+    assert set(cfg.hypotheses) == {"H0", "H1", "H2A", "H2B", "H3", "H4A", "H4B", "H5", "H6", "H7", "H8", "H9"}
+    for hid, hyp in cfg.hypotheses.items():
+        plan = plan_run(cfg, hid, {})
+        assert plan.steps, hid
+        assert plan.seed == 42 and hyp.expected
+        assert plan.openai_base == cfg.stacks[plan.stack_name].openai_base
+        assert all(s.index == i for i, s in enumerate(plan.steps))
+
+
+def test_stacks_match_the_real_endpoints(cfg):
+    a, b = cfg.stacks["stackA"], cfg.stacks["stackB"]
+    assert a.openai_base == "http://127.0.0.1:8355/v1" and not a.kv_tiering
+    assert b.openai_base == "http://127.0.0.1:9000/v1" and b.metrics_url == "http://127.0.0.1:9000/metrics"
+    assert b.kvbm_metrics_url == "http://127.0.0.1:6880/metrics"
+    assert cfg.models[a.model].handle == "nvidia/Llama-3.3-70B-Instruct-NVFP4"
+    assert cfg.models["l8b"].handle == "nvidia/Llama-3.1-8B-Instruct-NVFP4"
+
+
+def test_spill_profile_matches_test_plan(cfg):
+    spill = cfg.profiles["spill"]
+    assert spill.tier0_bytes == 512 * 2**20
+    assert spill.tier1_bytes == 2**30
+    assert spill.tier2_bytes == 64 * 2**30
+    assert spill.kv_block_size_bytes == 64 * 1024
+
+
+def test_sweeps_follow_the_plan(cfg):
+    h0 = plan_run(cfg, "H0", {})
+    assert [s.params.concurrency for s in h0.steps] == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    h2b = plan_run(cfg, "h2b", {})
+    assert [s.params.context_tokens for s in h2b.steps] == [256, 512, 1024, 2048, 4096]
+    h4b = plan_run(cfg, "H4B", {})
+    assert [s.fio_profile for s in h4b.steps] == [None, "moderate", "heavy"]
+    heavy = cfg.fio_profiles["heavy"]
+    assert (heavy.rw, heavy.rwmixread, heavy.bs, heavy.iodepth, heavy.numjobs) == ("randrw", 70, 16384, 32, 4)
+    h6 = plan_run(cfg, "H6", {})
+    assert len(h6.steps) == 8
+    assert h6.steps[1].profile.tier1_bytes == 512 * 2**20 and h6.steps[1].profile.eviction_policy == "lfu"
+    assert h6.steps[-1].profile.tier1_bytes == 4 * 2**30
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("8GiB", 8 * 2**30), ("512MiB", 512 * 2**20), ("64KiB", 65536), ("1.5GB", 1_500_000_000),
+    ("4096", 4096), (123, 123), ("2 TiB", 2 * 2**40), ("10gb", 10_000_000_000),
+])
+def test_sizes(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["-1GiB", -5, "lots", "1.5KiB7", "", "0.3", True, "8XB"])
+def test_bad_sizes(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_env_overrides(cfg):
+    env = {"STACK": "B", "CONCURRENCY": "1,4,16", "DURATION_S": "20", "SEED": "7",
+           "ENDPOINT": "http://10.0.0.5:9000/v1/completions", "PROFILE": "stress", "MODEL": "l8b"}
+    plan = plan_run(cfg, "H0", env)
+    assert plan.stack_name == "stackB"
+    assert [s.params.concurrency for s in plan.steps] == [1, 4, 16]
+    assert plan.step_duration_s == 20 and plan.seed == 7
+    assert plan.openai_base == "http://10.0.0.5:9000/v1"
+    assert plan.profile_name == "stress" and plan.steps[0].profile == cfg.profiles["stress"]
+    assert plan.model_handle == "nvidia/Llama-3.1-8B-Instruct-NVFP4"
+    # A single value for a parameter that is not swept becomes the fixed value.
+    h2b = plan_run(cfg, "H2B", {"CONCURRENCY": "8", "CONTEXT_TOKENS": "2048"})
+    assert len(h2b.steps) == 1 and h2b.steps[0].params.concurrency == 8
+    assert h2b.steps[0].params.context_tokens == 2048
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"STACK": "C"}, "STACK='C'"),
+    ({"STACK": "stackA"}, "runs on stackB only"),
+    ({"PROFILE": "gentle"}, "PROFILE='gentle': expected one of comfy, spill, stress"),
+    ({"CONCURRENCY": "many"}, "CONCURRENCY='many'"),
+    ({"CONCURRENCY": "0"}, "positive integer"),
+    ({"DURATION_S": "-3"}, "DURATION_S"),
+    ({"SEED": "x"}, "SEED='x': expected an integer"),
+    ({"ENDPOINT": "localhost:9000"}, "ENDPOINT"),
+])
+def test_bad_env_overrides(cfg, env, needle):
+    with pytest.raises(ConfigError) as err:
+        plan_run(cfg, "H2B", env)
+    assert needle in str(err.value)
+
+
+def test_unknown_hypothesis(cfg):
+    with pytest.raises(ConfigError, match="unknown hypothesis 'H42'"):
+        plan_run(cfg, "H42", {})
+
+
+BAD_OVERLAYS = [
+    ("profiles:\n  spill:\n    tier3_bytes: 1GiB\n", "profiles.spill.tier3_bytes: unknown key"),
+    ("profiles:\n  spill:\n    kv_block_size_tokens: lots\n",
+     "profiles.spill.kv_block_size_tokens: expected an integer, got 'lots'"),
+    ("profiles:\n  spill:\n    tier1_bytes: -1GiB\n", "profiles.spill.tier1_bytes: size must not be negative"),
+    ("profiles:\n  spill:\n    tier1_bytes: a lot\n", "profiles.spill.tier1_bytes: expected a size such as 8GiB"),
+    ("hypotheses:\n  H2B:\n    profile: gentle\n", "hypotheses.H2B.profile: unknown profile 'gentle'"),
+    ("profiles:\n  spill:\n    eviction_policy: fifo\n", "eviction_policy: expected one of 'lru', 'lfu', 'segmented'"),
+    ("stacks:\n  stackA:\n    openai_base: 8355\n", "stacks.stackA.openai_base: expected a string"),
+    ("hypotheses:\n  H0:\n    sweep: {colour: [red]}\n", "hypotheses.H0.sweep.colour: cannot sweep this key"),
+    ("hypotheses:\n  H0:\n    sweep: {concurrency: [1, two]}\n", "hypotheses.H0.sweep.concurrency.1: expected an integer"),
+    ("profiles:\n  tiny:\n    description: x\n", "profiles.tiny.tier0_bytes: missing key"),
+    ("profiles: [1, 2]\n", "profiles: expected a mapping"),
+    ("profiles:\n  spill: {tier1_bytes: 1GiB\n", "not valid YAML"),
+    ("- just\n- a list\n", "expected a mapping at the top level"),
+]
+
+
+@pytest.mark.parametrize("text,needle", BAD_OVERLAYS)
+def test_bad_config_names_file_key_and_expectation(write_yaml, text, needle):
+    path = write_yaml(text)
+    with pytest.raises(ConfigError) as err:
+        configs.load(path)
+    message = str(err.value)
+    assert needle in message
+    assert "overlay.yaml" in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        configs.load(tmp_path / "nope.yaml")
+
+
+def test_overlay_changes_values_and_env_var_selects_it(write_yaml, monkeypatch):
+    path = write_yaml("stacks:\n  stackB:\n    openai_base: http://127.0.0.1:19000/v1\n"
+                      "profiles:\n  spill:\n    tier1_bytes: 2GiB\n")
+    monkeypatch.setenv("HARNESS_CONFIG", str(path))
+    cfg = configs.load()
+    assert cfg.stacks["stackB"].openai_base == "http://127.0.0.1:19000/v1"
+    assert cfg.profiles["spill"].tier1_bytes == 2 * 2**30
+    assert cfg.profiles["spill"].tier0_bytes == 512 * 2**20  # untouched keys keep the shipped value
+
+
+def test_cli_user_error_is_one_line_without_traceback(write_yaml):
+    bad = write_yaml("profiles:\n  spill:\n    tier1_bytes: -1GiB\n")
+    proc = run_module("configs", "--config", str(bad), "validate")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tier1_bytes" in lines[0] and "overlay.yaml" in lines[0]
+    ok = run_module("configs", "validate")
+    assert ok.returncode == 0 and ok.stdout.startswith("ok:")
+
+
+def test_cli_help():
+    for mod in (("configs",), ("configs.tier_env",)):
+        proc = run_module(*mod, "--help")
+        assert proc.returncode == 0 and "usage" in proc.stdout
+
+
+def _eval_tier_env(args, names):
+    script = 'eval "$(%s)"; for n in %s; do printf "%%s=%%s\\n" "$n" "${!n}"; done' % (
+        " ".join(args), " ".join(names))
+    out = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+NAMES = ["DYN_KVBM_TIER0_BYTES", "DYN_KVBM_TIER1_BYTES", "DYN_KVBM_TIER2_BYTES", "DYN_KVBM_KV_BLOCK_SIZE_BYTES",
+         "DYN_KVBM_TIER2_PATH", "DYN_KVBM_CPU_CACHE_GB", "DYN_KVBM_DISK_CACHE_GB", "DYN_KVBM_DISK_CACHE_DIR",
+         "DYN_KVBM_METRICS", "DYN_KVBM_METRICS_PORT"]
+
+
+def test_tier_env_is_valid_shell_and_round_trips(cfg, tmp_path):
+    text = render(tier_env(cfg, "spill"))
+    script = tmp_path / "env.sh"
+    script.write_text(text)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    values = _eval_tier_env([sys.executable, "-m", "configs.tier_env", "--profile", "spill"], NAMES)
+    assert values["DYN_KVBM_TIER0_BYTES"] == str(512 * 2**20)
+    assert values["DYN_KVBM_TIER1_BYTES"] == str(2**30)
+    assert values["DYN_KVBM_TIER2_BYTES"] == str(64 * 2**30)
+    assert values["DYN_KVBM_KV_BLOCK_SIZE_BYTES"] == "65536"
+    # KVBM reads GB as f64 decimal gigabytes: GB * 1e9 must give back the byte count.
+    assert round(float(values["DYN_KVBM_CPU_CACHE_GB"]) * 1e9) == 2**30
+    assert round(float(values["DYN_KVBM_DISK_CACHE_GB"]) * 1e9) == 64 * 2**30
+    assert values["DYN_KVBM_TIER2_PATH"] == str(ROOT / "var/kvbm/spill") == values["DYN_KVBM_DISK_CACHE_DIR"]
+    assert values["DYN_KVBM_METRICS"] == "true" and values["DYN_KVBM_METRICS_PORT"] == "6880"
+
+
+def test_tier_env_quotes_hostile_paths(write_yaml, tmp_path):
+    canary = tmp_path / "canary"
+    hostile = f"/tmp/kv dir/$(touch {canary})/'q'"
+    overlay = write_yaml(f'profiles:\n  stress:\n    tier2_path: "{hostile}"\n')
+    values = _eval_tier_env([sys.executable, "-m", "configs.tier_env", "--profile", "stress", "--config",
+                             str(overlay)], ["DYN_KVBM_TIER2_PATH"])
+    assert values["DYN_KVBM_TIER2_PATH"] == hostile
+    assert not canary.exists()
+
+
+def test_tier_env_unknown_profile_is_one_line():
+    proc = run_module("configs.tier_env", "--profile", "gentle")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == "error: unknown profile 'gentle' (known: comfy, spill, stress)"
+
+
+def test_paths_refuse_traversal_and_devices(tmp_path):
+    assert safe_join(tmp_path, "lora", "adapter-1") == tmp_path.resolve() / "lora" / "adapter-1"
+    for bad in ("..", "../etc", "a/b", "", ".hidden", "x" * 200, "a\x00b"):
+        with pytest.raises(ConfigError):
+            safe_join(tmp_path, bad)
+    with pytest.raises(ConfigError, match="raw device"):
+        ensure_data_dir("/dev/null")
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ConfigError, match="not a directory"):
+        ensure_data_dir(f)
+    assert ensure_data_dir(tmp_path / "new" / "dir").is_dir()
