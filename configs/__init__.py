@@ -6,11 +6,11 @@
 """
 from .errors import ConfigError
 from .loader import load
-from .model import FioProfile, Harness, Hypothesis, ModelSpec, Profile, StackSpec, WorkloadParams
+from .model import EngineParams, FioProfile, Harness, Hypothesis, ModelSpec, Profile, StackSpec, WorkloadParams
 from .run import OVERRIDE_VARS, RunPlan, Step, plan_run
 from .sizes import format_size, parse_size
 
 __all__ = [
-    "ConfigError", "load", "Harness", "Hypothesis", "ModelSpec", "Profile", "StackSpec", "FioProfile",
+    "ConfigError", "load", "EngineParams", "Harness", "Hypothesis", "ModelSpec", "Profile", "StackSpec", "FioProfile",
     "WorkloadParams", "RunPlan", "Step", "plan_run", "OVERRIDE_VARS", "parse_size", "format_size",
 ]

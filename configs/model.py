@@ -149,10 +149,38 @@ class Hypothesis:
 
 
 @dataclass(frozen=True)
+class EngineParams:
+    """Serving-engine model of the embedded simulator (the knobs that place its queue knee)."""
+    max_batch_size: int
+    max_num_tokens: int
+    max_output_tokens: int
+    iteration_base_ms: float
+    decode_ms_per_seq: float
+    prefill_us_per_token: float
+    host_onboard_gbps: float
+    max_queue: int
+    admission_timeout_s: float
+    lora_count: int
+    lora_bytes: ByteSize
+    max_loras: int
+    lora_load_ms: float
+    time_scale: float = 1.0
+
+    def __post_init__(self):
+        for name in ("max_batch_size", "max_num_tokens", "max_output_tokens", "max_queue", "max_loras"):
+            _check(getattr(self, name) > 0, f"{name} must be positive")
+        for name in ("iteration_base_ms", "decode_ms_per_seq", "prefill_us_per_token", "lora_load_ms",
+                     "admission_timeout_s", "lora_count"):
+            _check(getattr(self, name) >= 0, f"{name} must not be negative")
+        _check(self.host_onboard_gbps > 0 and self.time_scale > 0, "host_onboard_gbps and time_scale must be positive")
+
+
+@dataclass(frozen=True)
 class Harness:
     models: dict[str, ModelSpec]
     stacks: dict[str, StackSpec]
     profiles: dict[str, Profile]
     fio_profiles: dict[str, FioProfile]
     hypotheses: dict[str, Hypothesis]
+    engine: EngineParams
     results_dir: str = "results"

@@ -1,0 +1,95 @@
+"""``python -m stacksim``: run simulated Stack A (trtllm-serve) and/or Stack B (Dynamo + KVBM).
+
+Ports and the served model come from the stacks in the configuration (8355; 9000 and 6880 for
+KVBM), tier sizes and the tier2 directory from the profile, engine knobs from ``engine``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+from urllib.parse import urlparse
+
+from configs import ConfigError, load
+
+from .server import StackOptions, StackServer
+
+
+def options_for(cfg, stack: str, args) -> StackOptions:
+    spec = cfg.stacks[f"stack{stack}"]
+    engine = cfg.engine if args.time_scale is None else dataclasses.replace(cfg.engine, time_scale=args.time_scale)
+    profile = cfg.profiles[args.profile]
+    if args.tier2_path:
+        profile = dataclasses.replace(profile, tier2_path=args.tier2_path)
+    port = urlparse(spec.openai_base).port
+    kvbm_port = urlparse(spec.kvbm_metrics_url).port if spec.kvbm_metrics_url else None
+    if args.port is not None and args.stack != "both":
+        port = args.port
+    if args.kvbm_port is not None:
+        kvbm_port = args.kvbm_port
+    strict = (stack == "B") if args.strict_fields is None else args.strict_fields
+    return StackOptions(stack=stack, model=args.model or cfg.models[spec.model].handle, profile=profile,
+                        engine=engine, host=args.host, port=port, kvbm_port=kvbm_port, seed=args.seed,
+                        strict_fields=strict, keep_tier2=args.keep_tier2)
+
+
+async def serve(servers: list[StackServer]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started = []
+    try:
+        for s in servers:
+            await s.start()
+            started.append(s)
+        print("ready", flush=True)
+        await stop.wait()
+    finally:
+        for s in started:
+            await s.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stacksim", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stack", choices=["A", "B", "both"], default="both")
+    ap.add_argument("--profile", default="spill", help="comfy, spill or stress (default spill)")
+    ap.add_argument("--config", help="overlay YAML (default: $HARNESS_CONFIG)")
+    ap.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, help="OpenAI API port for a single stack (default from the config)")
+    ap.add_argument("--kvbm-port", type=int, help="Stack B KVBM metrics port (default 6880 from the config)")
+    ap.add_argument("--model", help="served model name (default: the stack's model handle)")
+    ap.add_argument("--time-scale", type=float, help="multiply every simulated delay (e.g. 0.25 for demos)")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--tier2-path", help="override the profile's tier2 directory")
+    ap.add_argument("--strict-fields", dest="strict_fields", action="store_true", default=None,
+                    help="reject unknown request fields such as session_id with 400 (Stack B default)")
+    ap.add_argument("--no-strict-fields", dest="strict_fields", action="store_false")
+    ap.add_argument("--keep-tier2", action="store_true", help="leave tier2 and adapter files on exit")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = load(args.config)
+        if args.profile not in cfg.profiles:
+            raise ConfigError(f"unknown profile {args.profile!r} (known: {', '.join(cfg.profiles)})")
+        if args.time_scale is not None and args.time_scale <= 0:
+            raise ConfigError(f"--time-scale must be positive, got {args.time_scale}")
+        stacks = ["A", "B"] if args.stack == "both" else [args.stack]
+        servers = [StackServer(options_for(cfg, s, args)) for s in stacks]
+        asyncio.run(serve(servers))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc} ({getattr(exc, 'filename', '') or 'listen/tier2'})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

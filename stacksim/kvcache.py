@@ -1,0 +1,209 @@
+"""Tiered KV cache: tier0 (device/UMA) -> tier1 (host RAM, bounded) -> tier2 (real files).
+
+Blocks are identified by chained prefix hashes, so shared prefixes and returning sessions
+hit. Stack A has tier0 only: when its pinned blocks fill the pool, admission fails and the
+engine queues or rejects. Stack B evicts unpinned blocks downwards (counting KVBM's
+offload counters) and onboards prefix hits from tier1/tier2 back to tier0 (onboard counters).
+This class does bookkeeping only; the engine performs the onboarding I/O it returns.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from asyncio import Future
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from . import eviction
+from .tier2 import Tier2Store
+
+log = logging.getLogger("stacksim.kv")
+
+# KVBM's counter names (lib/llm/src/block_manager/metrics_kvbm.rs), values kept here.
+KVBM_COUNTERS = ("offload_blocks_d2h", "offload_blocks_h2d", "offload_blocks_d2d",
+                 "onboard_blocks_h2d", "onboard_blocks_d2d", "matched_tokens")
+
+
+@dataclass
+class Counters:
+    offload_blocks_d2h: int = 0
+    offload_blocks_h2d: int = 0
+    offload_blocks_d2d: int = 0
+    onboard_blocks_h2d: int = 0
+    onboard_blocks_d2d: int = 0
+    matched_tokens: int = 0
+    device_reused_blocks: int = 0
+    device_missed_blocks: int = 0
+    tier2_evicted_blocks: int = 0
+    tier2_write_errors: int = 0
+    tier2_read_errors: int = 0
+
+
+@dataclass
+class Admission:
+    """What admitting one sequence pinned, and the onboarding it still needs."""
+    pinned: list[bytes]
+    anon_blocks: int
+    cached_blocks: int
+    from_host: list[bytes] = field(default_factory=list)
+    from_disk: list[tuple[bytes, int, Optional[Future]]] = field(default_factory=list)
+
+
+class TieredKVCache:
+    def __init__(self, tier0_blocks: int, tier1_blocks: int, tier2: Optional[Tier2Store], policy: str,
+                 block_tokens: int, io: Optional[Callable[..., Future]] = None, hit_window: int = 64) -> None:
+        # io(fn, *args) runs blocking tier2 I/O off the event loop and returns an asyncio Future,
+        # so completion callbacks run on the loop thread with the rest of the bookkeeping.
+        self.capacity0 = tier0_blocks
+        self.capacity1 = tier1_blocks
+        self.tier2 = tier2
+        self.block_tokens = block_tokens
+        self.io = io
+        self.counters = Counters()
+        self._t0: dict[bytes, int] = {}          # hash -> pin count
+        self._t0_free = eviction.make(policy)    # unpinned tier0 blocks
+        self._anon = 0                           # pinned blocks with no reusable hash
+        self._t1 = eviction.make(policy)
+        self._t2: dict[bytes, int] = {}          # hash -> slot
+        self._t2_index = eviction.make(policy)
+        self._writes: dict[bytes, Future] = {}
+        self._lookups: deque = deque(maxlen=hit_window)
+
+    # ---- occupancy -------------------------------------------------------------------------
+    @property
+    def used0(self) -> int:
+        return len(self._t0) + self._anon
+
+    @property
+    def pinned0(self) -> int:
+        return self.used0 - len(self._t0_free)
+
+    @property
+    def used1(self) -> int:
+        return len(self._t1)
+
+    @property
+    def used2(self) -> int:
+        return len(self._t2)
+
+    def hit_rates(self) -> tuple[float, float]:
+        looked = sum(x[0] for x in self._lookups)
+        if not looked:
+            return 0.0, 0.0
+        return sum(x[1] for x in self._lookups) / looked, sum(x[2] for x in self._lookups) / looked
+
+    # ---- admission -------------------------------------------------------------------------
+    def admit(self, hashes: list[bytes], total_blocks: int) -> Optional[Admission]:
+        """Pin ``total_blocks`` tier0 blocks for a sequence whose full prompt blocks are ``hashes``.
+
+        Returns None (and changes nothing) when tier0 cannot make room even after evicting
+        every unpinned block.
+        """
+        in_t0, host, disk = [], [], []
+        for h in hashes:
+            if h in self._t0:
+                in_t0.append(h)
+            elif h in self._t1:
+                host.append(h)
+            elif h in self._t2:
+                disk.append(h)
+            else:
+                break
+        matched = len(in_t0) + len(host) + len(disk)
+        new_hashed = hashes[matched:]
+        need = total_blocks - len(in_t0)
+        unpinned_reusable = sum(1 for h in in_t0 if self._t0[h] == 0)
+        if self.capacity0 - self.used0 + len(self._t0_free) - unpinned_reusable < need:
+            return None
+
+        for h in in_t0:
+            if self._t0[h] == 0:
+                self._t0_free.remove(h)
+            self._t0[h] += 1
+        while self.capacity0 - self.used0 < need:
+            self._evict_t0(self._t0_free.victim())
+        for h in host + disk + new_hashed:
+            self._t0[h] = 1
+        anon = total_blocks - len(hashes[:matched]) - len(new_hashed)
+        self._anon += anon
+
+        c = self.counters
+        c.device_reused_blocks += len(in_t0)
+        c.device_missed_blocks += len(hashes) - len(in_t0)
+        looked = len(hashes) - len(in_t0)
+        if looked and (self.capacity1 or self.tier2):
+            self._lookups.append((looked, len(host), len(disk)))
+        c.onboard_blocks_h2d += len(host)
+        c.onboard_blocks_d2d += len(disk)
+        c.matched_tokens += (len(host) + len(disk)) * self.block_tokens
+        for h in host:
+            self._t1.touch(h)
+        adm = Admission(pinned=in_t0 + host + disk + list(new_hashed), anon_blocks=anon,
+                        cached_blocks=matched, from_host=host)
+        for h in disk:
+            self._t2_index.touch(h)
+            adm.from_disk.append((h, self._t2[h], self._writes.get(h)))
+        return adm
+
+    def release(self, adm: Admission) -> None:
+        for h in adm.pinned:
+            n = self._t0.get(h)
+            if n is None:
+                continue
+            self._t0[h] = n - 1
+            if n == 1:
+                self._t0_free.add(h)
+        self._anon -= adm.anon_blocks
+        adm.pinned, adm.anon_blocks = [], 0
+
+    # ---- eviction down the tiers -------------------------------------------------------------
+    def _evict_t0(self, h: bytes) -> None:
+        self._t0_free.forget(h)
+        del self._t0[h]
+        if h in self._t1 or h in self._t2:
+            return
+        if self.capacity1 > 0:
+            self.counters.offload_blocks_d2h += 1
+            if len(self._t1) >= self.capacity1:
+                victim = self._t1.victim()
+                self._t1.forget(victim)
+                self._to_disk(victim, "offload_blocks_h2d")
+            self._t1.add(h)
+        elif self.tier2 is not None:
+            self._to_disk(h, "offload_blocks_d2d")
+
+    def _to_disk(self, h: bytes, counter: str) -> None:
+        if self.tier2 is None or h in self._t2:
+            return
+        slot = self.tier2.allocate()
+        if slot is None:
+            victim = self._t2_index.victim()
+            if victim is None:
+                return
+            self._drop_t2(victim)
+            slot = self.tier2.allocate()
+            if slot is None:  # every slot still has a write in flight
+                return
+        setattr(self.counters, counter, getattr(self.counters, counter) + 1)
+        self._t2[h] = slot
+        self._t2_index.add(h)
+        fut = self.io(self.tier2.write, slot, h)
+        self._writes[h] = fut
+        fut.add_done_callback(lambda f, h=h: self._write_done(h, f))
+
+    def _write_done(self, h: bytes, fut: Future) -> None:
+        if self._writes.get(h) is fut:
+            del self._writes[h]
+        if not fut.cancelled() and fut.exception() is not None:
+            self.counters.tier2_write_errors += 1
+            log.warning("tier2 write failed: %s", fut.exception())
+
+    def _drop_t2(self, h: bytes) -> None:
+        slot = self._t2.pop(h)
+        self._t2_index.forget(h)
+        self.counters.tier2_evicted_blocks += 1
+        pending = self._writes.get(h)
+        if pending is not None and not pending.done():
+            pending.add_done_callback(lambda _f: self.tier2.release(slot))
+        else:
+            self.tier2.release(slot)

@@ -1,0 +1,310 @@
+"""OpenAI-compatible HTTP front of one simulated stack (aiohttp), plus Stack B's KVBM metrics listener."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from aiohttp import web
+
+from configs.model import EngineParams, Profile
+from configs.paths import check_name, ensure_data_dir
+
+from .engine import Engine, Rejected, Seq
+from .kvcache import TieredKVCache
+from .lora import LoraStore
+from .metrics import FrontendMetrics, KvbmMetrics
+from .tier2 import Tier2Store
+from .tokens import block_hashes, content_text, render_chat, tokenize
+
+log = logging.getLogger("stacksim.server")
+
+# Fields the OpenAI completions/chat APIs (and Dynamo's nvext) define. With strict_fields the
+# simulator rejects anything else with 400, as the real Dynamo frontend does with `session_id`.
+KNOWN_FIELDS = frozenset({
+    "model", "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
+    "stream", "stream_options", "stop", "presence_penalty", "frequency_penalty", "logit_bias", "user",
+    "seed", "logprobs", "top_logprobs", "echo", "best_of", "suffix", "ignore_eos", "min_tokens",
+    "response_format", "tools", "tool_choice", "parallel_tool_calls", "nvext", "top_k",
+    "repetition_penalty", "min_p",
+})
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    stack: str                  # "A" or "B"
+    model: str                  # served model handle
+    profile: Profile
+    engine: EngineParams
+    host: str = "127.0.0.1"
+    port: int = 8355
+    kvbm_port: Optional[int] = None
+    seed: int = 42
+    strict_fields: bool = False
+    keep_tier2: bool = False
+
+
+def openai_error(status: int, message: str, type_: str, code=None) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "code": code if code is not None else status}}
+    return web.json_response(body, status=status)
+
+
+class BadRequest(Exception):
+    pass
+
+
+class StackServer:
+    """One simulated stack: engine + KV tiers + LoRA store + HTTP listeners."""
+
+    def __init__(self, opts: StackOptions) -> None:
+        self.o = opts
+        self.tiered = opts.stack == "B"
+        self.data_dir: Optional[Path] = None
+        self._runners: list[web.AppRunner] = []
+        self._pool: Optional[ThreadPoolExecutor] = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        o, p = self.o, self.o.profile
+        root = ensure_data_dir(p.tier2_path)
+        self.data_dir = root / check_name(f"stacksim-stack{o.stack}-{o.port}")
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)  # our own leftovers from a killed run; nothing else is touched
+        self.data_dir.mkdir()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"stack{o.stack}-io")
+        loop = asyncio.get_running_loop()
+
+        def io(fn, *args):
+            return loop.run_in_executor(self._pool, fn, *args)
+
+        block = p.kv_block_size_bytes
+        tier2 = None
+        if self.tiered and p.tier2_bytes >= block:
+            tier2 = Tier2Store(self.data_dir, "kv_blocks.bin", block, p.tier2_bytes // block)
+        self.kv = TieredKVCache(
+            tier0_blocks=p.tier0_bytes // block,
+            tier1_blocks=p.tier1_bytes // block if self.tiered else 0,
+            tier2=tier2, policy=p.eviction_policy, block_tokens=p.kv_block_size_tokens, io=io)
+        e = o.engine
+        self.lora = LoraStore(self.data_dir, e.lora_count, e.lora_bytes, e.max_loras, e.lora_load_ms / 1000.0, io)
+        self.engine = Engine(e, self.kv, block, o.seed, io, self.lora)
+        self.metrics = FrontendMetrics(self.engine, "dynamo" if self.tiered else "trtllm", o.model)
+        self.engine.start()
+
+        app = web.Application(client_max_size=16 * 2**20)
+        app.router.add_post("/v1/completions", lambda r: self._generate(r, chat=False))
+        app.router.add_post("/v1/chat/completions", lambda r: self._generate(r, chat=True))
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
+        if self.tiered:
+            app.router.add_get("/metrics", self._frontend_metrics)
+        else:  # trtllm-serve: JSON iteration stats on /metrics, Prometheus text on /prometheus/metrics
+            app.router.add_get("/metrics", self._iteration_stats)
+            app.router.add_get("/prometheus/metrics", self._frontend_metrics)
+            app.router.add_get("/version", lambda r: web.json_response({"version": "stacksim"}))
+        await self._listen(app, o.port)
+        if self.tiered and o.kvbm_port:
+            self.kvbm = KvbmMetrics(self.engine)
+            self.engine.on_fetch = lambda tier, s: self.kvbm.fetch.labels(tier).observe(s)
+            kapp = web.Application()
+            kapp.router.add_get("/metrics", self._kvbm_metrics)
+            await self._listen(kapp, o.kvbm_port)
+        log.info("stack %s serving %s on http://%s:%d%s (profile tiers: %d/%d/%d blocks, tier2 %s)", o.stack,
+                 o.model, o.host, o.port, f", KVBM metrics on :{o.kvbm_port}" if self.tiered and o.kvbm_port else "",
+                 self.kv.capacity0, self.kv.capacity1, tier2.capacity if tier2 else 0,
+                 "O_DIRECT" if tier2 and tier2.direct else ("buffered" if tier2 else "none"))
+
+    async def _listen(self, app: web.Application, port: int) -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, self.o.host, port).start()
+        self._runners.append(runner)
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        await self.engine.stop()
+        if self._pool:
+            self._pool.shutdown(wait=True)
+        if self.kv.tier2:
+            self.kv.tier2.close(remove=not self.o.keep_tier2)
+        if not self.o.keep_tier2:
+            self.lora.close()
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    # ---- simple endpoints ------------------------------------------------------------------
+    async def _models(self, _request) -> web.Response:
+        now = int(time.time())
+        data = [{"id": self.o.model, "object": "model", "created": now, "owned_by": "stacksim"}]
+        data += [{"id": n, "object": "model", "created": now, "owned_by": "stacksim", "parent": self.o.model}
+                 for n in self.lora.names]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _health(self, _request) -> web.Response:
+        return web.json_response({"status": "healthy", "stack": self.o.stack})
+
+    async def _frontend_metrics(self, _request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), content_type="text/plain", charset="utf-8")
+
+    async def _kvbm_metrics(self, _request) -> web.Response:
+        return web.Response(body=self.kvbm.exposition(), content_type="text/plain", charset="utf-8")
+
+    async def _iteration_stats(self, _request) -> web.Response:
+        return web.json_response(list(self.engine.iterations))
+
+    # ---- generation ------------------------------------------------------------------------
+    def _parse(self, body, chat: bool) -> tuple[list[str], int, Optional[str]]:
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        if self.o.strict_fields:
+            unknown = sorted(set(body) - KNOWN_FIELDS)
+            if unknown:
+                raise BadRequest(f"unknown field `{unknown[0]}`: this frontend accepts only OpenAI request fields")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("missing required field `model`")
+        if chat:
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+                raise BadRequest("`messages` must be a non-empty list of {role, content} objects")
+            prompt = tokenize(render_chat(messages))
+        else:
+            raw = body.get("prompt")
+            if isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], str):
+                raw = raw[0]
+            if isinstance(raw, str) and raw:
+                prompt = tokenize(raw)
+            elif isinstance(raw, list) and raw and all(isinstance(t, int) and not isinstance(t, bool) for t in raw):
+                prompt = [str(t) for t in raw]
+            else:
+                raise BadRequest("`prompt` must be a non-empty string, a list with one string, or a list of token ids")
+        limit = self.o.engine.max_num_tokens
+        if len(prompt) > limit:
+            raise BadRequest(f"prompt has {len(prompt)} tokens, over this engine's max_num_tokens={limit}")
+        key = "max_completion_tokens" if chat and "max_completion_tokens" in body else "max_tokens"
+        max_tokens = body.get(key, 256 if chat else 16)
+        cap = self.o.engine.max_output_tokens
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 0 < max_tokens <= cap:
+            raise BadRequest(f"`{key}` must be an integer from 1 to {cap}, got {max_tokens!r}")
+        if model == self.o.model:
+            adapter = None
+        elif model in self.lora:
+            adapter = model
+        else:
+            raise LookupError(model)
+        return prompt, max_tokens, adapter
+
+    async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        endpoint = "chat_completions" if chat else "completions"
+        started = time.monotonic()
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            self.metrics.observe(endpoint=endpoint, stream=False, code=400, ttft=None, itls=[], duration=0.0,
+                                 prompt_tokens=0, completion_tokens=0, queue_s=0.0, finish_reason=None)
+            return openai_error(400, f"invalid JSON body: {exc}", "BadRequestError")
+        stream = bool(body.get("stream")) if isinstance(body, dict) else False
+        try:
+            prompt, max_tokens, adapter = self._parse(body, chat)
+            salt = adapter or ""
+            seq = self.engine.submit(prompt, block_hashes(prompt, self.kv.block_tokens, salt), max_tokens, adapter)
+        except (BadRequest, LookupError, Rejected) as exc:
+            if isinstance(exc, BadRequest):
+                resp = openai_error(400, str(exc), "BadRequestError")
+            elif isinstance(exc, LookupError):
+                resp = openai_error(404, f"The model `{exc.args[0]}` does not exist.", "NotFoundError",
+                                    "model_not_found")
+            else:
+                resp = openai_error(exc.status, exc.message, exc.type, exc.code)
+            self.metrics.observe(endpoint=endpoint, stream=stream, code=resp.status, ttft=None, itls=[],
+                                 duration=time.monotonic() - started, prompt_tokens=0, completion_tokens=0,
+                                 queue_s=0.0, finish_reason=None)
+            return resp
+        include_usage = stream and isinstance(body.get("stream_options"), dict) and \
+            bool(body["stream_options"].get("include_usage"))
+        return await self._respond(request, seq, chat, stream, include_usage, body["model"], endpoint, started)
+
+    async def _respond(self, request, seq: Seq, chat: bool, stream: bool, include_usage: bool, model: str,
+                       endpoint: str, started: float) -> web.StreamResponse:
+        created = int(time.time())
+        obj = "chat.completion" if chat else "text_completion"
+        texts: list[str] = []
+        token_times: list[float] = []
+        resp: Optional[web.StreamResponse] = None
+        code, finish, cancelled = 200, None, False
+
+        def chunk(text: Optional[str], finish_reason: Optional[str]) -> bytes:
+            if chat:
+                delta = {} if text is None else {"content": text}
+                if len(texts) == 1 and text is not None:
+                    delta["role"] = "assistant"
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            else:
+                choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            data = {"id": seq.id, "object": obj + ".chunk" if chat else obj, "created": created, "model": model,
+                    "choices": [choice]}
+            return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+        try:
+            while True:
+                event = await seq.events.get()
+                kind = event[0]
+                if kind == "error":
+                    err: Rejected = event[1]
+                    code = err.status
+                    if resp is None:
+                        return openai_error(err.status, err.message, err.type, err.code)
+                    payload = {"error": {"message": err.message, "type": err.type, "code": err.code}}
+                    await resp.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+                    break
+                if kind == "cancelled":
+                    cancelled = True
+                    break
+                if kind == "done":
+                    finish = event[1]
+                    break
+                texts.append(event[1])
+                token_times.append(time.monotonic())
+                if stream:
+                    if resp is None:
+                        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                                           "Cache-Control": "no-cache"})
+                        await resp.prepare(request)
+                    await resp.write(chunk(event[1], None))
+            usage = {"prompt_tokens": len(seq.prompt), "completion_tokens": len(texts),
+                     "total_tokens": len(seq.prompt) + len(texts)}
+            if code == 200 and not cancelled:
+                if stream:
+                    await resp.write(chunk(None, finish))
+                    if include_usage:
+                        await resp.write(b"data: " + json.dumps({
+                            "id": seq.id, "object": obj + ".chunk" if chat else obj, "created": created,
+                            "model": model, "choices": [], "usage": usage}).encode() + b"\n\n")
+                    await resp.write(b"data: [DONE]\n\n")
+                else:
+                    text = "".join(texts)
+                    choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                               "finish_reason": finish} if chat else
+                              {"index": 0, "text": text, "logprobs": None, "finish_reason": finish})
+                    resp = web.json_response({"id": seq.id, "object": obj, "created": created, "model": model,
+                                              "choices": [choice], "usage": usage})
+            return resp
+        except (ConnectionResetError, asyncio.CancelledError):
+            cancelled = True
+            raise
+        finally:
+            if seq.state != "done":
+                cancelled = True
+                self.engine.cancel(seq)
+            ttft = token_times[0] - started if token_times else None
+            itls = [b - a for a, b in zip(token_times, token_times[1:])]
+            self.metrics.observe(endpoint=endpoint, stream=stream, code=499 if cancelled else code, ttft=ttft,
+                                 itls=itls, duration=time.monotonic() - started, prompt_tokens=len(seq.prompt),
+                                 completion_tokens=len(texts), queue_s=max(0.0, seq.admitted_at - seq.arrival),
+                                 finish_reason=finish, cancelled=cancelled)
