@@ -194,6 +194,9 @@ class _TierState:
             cap.add_metric([tier], capacity)
         yield occ
         yield cap
+        pinned = GaugeMetricFamily("stacksim_kv_pinned_blocks", "Device blocks pinned by running sequences")
+        pinned.add_metric([], kv.pinned0)
+        yield pinned
         if kv.tier2 is not None:
             io = CounterMetricFamily("stacksim_kv_tier2_io_bytes", "Bytes moved by tier2 file I/O",
                                      labels=["direction"])

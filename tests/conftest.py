@@ -20,3 +20,66 @@ def write_yaml(tmp_path):
         p.write_text(text)
         return p
     return write
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sim:
+    """A real ``python -m stacksim`` process on loopback, for tests."""
+
+    def __init__(self, tmp_path: Path, stack: str, overlay: str = "", args=(), time_scale: float = 0.25):
+        self.port, self.kvbm_port = free_port(), free_port()
+        self.tier2 = tmp_path / f"tier2-{stack}"
+        cfg = tmp_path / f"sim-{stack}.yaml"
+        cfg.write_text(overlay or "{}\n")
+        self.cmd = [sys.executable, "-m", "stacksim", "--stack", stack, "--profile", "spill", "--config", str(cfg),
+                    "--port", str(self.port), "--kvbm-port", str(self.kvbm_port), "--tier2-path", str(self.tier2),
+                    "--time-scale", str(time_scale), "--log-level", "WARNING", *args]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"simulator did not start: {line}{self.proc.stderr.read()}")
+        return self
+
+    def stop(self, sig=None):
+        import signal
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.tier2 / f"stacksim-stack{self.cmd[self.cmd.index('--stack') + 1]}-{self.port}"
+
+    def metrics(self, path: str = "/metrics", port: int | None = None) -> dict:
+        """Scrape and parse exposition text into {(name, frozenset(labels)): value}."""
+        import requests
+        from prometheus_client.parser import text_string_to_metric_families
+        text = requests.get(f"http://127.0.0.1:{port or self.port}{path}", timeout=5).text
+        out = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                out[(s.name, frozenset(s.labels.items()))] = s.value
+        return out
+
+    def proc_io(self) -> dict:
+        text = Path(f"/proc/{self.proc.pid}/io").read_text()
+        return {k: int(v) for k, v in (line.split(": ") for line in text.splitlines())}

@@ -1,0 +1,291 @@
+"""The simulator over real HTTP on loopback, as a client of the real stacks would see it."""
+import asyncio
+import json
+import socket
+import statistics
+import time
+
+import aiohttp
+import openai
+import pytest
+import requests
+
+from conftest import Sim
+from stacksim import eviction
+from stacksim.tokens import tokenize
+
+MODEL = "nvidia/Llama-3.3-70B-Instruct-NVFP4"
+# Tiny tiers (64 KiB blocks of 32 tokens): tier0 64 blocks, tier1 32, tier2 2048, so a few
+# distinct ~600-token prompts spill all the way to disk.
+SMALL_TIERS = """
+profiles:
+  spill: {tier0_bytes: 4MiB, tier1_bytes: 2MiB, tier2_bytes: 128MiB}
+"""
+
+
+def words(n: int, tag: str) -> str:
+    return " ".join(f"{tag}w{i}" for i in range(n))
+
+
+def sse_events(resp) -> list:
+    """A plain SSE parser: every event is `data: <json>` and the stream ends with `data: [DONE]`."""
+    events = []
+    for line in resp.iter_lines(decode_unicode=True):
+        if not line:
+            continue
+        assert line.startswith("data: "), line
+        payload = line[len("data: "):]
+        events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events
+
+
+def stream_ttft(base: str, prompt: str, model: str = MODEL, max_tokens: int = 4) -> float:
+    t0 = time.monotonic()
+    with requests.post(f"{base}/v1/completions", json={"model": model, "prompt": prompt, "max_tokens": max_tokens,
+                                                       "stream": True}, stream=True, timeout=30) as r:
+        assert r.status_code == 200, r.text
+        for line in r.iter_lines():
+            if line.startswith(b"data: {") and b'"text":"' in line and b'"text":""' not in line:
+                ttft = time.monotonic() - t0
+                break
+        for _ in r.iter_lines():
+            pass
+    return ttft
+
+
+@pytest.fixture(scope="module")
+def sim_b(tmp_path_factory):
+    with Sim(tmp_path_factory.mktemp("simb"), "B", SMALL_TIERS, time_scale=0.5) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def sim_a(tmp_path_factory):
+    overlay = ("profiles:\n  spill: {tier0_bytes: 2560KiB}\n"  # 40 blocks = 1280 tokens
+               "engine: {admission_timeout_s: 1.0}\n")
+    with Sim(tmp_path_factory.mktemp("sima"), "A", overlay, time_scale=0.5) as sim:
+        yield sim
+
+
+def test_openai_client_parses_streams_and_usage(sim_b):
+    client = openai.OpenAI(base_url=sim_b.base + "/v1", api_key="unused")
+    assert MODEL in [m.id for m in client.models.list().data]
+    chunks = list(client.completions.create(model=MODEL, prompt="Hello, world!", max_tokens=7, stream=True,
+                                            stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert len(tokenize(text)) == 7
+    assert chunks[-1].usage.prompt_tokens == 4 and chunks[-1].usage.completion_tokens == 7
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    chat = list(client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi there"}],
+                                               max_tokens=5, stream=True, stream_options={"include_usage": True}))
+    deltas = [c.choices[0].delta for c in chat if c.choices]
+    assert deltas[0].role == "assistant"
+    assert len(tokenize("".join(d.content or "" for d in deltas))) == 5
+    # [user] Hi there + [assistant] = 3 + 2 + 3 tokens
+    assert chat[-1].usage.prompt_tokens == 8 and chat[-1].usage.completion_tokens == 5
+    full = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi there"}],
+                                          max_tokens=3)
+    assert full.usage.completion_tokens == 3 and full.choices[0].message.role == "assistant"
+
+
+def test_plain_sse_parser_and_determinism(sim_b):
+    body = {"model": MODEL, "prompt": "the same prompt twice", "max_tokens": 6, "stream": True,
+            "stream_options": {"include_usage": True}}
+    runs = []
+    for _ in range(2):
+        with requests.post(f"{sim_b.base}/v1/completions", json=body, stream=True, timeout=30) as r:
+            assert r.headers["Content-Type"].startswith("text/event-stream")
+            events = sse_events(r)
+        assert events[-1] == "[DONE]"
+        assert events[-2]["usage"] == {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}
+        runs.append("".join(e["choices"][0]["text"] for e in events[:-2]))
+    assert runs[0] == runs[1] and len(tokenize(runs[0])) == 6
+
+
+def test_prefix_reuse_drops_ttft(sim_b):
+    prompt = words(1600, "prefix")
+    cold = stream_ttft(sim_b.base, prompt)
+    warm = stream_ttft(sim_b.base, prompt)
+    # 1600 uncached tokens cost 40 ms of prefill at 25 us/token (x0.5 time scale); a hit skips it.
+    assert warm < cold * 0.6, (cold, warm)
+
+
+def test_stack_b_spills_to_real_tier2_files(sim_b):
+    io_before = sim_b.proc_io()
+    prompts = [words(600, f"spill{i}") for i in range(12)]     # 18 full blocks each, 216 in all
+    for p in prompts:
+        requests.post(f"{sim_b.base}/v1/completions", json={"model": MODEL, "prompt": p, "max_tokens": 2},
+                      timeout=30).raise_for_status()
+    for p in prompts[:3]:                                         # long pushed out of tier0 and tier1
+        requests.post(f"{sim_b.base}/v1/completions", json={"model": MODEL, "prompt": p, "max_tokens": 2},
+                      timeout=30).raise_for_status()
+    m = sim_b.metrics(port=sim_b.kvbm_port)
+    val = lambda name, **lb: m[(name, frozenset(lb.items()))]
+    # prometheus_client's parser names counter samples *_total; the wire format has none (checked below).
+    assert val("kvbm_offload_blocks_d2h_total") > 0
+    assert val("kvbm_offload_blocks_h2d_total") > 0
+    assert val("kvbm_onboard_blocks_d2d_total") >= 3 * 18
+    assert val("kvbm_matched_tokens_total") >= 3 * 18 * 32
+    assert val("kvbm_disk_cache_hit_rate") > 0
+    assert val("stacksim_kv_tier2_io_bytes_total", direction="write") >= val("kvbm_offload_blocks_h2d_total") * 65536
+    assert val("stacksim_kv_tier_occupancy_blocks", tier="device") <= 64
+    assert val("stacksim_kv_tier_occupancy_blocks", tier="host") <= 32
+    assert val("stacksim_kv_tier_fetch_seconds_count", tier="disk") >= 3
+    assert val("stacksim_kv_tier2_errors_total", op="read") == 0
+    # Real file I/O: the slot file holds the blocks and the kernel counted the process's disk traffic.
+    blocks = sim_b.data_dir / "kv_blocks.bin"
+    assert blocks.stat().st_size >= val("kvbm_offload_blocks_h2d_total") * 65536 / 2
+    io_after = sim_b.proc_io()
+    assert io_after["write_bytes"] - io_before["write_bytes"] >= 65536
+    assert io_after["read_bytes"] - io_before["read_bytes"] >= 3 * 18 * 65536
+    # KVBM names carry no _total, exactly like the Rust prometheus crate prints them.
+    raw = requests.get(f"http://127.0.0.1:{sim_b.kvbm_port}/metrics", timeout=5).text
+    assert "\nkvbm_offload_blocks_d2h " in raw and "kvbm_offload_blocks_d2h_total" not in raw
+
+
+def test_frontend_metrics_use_dynamo_names(sim_b):
+    m = sim_b.metrics()
+    names = {k[0] for k in m}
+    for name in ("dynamo_frontend_requests_total", "dynamo_frontend_time_to_first_token_seconds_bucket",
+                 "dynamo_frontend_inter_token_latency_seconds_bucket", "dynamo_frontend_request_duration_seconds_count",
+                 "dynamo_frontend_inflight_requests", "dynamo_frontend_queued_requests",
+                 "dynamo_frontend_output_tokens_total", "dynamo_frontend_model_total_kv_blocks"):
+        assert name in names, name
+    ok = sum(v for (n, lb), v in m.items() if n == "dynamo_frontend_requests_total" and ("status", "success") in lb)
+    assert ok >= 3
+
+
+def test_stack_a_rejects_at_kv_exhaustion(sim_a):
+    # Each request needs (600 + 400) / 32 = 32 of the 40 blocks, so only one fits at a time.
+    async def burst():
+        async with aiohttp.ClientSession() as s:
+            async def one(i):
+                async with s.post(f"{sim_a.base}/v1/completions", json={
+                        "model": MODEL, "prompt": words(600, f"a{i}"), "max_tokens": 400}) as r:
+                    return r.status, await r.json()
+            return await asyncio.gather(*(one(i) for i in range(3)))
+    results = asyncio.run(burst())
+    codes = sorted(code for code, _ in results)
+    assert codes[0] == 200 and 503 in codes, results
+    msg = next(body for code, body in results if code == 503)["error"]["message"]
+    assert "KV cache exhausted" in msg
+    too_big = requests.post(f"{sim_a.base}/v1/completions", json={"model": MODEL, "prompt": words(1300, "big"),
+                                                                    "max_tokens": 16}, timeout=10)
+    assert too_big.status_code == 503 and "device KV pool holds 40" in too_big.json()["error"]["message"]
+    m = sim_a.metrics("/prometheus/metrics")
+    assert m[("stacksim_rejected_requests_total", frozenset({("reason", "kv_exhausted")}))] >= 1
+    assert ("trtllm_kv_cache_max_blocks", frozenset({("model_name", MODEL), ("engine_type", "trtllm")})) in m
+    stats = requests.get(f"{sim_a.base}/metrics", timeout=5).json()   # trtllm-serve's JSON iteration stats
+    assert stats and "kvCacheStats" in stats[-1]
+    kvbm = socket.socket()
+    assert kvbm.connect_ex(("127.0.0.1", sim_a.kvbm_port)) != 0      # no KVBM listener on Stack A
+    kvbm.close()
+
+
+def test_lora_cold_load_slower_than_warm(sim_b):
+    cold = stream_ttft(sim_b.base, "adapter prompt one", model="lora-003")
+    warm = stream_ttft(sim_b.base, "adapter prompt two", model="lora-003")
+    assert cold > warm + 0.005, (cold, warm)
+    m = sim_b.metrics()
+    assert m[("stacksim_lora_loads_total", frozenset({("kind", "cold")}))] >= 1
+    assert (sim_b.data_dir / "lora" / "lora-003.bin").stat().st_size == 2**20
+
+
+@pytest.mark.parametrize("body,status,needle", [
+    (b"{not json", 400, "invalid JSON"),
+    ({"model": MODEL}, 400, "`prompt` must be"),
+    ({"model": MODEL, "prompt": "x", "max_tokens": 0}, 400, "`max_tokens` must be an integer from 1 to 4096"),
+    ({"model": MODEL, "prompt": "x", "max_tokens": 10**6}, 400, "from 1 to 4096"),
+    ({"model": MODEL, "prompt": words(8193, "w")}, 400, "over this engine's max_num_tokens=8192"),
+    ({"model": MODEL, "prompt": "x", "session_id": "s1"}, 400, "unknown field `session_id`"),
+    ({"model": "no-such-adapter", "prompt": "x"}, 404, "does not exist"),
+    ({"prompt": "x"}, 400, "missing required field `model`"),
+])
+def test_bad_inputs_get_openai_errors(sim_b, body, status, needle):
+    kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
+    r = requests.post(f"{sim_b.base}/v1/completions", timeout=10, **kwargs)
+    assert r.status_code == status
+    err = r.json()["error"]
+    assert needle in err["message"] and err["type"] and err["code"]
+
+
+def test_chat_requires_messages(sim_b):
+    r = requests.post(f"{sim_b.base}/v1/chat/completions", json={"model": MODEL, "messages": []}, timeout=10)
+    assert r.status_code == 400 and "`messages`" in r.json()["error"]["message"]
+
+
+def test_client_disconnect_frees_blocks(sim_b):
+    s = socket.create_connection(("127.0.0.1", sim_b.port))
+    body = json.dumps({"model": MODEL, "prompt": words(300, "gone"), "max_tokens": 1500, "stream": True})
+    s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+    got = b""
+    while b"data: " not in got:
+        got += s.recv(4096)
+    pinned = ("stacksim_kv_pinned_blocks", frozenset())
+    assert sim_b.metrics(port=sim_b.kvbm_port)[pinned] > 0
+    s.close()
+    deadline = time.time() + 10
+    while time.time() < deadline and sim_b.metrics(port=sim_b.kvbm_port)[pinned] > 0:
+        time.sleep(0.1)
+    assert sim_b.metrics(port=sim_b.kvbm_port)[pinned] == 0
+    m = sim_b.metrics()
+    assert m[("dynamo_frontend_model_cancellation_total", frozenset({("model", MODEL)}))] >= 1
+    assert m[("dynamo_frontend_inflight_requests", frozenset({("model", MODEL)}))] == 0
+
+
+def test_queue_knee_below_64_streams(tmp_path):
+    async def ttfts(base, concurrency, duration=2.0):
+        out = []
+        async with aiohttp.ClientSession() as s:
+            async def user(u):
+                end = time.monotonic() + duration
+                while time.monotonic() < end:
+                    t0 = time.monotonic()
+                    async with s.post(f"{base}/v1/completions", json={
+                            "model": MODEL, "prompt": f"user {u} " + words(200, "q"), "max_tokens": 24,
+                            "stream": True}) as r:
+                        first = None
+                        async for _ in r.content:
+                            first = first or time.monotonic()
+                    out.append(first - t0)
+            await asyncio.gather(*(user(u) for u in range(concurrency)))
+        return out
+    with Sim(tmp_path, "A", time_scale=0.25) as sim:
+        low = statistics.median(asyncio.run(ttfts(sim.base, 8)))
+        high = statistics.median(asyncio.run(ttfts(sim.base, 48)))
+    assert high > 3 * low, (low, high)
+
+
+def test_shutdown_removes_tier2_unless_kept(tmp_path):
+    sim = Sim(tmp_path, "B", SMALL_TIERS)
+    with sim:
+        assert (sim.data_dir / "kv_blocks.bin").exists()
+    assert sim.proc.returncode == 0 and not sim.data_dir.exists()
+    (tmp_path / "k").mkdir()
+    kept = Sim(tmp_path / "k", "B", SMALL_TIERS, args=["--keep-tier2"])
+    with kept:
+        pass
+    assert (kept.data_dir / "kv_blocks.bin").exists()
+
+
+def test_eviction_policies():
+    lru = eviction.make("lru")
+    for k in "abc":
+        lru.add(k)
+    lru.touch("a")
+    assert lru.victim() == "b"
+    lfu = eviction.make("lfu")
+    for k in "abc":
+        lfu.add(k)
+    lfu.touch("a"), lfu.touch("c"), lfu.touch("a")
+    assert lfu.victim() == "b"
+    lfu.remove("b")
+    assert lfu.victim() == "c"
+    slru = eviction.make("segmented")
+    for k in "abc":
+        slru.add(k)
+    slru.touch("a")           # second sighting: protected
+    assert slru.victim() == "b"
+    slru.remove("b"), slru.remove("c")
+    assert slru.victim() == "a"
