@@ -47,7 +47,7 @@ demo: setup
 	@echo "make demo: not yet available - the end-to-end demo lands with the demo issue (#8)."
 
 bench: setup
-	@echo "make bench: no benchmarks yet."
+	$(PY) bench/stacksim_bench.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info

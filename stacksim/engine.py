@@ -71,6 +71,7 @@ class Engine:
         self.rejected: dict[str, int] = {}
         self._ids = itertools.count()
         self._wake = asyncio.Event()
+        self._deadline = 0.0
         self.on_fetch: Optional[Callable[[str, float], None]] = None  # (tier, seconds) per onboarding
         self._task: Optional[asyncio.Task] = None
 
@@ -150,9 +151,12 @@ class Engine:
             seq.adm = adm
             seq.admitted_at = now
             seq.prefill_left = max(1, len(seq.prompt) - adm.cached_blocks * self.kv.block_tokens)
-            seq.state = "onboarding"
             self.running.append(seq)
-            asyncio.ensure_future(self._onboard(seq))
+            if adm.from_host or adm.from_disk or (seq.adapter and self.lora is not None):
+                seq.state = "onboarding"
+                asyncio.ensure_future(self._onboard(seq))
+            else:  # nothing to fetch: prefill can start in this very iteration
+                seq.state = "prefill"
 
     async def _onboard(self, seq: Seq) -> None:
         start = self.clock()
@@ -216,9 +220,15 @@ class Engine:
             ms = (self.p.iteration_base_ms + self.p.decode_ms_per_seq * len(decoding)
                   + self.p.prefill_us_per_token * prefill_tokens / 1000.0)
             t0 = self.clock()
-            await self.sleep(ms / 1000.0)
+            # Sleep to a deadline rather than for a duration: timer overshoot in one iteration is
+            # taken back from the next, so the simulator's own delay does not accumulate.
+            step = ms / 1000.0 * self.p.time_scale
+            self._deadline = (self._deadline if t0 - self._deadline < step else t0) + step
+            await asyncio.sleep(max(0.0, self._deadline - self.clock()))
+            late_ms = (self.clock() - self._deadline) * 1000.0
             self.iterations.append({
                 "iter": len(self.iterations), "iterLatencyMS": (self.clock() - t0) * 1000.0,
+                "modelLatencyMS": ms * self.p.time_scale, "schedDelayMS": late_ms,
                 "numActiveRequests": len(self.running), "numQueuedRequests": len(self.waiting),
                 "numContextRequests": len(prefilling), "numGenRequests": len(decoding),
                 "numPrefillTokens": prefill_tokens,
