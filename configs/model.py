@@ -176,6 +176,26 @@ class EngineParams:
 
 
 @dataclass(frozen=True)
+class ExporterSettings:
+    """Where our exporters listen and what they watch; Prometheus targets are generated from this."""
+    listen: str
+    port: int
+    ports: dict[str, int]
+    disk_exclude: str
+    processes: dict[str, str]
+
+    def __post_init__(self):
+        import re
+        for name, port in {"port": self.port, **self.ports}.items():
+            _check(0 < port < 65536, f"{name} must be a TCP port, got {port}")
+        for name, pattern in {"disk_exclude": self.disk_exclude, **self.processes}.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{name} is not a valid regular expression: {exc}") from None
+
+
+@dataclass(frozen=True)
 class Harness:
     models: dict[str, ModelSpec]
     stacks: dict[str, StackSpec]
@@ -183,4 +203,5 @@ class Harness:
     fio_profiles: dict[str, FioProfile]
     hypotheses: dict[str, Hypothesis]
     engine: EngineParams
+    exporters: ExporterSettings
     results_dir: str = "results"

@@ -1,0 +1,1 @@
+"""Prometheus exporters for the rig: custom prometheus_client collectors over /proc and /sys."""

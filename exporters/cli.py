@@ -1,0 +1,71 @@
+"""Run one or several collectors behind one /metrics listener (loopback by default)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from configs import ConfigError, load
+from configs.paths import resolve
+
+from .nvme import DiskCollector
+from .uma import UmaCollector
+
+COLLECTORS = ("nvme", "uma")
+
+
+def build(name: str, args, cfg):
+    if name == "nvme":
+        tier2 = args.tier2_path or str(resolve(cfg.profiles[args.profile].tier2_path))
+        return DiskCollector(args.procfs, args.sysfs, args.disk_exclude or cfg.exporters.disk_exclude, tier2)
+    return UmaCollector(args.procfs, cfg.exporters.processes)
+
+
+def main(argv: list[str] | None = None, only: str | None = None) -> int:
+    prog = f"python -m exporters.{only}" if only else "python -m exporters"
+    ap = argparse.ArgumentParser(prog=prog, description="Prometheus exporter for the DGX Spark storage rig.")
+    if not only:
+        ap.add_argument("--collectors", default=",".join(COLLECTORS),
+                        help=f"comma list of collectors (available: {', '.join(COLLECTORS)})")
+    ap.add_argument("--listen", help="address to bind (default from configs: 127.0.0.1)")
+    ap.add_argument("--port", type=int, help="port (default from configs exporters.port / exporters.ports)")
+    ap.add_argument("--procfs", default="/proc", help="procfs root, e.g. a fixture tree (default /proc)")
+    ap.add_argument("--sysfs", default="/sys", help="sysfs root (default /sys)")
+    ap.add_argument("--profile", default="spill", help="profile whose tier2_path marks the kv_tier2 disk")
+    ap.add_argument("--tier2-path", help="KV tier2 directory (overrides the profile's)")
+    ap.add_argument("--disk-exclude", help="regex of devices to leave out (default from configs)")
+    ap.add_argument("--config", help="overlay YAML (default: $HARNESS_CONFIG)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = load(args.config)
+        names = [only] if only else [n.strip() for n in args.collectors.split(",") if n.strip()]
+        unknown = [n for n in names if n not in COLLECTORS]
+        if unknown or not names:
+            raise ConfigError(f"unknown collector {unknown[0] if unknown else ''!r} "
+                              f"(available: {', '.join(COLLECTORS)})")
+        if args.profile not in cfg.profiles:
+            raise ConfigError(f"unknown profile {args.profile!r} (known: {', '.join(cfg.profiles)})")
+        registry = CollectorRegistry()
+        for name in names:
+            registry.register(build(name, args, cfg))
+        listen = args.listen or cfg.exporters.listen
+        port = args.port or (cfg.exporters.ports[only] if only else cfg.exporters.port)
+        server, thread = start_http_server(port, addr=listen, registry=registry)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot serve metrics: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"serving {', '.join(names)} on http://{listen}:{port}/metrics", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.shutdown()
+    return 0

@@ -1,0 +1,132 @@
+"""Block devices from /proc/diskstats, under node_exporter's ``node_disk_*`` semantics with our prefix.
+
+Raw counters only (iostat's r/s, r_await, aqu-sz, %util are Prometheus recording rules). Each
+disk carries a ``role`` label: ``kv_tier2`` for the disk holding the KV tier2 directory,
+``system`` for the root filesystem's disk, ``other`` otherwise.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .procfs import parse_diskstats
+
+PREFIX = "sparkrig_disk_"
+SECTOR = 512
+# (diskstats field, metric name, help, scale); counters get _total from prometheus_client.
+COUNTERS = (
+    ("reads_completed", "reads_completed", "Reads completed", 1),
+    ("reads_merged", "reads_merged", "Reads merged", 1),
+    ("sectors_read", "read_bytes", "Bytes read", SECTOR),
+    ("read_time_ms", "read_time_seconds", "Time spent reading", 1e-3),
+    ("writes_completed", "writes_completed", "Writes completed", 1),
+    ("writes_merged", "writes_merged", "Writes merged", 1),
+    ("sectors_written", "written_bytes", "Bytes written", SECTOR),
+    ("write_time_ms", "write_time_seconds", "Time spent writing", 1e-3),
+    ("io_time_ms", "io_time_seconds", "Time the device had I/O in flight", 1e-3),
+    ("io_weighted_time_ms", "io_time_weighted_seconds", "In-flight I/O count integrated over time", 1e-3),
+    ("discards_completed", "discards_completed", "Discards completed", 1),
+    ("discards_merged", "discards_merged", "Discards merged", 1),
+    ("sectors_discarded", "discarded_sectors", "Sectors discarded", 1),
+    ("discard_time_ms", "discard_time_seconds", "Time spent discarding", 1e-3),
+    ("flushes_completed", "flush_requests", "Flush requests completed", 1),
+    ("flush_time_ms", "flush_requests_time_seconds", "Time spent flushing", 1e-3),
+)
+
+
+def _devnum(path: str) -> tuple[int, int]:
+    p = Path(path)
+    while not p.exists() and p != p.parent:   # a tier2 directory not created yet lives on its parent's disk
+        p = p.parent
+    st = os.stat(p)
+    return os.major(st.st_dev), os.minor(st.st_dev)
+
+
+def disk_of(sysfs: Path, major: int, minor: int) -> Optional[str]:
+    """Whole-disk name for a device number: /sys/dev/block/M:m, then up from a partition to its disk."""
+    link = sysfs / "dev" / "block" / f"{major}:{minor}"
+    if not link.exists():
+        return None
+    target = Path(os.path.realpath(link))
+    return target.parent.name if (target / "partition").exists() else target.name
+
+
+def _read(path: Path) -> Optional[str]:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+class DiskCollector:
+    def __init__(self, procfs: str = "/proc", sysfs: str = "/sys", exclude: str = "", tier2_path: Optional[str] = None,
+                 root_path: str = "/", devnum: Callable[[str], tuple[int, int]] = _devnum) -> None:
+        self.procfs, self.sysfs = Path(procfs), Path(sysfs)
+        self.exclude = re.compile(exclude) if exclude else None
+        self.tier2_path, self.root_path = tier2_path, root_path
+        self.devnum = devnum
+
+    def roles(self) -> dict[str, set[str]]:
+        roles: dict[str, set[str]] = {}
+        for role, path in (("kv_tier2", self.tier2_path), ("system", self.root_path)):
+            if not path:
+                continue
+            try:
+                disk = disk_of(self.sysfs, *self.devnum(path))
+            except OSError:
+                disk = None
+            if disk:
+                roles.setdefault(disk, set()).add(role)
+        return roles
+
+    def collect(self):
+        stats = parse_diskstats((self.procfs / "diskstats").read_text())
+        disks = {d: s for d, s in stats.items() if not (self.exclude and self.exclude.match(d))}
+        roles = self.roles()
+
+        def role(dev: str) -> str:
+            r = roles.get(dev, set())
+            return "kv_tier2" if "kv_tier2" in r else ("system" if "system" in r else "other")
+
+        labels = ["device", "role"]
+        for field, name, doc, scale in COUNTERS:
+            fam = CounterMetricFamily(PREFIX + name, doc, labels=labels)
+            for dev, s in disks.items():
+                if field in s:
+                    fam.add_metric([dev, role(dev)], s[field] * scale)
+            if fam.samples:
+                yield fam
+        now = GaugeMetricFamily(PREFIX + "io_now", "I/Os currently in flight", labels=labels)
+        for dev, s in disks.items():
+            now.add_metric([dev, role(dev)], s["io_in_progress"])
+        yield now
+        info = GaugeMetricFamily(PREFIX + "info", "Device identity (serial hashed)",
+                                 labels=["device", "model", "serial_sha256", "firmware", "rotational"])
+        size = GaugeMetricFamily(PREFIX + "size_bytes", "Device capacity", labels=["device"])
+        for dev in disks:
+            base = self.sysfs / "block" / dev
+            serial = _read(base / "device" / "serial") or ""
+            info.add_metric([dev, _read(base / "device" / "model") or "", hashlib.sha256(
+                serial.encode()).hexdigest()[:12] if serial else "", _read(base / "device" / "firmware_rev") or "",
+                _read(base / "queue" / "rotational") or ""], 1)
+            sectors = _read(base / "size")
+            if sectors and sectors.isdigit():
+                size.add_metric([dev], int(sectors) * SECTOR)
+        yield info
+        yield size
+        role_info = GaugeMetricFamily(PREFIX + "role_info", "Roles a disk plays for the rig", labels=labels)
+        for dev, rs in sorted(roles.items()):
+            for r in sorted(rs):
+                role_info.add_metric([dev, r], 1)
+        yield role_info
+
+
+if __name__ == "__main__":
+    from .cli import main
+    sys.exit(main(only="nvme"))

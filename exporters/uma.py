@@ -1,0 +1,128 @@
+"""Unified memory and host pressure: /proc/meminfo, /proc/vmstat, PSI, CPU time by mode, per-process RSS.
+
+On GB10 the GPU's memory *is* this memory and NVML cannot report it, so MemAvailable, Cached,
+major faults, PSI and the serving processes' RSS carry the UMA story; iowait (H8) comes from
+the CPU modes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .procfs import parse_meminfo, parse_pressure, parse_stat_cpu, parse_vmstat
+
+log = logging.getLogger("exporters.uma")
+VMSTAT_COUNTERS = ("pgmajfault", "pgfault", "pgpgin", "pgpgout", "pswpin", "pswpout", "workingset_refault",
+                   "workingset_refault_anon", "workingset_refault_file", "oom_kill")
+COUNT_FIELDS = re.compile(r"^HugePages_")
+
+
+def metric_name(field: str) -> str:
+    """node_exporter's spelling: Active(anon) -> Active_anon."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", field.replace("(", "_").replace(")", ""))
+
+
+class UmaCollector:
+    def __init__(self, procfs: str = "/proc", processes: dict[str, str] | None = None) -> None:
+        self.procfs = Path(procfs)
+        self.processes = {name: re.compile(p) for name, p in (processes or {}).items()}
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self._warned: set[str] = set()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+    def collect(self):
+        yield from self._meminfo()
+        yield from self._vmstat()
+        yield from self._pressure()
+        yield from self._cpu()
+        if self.processes:
+            yield from self._process_memory()
+
+    def _meminfo(self):
+        for field, value in parse_meminfo((self.procfs / "meminfo").read_text()).items():
+            if COUNT_FIELDS.match(field):
+                yield GaugeMetricFamily("sparkrig_memory_" + metric_name(field), f"{field} from /proc/meminfo", value)
+            else:
+                yield GaugeMetricFamily(f"sparkrig_memory_{metric_name(field)}_bytes",
+                                        f"{field} from /proc/meminfo", value)
+
+    def _vmstat(self):
+        stats = parse_vmstat((self.procfs / "vmstat").read_text())
+        for field in VMSTAT_COUNTERS:
+            if field in stats:
+                yield CounterMetricFamily("sparkrig_vmstat_" + field, f"{field} from /proc/vmstat", stats[field])
+
+    def _pressure(self):
+        up = GaugeMetricFamily("sparkrig_pressure_up", "1 when /proc/pressure (PSI) is readable")
+        avg = GaugeMetricFamily("sparkrig_pressure_avg10_ratio", "PSI share of the last 10 s",
+                                labels=["resource", "kind"])
+        totals = []
+        ok = True
+        for resource in ("cpu", "io", "memory"):
+            try:
+                psi = parse_pressure((self.procfs / "pressure" / resource).read_text())
+            except OSError as exc:
+                ok = False
+                self._warn_once("psi", f"PSI unavailable ({exc.strerror}: {exc.filename}); "
+                                       "sparkrig_pressure_up is 0")
+                continue
+            for kind, suffix in (("some", "waiting"), ("full", "stalled")):
+                if kind in psi:
+                    avg.add_metric([resource, kind], psi[kind]["avg10"] / 100.0)
+                    totals.append(CounterMetricFamily(f"sparkrig_pressure_{resource}_{suffix}_seconds",
+                                                      f"PSI {kind} total for {resource}", psi[kind]["total"] / 1e6))
+        up.add_metric([], 1 if ok else 0)
+        yield up
+        yield avg
+        yield from totals
+
+    def _cpu(self):
+        modes, cpus = parse_stat_cpu((self.procfs / "stat").read_text(), self.ticks)
+        fam = CounterMetricFamily("sparkrig_cpu_seconds", "CPU time summed over all CPUs", labels=["mode"])
+        for mode, seconds in modes.items():
+            fam.add_metric([mode], seconds)
+        yield fam
+        yield GaugeMetricFamily("sparkrig_cpu_count", "Online CPUs", cpus)
+
+    def _process_memory(self):
+        rss = {name: 0 for name in self.processes}
+        count = dict(rss)
+        for entry in os.scandir(self.procfs):
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (Path(entry.path) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if not cmdline:
+                    continue
+                matched = [n for n, rx in self.processes.items() if rx.search(cmdline)]
+                if not matched:
+                    continue
+                status = (Path(entry.path) / "status").read_text()
+            except OSError:  # the process exited between listing and reading
+                continue
+            m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+            for name in matched:
+                count[name] += 1
+                rss[name] += int(m.group(1)) * 1024 if m else 0
+        r = GaugeMetricFamily("sparkrig_process_resident_memory_bytes", "RSS of matching processes",
+                              labels=["process"])
+        c = GaugeMetricFamily("sparkrig_process_count", "Number of matching processes", labels=["process"])
+        for name in self.processes:
+            r.add_metric([name], rss[name])
+            c.add_metric([name], count[name])
+        yield r
+        yield c
+
+
+if __name__ == "__main__":
+    from .cli import main
+    sys.exit(main(only="uma"))
