@@ -7,12 +7,13 @@ import os
 import sys
 
 from . import tier_env
-from .errors import ConfigError
+from .errors import cli_main
 from .loader import load
 from .run import plan_run
 from .schema import to_plain
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m configs", description=__doc__)
     ap.add_argument("--config", help="overlay YAML merged over the shipped configs (default: $HARNESS_CONFIG)")
@@ -24,19 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     te.add_argument("--profile", required=True)
     te.add_argument("--stack", default="stackB")
     args = ap.parse_args(argv)
-    try:
-        cfg = load(args.config)
-        if args.cmd == "validate":
-            print(f"ok: {len(cfg.stacks)} stacks, {len(cfg.profiles)} profiles, "
-                  f"{len(cfg.fio_profiles)} fio profiles, {len(cfg.hypotheses)} hypotheses")
-        elif args.cmd == "show":
-            data = plan_run(cfg, args.hypothesis, os.environ).snapshot() if args.hypothesis else to_plain(cfg)
-            print(json.dumps(data, indent=2))
-        else:
-            sys.stdout.write(tier_env.render(tier_env.tier_env(cfg, args.profile.lower(), args.stack)))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load(args.config)
+    if args.cmd == "validate":
+        print(f"ok: {len(cfg.stacks)} stacks, {len(cfg.profiles)} profiles, "
+              f"{len(cfg.fio_profiles)} fio profiles, {len(cfg.hypotheses)} hypotheses")
+    elif args.cmd == "show":
+        data = plan_run(cfg, args.hypothesis, os.environ).snapshot() if args.hypothesis else to_plain(cfg)
+        print(json.dumps(data, indent=2))
+    else:
+        sys.stdout.write(tier_env.render(tier_env.tier_env(cfg, args.profile.lower(), args.stack)))
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import typing
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import yaml
 

@@ -15,7 +15,7 @@ import shlex
 import sys
 from urllib.parse import urlparse
 
-from .errors import ConfigError
+from .errors import ConfigError, cli_main
 from .loader import load
 from .model import Harness
 from .paths import resolve
@@ -52,6 +52,7 @@ def render(env: dict[str, str]) -> str:
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m configs.tier_env",
@@ -60,12 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="overlay YAML merged over the shipped configs (default: $HARNESS_CONFIG)")
     ap.add_argument("--stack", default="stackB", help="stack whose KVBM metrics port to export (default stackB)")
     args = ap.parse_args(argv)
-    try:
-        cfg = load(args.config)
-        sys.stdout.write(render(tier_env(cfg, args.profile.lower(), args.stack)))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    sys.stdout.write(render(tier_env(load(args.config), args.profile.lower(), args.stack)))
     return 0
 
 

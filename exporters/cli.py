@@ -10,6 +10,7 @@ import threading
 from prometheus_client import CollectorRegistry, start_http_server
 
 from configs import ConfigError, load
+from configs.errors import cli_main
 from configs.paths import resolve
 
 from .nvme import DiskCollector
@@ -25,6 +26,7 @@ def build(name: str, args, cfg):
     return UmaCollector(args.procfs, cfg.exporters.processes)
 
 
+@cli_main
 def main(argv: list[str] | None = None, only: str | None = None) -> int:
     prog = f"python -m exporters.{only}" if only else "python -m exporters"
     ap = argparse.ArgumentParser(prog=prog, description="Prometheus exporter for the DGX Spark storage rig.")
@@ -56,9 +58,6 @@ def main(argv: list[str] | None = None, only: str | None = None) -> int:
         listen = args.listen or cfg.exporters.listen
         port = args.port or (cfg.exporters.ports[only] if only else cfg.exporters.port)
         server, thread = start_http_server(port, addr=listen, registry=registry)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except OSError as exc:
         print(f"error: cannot serve metrics: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ import sys
 from urllib.parse import urlparse
 
 from configs import ConfigError, load
+from configs.errors import cli_main
 
 from .server import StackOptions, StackServer
 
@@ -53,6 +54,7 @@ async def serve(servers: list[StackServer]) -> None:
             await s.stop()
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stacksim", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,9 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         stacks = ["A", "B"] if args.stack == "both" else [args.stack]
         servers = [StackServer(options_for(cfg, s, args)) for s in stacks]
         asyncio.run(serve(servers))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except OSError as exc:
         print(f"error: {exc.strerror or exc} ({getattr(exc, 'filename', '') or 'listen/tier2'})", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from .kvcache import TieredKVCache
 from .lora import LoraStore
 from .metrics import FrontendMetrics, KvbmMetrics
 from .tier2 import Tier2Store
-from .tokens import block_hashes, content_text, render_chat, tokenize
+from .tokens import block_hashes, render_chat, tokenize
 
 log = logging.getLogger("stacksim.server")
 
