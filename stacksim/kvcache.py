@@ -124,7 +124,7 @@ class TieredKVCache:
             self._evict_t0(self._t0_free.victim())
         for h in host + disk + new_hashed:
             self._t0[h] = 1
-        anon = total_blocks - len(hashes[:matched]) - len(new_hashed)
+        anon = total_blocks - len(hashes)   # partial last prompt block and the output's blocks
         self._anon += anon
 
         c = self.counters
