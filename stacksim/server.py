@@ -59,6 +59,14 @@ class BadRequest(Exception):
     pass
 
 
+class UnknownModel(Exception):
+    pass
+
+
+def sse(data: dict) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
 class StackServer:
     """One simulated stack: engine + KV tiers + LoRA store + HTTP listeners."""
 
@@ -197,7 +205,7 @@ class StackServer:
         elif model in self.lora:
             adapter = model
         else:
-            raise LookupError(model)
+            raise UnknownModel(model)
         return prompt, max_tokens, adapter
 
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
@@ -205,19 +213,16 @@ class StackServer:
         started = time.monotonic()
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            self.metrics.observe(endpoint=endpoint, stream=False, code=400, ttft=None, itls=[], duration=0.0,
-                                 prompt_tokens=0, completion_tokens=0, queue_s=0.0, finish_reason=None)
-            return openai_error(400, f"invalid JSON body: {exc}", "BadRequestError")
-        stream = bool(body.get("stream")) if isinstance(body, dict) else False
-        try:
+            stream = bool(body.get("stream")) if isinstance(body, dict) else False
             prompt, max_tokens, adapter = self._parse(body, chat)
             salt = adapter or ""
             seq = self.engine.submit(prompt, block_hashes(prompt, self.kv.block_tokens, salt), max_tokens, adapter)
-        except (BadRequest, LookupError, Rejected) as exc:
-            if isinstance(exc, BadRequest):
+        except (json.JSONDecodeError, UnicodeDecodeError, BadRequest, UnknownModel, Rejected) as exc:
+            if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
+                stream, resp = False, openai_error(400, f"invalid JSON body: {exc}", "BadRequestError")
+            elif isinstance(exc, BadRequest):
                 resp = openai_error(400, str(exc), "BadRequestError")
-            elif isinstance(exc, LookupError):
+            elif isinstance(exc, UnknownModel):
                 resp = openai_error(404, f"The model `{exc.args[0]}` does not exist.", "NotFoundError",
                                     "model_not_found")
             else:
@@ -234,6 +239,7 @@ class StackServer:
                        endpoint: str, started: float) -> web.StreamResponse:
         created = int(time.time())
         obj = "chat.completion" if chat else "text_completion"
+        chunk_obj = obj + ".chunk" if chat else obj
         texts: list[str] = []
         token_times: list[float] = []
         resp: Optional[web.StreamResponse] = None
@@ -247,9 +253,7 @@ class StackServer:
                 choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             else:
                 choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
-            data = {"id": seq.id, "object": obj + ".chunk" if chat else obj, "created": created, "model": model,
-                    "choices": [choice]}
-            return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+            return sse({"id": seq.id, "object": chunk_obj, "created": created, "model": model, "choices": [choice]})
 
         try:
             while True:
@@ -260,8 +264,7 @@ class StackServer:
                     code = err.status
                     if resp is None:
                         return openai_error(err.status, err.message, err.type, err.code)
-                    payload = {"error": {"message": err.message, "type": err.type, "code": err.code}}
-                    await resp.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+                    await resp.write(sse({"error": {"message": err.message, "type": err.type, "code": err.code}}))
                     break
                 if kind == "cancelled":
                     cancelled = True
@@ -283,9 +286,8 @@ class StackServer:
                 if stream:
                     await resp.write(chunk(None, finish))
                     if include_usage:
-                        await resp.write(b"data: " + json.dumps({
-                            "id": seq.id, "object": obj + ".chunk" if chat else obj, "created": created,
-                            "model": model, "choices": [], "usage": usage}).encode() + b"\n\n")
+                        await resp.write(sse({"id": seq.id, "object": chunk_obj, "created": created,
+                                              "model": model, "choices": [], "usage": usage}))
                     await resp.write(b"data: [DONE]\n\n")
                 else:
                     text = "".join(texts)
