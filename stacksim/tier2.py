@@ -78,7 +78,8 @@ class Tier2Store:
         if not self.direct:
             os.fdatasync(self.fd)
             os.posix_fadvise(self.fd, off, self.block_bytes, os.POSIX_FADV_DONTNEED)
-        self.bytes_written += n
+        with self._lock:  # several I/O threads finish at once; += is not atomic across threads
+            self.bytes_written += n
 
     def read(self, slot: int, key: bytes) -> bool:
         """Read the block back; False if what is on disk is not the block that was written."""
@@ -87,7 +88,8 @@ class Tier2Store:
         n = os.preadv(self.fd, [buf], off)
         if not self.direct:
             os.posix_fadvise(self.fd, off, self.block_bytes, os.POSIX_FADV_DONTNEED)
-        self.bytes_read += n
+        with self._lock:
+            self.bytes_read += n
         return n == self.block_bytes and buf[: len(key)] == key
 
     def close(self, remove: bool = True) -> None:
