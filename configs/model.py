@@ -183,9 +183,14 @@ class ExporterSettings:
     ports: dict[str, int]
     disk_exclude: str
     processes: dict[str, str]
+    smart_tool: Literal["auto", "smartctl", "nvme", "off"] = "auto"
+    smart_interval_s: float = 60.0
+    kvbm_timeout_s: float = 2.0
 
     def __post_init__(self):
         import re
+        _check(self.smart_interval_s > 0 and self.kvbm_timeout_s > 0,
+               "smart_interval_s and kvbm_timeout_s must be positive")
         for name, port in {"port": self.port, **self.ports}.items():
             _check(0 < port < 65536, f"{name} must be a TCP port, got {port}")
         for name, pattern in {"disk_exclude": self.disk_exclude, **self.processes}.items():

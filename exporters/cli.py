@@ -13,17 +13,26 @@ from configs import ConfigError, load
 from configs.errors import cli_main
 from configs.paths import resolve
 
+from .gpu import GpuCollector, Nvml
 from .nvme import DiskCollector
+from .smart import SmartReader
 from .uma import UmaCollector
 
-COLLECTORS = ("nvme", "uma")
+COLLECTORS = ("nvme", "uma", "gpu")
 
 
-def build(name: str, args, cfg):
+def build(name: str, args, cfg, nvml: Nvml) -> list:
+    if name == "gpu":
+        return [GpuCollector(nvml)]
     if name == "nvme":
         tier2 = args.tier2_path or str(resolve(cfg.profiles[args.profile].tier2_path))
-        return DiskCollector(args.procfs, args.sysfs, args.disk_exclude or cfg.exporters.disk_exclude, tier2)
-    return UmaCollector(args.procfs, cfg.exporters.processes)
+        disks = DiskCollector(args.procfs, args.sysfs, args.disk_exclude or cfg.exporters.disk_exclude, tier2)
+        if cfg.exporters.smart_tool == "off":
+            return [disks]
+        smart = SmartReader(disks.nvme_namespaces, cfg.exporters.smart_tool, cfg.exporters.smart_interval_s)
+        smart.start()
+        return [disks, smart]
+    return [UmaCollector(args.procfs, cfg.exporters.processes, nvml.memory_by_pid)]
 
 
 @cli_main
@@ -53,8 +62,10 @@ def main(argv: list[str] | None = None, only: str | None = None) -> int:
         if args.profile not in cfg.profiles:
             raise ConfigError(f"unknown profile {args.profile!r} (known: {', '.join(cfg.profiles)})")
         registry = CollectorRegistry()
+        nvml = Nvml()
         for name in names:
-            registry.register(build(name, args, cfg))
+            for collector in build(name, args, cfg, nvml):
+                registry.register(collector)
         listen = args.listen or cfg.exporters.listen
         port = args.port or (cfg.exporters.ports[only] if only else cfg.exporters.port)
         server, thread = start_http_server(port, addr=listen, registry=registry)

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from .procfs import parse_diskstats
 
 PREFIX = "sparkrig_disk_"
+NVME_NAMESPACE = re.compile(r"^nvme\d+n\d+$")
 SECTOR = 512
 # (diskstats field, metric name, help, scale); counters get _total from prometheus_client.
 COUNTERS = (
@@ -85,9 +86,16 @@ class DiskCollector:
                 roles.setdefault(disk, set()).add(role)
         return roles
 
-    def collect(self):
+    def disks(self) -> dict[str, dict]:
         stats = parse_diskstats((self.procfs / "diskstats").read_text())
-        disks = {d: s for d, s in stats.items() if not (self.exclude and self.exclude.match(d))}
+        return {d: s for d, s in stats.items() if not (self.exclude and self.exclude.match(d))}
+
+    def nvme_namespaces(self) -> list[str]:
+        """Whole NVMe namespaces, the devices whose health log the SMART reader asks for."""
+        return [d for d in self.disks() if NVME_NAMESPACE.match(d)]
+
+    def collect(self):
+        disks = self.disks()
         roles = self.roles()
 
         def role(dev: str) -> str:

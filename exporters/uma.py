@@ -11,6 +11,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Callable, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -28,8 +29,11 @@ def metric_name(field: str) -> str:
 
 
 class UmaCollector:
-    def __init__(self, procfs: str = "/proc", processes: dict[str, str] | None = None) -> None:
+    def __init__(self, procfs: str = "/proc", processes: dict[str, str] | None = None,
+                 gpu_memory: Optional[Callable[[], Optional[dict[int, int]]]] = None) -> None:
+        """``gpu_memory`` gives GPU memory by pid (NVML), or None when it cannot tell."""
         self.procfs = Path(procfs)
+        self.gpu_memory = gpu_memory
         self.processes = {name: re.compile(p) for name, p in (processes or {}).items()}
         self.ticks = os.sysconf("SC_CLK_TCK")
         self._warned: set[str] = set()
@@ -95,7 +99,8 @@ class UmaCollector:
 
     def _process_memory(self):
         rss = {name: 0 for name in self.processes}
-        count = dict(rss)
+        count, gpu = dict(rss), dict(rss)
+        by_pid = self.gpu_memory() if self.gpu_memory else None
         for entry in os.scandir(self.procfs):
             if not entry.name.isdigit():
                 continue
@@ -113,6 +118,7 @@ class UmaCollector:
             for name in matched:
                 count[name] += 1
                 rss[name] += int(m.group(1)) * 1024 if m else 0
+                gpu[name] += (by_pid or {}).get(int(entry.name), 0)
         r = GaugeMetricFamily("sparkrig_process_resident_memory_bytes", "RSS of matching processes",
                               labels=["process"])
         c = GaugeMetricFamily("sparkrig_process_count", "Number of matching processes", labels=["process"])
@@ -121,6 +127,13 @@ class UmaCollector:
             c.add_metric([name], count[name])
         yield r
         yield c
+        if by_pid is not None:
+            g = GaugeMetricFamily("sparkrig_process_gpu_memory_bytes",
+                                  "GPU memory NVML attributes to matching processes (part of UMA on GB10)",
+                                  labels=["process"])
+            for name in self.processes:
+                g.add_metric([name], gpu[name])
+            yield g
 
 
 if __name__ == "__main__":

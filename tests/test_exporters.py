@@ -1,5 +1,6 @@
 """Exporters on /proc and /sys trees copied from real machines (tests/fixtures/hosts/*, captured with
 tests/fixtures/capture_host.py), plus the live machine and the CLIs over real HTTP."""
+import json
 import os
 import shutil
 import subprocess
@@ -13,8 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from configs import load
 from conftest import ROOT, free_port, run_module
+from exporters.gpu import FieldGate, GpuCollector, Nvml
 from exporters.nvme import DiskCollector, disk_of
 from exporters.procfs import parse_diskstats
+from exporters.smart import SmartError, SmartReader, parse_nvme_cli, parse_smartctl
 from exporters.uma import UmaCollector
 
 HOSTS = ROOT / "tests" / "fixtures" / "hosts"
@@ -147,7 +150,7 @@ def test_cli_serves_fixture_tree_on_loopback():
         assert proc.wait(timeout=10) == 0
 
 
-@pytest.mark.parametrize("module", ["exporters", "exporters.nvme", "exporters.uma"])
+@pytest.mark.parametrize("module", ["exporters", "exporters.nvme", "exporters.uma", "exporters.gpu"])
 def test_cli_help(module):
     proc = run_module(module, "--help")
     assert proc.returncode == 0 and "--procfs" in proc.stdout
@@ -156,4 +159,88 @@ def test_cli_help(module):
 def test_cli_unknown_collector_is_one_line():
     proc = run_module("exporters", "--collectors", "nvme,warp", "--port", str(free_port()))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == "error: unknown collector 'warp' (available: nvme, uma)"
+    assert proc.stderr.strip() == "error: unknown collector 'warp' (available: nvme, uma, gpu)"
+
+
+SMART = ROOT / "tests" / "fixtures" / "smart"
+
+
+def test_smartctl_health_log_is_normalised():
+    h = parse_smartctl(json.loads((SMART / "smartctl-7.5-nvme.json").read_text()))
+    assert h["temperature_celsius"] == 54
+    assert (h["temperature_warning_celsius"], h["temperature_critical_celsius"]) == (100, 110)
+    assert h["percentage_used_ratio"] == pytest.approx(0.07)
+    assert h["available_spare_threshold_ratio"] == pytest.approx(0.32)
+    assert h["data_read_bytes"] == 860662 * 512000
+    assert h["data_written_bytes"] == 25882809 * 512000
+    assert h["unsafe_shutdowns"] == 17 and h["media_errors"] == 0
+
+
+def test_nvme_cli_health_log_converts_kelvin():
+    h = parse_nvme_cli(json.loads((SMART / "nvme-cli-smart-log.json").read_text()))
+    assert h["temperature_celsius"] == pytest.approx(36.85)
+    assert h["data_written_bytes"] == 4445011 * 512000
+    assert h["available_spare_ratio"] == 1.0
+    assert "temperature_warning_celsius" not in h
+    # newer nvme-cli nests the critical warning bits under an object with its value
+    assert parse_nvme_cli({"critical_warning": {"value": 2, "temperature": 1}, "temperature": 350})[
+        "critical_warning"] == 2
+
+
+def test_smartctl_refusal_carries_the_tools_reason():
+    with pytest.raises(SmartError, match="No such device"):
+        parse_smartctl(json.loads((SMART / "smartctl-no-device.json").read_text()))
+
+
+@pytest.mark.skipif(not shutil.which("smartctl"), reason="smartmontools is installed by `make tools`")
+def test_real_smartctl_on_a_missing_device_reports_down_once(caplog):
+    reader = SmartReader(lambda: ["nvme97n1"], tool="smartctl")
+    for _ in range(2):
+        reader.refresh()
+        m = scrape(reader)
+        assert m[("sparkrig_nvme_smart_up", frozenset({("device", "nvme97n1")}))] == 0
+    assert sum("nvme97n1 unavailable" in r.message for r in caplog.records) == 1
+
+
+def test_without_smart_tools_the_collector_says_so_once(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    reader = SmartReader(lambda: ["nvme0n1"], tool="auto", interval_s=0.05)
+    reader.start()
+    time.sleep(0.2)
+    reader.stop()
+    assert scrape(reader)[("sparkrig_nvme_smart_up", frozenset({("device", "nvme0n1")}))] == 0
+    assert sum("not installed" in r.message for r in caplog.records) == 1
+
+
+def test_nvme_namespaces_are_whole_nvme_disks(tmp_path):
+    (tmp_path / "diskstats").write_text(
+        " 259 0 nvme0n1 1 0 8 1 1 0 8 1 0 1 2\n 259 1 nvme0n1p1 1 0 8 1 1 0 8 1 0 1 2\n"
+        " 254 0 vda 1 0 8 1 1 0 8 1 0 1 2\n")
+    assert DiskCollector(tmp_path, tmp_path, EXCLUDE).nvme_namespaces() == ["nvme0n1"]
+
+
+def test_gpu_without_nvml_reports_down_once_and_keeps_serving(caplog):
+    nvml = Nvml()
+    gpu, uma = GpuCollector(nvml), UmaCollector(VM / "proc", {"x": "x"}, nvml.memory_by_pid)
+    for _ in range(2):
+        m = scrape(gpu, uma)
+        assert m[("sparkrig_gpu_up", frozenset())] == 0
+        assert ("sparkrig_memory_MemAvailable_bytes", frozenset()) in m
+        assert not any(n == "sparkrig_process_gpu_memory_bytes" for n, _ in m)
+    assert sum("sparkrig_gpu_up is 0" in r.message for r in caplog.records) == 1
+
+
+def test_unsupported_nvml_field_is_asked_once():
+    import pynvml
+    calls = []
+
+    def unsupported():
+        calls.append(1)
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+    gate = FieldGate()
+    assert gate.read(0, "memory", unsupported) is None
+    assert gate.read(0, "memory", unsupported) is None
+    assert len(calls) == 1 and (0, "memory") in gate.unsupported
+    assert gate.read(1, "memory", lambda: 7) == 7          # another GPU may support it
+    with pytest.raises(pynvml.NVMLError):                 # other NVML failures are not swallowed
+        gate.read(0, "power", lambda: (_ for _ in ()).throw(pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)))
