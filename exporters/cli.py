@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -14,16 +15,25 @@ from configs.errors import cli_main
 from configs.paths import resolve
 
 from .gpu import GpuCollector, Nvml
+from .kvbm import KvbmCollector
 from .nvme import DiskCollector
 from .smart import SmartReader
 from .uma import UmaCollector
 
-COLLECTORS = ("nvme", "uma", "gpu")
+COLLECTORS = ("nvme", "uma", "gpu", "kvbm")
 
 
 def build(name: str, args, cfg, nvml: Nvml) -> list:
     if name == "gpu":
         return [GpuCollector(nvml)]
+    if name == "kvbm":
+        tiered = next((s for s in cfg.stacks.values() if s.kvbm_metrics_url), None)
+        kvbm_url = args.kvbm_url or os.environ.get("KVBM_URL") or (tiered.kvbm_metrics_url if tiered else None)
+        if not kvbm_url:
+            raise ConfigError("no KVBM URL: give --kvbm-url or set kvbm_metrics_url on a stack in configs")
+        frontend = args.frontend_url if args.frontend_url is not None else (tiered.metrics_url if tiered else None)
+        return [KvbmCollector(kvbm_url, frontend or None, cfg.profiles[args.profile].kv_block_size_bytes,
+                              cfg.exporters.kvbm_timeout_s)]
     if name == "nvme":
         tier2 = args.tier2_path or str(resolve(cfg.profiles[args.profile].tier2_path))
         disks = DiskCollector(args.procfs, args.sysfs, args.disk_exclude or cfg.exporters.disk_exclude, tier2)
@@ -46,9 +56,14 @@ def main(argv: list[str] | None = None, only: str | None = None) -> int:
     ap.add_argument("--port", type=int, help="port (default from configs exporters.port / exporters.ports)")
     ap.add_argument("--procfs", default="/proc", help="procfs root, e.g. a fixture tree (default /proc)")
     ap.add_argument("--sysfs", default="/sys", help="sysfs root (default /sys)")
-    ap.add_argument("--profile", default="spill", help="profile whose tier2_path marks the kv_tier2 disk")
+    ap.add_argument("--profile", default="spill",
+                    help="profile whose tier2_path marks the kv_tier2 disk and whose block size turns KV blocks "
+                         "into bytes")
     ap.add_argument("--tier2-path", help="KV tier2 directory (overrides the profile's)")
     ap.add_argument("--disk-exclude", help="regex of devices to leave out (default from configs)")
+    ap.add_argument("--kvbm-url", help="KVBM /metrics URL (default $KVBM_URL, else the tiered stack's "
+                                       "kvbm_metrics_url)")
+    ap.add_argument("--frontend-url", help="Dynamo frontend /metrics URL ('' to skip; default from configs)")
     ap.add_argument("--config", help="overlay YAML (default: $HARNESS_CONFIG)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -150,7 +150,7 @@ def test_cli_serves_fixture_tree_on_loopback():
         assert proc.wait(timeout=10) == 0
 
 
-@pytest.mark.parametrize("module", ["exporters", "exporters.nvme", "exporters.uma", "exporters.gpu"])
+@pytest.mark.parametrize("module", ["exporters", "exporters.nvme", "exporters.uma", "exporters.gpu", "exporters.kvbm"])
 def test_cli_help(module):
     proc = run_module(module, "--help")
     assert proc.returncode == 0 and "--procfs" in proc.stdout
@@ -159,7 +159,7 @@ def test_cli_help(module):
 def test_cli_unknown_collector_is_one_line():
     proc = run_module("exporters", "--collectors", "nvme,warp", "--port", str(free_port()))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == "error: unknown collector 'warp' (available: nvme, uma, gpu)"
+    assert proc.stderr.strip() == "error: unknown collector 'warp' (available: nvme, uma, gpu, kvbm)"
 
 
 SMART = ROOT / "tests" / "fixtures" / "smart"

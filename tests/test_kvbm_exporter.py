@@ -1,0 +1,154 @@
+"""The KVBM collector over real HTTP: Dynamo's exposition text served on loopback, and the live simulator."""
+import http.server
+import threading
+
+import pytest
+import requests
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import ROOT, Sim, free_port
+from exporters.kvbm import KvbmCollector
+
+DYNAMO = ROOT / "tests" / "fixtures" / "dynamo"
+BLOCK = 65536
+
+
+class TextServer:
+    """A loopback HTTP server whose /metrics body and status the test can change between scrapes."""
+
+    def __init__(self, text: str, status: int = 200) -> None:
+        self.text, self.status = text, status
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = outer.text.encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/metrics"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(text, status=200):
+        servers.append(TextServer(text, status))
+        return servers[-1]
+    yield start
+    for s in servers:
+        s.close()
+
+
+def scrape(collector) -> dict:
+    reg = CollectorRegistry()
+    reg.register(collector)
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(generate_latest(reg).decode()) for s in fam.samples}
+
+
+def lb(**labels):
+    return frozenset(labels.items())
+
+
+def transfer(direction, src, dst):
+    return lb(direction=direction, from_tier=src, to_tier=dst)
+
+
+def test_object_tier_release_is_normalised(serve, caplog):
+    server = serve((DYNAMO / "kvbm-object-tier.txt").read_text())
+    m = scrape(KvbmCollector(server.url, None, BLOCK))
+    assert m[("sparkrig_kvbm_up", lb(target="kvbm"))] == 1
+    assert m[("sparkrig_kv_transfer_blocks_total", transfer("offload", "device", "host"))] == 12500
+    assert m[("sparkrig_kv_transfer_bytes_total", transfer("offload", "device", "host"))] == 12500 * BLOCK
+    assert m[("sparkrig_kv_transfer_bytes_total", transfer("offload", "host", "disk"))] == 4200 * BLOCK
+    assert m[("sparkrig_kv_transfer_bytes_total", transfer("onboard", "disk", "device"))] == 640 * BLOCK
+    assert m[("sparkrig_kv_transfer_bytes_total", transfer("onboard", "object", "device"))] == 0
+    assert m[("sparkrig_kv_hit_ratio", lb(tier="host"))] == 0.5
+    assert m[("sparkrig_kv_hit_ratio", lb(tier="disk"))] == 0.25
+    assert m[("sparkrig_kv_matched_tokens_total", lb())] == 40960
+    assert m[("sparkrig_kv_transfer_requests_total", lb(direction="onboard"))] == 96
+    assert m[("sparkrig_kv_block_size_bytes", lb())] == BLOCK
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_remote_tier_release_is_normalised(serve, caplog):
+    server = serve((DYNAMO / "kvbm-remote-tier.txt").read_text())
+    m = scrape(KvbmCollector(server.url, None, BLOCK))
+    assert m[("sparkrig_kv_transfer_blocks_total", transfer("offload", "device", "remote"))] == 10
+    # remote bytes are KVBM's own measurement, not blocks x block size
+    assert m[("sparkrig_kv_transfer_bytes_total", transfer("offload", "device", "remote"))] == 655360
+    assert m[("sparkrig_kv_transfer_bytes_total", transfer("offload", "device", "disk"))] == 16 * BLOCK
+    assert m[("sparkrig_kv_hit_ratio", lb(tier="remote"))] == 0.5
+    assert m[("sparkrig_kv_transfer_failures_total", lb(tier="remote", op="read"))] == 1
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_restart_keeps_counters_monotonic(serve):
+    text = (DYNAMO / "kvbm-object-tier.txt").read_text()
+    server = serve(text)
+    c = KvbmCollector(server.url, None, BLOCK)
+    scrape(c)
+    server.text = text.replace("kvbm_offload_blocks_d2h 12500", "kvbm_offload_blocks_d2h 100")
+    m = scrape(c)
+    assert m[("sparkrig_kv_transfer_blocks_total", transfer("offload", "device", "host"))] == 12600
+    assert m[("sparkrig_kv_transfer_bytes_total", transfer("offload", "device", "host"))] == 12600 * BLOCK
+    assert m[("sparkrig_kvbm_counter_resets_total", lb())] == 1
+    server.text = text.replace("kvbm_offload_blocks_d2h 12500", "kvbm_offload_blocks_d2h 150")
+    assert scrape(c)[("sparkrig_kv_transfer_blocks_total", transfer("offload", "device", "host"))] == 12650
+
+
+def test_unknown_and_missing_names_are_reported_once(serve, caplog):
+    text = (DYNAMO / "kvbm-object-tier.txt").read_text()
+    text = text.replace("kvbm_matched_tokens 40960", "") + "# TYPE kvbm_shiny_new gauge\nkvbm_shiny_new 3\n"
+    c = KvbmCollector(serve(text).url, None, BLOCK)
+    for _ in range(3):
+        m = scrape(c)
+    assert ("sparkrig_kv_matched_tokens_total", lb()) not in m
+    warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("kvbm_shiny_new" in w for w in warnings) == 1
+    assert sum("kvbm_matched_tokens" in w for w in warnings) == 1
+
+
+def test_unreachable_and_failing_targets_count_errors(serve, caplog):
+    broken = serve("oops", status=500)
+    c = KvbmCollector(f"http://127.0.0.1:{free_port()}/metrics", broken.url, BLOCK, timeout_s=1)
+    for _ in range(2):
+        m = scrape(c)
+    assert m[("sparkrig_kvbm_up", lb(target="kvbm"))] == 0
+    assert m[("sparkrig_kvbm_up", lb(target="frontend"))] == 0
+    assert m[("sparkrig_kvbm_scrape_errors_total", lb(target="kvbm", reason="connection"))] == 2
+    assert m[("sparkrig_kvbm_scrape_errors_total", lb(target="frontend", reason="http_500"))] == 2
+    assert not any(n.startswith("sparkrig_kv_transfer") for n, _ in m)
+    assert len([r for r in caplog.records if "unavailable" in r.message]) == 2
+
+
+def test_live_simulator_stack_b(tmp_path, caplog):
+    overlay = "profiles:\n  spill: {tier0_bytes: 4MiB, tier1_bytes: 2MiB, tier2_bytes: 128MiB}\n"
+    with Sim(tmp_path, "B", overlay, time_scale=0.5) as sim:
+        prompts = [" ".join(f"p{i}w{j}" for j in range(600)) for i in range(10)]
+        for p in prompts + prompts[:2]:
+            requests.post(f"{sim.base}/v1/completions", json={"model": "nvidia/Llama-3.3-70B-Instruct-NVFP4",
+                          "prompt": p, "max_tokens": 2}, timeout=30).raise_for_status()
+        c = KvbmCollector(f"http://127.0.0.1:{sim.kvbm_port}/metrics", f"{sim.base}/metrics", BLOCK)
+        m = scrape(c)
+        raw = sim.metrics(port=sim.kvbm_port)
+    assert m[("sparkrig_kvbm_up", lb(target="kvbm"))] == 1 and m[("sparkrig_kvbm_up", lb(target="frontend"))] == 1
+    d2d = raw[("kvbm_onboard_blocks_d2d_total", lb())]
+    assert d2d > 0
+    assert m[("sparkrig_kv_transfer_bytes_total", transfer("onboard", "disk", "device"))] == d2d * BLOCK
+    assert m[("sparkrig_kv_tier_capacity_blocks", lb(tier="device"))] == 64
+    assert m[("sparkrig_kv_tier_occupancy_blocks", lb(tier="disk"))] > 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
