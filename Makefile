@@ -47,7 +47,11 @@ demo: setup
 	@echo "make demo: not yet available - the end-to-end demo lands with the demo issue (#8)."
 
 bench: setup
+	@command -v prometheus-node-exporter >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-node-exporter >/dev/null; } || \
+	  echo "note: prometheus-node-exporter missing; exporter_cost.py prints ours only"
 	$(PY) bench/stacksim_bench.py
+	$(PY) bench/exporter_cost.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -86,11 +87,12 @@ class Monotonic:
 
 class KvbmCollector:
     def __init__(self, kvbm_url: str, frontend_url: Optional[str], block_bytes: int, timeout_s: float = 2.0,
-                 get: Callable = requests.get) -> None:
+                 get: Optional[Callable] = None) -> None:
         self.targets = {"kvbm": kvbm_url, **({"frontend": frontend_url} if frontend_url else {})}
         self.block_bytes = block_bytes
         self.timeout_s = timeout_s
-        self.get = get
+        self.get = get or requests.Session().get     # keep-alive: a new connection per 250 ms scrape costs more
+        self._lock = threading.Lock()                # scrapes may overlap; counters and the session are shared
         self.errors: dict[tuple[str, str], int] = {}
         self.monotonic = Monotonic()
         self._reported: set[str] = set()
@@ -136,6 +138,10 @@ class KvbmCollector:
                            short)
 
     def collect(self):
+        with self._lock:
+            return self._collect()
+
+    def _collect(self) -> list:
         up = GaugeMetricFamily("sparkrig_kvbm_up", "1 when the last scrape of the target succeeded",
                                labels=["target"])
         took = GaugeMetricFamily("sparkrig_kvbm_scrape_duration_seconds", "Time the last scrape of the target took",
@@ -152,20 +158,18 @@ class KvbmCollector:
                                      labels=["target", "reason"])
         for (target, reason), n in sorted(self.errors.items()):
             errors.add_metric([target, reason], n)
-        yield from (up, took, errors)
+        out = [up, took, errors]
         kvbm = scraped.get("kvbm")
         if kvbm is not None:
             self._check_names(kvbm)
-            yield from self._kv_families(kvbm)
-        occupancy = self._occupancy(scraped)
-        yield from occupancy
+            out += self._kv_families(kvbm)
+        out += self._occupancy(scraped)
         resets = CounterMetricFamily("sparkrig_kvbm_counter_resets", "Source counters seen going backwards "
                                      "(restarts); republished counters continue from where they were")
         resets.add_metric([], self.monotonic.resets)
-        yield resets
         size = GaugeMetricFamily("sparkrig_kv_block_size_bytes", "Configured KV block size used for bytes")
         size.add_metric([], self.block_bytes)
-        yield size
+        return out + [resets, size]
 
     def _kv_families(self, kvbm: dict):
         pair = ["direction", "from_tier", "to_tier"]

@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -18,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from .procfs import parse_diskstats
 
 PREFIX = "sparkrig_disk_"
+FACTS_TTL_S = 10.0
 NVME_NAMESPACE = re.compile(r"^nvme\d+n\d+$")
 SECTOR = 512
 # (diskstats field, metric name, help, scale); counters get _total from prometheus_client.
@@ -72,6 +74,7 @@ class DiskCollector:
         self.exclude = re.compile(exclude) if exclude else None
         self.tier2_path, self.root_path = tier2_path, root_path
         self.devnum = devnum
+        self._facts: Optional[tuple] = None
 
     def roles(self) -> dict[str, set[str]]:
         roles: dict[str, set[str]] = {}
@@ -94,9 +97,27 @@ class DiskCollector:
         """Whole NVMe namespaces, the devices whose health log the SMART reader asks for."""
         return [d for d in self.disks() if NVME_NAMESPACE.match(d)]
 
+    def identity(self, dev: str) -> tuple[list[str], Optional[int]]:
+        """Info labels and capacity from sysfs."""
+        base = self.sysfs / "block" / dev
+        serial = _read(base / "device" / "serial") or ""
+        labels = [dev, _read(base / "device" / "model") or "",
+                  hashlib.sha256(serial.encode()).hexdigest()[:12] if serial else "",
+                  _read(base / "device" / "firmware_rev") or "", _read(base / "queue" / "rotational") or ""]
+        sectors = _read(base / "size")
+        return labels, int(sectors) * SECTOR if sectors and sectors.isdigit() else None
+
+    def _slow_facts(self, disks) -> tuple[dict, dict]:
+        """Roles and identities cost a stat, a realpath and five sysfs reads per disk, and change only
+        when disks come or go or the tier2 directory moves: refreshed every FACTS_TTL_S or on a new disk set."""
+        key = tuple(sorted(disks))
+        if self._facts is None or self._facts[0] != key or time.monotonic() >= self._facts[1]:
+            self._facts = (key, time.monotonic() + FACTS_TTL_S, self.roles(), {d: self.identity(d) for d in disks})
+        return self._facts[2], self._facts[3]
+
     def collect(self):
         disks = self.disks()
-        roles = self.roles()
+        roles, identities = self._slow_facts(disks)
 
         def role(dev: str) -> str:
             r = roles.get(dev, set())
@@ -118,14 +139,10 @@ class DiskCollector:
                                  labels=["device", "model", "serial_sha256", "firmware", "rotational"])
         size = GaugeMetricFamily(PREFIX + "size_bytes", "Device capacity", labels=["device"])
         for dev in disks:
-            base = self.sysfs / "block" / dev
-            serial = _read(base / "device" / "serial") or ""
-            info.add_metric([dev, _read(base / "device" / "model") or "", hashlib.sha256(
-                serial.encode()).hexdigest()[:12] if serial else "", _read(base / "device" / "firmware_rev") or "",
-                _read(base / "queue" / "rotational") or ""], 1)
-            sectors = _read(base / "size")
-            if sectors and sectors.isdigit():
-                size.add_metric([dev], int(sectors) * SECTOR)
+            info_labels, capacity = identities[dev]
+            info.add_metric(info_labels, 1)
+            if capacity is not None:
+                size.add_metric([dev], capacity)
         yield info
         yield size
         role_info = GaugeMetricFamily(PREFIX + "role_info", "Roles a disk plays for the rig", labels=labels)

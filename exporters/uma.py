@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -21,6 +22,7 @@ log = logging.getLogger("exporters.uma")
 VMSTAT_COUNTERS = ("pgmajfault", "pgfault", "pgpgin", "pgpgout", "pswpin", "pswpout", "workingset_refault",
                    "workingset_refault_anon", "workingset_refault_file", "oom_kill")
 COUNT_FIELDS = re.compile(r"^HugePages_")
+RESCAN_S = 5.0
 
 
 def metric_name(field: str) -> str:
@@ -34,6 +36,9 @@ class UmaCollector:
         """``gpu_memory`` gives GPU memory by pid (NVML), or None when it cannot tell."""
         self.procfs = Path(procfs)
         self.gpu_memory = gpu_memory
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self._matches: dict[str, tuple[str, ...]] = {}
+        self._rescan_at = 0.0
         self.processes = {name: re.compile(p) for name, p in (processes or {}).items()}
         self.ticks = os.sysconf("SC_CLK_TCK")
         self._warned: set[str] = set()
@@ -97,28 +102,42 @@ class UmaCollector:
         yield fam
         yield GaugeMetricFamily("sparkrig_cpu_count", "Online CPUs", cpus)
 
+    def _matching_pids(self) -> dict[str, tuple[str, ...]]:
+        """pid -> names whose pattern its command line matches. Command lines are read again only for
+        new pids and, since a forked pid can exec into a serving process later, in a full rescan
+        every RESCAN_S; in between a scrape costs one directory listing plus one statm per match."""
+        now = time.monotonic()
+        pids = [n for n in os.listdir(self.procfs) if n.isdigit()]
+        if now >= self._rescan_at:
+            self._matches, self._rescan_at = {}, now + RESCAN_S
+        fresh = {}
+        for pid in pids:
+            if pid in self._matches:
+                fresh[pid] = self._matches[pid]
+                continue
+            try:
+                with open(f"{self.procfs}/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # exited between listing and reading
+                continue
+            fresh[pid] = tuple(n for n, rx in self.processes.items() if cmdline and rx.search(cmdline))
+        self._matches = fresh
+        return {pid: names for pid, names in fresh.items() if names}
+
     def _process_memory(self):
         rss = {name: 0 for name in self.processes}
         count, gpu = dict(rss), dict(rss)
         by_pid = self.gpu_memory() if self.gpu_memory else None
-        for entry in os.scandir(self.procfs):
-            if not entry.name.isdigit():
-                continue
+        for pid, matched in self._matching_pids().items():
             try:
-                cmdline = (Path(entry.path) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                if not cmdline:
-                    continue
-                matched = [n for n, rx in self.processes.items() if rx.search(cmdline)]
-                if not matched:
-                    continue
-                status = (Path(entry.path) / "status").read_text()
-            except OSError:  # the process exited between listing and reading
+                with open(f"{self.procfs}/{pid}/statm", "rb") as f:
+                    resident = int(f.read().split()[1]) * self.page
+            except (OSError, IndexError, ValueError):
                 continue
-            m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
             for name in matched:
                 count[name] += 1
-                rss[name] += int(m.group(1)) * 1024 if m else 0
-                gpu[name] += (by_pid or {}).get(int(entry.name), 0)
+                rss[name] += resident
+                gpu[name] += (by_pid or {}).get(int(pid), 0)
         r = GaugeMetricFamily("sparkrig_process_resident_memory_bytes", "RSS of matching processes",
                               labels=["process"])
         c = GaugeMetricFamily("sparkrig_process_count", "Number of matching processes", labels=["process"])
