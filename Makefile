@@ -9,12 +9,14 @@ STAMP := $(VENV)/.installed
 SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus fio:fio iostat:sysstat smartctl:smartmontools
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools test demo bench clean
+.PHONY: help setup tools test demo bench up down clean
 
 help:
 	@echo "make demo   - simulated Stack A/B + exporters + Prometheus + Locust sweep + report"
 	@echo "make test   - install what is needed and run the test suite"
 	@echo "make bench  - run the benchmarks under bench/ and print their tables"
+	@echo "make up     - start Prometheus and the exporters as local processes (no Docker)"
+	@echo "make down   - stop what make up / make demo started"
 	@echo "make setup  - only create $(VENV) and install system tools"
 	@echo "make clean  - remove $(VENV), var/ and caches (results/ is kept)"
 
@@ -52,6 +54,13 @@ bench: setup
 	  echo "note: prometheus-node-exporter missing; exporter_cost.py prints ours only"
 	$(PY) bench/stacksim_bench.py
 	$(PY) bench/exporter_cost.py
+	$(PY) bench/fio_vs_iostat.py
+
+up: setup
+	$(PY) -m rig up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m rig down; else echo "nothing was running"; fi
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info

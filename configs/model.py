@@ -201,6 +201,35 @@ class ExporterSettings:
 
 
 @dataclass(frozen=True)
+class PrometheusSettings:
+    """The Prometheus that `make up` / the demo start locally, and the cadence every scrape config uses."""
+    listen: str
+    port: int
+    retention: str
+    fast_interval_ms: int      # NVMe and KV tier targets (the plan's 250 ms)
+    slow_interval_ms: int      # everything else (the plan's <= 1 s)
+    evaluation_interval_ms: int
+
+    def __post_init__(self):
+        _check(0 < self.port < 65536, f"prometheus port must be a TCP port, got {self.port}")
+        _check(0 < self.fast_interval_ms <= self.slow_interval_ms <= 1000,
+               "need 0 < fast_interval_ms <= slow_interval_ms <= 1000 (the plan's cadence)")
+        _check(self.evaluation_interval_ms > 0, "evaluation_interval_ms must be positive")
+
+
+@dataclass(frozen=True)
+class LoadgenSettings:
+    """Where the Locust process publishes its Prometheus metrics (one port per worker process from here up)."""
+    listen: str
+    metrics_port: int
+    adapter_proxy_port: int
+
+    def __post_init__(self):
+        for name in ("metrics_port", "adapter_proxy_port"):
+            _check(0 < getattr(self, name) < 65536, f"{name} must be a TCP port")
+
+
+@dataclass(frozen=True)
 class Harness:
     models: dict[str, ModelSpec]
     stacks: dict[str, StackSpec]
@@ -209,4 +238,7 @@ class Harness:
     hypotheses: dict[str, Hypothesis]
     engine: EngineParams
     exporters: ExporterSettings
+    prometheus: PrometheusSettings
+    loadgen: LoadgenSettings
     results_dir: str = "results"
+    run_dir: str = "var/run"        # pid files, logs, Prometheus data and scrape targets of `make up`

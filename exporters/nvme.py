@@ -43,11 +43,16 @@ COUNTERS = (
 )
 
 
-def _devnum(path: str) -> tuple[int, int]:
+def _existing(path: str) -> Path:
+    """A tier2 directory not created yet lives on its nearest existing parent's filesystem."""
     p = Path(path)
-    while not p.exists() and p != p.parent:   # a tier2 directory not created yet lives on its parent's disk
+    while not p.exists() and p != p.parent:
         p = p.parent
-    st = os.stat(p)
+    return p
+
+
+def _devnum(path: str) -> tuple[int, int]:
+    st = os.stat(_existing(path))
     return os.major(st.st_dev), os.minor(st.st_dev)
 
 
@@ -150,6 +155,16 @@ class DiskCollector:
             for r in sorted(rs):
                 role_info.add_metric([dev, r], 1)
         yield role_info
+        if self.tier2_path:
+            try:
+                fs = os.statvfs(_existing(self.tier2_path))
+            except OSError:
+                return
+            for name, doc, value in (("size", "Size of the filesystem holding the KV tier2 directory",
+                                      fs.f_blocks * fs.f_frsize),
+                                     ("avail", "Space unprivileged writers can still use there",
+                                      fs.f_bavail * fs.f_frsize)):
+                yield GaugeMetricFamily(f"sparkrig_kv_tier2_filesystem_{name}_bytes", doc, value)
 
 
 if __name__ == "__main__":

@@ -244,3 +244,10 @@ def test_unsupported_nvml_field_is_asked_once():
     assert gate.read(1, "memory", lambda: 7) == 7          # another GPU may support it
     with pytest.raises(pynvml.NVMLError):                 # other NVML failures are not swallowed
         gate.read(0, "power", lambda: (_ for _ in ()).throw(pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)))
+
+
+def test_tier2_filesystem_space(tmp_path):
+    m = scrape(DiskCollector(exclude=EXCLUDE, tier2_path=str(tmp_path / "kv" / "not-yet")))
+    st = os.statvfs(tmp_path)
+    assert m[("sparkrig_kv_tier2_filesystem_size_bytes", frozenset())] == st.f_blocks * st.f_frsize
+    assert 0 < m[("sparkrig_kv_tier2_filesystem_avail_bytes", frozenset())] <= st.f_blocks * st.f_frsize

@@ -1,0 +1,1 @@
+"""Local orchestration without Docker: Prometheus, exporters and simulator as supervised processes."""

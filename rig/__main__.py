@@ -1,0 +1,65 @@
+"""python -m rig up|down|status|render — the local stand-in for docker compose."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from configs import load
+from configs.errors import cli_main
+from configs.paths import PROJECT_ROOT
+
+from . import local, promconfig
+from .procs import StartError, Supervisor
+
+COMPOSE_RULES, COMPOSE_TARGETS = "/etc/prometheus/rules", "/etc/prometheus/targets"
+
+
+@cli_main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rig", description=__doc__)
+    ap.add_argument("--config", help="overlay YAML (default: $HARNESS_CONFIG)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p_up = sub.add_parser("up", help="start the exporters and Prometheus as local processes")
+    p_up.add_argument("--profile", default="spill", help="profile whose tier2_path and block size the exporters use")
+    sub.add_parser("down", help="stop everything `up` (or the demo) started")
+    sub.add_parser("status", help="list running processes and their logs")
+    p_render = sub.add_parser("render", help="write Prometheus config and file_sd targets")
+    p_render.add_argument("--compose", action="store_true",
+                          help=f"write prometheus/prometheus.yml for containers ({COMPOSE_RULES}, {COMPOSE_TARGETS})")
+    p_render.add_argument("--targets-dir", help="write only the file_sd targets, into this directory")
+    args = ap.parse_args(argv)
+    cfg = load(args.config)
+    if args.cmd == "up":
+        try:
+            started = local.up(cfg, args.config, args.profile)
+        except StartError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for s in started:
+            print(f"started {s.name:<18} pid {s.pid:<7} log {s.log}")
+        print(f"Prometheus: {local.prometheus_url(cfg)}  (stop everything with `make down`)")
+    elif args.cmd == "down":
+        stopped = local.down(cfg)
+        print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+    elif args.cmd == "status":
+        sup = Supervisor(local.run_dir(cfg))
+        running = sup.running()
+        for name, pid in running.items():
+            print(f"{name:<18} pid {pid:<7} log {sup.logs / (name + '.log')}")
+        if not running:
+            print("nothing is running")
+    elif args.targets_dir:
+        for path in promconfig.write_targets(cfg, Path(args.targets_dir)):
+            print(f"wrote {path}")
+    elif args.compose:
+        out = PROJECT_ROOT / "prometheus" / "prometheus.yml"
+        out.write_text(promconfig.render(cfg, COMPOSE_RULES, COMPOSE_TARGETS))
+        print(f"wrote {out}")
+    else:
+        print(f"wrote {local.write_prometheus_config(cfg)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""`make up` / `make down`: Prometheus (distribution binary) and the exporters as local processes,
+with the very configuration compose uses (same generated scrape jobs, same rules)."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Iterable, Optional
+
+from configs import ConfigError, Harness
+from configs.paths import PROJECT_ROOT, ensure_data_dir
+
+from . import promconfig
+from .procs import Started, Supervisor
+
+RULES_DIR = PROJECT_ROOT / "prometheus" / "rules"
+EXPORTERS = ("nvme", "uma", "gpu", "kvbm")
+
+
+def run_dir(cfg: Harness) -> Path:
+    return ensure_data_dir(cfg.run_dir)
+
+
+def targets_dir(cfg: Harness) -> Path:
+    return run_dir(cfg) / "prometheus" / "targets"
+
+
+def prometheus_url(cfg: Harness) -> str:
+    return f"http://{cfg.prometheus.listen}:{cfg.prometheus.port}"
+
+
+def write_prometheus_config(cfg: Harness) -> Path:
+    prom = run_dir(cfg) / "prometheus"
+    prom.mkdir(parents=True, exist_ok=True)
+    promconfig.write_targets(cfg, targets_dir(cfg))
+    path = prom / "prometheus.yml"
+    path.write_text(promconfig.render(cfg, str(RULES_DIR), str(targets_dir(cfg))))
+    return path
+
+
+def start_prometheus(cfg: Harness, sup: Supervisor) -> Started:
+    binary = shutil.which("prometheus")
+    if not binary:
+        raise ConfigError("prometheus is not installed: `make tools` (or apt-get install -y prometheus)")
+    config = write_prometheus_config(cfg)
+    p = cfg.prometheus
+    cmd = [binary, f"--config.file={config}", f"--storage.tsdb.path={config.parent / 'data'}",
+           f"--storage.tsdb.retention.time={p.retention}", f"--web.listen-address={p.listen}:{p.port}"]
+    return sup.start("prometheus", cmd, ready_url=f"{prometheus_url(cfg)}/-/ready", timeout_s=60)
+
+
+def start_exporters(cfg: Harness, sup: Supervisor, overlay: Optional[str], profile: str,
+                    names: Iterable[str] = EXPORTERS) -> list[Started]:
+    started = []
+    for name in names:
+        port = cfg.exporters.ports[name]
+        cmd = [sys.executable, "-m", f"exporters.{name}", "--profile", profile]
+        if overlay:
+            cmd += ["--config", overlay]
+        host = "127.0.0.1" if cfg.exporters.listen in ("0.0.0.0", "::") else cfg.exporters.listen
+        started.append(sup.start(f"exporter-{name}", cmd, ready_url=f"http://{host}:{port}/metrics",
+                                 cwd=PROJECT_ROOT))
+    return started
+
+
+def up(cfg: Harness, overlay: Optional[str], profile: str) -> list[Started]:
+    sup = Supervisor(run_dir(cfg))
+    try:
+        started = start_exporters(cfg, sup, overlay, profile)
+        started.append(start_prometheus(cfg, sup))
+    except Exception:
+        sup.stop_all()
+        raise
+    return started
+
+
+def down(cfg: Harness) -> list[str]:
+    return Supervisor(run_dir(cfg)).stop_all()

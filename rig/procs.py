@@ -1,0 +1,113 @@
+"""Supervised local processes with pid files and logs under the run directory.
+
+`make up` and the demo start Prometheus, the exporters and the simulator this way; `make down`
+(or Ctrl-C in the demo) stops exactly the processes the pid files name, even from another shell.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import requests
+
+
+@dataclass
+class Started:
+    name: str
+    pid: int
+    log: Path
+
+
+class StartError(RuntimeError):
+    """A process exited or never became ready; the message names it and points at its log."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Supervisor:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.pids = run_dir / "pids"
+        self.logs = run_dir / "logs"
+
+    def pid_of(self, name: str) -> Optional[int]:
+        try:
+            pid = int((self.pids / f"{name}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def start(self, name: str, cmd: list[str], ready_url: Optional[str] = None, timeout_s: float = 30.0,
+              cwd: Optional[Path] = None, env: Optional[dict] = None) -> Started:
+        self.pids.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        if (pid := self.pid_of(name)) is not None:
+            raise StartError(f"{name} is already running (pid {pid}); run `make down` first")
+        log = self.logs / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
+                                    env=env, start_new_session=True)   # Ctrl-C in the terminal is ours to handle
+        (self.pids / f"{name}.pid").write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + timeout_s
+        while ready_url:
+            if proc.poll() is not None:
+                raise StartError(f"{name} exited with status {proc.returncode} at start; see {log}")
+            try:
+                if requests.get(ready_url, timeout=1).status_code < 500:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                self.stop(name)
+                raise StartError(f"{name} not ready at {ready_url} after {timeout_s:g} s; see {log}")
+            time.sleep(0.1)
+        return Started(name, proc.pid, log)
+
+    def stop(self, name: str, timeout_s: float = 10.0) -> bool:
+        pidfile = self.pids / f"{name}.pid"
+        pid = self.pid_of(name)
+        pidfile.unlink(missing_ok=True)
+        if pid is None:
+            return False
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.05)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+            _reap(pid)
+        return True
+
+    def running(self) -> dict[str, int]:
+        if not self.pids.exists():
+            return {}
+        return {p.stem: pid for p in sorted(self.pids.glob("*.pid")) if (pid := self.pid_of(p.stem)) is not None}
+
+    def stop_all(self) -> list[str]:
+        names = sorted(p.stem for p in self.pids.glob("*.pid")) if self.pids.exists() else []
+        return [n for n in reversed(names) if self.stop(n)]
+
+
+def _reap(pid: int) -> None:
+    """Collect our own exited child so it does not linger as a zombie that looks alive."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
