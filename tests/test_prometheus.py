@@ -60,8 +60,14 @@ def test_loadgen_registration_is_a_file_sd_file(tmp_path):
     assert path.name.startswith(promconfig.LOADGEN_JOB)
 
 
-def query(base, q):
-    return requests.get(f"{base}/api/v1/query", params={"query": q}, timeout=5).json()["data"]["result"]
+def query(base, q, wait_s=0.0):
+    """Instant query; with wait_s, retry until it returns series (rules need a scrape and an evaluation)."""
+    deadline = time.time() + wait_s
+    while True:
+        result = requests.get(f"{base}/api/v1/query", params={"query": q}, timeout=5).json()["data"]["result"]
+        if result or time.time() >= deadline:
+            return result
+        time.sleep(0.5)
 
 
 def test_rig_up_scrapes_exporters_and_records_iostat_rules(tmp_path, write_yaml):
@@ -74,16 +80,13 @@ def test_rig_up_scrapes_exporters_and_records_iostat_rules(tmp_path, write_yaml)
     try:
         assert up.returncode == 0, up.stderr
         assert "Prometheus: " + base in up.stdout
-        deadline = time.time() + 30
-        while time.time() < deadline and not query(base, "device:sparkrig_disk_reads:rate5s"):
-            time.sleep(1)
-        reads = query(base, "device:sparkrig_disk_reads:rate5s")
+        reads = query(base, "device:sparkrig_disk_reads:rate5s", wait_s=30)
         # the disk's own role label wins over the target's role="exporter" (honor_labels)
         assert reads and {r["metric"]["role"] for r in reads} <= {"system", "kv_tier2", "other"}
-        assert query(base, 'sparkrig_process_count{role="exporter"}')
-        assert query(base, 'up{job="sparkrig-uma"} == 1')
-        assert query(base, "instance:sparkrig_memory_available:ratio")
-        assert query(base, 'sparkrig_kvbm_up{target="kvbm"} == 0')    # no KVBM here: said, not crashed
+        assert query(base, 'sparkrig_process_count{role="exporter"}', wait_s=10)
+        assert query(base, 'up{job="sparkrig-uma"} == 1', wait_s=10)
+        assert query(base, "instance:sparkrig_memory_available:ratio", wait_s=10)
+        assert query(base, 'sparkrig_kvbm_up{target="kvbm"} == 0', wait_s=10)    # no KVBM here: said, not crashed
         status = run_module("rig", "--config", str(overlay), "status")
         assert "prometheus" in status.stdout and "exporter-nvme" in status.stdout
     finally:
