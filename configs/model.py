@@ -223,10 +223,12 @@ class LoadgenSettings:
     listen: str
     metrics_port: int
     adapter_proxy_port: int
+    ready_timeout_s: float = 60.0     # wait this long for /v1/models to list the model before load starts
 
     def __post_init__(self):
         for name in ("metrics_port", "adapter_proxy_port"):
             _check(0 < getattr(self, name) < 65536, f"{name} must be a TCP port")
+        _check(self.ready_timeout_s >= 0, "ready_timeout_s must not be negative")
 
 
 @dataclass(frozen=True)

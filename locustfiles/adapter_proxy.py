@@ -1,0 +1,157 @@
+"""LoRA adapter proxy (successor of the seeds' scripts/adapter_proxy.py), default port 9100.
+
+Accepts OpenAI requests carrying ``adapter_id``, removes the field, forwards the request to the
+backend (streams included, chunk by chunk) and, per request, writes and reads back 1 MiB under
+``<tier2>/lora/<adapter_id>/`` so adapter churn costs real tier2 I/O even where the worker does
+not load adapters itself. Adapter ids are one safe path component (letters, digits, '.', '_',
+':', '-', at most 128, no '..'): nothing outside that directory is ever touched.
+
+    python -m locustfiles.adapter_proxy --backend http://127.0.0.1:9000/v1 --tier2-path /nvme/kvbm/l70b
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from configs import ConfigError, load
+from configs.errors import cli_main
+from configs.paths import ensure_data_dir, resolve, safe_join
+
+ADAPTER_BYTES = 1 << 20
+HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
+
+
+def proxy_command(backend: str, listen: str, port: int, tier2: Path) -> list[str]:
+    return [sys.executable, "-m", "locustfiles.adapter_proxy", "--backend", backend, "--listen", listen,
+            "--port", str(port), "--tier2-path", str(tier2)]
+
+
+def adapter_io(lora_dir: Path, adapter_id: str) -> int:
+    """Write then read back 1 MiB for this adapter, from the device: fsync, drop the pages, read."""
+    directory = safe_join(lora_dir, adapter_id)
+    directory.mkdir(exist_ok=True)
+    path = directory / "adapter.bin"
+    data = os.urandom(ADAPTER_BYTES)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    with open(path, "rb") as f:
+        return len(f.read())
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": "invalid_request_error", "code": status}},
+                             status=status)
+
+
+class AdapterProxy:
+    def __init__(self, backend: str, tier2: Path) -> None:
+        self.backend = backend.rstrip("/")
+        self.lora_dir = ensure_data_dir(tier2 / "lora")
+        self.session: aiohttp.ClientSession | None = None
+        self.adapter_bytes = 0
+
+    async def startup(self, _app) -> None:
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+
+    async def cleanup(self, _app) -> None:
+        await self.session.close()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.on_startup.append(self.startup)
+        app.on_cleanup.append(self.cleanup)
+        app.router.add_post("/v1/completions", self.generate)
+        app.router.add_post("/v1/chat/completions", self.generate)
+        app.router.add_get("/v1/models", self.passthrough)
+        app.router.add_get("/health", self.passthrough)
+        return app
+
+    async def generate(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return error(400, "request body is not JSON")
+        if not isinstance(body, dict):
+            return error(400, "request body must be a JSON object")
+        adapter = body.pop("adapter_id", None)
+        if adapter is not None:
+            if not isinstance(adapter, str):
+                return error(400, "adapter_id must be a string")
+            try:
+                self.adapter_bytes += await asyncio.to_thread(adapter_io, self.lora_dir, adapter)
+            except ConfigError as exc:
+                return error(400, f"invalid adapter_id: {exc}")
+            except OSError as exc:
+                return error(500, f"adapter tier2 I/O failed: {exc.strerror}")
+        return await self.forward(request, "POST", json.dumps(body).encode())
+
+    async def passthrough(self, request: web.Request) -> web.StreamResponse:
+        return await self.forward(request, "GET", None)
+
+    async def forward(self, request: web.Request, method: str, data: bytes | None) -> web.StreamResponse:
+        path = request.path[len("/v1"):] if request.path.startswith("/v1/") else request.path
+        url = self.backend + path if request.path.startswith("/v1/") else self.backend.rsplit("/v1", 1)[0] + path
+        try:
+            async with self.session.request(method, url, data=data,
+                                            headers={"Content-Type": "application/json"}) as upstream:
+                out = web.StreamResponse(status=upstream.status, headers={
+                    k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS})
+                await out.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await out.write(chunk)
+                await out.write_eof()
+                return out
+        except aiohttp.ClientError as exc:
+            return error(502, f"backend {url} unreachable: {type(exc).__name__}")
+
+
+@cli_main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m locustfiles.adapter_proxy", description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", default=os.environ.get("BACKEND_URL"),
+                    help="OpenAI base of the stack (default $BACKEND_URL, else the first tiered stack's)")
+    ap.add_argument("--listen", help="address (default loadgen.listen: 127.0.0.1)")
+    ap.add_argument("--port", type=int, help="port (default loadgen.adapter_proxy_port: 9100)")
+    ap.add_argument("--tier2-path", default=os.environ.get("DYN_KVBM_TIER2_PATH"),
+                    help="tier2 directory; adapters go under <it>/lora (default $DYN_KVBM_TIER2_PATH, "
+                         "else the spill profile's tier2_path)")
+    ap.add_argument("--config", help="overlay YAML (default: $HARNESS_CONFIG)")
+    args = ap.parse_args(argv)
+    cfg = load(args.config)
+    backend = args.backend
+    if not backend:
+        tiered = next((s for s in cfg.stacks.values() if s.kv_tiering), next(iter(cfg.stacks.values())))
+        backend = tiered.openai_base
+    from configs.run import normalise_endpoint
+    backend = normalise_endpoint(backend)
+    tier2 = resolve(args.tier2_path or cfg.profiles["spill"].tier2_path)
+    listen, port = args.listen or cfg.loadgen.listen, args.port or cfg.loadgen.adapter_proxy_port
+    proxy = AdapterProxy(backend, tier2)
+
+    async def ready(_app):
+        print(f"serving adapter proxy on http://{listen}:{port} -> {backend}; adapters under {proxy.lora_dir}",
+              flush=True)
+    app = proxy.app()
+    app.on_startup.append(ready)
+    try:
+        web.run_app(app, host=listen, port=port, print=None, handle_signals=True)
+    except OSError as exc:
+        print(f"error: cannot listen on {listen}:{port}: {exc.strerror}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""H6 — run: locust -f locustfiles/h6.py --headless  (defaults from configs/hypotheses.yaml; STACK, PROFILE,
+CONCURRENCY, CONTEXT_TOKENS, DURATION_S, ENDPOINT, SEED and Locust's -u/-t/--host override them)."""
+from locustfiles.lib.experiment import experiment
+
+H6User, H6Shape = experiment("H6")

@@ -1,0 +1,5 @@
+"""H7 — run: locust -f locustfiles/h7.py --headless  (defaults from configs/hypotheses.yaml; STACK, PROFILE,
+CONCURRENCY, CONTEXT_TOKENS, DURATION_S, ENDPOINT, SEED and Locust's -u/-t/--host override them)."""
+from locustfiles.lib.experiment import experiment
+
+H7User, H7Shape = experiment("H7")

@@ -1,0 +1,5 @@
+"""H9 — run: locust -f locustfiles/h9.py --headless  (defaults from configs/hypotheses.yaml; STACK, PROFILE,
+CONCURRENCY, CONTEXT_TOKENS, DURATION_S, ENDPOINT, SEED and Locust's -u/-t/--host override them)."""
+from locustfiles.lib.experiment import experiment
+
+H9User, H9Shape = experiment("H9")

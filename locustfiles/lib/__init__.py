@@ -1,0 +1,1 @@
+"""The workload library behind the hypothesis locustfiles: streaming client, workloads, shapes, runs."""

@@ -1,0 +1,404 @@
+"""``experiment("H2B")`` gives a locustfile its User and LoadTestShape for one hypothesis.
+
+The plan (stack, profile, steps, durations, seed) comes from configs and the operator's
+environment (STACK, PROFILE, CONCURRENCY, CONTEXT_TOKENS, DURATION_S, ENDPOINT, SEED, MODEL).
+The shape walks the plan's steps (x repetitions, x phases for rehydrate_replay); at each boundary
+the master (or the single local process) updates the manifest, the step gauges, the fio job and
+tells the workers. Every process writes its records to the run's requests.jsonl and serves its
+own Prometheus metrics.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import gevent
+from locust import LoadTestShape, events, task
+from locust.contrib.fasthttp import FastHttpUser
+from locust.runners import MasterRunner, WorkerRunner
+
+from configs import ConfigError, RunPlan, Step, load, plan_run
+from configs.run import OVERRIDE_VARS, normalise_endpoint
+
+from . import cache, workloads
+from .fio import FioJob
+from .metrics import LoadgenMetrics, worker_name
+from .prompts import Calibration
+from .records import RecordWriter, RequestRecord
+from .run import Manifest, new_run_id, run_dir, wait_for_model
+from .stream import send
+
+log = logging.getLogger("sparkrig.loadgen")
+MSG_RUN, MSG_SLOT = "sparkrig:run", "sparkrig:slot"
+
+
+@dataclass(frozen=True)
+class Slot:
+    index: int
+    repetition: int
+    step: Step
+    phase: str
+
+
+def build_slots(plan: RunPlan) -> list[Slot]:
+    phases = workloads.REHYDRATE_PHASES if plan.hypothesis.workload == "rehydrate_replay" else ("run",)
+    combos = itertools.product(range(plan.repetitions), plan.steps, phases)
+    return [Slot(i, rep, step, phase) for i, (rep, step, phase) in enumerate(combos)]
+
+
+class RunState:
+    """What one Locust process knows about the run; the shape and the users share it."""
+
+    def __init__(self, hypothesis_id: str, env: dict) -> None:
+        self.hypothesis_id = hypothesis_id
+        self.cfg = load()
+        self.env = {k: v for k, v in env.items() if k in OVERRIDE_VARS or k in ("RUN_ID", "LORA_ADAPTER_LIST")}
+        self.plan = plan_run(self.cfg, hypothesis_id, self.env)
+        self.slots = build_slots(self.plan)
+        self.slot = 0
+        self.completed = False
+        self.stop_reason: Optional[str] = None
+        self.failed: Optional[str] = None
+        self.run_id: Optional[str] = None
+        self.writer: Optional[RecordWriter] = None
+        self.metrics: Optional[LoadgenMetrics] = None
+        self.manifest: Optional[Manifest] = None
+        self.fio: Optional[FioJob] = None
+        self.proxy: Optional[subprocess.Popen] = None
+        self.calibration = Calibration()
+        self.session_id_refused = False
+        self.users = itertools.count()
+        self.worker = worker_name()
+        self.rehydrate_manifest: list[dict] = []
+        self.adapters = self._adapters()
+
+    # ---- derived -----------------------------------------------------------------------------
+    @property
+    def workload(self) -> str:
+        return self.plan.hypothesis.workload
+
+    def base_url(self, host: Optional[str]) -> str:
+        if self.plan.hypothesis.adapter_proxy:
+            lg = self.cfg.loadgen
+            return f"http://{lg.listen}:{lg.adapter_proxy_port}/v1"
+        return normalise_endpoint(host) if host else self.plan.openai_base
+
+    def _adapters(self) -> list[str]:
+        listing = self.env.get("LORA_ADAPTER_LIST")
+        if listing:
+            try:
+                names = [n.strip() for n in Path(listing).read_text().splitlines() if n.strip()]
+            except OSError as exc:
+                raise ConfigError(f"LORA_ADAPTER_LIST={listing}: {exc.strerror}") from None
+            return names
+        count = max((s.params.adapter_count for s in self.plan.steps), default=0)
+        return workloads.adapter_names(count)
+
+    def current(self) -> Slot:
+        return self.slots[min(self.slot, len(self.slots) - 1)]
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def open(self, run_id: str) -> None:
+        """Every process: records file and metrics endpoint for this run."""
+        self.run_id = run_id
+        directory = run_dir(self.cfg, run_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.writer = RecordWriter(directory / "requests.jsonl")
+        if self.workload == "rehydrate_replay":
+            p = self.plan.steps[0].params
+            self.rehydrate_manifest = workloads.rehydrate_manifest(
+                self.plan.seed, p.concurrency * 4, self.calibration.words_for(p.context_tokens))
+        labels = {"run_id": run_id, "hypothesis": self.plan.hypothesis_id, "stack": self.plan.stack_name,
+                  "workload": self.workload, "worker": self.worker}
+        self.metrics = LoadgenMetrics(labels)
+
+    def serve_metrics(self, port: int) -> None:
+        from rig import local, promconfig
+        lg = self.cfg.loadgen
+        try:
+            address = self.metrics.serve(lg.listen, port)
+        except OSError as exc:
+            log.warning("loadgen metrics not served on %s:%s (%s); retrying on a free port", lg.listen, port,
+                        exc.strerror)
+            address = self.metrics.serve(lg.listen, 0)
+        self.metrics.sd_file = promconfig.register_loadgen(local.targets_dir(self.cfg), address,
+                                                           {"worker": self.worker})
+        log.info("loadgen metrics on http://%s/metrics", address)
+
+    def record(self, rec: RequestRecord) -> None:
+        self.writer.write(rec)
+        self.metrics.observe(rec)
+
+    def enter_slot(self, index: int) -> None:
+        if index == self.slot and (self.manifest is None or self.manifest.doc["steps"]):
+            return
+        self.slot = index
+        slot = self.current()
+        if self.metrics:
+            self.metrics.set_step(slot.index, slot.step.params.concurrency, slot.step.params.context_tokens)
+        if self.manifest is not None:                  # master / local: the run's bookkeeping
+            notes = self._prepare(slot)
+            self.manifest.begin_step({
+                "index": slot.index, "repetition": slot.repetition, "step": slot.step.index, "phase": slot.phase,
+                "label": slot.step.label(), "swept": slot.step.swept, "fio_profile": slot.step.fio_profile,
+                "target_concurrency": slot.step.params.concurrency,
+                "target_context_tokens": slot.step.params.context_tokens, **notes})
+            print(f"[{self.plan.hypothesis_id}] step {slot.index + 1}/{len(self.slots)}: {slot.step.label()}"
+                  f"{'' if slot.phase == 'run' else ' phase ' + slot.phase} (rep {slot.repetition + 1})",
+                  file=sys.stderr, flush=True)
+
+    def _prepare(self, slot: Slot) -> dict:
+        """Side effects a step needs before its load: the fio job, cold caches."""
+        notes = {}
+        if self.fio is not None:
+            err = self.fio.stop()
+            if err:
+                self.manifest.note(f"fio job failed: {err.splitlines()[-1]}")
+            self.fio = None
+        if slot.step.fio_profile:
+            profile = self.cfg.fio_profiles[slot.step.fio_profile]
+            out = self.manifest.path.parent / f"fio-step{slot.index}.json"
+            self.fio = FioJob(f"contention-{slot.step.fio_profile}", profile, str(self.tier2_path(slot)), out)
+            self.fio.start()
+            notes["fio_output"] = out.name
+        if slot.step.params.cache_state == "cold":
+            notes["cold"] = cache.make_cold(self.tier2_path(slot) / "lora")
+        return notes
+
+    def tier2_path(self, slot: Slot) -> Path:
+        from configs.paths import resolve
+        return resolve(os.environ.get("DYN_KVBM_TIER2_PATH") or slot.step.profile.tier2_path)
+
+    def close(self, complete: bool, reason: Optional[str]) -> None:
+        if self.fio is not None:
+            err = self.fio.stop()
+            if err and self.manifest:
+                self.manifest.note(f"fio job failed: {err.splitlines()[-1]}")
+            self.fio = None
+        if self.proxy is not None:
+            self.proxy.terminate()
+            self.proxy.wait(timeout=10)
+            self.proxy = None
+        if self.manifest is not None:
+            self.manifest.finish(complete, reason)
+        if self.writer:
+            self.writer.close()
+        if self.metrics:
+            self.metrics.close()
+
+
+STATE: Optional[RunState] = None
+
+
+def _state() -> RunState:
+    assert STATE is not None, "experiment() was not called"
+    return STATE
+
+
+# ---- master / local side ---------------------------------------------------------------------------
+def _start_proxy(st: RunState) -> None:
+    from locustfiles.adapter_proxy import proxy_command
+    lg = st.cfg.loadgen
+    cmd = proxy_command(st.plan.openai_base, lg.listen, lg.adapter_proxy_port, st.tier2_path(st.current()))
+    st.proxy = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    line = st.proxy.stdout.readline()
+    if "serving" not in line:
+        raise ConfigError(f"adapter proxy did not start: {line.strip() or 'no output'}")
+    st.manifest.note(f"adapter proxy: {line.strip()}")
+
+
+def _on_test_start(environment, **_kw) -> None:
+    st = _state()
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        return
+    if st.run_id is None:
+        st.open(st.env.get("RUN_ID") or new_run_id(st.plan))
+        st.serve_metrics(st.cfg.loadgen.metrics_port)
+    extra = {"locust": {"mode": "master" if isinstance(runner, MasterRunner) else "local",
+                        "host_override": environment.host}}
+    st.manifest = Manifest.start(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
+    print(f"[{st.plan.hypothesis_id}] run {st.run_id}: results in {st.manifest.path.parent}", file=sys.stderr,
+          flush=True)
+    target = normalise_endpoint(environment.host) if environment.host else st.plan.openai_base
+    problem = wait_for_model(target, st.plan.model_handle, st.cfg.loadgen.ready_timeout_s)
+    if problem is None and st.plan.hypothesis.adapter_proxy:
+        try:
+            _start_proxy(st)
+        except (ConfigError, OSError) as exc:
+            problem = str(exc)
+    if problem:
+        st.failed = problem
+        print(f"error: endpoint not ready: {problem}", file=sys.stderr, flush=True)
+        st.manifest.note(f"endpoint not ready: {problem}")
+        environment.process_exit_code = 2
+        gevent.spawn_later(0, runner.quit)
+        return
+    if isinstance(runner, MasterRunner):
+        runner.send_message(MSG_RUN, {"run_id": st.run_id, "env": st.env, "slot": st.slot})
+    st.enter_slot(st.slot)
+
+
+def _on_test_stop(environment, **_kw) -> None:
+    st = _state()
+    if isinstance(environment.runner, WorkerRunner) or st.manifest is None:
+        return
+    reason = st.failed or (None if st.completed else st.stop_reason or "stopped before the last step ended")
+    st.close(st.completed and not st.failed, reason)
+
+
+def _on_quitting(environment, **_kw) -> None:
+    st = _state()
+    st.close(st.completed and not st.failed, st.failed or "process quit before the last step ended")
+
+
+# ---- worker side -------------------------------------------------------------------------------------
+def _on_run_message(environment, msg, **_kw) -> None:
+    global STATE
+    data = msg.data
+    STATE = RunState(STATE.hypothesis_id, data["env"])
+    STATE.open(data["run_id"])
+    STATE.serve_metrics(0)
+    STATE.enter_slot(data["slot"])
+
+
+def _on_slot_message(environment, msg, **_kw) -> None:
+    _state().enter_slot(msg.data)
+
+
+def _on_init(environment, **_kw) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        environment.runner.register_message(MSG_RUN, _on_run_message)
+        environment.runner.register_message(MSG_SLOT, _on_slot_message)
+
+
+# ---- the classes a locustfile exposes ----------------------------------------------------------
+class PlanShape(LoadTestShape):
+    """Walks the plan: each slot lasts step_duration_s at the step's concurrency. Locust's own
+    -u/-r fix the user count and spawn rate for every step, and -t ends the run early."""
+    abstract = True
+    use_common_options = True
+
+    def tick(self):
+        st = _state()
+        if st.failed:
+            return None
+        options = self.runner.environment.parsed_options
+        elapsed = self.get_run_time()
+        limit = getattr(options, "run_time", None)
+        if limit and elapsed >= limit:             # Locust would only apply -t after the shape ends
+            st.stop_reason = f"-t {limit}s run-time limit reached before the last step"
+            return None
+        index = int(elapsed // st.plan.step_duration_s)
+        if index >= len(st.slots):
+            st.completed = True
+            return None
+        if index != st.slot:
+            st.enter_slot(index)
+            if isinstance(self.runner, MasterRunner):
+                self.runner.send_message(MSG_SLOT, index)
+        users = _explicit("-u", "--users", "LOCUST_USERS", int) or st.slots[index].step.params.concurrency
+        return users, _explicit("-r", "--spawn-rate", "LOCUST_SPAWN_RATE", float) or users
+
+
+def _explicit(short: str, long: str, env: str, kind):
+    """An option the operator actually gave: Locust fills -u/-r with 1 in headless mode, so the
+    parsed value cannot tell "-u 1" from nothing."""
+    args = sys.argv
+    for i, a in enumerate(args):
+        if a in (short, long) and i + 1 < len(args):
+            return kind(args[i + 1])
+        if a.startswith(long + "="):
+            return kind(a.split("=", 1)[1])
+    return kind(os.environ[env]) if os.environ.get(env) else None
+
+
+class PlanUser(FastHttpUser):
+    abstract = True
+    network_timeout = 600.0
+    connection_timeout = 10.0
+
+    def wait_time(self):
+        return _state().current().step.params.think_time_s
+
+    def on_start(self):
+        st = _state()
+        if st.run_id is None:                    # a worker that has not heard from the master yet
+            gevent.sleep(0.5)
+        runner = self.environment.runner
+        offset = runner.worker_index * 1_000_000 if isinstance(runner, WorkerRunner) else 0
+        self.index = offset + next(st.users)
+        self.client.base_url = st.base_url(self.environment.host)
+        self.workload = self._make_workload(st)
+
+    def _make_workload(self, st: RunState) -> workloads.Workload:
+        args = (st.plan.model_handle, self.index, st.plan.seed, st.calibration)
+        kind = st.workload
+        if kind == "fixed_context":
+            return workloads.FixedContext(*args)
+        if kind == "sessioned_chat":
+            return workloads.SessionedChat(*args)
+        if kind == "lora_churn":
+            return workloads.LoraChurn(*args, st.adapters, st.plan.hypothesis.adapter_proxy)
+        return workloads.RehydrateReplay(*args, st.rehydrate_manifest, not st.session_id_refused)
+
+    @task
+    def request(self):
+        st = _state()
+        if st.failed or st.writer is None:
+            gevent.sleep(0.2)
+            return
+        slot = st.current()
+        params = slot.step.params
+        if isinstance(self.workload, workloads.RehydrateReplay):
+            self.workload.send_session_id = not st.session_id_refused
+        req = self.workload.next(params, slot.phase)
+        rec = RequestRecord(
+            run_id=st.run_id, hypothesis=st.plan.hypothesis_id, stack=st.plan.stack_name, workload=st.workload,
+            step=slot.index, repetition=slot.repetition, phase=slot.phase, target_concurrency=params.concurrency,
+            target_context_tokens=params.context_tokens, user=self.index, worker=st.worker, endpoint=req.path,
+            model=req.body["model"], adapter=req.adapter, session_id=req.session_id, turn=req.turn,
+            prefix_hash=req.prefix_hash, prompt_tokens_target=req.target_tokens)
+        text: list[str] = []
+        send(self.client, "/" + req.path, req.body, rec, req.path, text)
+        st.record(rec)
+        self.workload.done(req, rec.ok, "".join(text), rec.prompt_tokens)
+        if rec.status == 400 and "session_id" in req.body and "session_id" in (rec.error or ""):
+            self._session_id_refused(st, rec.error)
+
+    def _session_id_refused(self, st: RunState, error: str) -> None:
+        """H9's known blocker: the frontend rejects session metadata. Record it and go on without it."""
+        if not st.session_id_refused:
+            st.session_id_refused = True
+            reason = f"{st.plan.hypothesis.blocked_if or 'the frontend rejects session_id'}: HTTP 400 {error}"
+            log.warning("blocked: %s; continuing without session_id", reason)
+            if st.manifest is not None:
+                st.manifest.block(reason)
+            else:
+                Path(run_dir(st.cfg, st.run_id) / f"blocked-{st.worker}.txt").write_text(reason + "\n")
+
+
+def experiment(hypothesis_id: str) -> tuple[type, type]:
+    """The User and LoadTestShape classes for ``hypothesis_id``; call it once at module level."""
+    global STATE
+    try:
+        STATE = RunState(hypothesis_id, dict(os.environ))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2)
+    events.init.add_listener(_on_init)
+    events.test_start.add_listener(_on_test_start)
+    events.test_stop.add_listener(_on_test_stop)
+    events.quitting.add_listener(_on_quitting)
+    name = hypothesis_id.upper()
+    user = type(f"{name}User", (PlanUser,), {"abstract": False, "host": STATE.plan.openai_base,
+                                             "__module__": __name__})
+    shape = type(f"{name}Shape", (PlanShape,), {"abstract": False, "__module__": __name__})
+    return user, shape

@@ -1,0 +1,68 @@
+"""The fio contention job of H4A/H4B: started and stopped around the QoS steps.
+
+Its file lives under the profile's tier2 directory (the disk the KV tier uses), in a ``fio/``
+subdirectory created through the harness's path guard; its size is the fio profile's, so the
+job can never write outside that directory or grow past the configured bound.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+from configs import ConfigError, FioProfile
+from configs.paths import ensure_data_dir, safe_join
+
+
+def fio_command(profile: FioProfile, name: str, directory: Path, output: Path) -> list[str]:
+    cmd = ["fio", f"--name={name}", f"--filename={safe_join(directory, 'contention.dat')}",
+           f"--size={profile.size}", f"--rw={profile.rw}", f"--bs={profile.bs}", f"--iodepth={profile.iodepth}",
+           f"--numjobs={profile.numjobs}", f"--ioengine={profile.ioengine}", f"--direct={int(profile.direct)}",
+           "--time_based", "--runtime=86400", "--group_reporting", "--output-format=json", f"--output={output}"]
+    if profile.rw in ("randrw", "rw"):
+        cmd.append(f"--rwmixread={profile.rwmixread}")
+    if profile.rate_iops:
+        cmd.append(f"--rate_iops={profile.rate_iops}")
+    return cmd
+
+
+class FioJob:
+    def __init__(self, name: str, profile: FioProfile, tier2_path: str, output: Path) -> None:
+        if not shutil.which("fio"):
+            raise ConfigError("fio is not installed (`make tools`, or apt-get install -y fio)")
+        self.directory = ensure_data_dir(Path(tier2_path) / "fio")
+        self.output = output
+        self.cmd = fio_command(profile, name, self.directory, output)
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def stop(self) -> Optional[str]:
+        """Stop the job (fio writes its JSON summary on SIGINT); returns its error text if it failed."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        err = self.proc.stderr.read().strip() if self.proc.returncode not in (0, -signal.SIGINT) else None
+        self.proc = None
+        self._clean_output()
+        (self.directory / "contention.dat").unlink(missing_ok=True)
+        return err
+
+    def _clean_output(self) -> None:
+        """fio puts "fio: terminating on signal 2" above its JSON; keep the JSON alone."""
+        try:
+            text = self.output.read_text()
+        except OSError:
+            return
+        start = text.find("{")
+        if start > 0:
+            self.output.write_text(text[start:])

@@ -1,0 +1,137 @@
+"""One run: its id, its directory under results/, and its manifest.
+
+The manifest is written when the run starts, rewritten at every step boundary and finalised at
+stop, each time atomically (temporary file + rename), so whatever kills the run leaves a valid
+manifest: ``status`` is ``running`` until the end, then ``complete`` or ``incomplete``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import requests
+
+from configs import Harness, RunPlan
+from configs.paths import PROJECT_ROOT, check_name, ensure_data_dir, safe_join
+from configs.schema import to_plain
+
+
+def new_run_id(plan: RunPlan) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{plan.hypothesis_id.lower()}-{plan.stack_name}-{stamp}-{random.getrandbits(16):04x}"
+
+
+def run_dir(cfg: Harness, run_id: str) -> Path:
+    return safe_join(ensure_data_dir(cfg.results_dir), check_name(run_id, "run id"))
+
+
+def git_revision() -> dict:
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                  timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    rev = git("rev-parse", "HEAD")
+    return {"commit": rev or None, "dirty": bool(git("status", "--porcelain")) if rev else None}
+
+
+def host_facts() -> dict:
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import locust
+    return {"hostname": socket.gethostname(), "kernel": platform.release(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "mem_total_bytes": mem, "python": platform.python_version(),
+            "locust": locust.__version__}
+
+
+def utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Manifest:
+    def __init__(self, path: Path, doc: dict) -> None:
+        self.path, self.doc = path, doc
+        self.write()
+
+    @classmethod
+    def start(cls, directory: Path, run_id: str, plan: RunPlan, cfg: Harness, extra: dict) -> "Manifest":
+        now = time.time()
+        doc = {
+            "run_id": run_id, "hypothesis": plan.hypothesis_id, "title": plan.hypothesis.title,
+            "stack": plan.stack_name, "profile": plan.profile_name, "workload": plan.hypothesis.workload,
+            "model": plan.model_handle, "endpoint": plan.openai_base, "seed": plan.seed,
+            "repetitions": plan.repetitions, "step_duration_s": plan.step_duration_s,
+            "status": "running", "blocked": None, "started_at": utc(now), "start": now, "ended_at": None,
+            "end": None, "git": git_revision(), "host": host_facts(), "plan": plan.snapshot(),
+            "config": to_plain(cfg), "steps": [], "notes": [], **extra,
+        }
+        return cls(directory / "manifest.json", doc)
+
+    def write(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.doc, indent=1, default=str) + "\n")
+        os.replace(tmp, self.path)
+
+    def begin_step(self, entry: dict) -> None:
+        now = time.time()
+        if self.doc["steps"] and self.doc["steps"][-1]["end"] is None:
+            self.doc["steps"][-1].update(end=now, ended_at=utc(now))
+        self.doc["steps"].append({**entry, "start": now, "started_at": utc(now), "end": None, "ended_at": None})
+        self.write()
+
+    def note(self, text: str) -> None:
+        self.doc["notes"].append({"at": utc(time.time()), "text": text})
+        self.write()
+
+    def block(self, reason: str) -> None:
+        if self.doc["blocked"] is None:
+            self.doc["blocked"] = {"reason": reason, "at": utc(time.time())}
+            self.write()
+
+    def finish(self, complete: bool, reason: Optional[str] = None) -> None:
+        if self.doc["end"] is not None:
+            return
+        now = time.time()
+        if self.doc["steps"] and self.doc["steps"][-1]["end"] is None:
+            self.doc["steps"][-1].update(end=now, ended_at=utc(now))
+        self.doc.update(status="complete" if complete else "incomplete", end=now, ended_at=utc(now))
+        if reason:
+            self.doc["stop_reason"] = reason
+        self.write()
+
+
+def wait_for_model(base: str, model: str, timeout_s: float) -> Optional[str]:
+    """None when ``base``/models lists ``model`` within the timeout, else the one-line reason."""
+    deadline = time.monotonic() + timeout_s
+    reason = ""
+    while True:
+        try:
+            r = requests.get(f"{base}/models", timeout=5)
+            if r.status_code == 200:
+                ids = [m.get("id") for m in r.json().get("data", [])]
+                if model in ids:
+                    return None
+                reason = f"{base}/models does not list {model!r} (it lists {', '.join(map(str, ids[:5])) or 'none'})"
+            else:
+                reason = f"{base}/models answered HTTP {r.status_code}"
+        except requests.RequestException as exc:
+            reason = f"cannot reach {base}/models ({type(exc).__name__})"
+        except ValueError:
+            reason = f"{base}/models did not answer JSON"
+        if time.monotonic() >= deadline:
+            return f"{reason}; waited {timeout_s:g} s"
+        time.sleep(1)

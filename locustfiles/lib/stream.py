@@ -1,0 +1,133 @@
+"""OpenAI streaming over Locust's FastHttpUser: one request in, one RequestRecord out.
+
+Timing is taken on the client: TTFB when the response headers arrive, TTFT at the first chunk
+that carries non-empty text (role-only and empty chunks do not count), inter-token gaps between
+text chunks, E2E at the end of the stream. Token counts come from the final usage chunk
+(``stream_options.include_usage``), or from counting text chunks when the server sends none.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Optional
+
+from .records import RequestRecord
+
+DONE = b"[DONE]"
+
+
+def chunk_text(event: dict) -> str:
+    choices = event.get("choices") or []
+    if not choices:
+        return ""
+    c = choices[0]
+    if "text" in c:
+        return c.get("text") or ""
+    return (c.get("delta") or {}).get("content") or ""
+
+
+def error_message(status: int, body: bytes) -> str:
+    """The server's own words: OpenAI {"error": {"message"}}, FastAPI {"detail"}, or the text."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        text = body.decode(errors="replace").strip()
+        return text[:300] or f"HTTP {status}"
+    if isinstance(doc, dict):
+        err = doc.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:300]
+        for key in ("message", "detail", "error"):
+            if doc.get(key):
+                return str(doc[key])[:300]
+    return json.dumps(doc)[:300]
+
+
+def read_stream(response, record: RequestRecord, started: float, text: list[str]) -> None:
+    """Consume SSE lines from a geventhttpclient response as they arrive, filling ``record`` and
+    collecting the generated text (sessions send it back as the assistant's turn)."""
+    raw = response._response                     # FastResponse keeps the streaming socket response here
+    last_text_at: Optional[float] = None
+    counted = 0
+    done = False
+    while True:
+        line = raw.readline(b"\n")
+        if not line:
+            break
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == DONE:
+            done = True
+            break
+        now = time.perf_counter()
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            record.error_class, record.error = "bad_stream", f"unparseable event: {payload[:80]!r}"
+            return
+        if isinstance(event.get("error"), dict):        # errors sent mid-stream (vLLM, Dynamo)
+            record.error_class = "stream_error"
+            record.error = str(event["error"].get("message", event["error"]))[:300]
+            return
+        piece = chunk_text(event)
+        if piece:
+            text.append(piece)
+            counted += 1
+            if record.ttft_s is None:
+                record.ttft_s = now - started
+            else:
+                record.itl_s.append(now - last_text_at)
+            last_text_at = now
+        usage = event.get("usage")
+        if isinstance(usage, dict):
+            record.prompt_tokens = usage.get("prompt_tokens")
+            record.completion_tokens = usage.get("completion_tokens")
+            record.tokens_source = "usage"
+            details = usage.get("prompt_tokens_details") or {}
+            record.cached_tokens = details.get("cached_tokens")
+    record.e2e_s = time.perf_counter() - started
+    if record.tokens_source is None:
+        record.completion_tokens, record.tokens_source = counted, "counted"
+    if not done:
+        record.error_class, record.error = "stream_cut", "stream ended without [DONE]"
+
+
+def send(client, path: str, body: dict, record: RequestRecord, stats_name: str,
+         text: list[str] | None = None) -> RequestRecord:
+    """POST a streaming request through a FastHttpSession and fill in ``record``.
+
+    Locust's own stats get the HTTP request (failures carry the server's message), and on success
+    a TTFT and an E2E entry of their own request types.
+    """
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    record.start_time = time.time()
+    started = time.perf_counter()
+    with client.request("POST", path, json=body, stream=True, catch_response=True, name=stats_name) as resp:
+        record.ttfb_s = time.perf_counter() - started
+        error = getattr(resp, "error", None)
+        record.status = resp.status_code or 0
+        if record.status == 0 or (error is not None and record.status < 400):
+            record.error_class, record.error = "connection", str(error or "no response")[:300]
+        elif record.status >= 400:
+            record.error_class = f"http_{record.status}"
+            record.error = error_message(record.status, resp.content or b"")
+        else:
+            try:
+                read_stream(resp, record, started, text if text is not None else [])
+            except Exception as exc:                    # connection dropped mid-body
+                record.error_class, record.error = "stream_cut", f"{type(exc).__name__}: {exc}"[:300]
+        record.e2e_s = record.e2e_s or time.perf_counter() - started
+        record.ok = record.error_class is None
+        if record.ok:
+            resp.success()
+        else:
+            resp.failure(f"{record.error_class}: {record.error}")
+    if record.ok:
+        fire = client.request_event.fire
+        for kind, value in (("TTFT", record.ttft_s), ("E2E", record.e2e_s)):
+            if value is not None:
+                fire(request_type=kind, name=stats_name, response_time=value * 1000, response_length=0,
+                     exception=None, context={})
+    return record

@@ -1,0 +1,184 @@
+"""The four workload classes of the test plan. Each user owns a Workload; ``next()`` gives the
+request to send, ``done()`` hears how it went (sessions grow with the assistant's answers).
+
+All randomness comes from a per-user ``random.Random(seed, user)``, so a seed fixes prompts,
+session choices and the adapter sequence.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Optional
+
+from configs import WorkloadParams
+
+from .prompts import Calibration, prefix_hash, words
+
+REHYDRATE_PHASES = ("populate", "thrash", "replay")
+
+
+@dataclass
+class Request:
+    path: str                      # relative to the OpenAI base, e.g. "completions"
+    body: dict
+    prompt_words: int
+    target_tokens: int
+    adapter: Optional[str] = None
+    session_id: Optional[str] = None
+    turn: Optional[int] = None
+    prefix_hash: Optional[str] = None
+
+
+class Workload:
+    name = ""
+
+    def __init__(self, model: str, user: int, seed: int, calibration: Calibration) -> None:
+        self.model, self.user = model, user
+        self.rng = random.Random(f"{seed}:{self.name}:{user}")
+        self.calibration = calibration
+
+    def next(self, params: WorkloadParams, phase: str) -> Request:
+        raise NotImplementedError
+
+    def done(self, request: Request, ok: bool, text: str, prompt_tokens: Optional[int]) -> None:
+        self.calibration.observe(request.target_tokens, request.prompt_words, prompt_tokens)
+
+
+class FixedContext(Workload):
+    """Prompts of N tokens for the target's tokenizer; a per-user nonce first stops prefix sharing."""
+    name = "fixed_context"
+
+    def next(self, params, phase):
+        nonce = f"[user {self.user} nonce {self.rng.getrandbits(32):08x}] " if params.nonce_per_user else ""
+        total = self.calibration.words_for(params.context_tokens)
+        nonce_words = len(nonce.split())
+        prompt = nonce + words(self.rng, max(1, total - nonce_words))
+        return Request("completions", {"model": self.model, "prompt": prompt, "max_tokens": params.max_tokens},
+                       max(total, nonce_words + 1), params.context_tokens, prefix_hash=prefix_hash(prompt[:256]))
+
+
+@dataclass
+class Session:
+    id: str
+    messages: list = field(default_factory=list)
+    turns: int = 0
+
+
+class SessionedChat(Workload):
+    """Multi-turn chat whose history grows each turn; with probability ``reuse_ratio`` a user goes
+    back to one of its older sessions, whose KV others have pushed out meanwhile (rehydration)."""
+    name = "sessioned_chat"
+    session_field = "user"          # OpenAI's own per-end-user field: every frontend accepts it
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.sessions: list[Session] = []
+        self.current: Optional[Session] = None
+
+    def _new_session(self) -> Session:
+        s = Session(f"u{self.user}-s{len(self.sessions)}-{self.rng.getrandbits(24):06x}")
+        self.sessions.append(s)
+        return s
+
+    def next(self, params, phase):
+        older = [s for s in self.sessions if s is not self.current and s.turns < params.session_turns]
+        if older and self.rng.random() < params.reuse_ratio:
+            self.current = self.rng.choice(older)
+        elif self.current is None or self.current.turns >= params.session_turns:
+            self.current = self._new_session()
+        s = self.current
+        per_turn = max(1, params.context_tokens // params.session_turns)
+        n = self.calibration.words_for(per_turn)
+        s.messages.append({"role": "user", "content": words(self.rng, n)})
+        body = {"model": self.model, "messages": list(s.messages), "max_tokens": params.max_tokens,
+                self.session_field: s.id}
+        return Request("chat/completions", body, n, per_turn * (s.turns + 1), session_id=s.id, turn=s.turns,
+                       prefix_hash=prefix_hash(s.messages[0]["content"][:256]))
+
+    def done(self, request, ok, text, prompt_tokens):
+        if request.turn == 0:             # a lone first message calibrates the per-turn size
+            super().done(request, ok, text, prompt_tokens)
+        s = next((x for x in self.sessions if x.id == request.session_id), None)
+        if s is None:
+            return
+        if ok:
+            s.messages.append({"role": "assistant", "content": text})
+            s.turns += 1
+        else:
+            s.messages.pop()              # the turn did not happen; try it again later
+
+
+def adapter_names(count: int) -> list[str]:
+    """The simulator's and the seeds' naming: lora-000, lora-001, …"""
+    return [f"lora-{i:03d}" for i in range(count)]
+
+
+class LoraChurn(FixedContext):
+    """Fixed-context requests, each for an adapter chosen by the churn mode."""
+    name = "lora_churn"
+
+    def __init__(self, model, user, seed, calibration, adapters: list[str], via_proxy: bool) -> None:
+        super().__init__(model, user, seed, calibration)
+        if not adapters:
+            raise ValueError("lora_churn needs adapters: set adapter_count or LORA_ADAPTER_LIST")
+        self.adapters, self.via_proxy = adapters, via_proxy
+        self.turn = user
+
+    def pick(self, params: WorkloadParams) -> str:
+        mode = params.lora_churn_mode
+        if mode == "round_robin":
+            self.turn += 1
+            return self.adapters[self.turn % len(self.adapters)]
+        if mode == "hot_cold":
+            hot = max(1, math.ceil(params.lora_hot_ratio * len(self.adapters)))
+            pool = self.adapters[:hot] if self.rng.random() < params.lora_hot_prob or hot == len(self.adapters) \
+                else self.adapters[hot:]
+            return self.rng.choice(pool)
+        return self.rng.choice(self.adapters)
+
+    def next(self, params, phase):
+        req = super().next(params, phase)
+        req.adapter = self.pick(params)
+        if self.via_proxy:
+            req.body["adapter_id"] = req.adapter     # the adapter proxy strips it and does the tier2 I/O
+        else:
+            req.body["model"] = req.adapter          # vLLM / Dynamo convention: the adapter is the model
+        return req
+
+
+class RehydrateReplay(Workload):
+    """populate → thrash → replay. Populate sends a fixed list of long session prefixes, thrash sends
+    unique prompts until those prefixes are pushed out of the fast tiers, replay sends the populate
+    list again: a tiered stack should onboard them from disk. The list is the deterministic request
+    manifest (``session_id``, ``prefix_hash``) shared by every user of the run."""
+    name = "rehydrate_replay"
+
+    def __init__(self, model, user, seed, calibration, manifest: list[dict], send_session_id: bool) -> None:
+        super().__init__(model, user, seed, calibration)
+        self.manifest, self.send_session_id = manifest, send_session_id
+        self.cursor = {phase: 0 for phase in REHYDRATE_PHASES}
+
+    def next(self, params, phase):
+        if phase == "thrash":
+            n = self.calibration.words_for(params.context_tokens)
+            prompt = words(self.rng, n)
+            return Request("completions", {"model": self.model, "prompt": prompt, "max_tokens": params.max_tokens},
+                           n, params.context_tokens, prefix_hash=prefix_hash(prompt[:256]))
+        item = self.manifest[(self.user + self.cursor[phase] * params.concurrency) % len(self.manifest)]
+        self.cursor[phase] += 1
+        body = {"model": self.model, "prompt": item["prompt"], "max_tokens": params.max_tokens}
+        if self.send_session_id:
+            body["session_id"] = item["session_id"]
+        return Request("completions", body, item["words"], params.context_tokens, session_id=item["session_id"],
+                       prefix_hash=item["prefix_hash"])
+
+
+def rehydrate_manifest(seed: int, sessions: int, context_words: int) -> list[dict]:
+    rng = random.Random(f"{seed}:rehydrate")
+    out = []
+    for i in range(sessions):
+        prompt = f"[session {i}] " + words(rng, context_words)
+        out.append({"session_id": f"rh-{seed}-{i:04d}", "prompt": prompt, "words": len(prompt.split()),
+                    "prefix_hash": prefix_hash(prompt)})
+    return out
