@@ -41,14 +41,17 @@ class Sim:
                     "--port", str(self.port), "--kvbm-port", str(self.kvbm_port), "--tier2-path", str(self.tier2),
                     "--time-scale", str(time_scale), "--log-level", "WARNING", *args]
         self.base = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / f"sim-{stack}-{self.port}.log"
         self.proc = None
 
     def __enter__(self):
-        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # stderr to a file: a pipe nobody reads fills up and blocks the simulator mid-run
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
             self.proc.kill()
-            raise RuntimeError(f"simulator did not start: {line}{self.proc.stderr.read()}")
+            raise RuntimeError(f"simulator did not start: {line}{self.log.read_text()}")
         return self
 
     def stop(self, sig=None):

@@ -214,15 +214,14 @@ def _start_proxy(st: RunState) -> None:
     st.manifest.note(f"adapter proxy: {line.strip()}")
 
 
-def _on_test_start(environment, **_kw) -> None:
+def _begin_run(environment) -> None:
+    """Master / local, at init, before any user exists: run directory, manifest, metrics, endpoint
+    check and adapter proxy. Done here because test_start runs inside Locust's spawning greenlet,
+    which the shape's next tick may kill while a slow check is still waiting."""
     st = _state()
-    runner = environment.runner
-    if isinstance(runner, WorkerRunner):
-        return
-    if st.run_id is None:
-        st.open(st.env.get("RUN_ID") or new_run_id(st.plan))
-        st.serve_metrics(st.cfg.loadgen.metrics_port)
-    extra = {"locust": {"mode": "master" if isinstance(runner, MasterRunner) else "local",
+    st.open(st.env.get("RUN_ID") or new_run_id(st.plan))
+    st.serve_metrics(st.cfg.loadgen.metrics_port)
+    extra = {"locust": {"mode": "master" if isinstance(environment.runner, MasterRunner) else "local",
                         "host_override": environment.host}}
     st.manifest = Manifest.start(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
     print(f"[{st.plan.hypothesis_id}] run {st.run_id}: results in {st.manifest.path.parent}", file=sys.stderr,
@@ -239,10 +238,14 @@ def _on_test_start(environment, **_kw) -> None:
         print(f"error: endpoint not ready: {problem}", file=sys.stderr, flush=True)
         st.manifest.note(f"endpoint not ready: {problem}")
         environment.process_exit_code = 2
-        gevent.spawn_later(0, runner.quit)
+
+
+def _on_test_start(environment, **_kw) -> None:
+    st = _state()
+    if isinstance(environment.runner, WorkerRunner) or st.failed or st.manifest is None:
         return
-    if isinstance(runner, MasterRunner):
-        runner.send_message(MSG_RUN, {"run_id": st.run_id, "env": st.env, "slot": st.slot})
+    if isinstance(environment.runner, MasterRunner):
+        environment.runner.send_message(MSG_RUN, {"run_id": st.run_id, "env": st.env, "slot": st.slot})
     st.enter_slot(st.slot)
 
 
@@ -277,6 +280,8 @@ def _on_init(environment, **_kw) -> None:
     if isinstance(environment.runner, WorkerRunner):
         environment.runner.register_message(MSG_RUN, _on_run_message)
         environment.runner.register_message(MSG_SLOT, _on_slot_message)
+    elif environment.runner is not None:
+        _begin_run(environment)
 
 
 # ---- the classes a locustfile exposes ----------------------------------------------------------

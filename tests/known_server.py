@@ -1,0 +1,53 @@
+"""A second OpenAI-compatible server for tests: every stream's first token arrives after exactly
+--ttft-ms and the next ones every --itl-ms, whatever the load, so client-side timing can be checked.
+
+    python tests/known_server.py --port 8999 --model m --ttft-ms 100 --itl-ms 10 --tokens 8
+"""
+import argparse
+import asyncio
+import json
+import time
+
+from aiohttp import web
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--ttft-ms", type=float, default=100)
+    ap.add_argument("--itl-ms", type=float, default=10)
+    ap.add_argument("--tokens", type=int, default=8)
+    args = ap.parse_args()
+
+    async def models(_request):
+        return web.json_response({"object": "list", "data": [{"id": args.model, "object": "model"}]})
+
+    async def completions(request):
+        t0 = time.monotonic()
+        body = await request.json()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        n = min(int(body.get("max_tokens", args.tokens)), args.tokens)
+        for i in range(n):
+            due = t0 + (args.ttft_ms + i * args.itl_ms) / 1000
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            chunk = {"object": "text_completion", "choices": [{"index": 0, "text": f" t{i}", "finish_reason": None}]}
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        usage = {"prompt_tokens": len(str(body.get("prompt", "")).split()), "completion_tokens": n}
+        await resp.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/completions", completions)
+
+    async def ready(_app):
+        print("ready", flush=True)
+    app.on_startup.append(ready)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()

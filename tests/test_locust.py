@@ -1,0 +1,225 @@
+"""Real Locust runs of the hypothesis locustfiles against the simulator and a server with known timing."""
+import csv
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import ROOT, Sim, free_port
+from locustfiles.lib.records import read_records
+
+LOCUSTFILES = sorted(p.stem for p in (ROOT / "locustfiles").glob("h*.py"))
+MODEL = "nvidia/Llama-3.3-70B-Instruct-NVFP4"
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    """Simulated Stack A and B plus an overlay pointing the harness at them, with everything it
+    writes under a temporary directory and small fio files."""
+    tmp = tmp_path_factory.mktemp("locust")
+    with Sim(tmp, "A", time_scale=0.25) as a, Sim(tmp, "B", time_scale=0.25) as b:
+        overlay = tmp / "overlay.yaml"
+        overlay.write_text(f"""
+results_dir: {tmp / 'results'}
+run_dir: {tmp / 'run'}
+stacks:
+  stackA: {{openai_base: '{a.base}/v1', metrics_url: '{a.base}/prometheus/metrics'}}
+  stackB: {{openai_base: '{b.base}/v1', metrics_url: '{b.base}/metrics',
+            kvbm_metrics_url: 'http://127.0.0.1:{b.kvbm_port}/metrics'}}
+profiles:
+  comfy: {{tier2_path: {tmp / 't2'}}}
+  spill: {{tier2_path: {tmp / 't2'}}}
+  stress: {{tier2_path: {tmp / 't2'}}}
+fio_profiles:
+  moderate: {{size: 16MiB}}
+  heavy: {{size: 16MiB}}
+loadgen: {{metrics_port: {free_port()}, adapter_proxy_port: {free_port()}, ready_timeout_s: 10}}
+""")
+        yield {"tmp": tmp, "overlay": overlay, "a": a, "b": b}
+
+
+def locust(rig, name, *args, env=None, timeout=120, wait=True):
+    cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / f"{name}.py"), "--headless",
+           "--only-summary", *args]
+    # the simulators serve l70b; H0's own model (l8b) is not loaded there
+    full_env = {**os.environ, "HARNESS_CONFIG": str(rig["overlay"]), "MODEL": "l70b", **(env or {})}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=rig["tmp"], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    return subprocess.run(cmd, cwd=rig["tmp"], env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def runs(rig, hypothesis):
+    base = rig["tmp"] / "results"
+    return sorted(base.glob(f"{hypothesis.lower()}-*"), key=lambda p: p.stat().st_mtime) if base.exists() else []
+
+
+def manifest(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("name", LOCUSTFILES)
+def test_every_locustfile_runs_headless_and_leaves_a_manifest(rig, name):
+    before = set(runs(rig, name))
+    proc = locust(rig, name, "-t", "3s", env={"DURATION_S": "1"})
+    # Locust exits 1 when some requests failed: H9's refused session_id, Stack A's rejections at KV exhaustion
+    assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-3000:]
+    [run] = set(runs(rig, name)) - before
+    m = manifest(run)
+    assert m["hypothesis"] == name.upper() and m["run_id"] == run.name
+    assert m["status"] in ("complete", "incomplete") and m["end"] >= m["start"]
+    assert m["steps"] and all(s["end"] is not None for s in m["steps"])
+    records = read_records(run / "requests.jsonl")
+    assert records and all(r["run_id"] == run.name for r in records)
+    assert any(r["ok"] for r in records), {r["error"] for r in records}
+    if name == "h9":            # the simulated Dynamo frontend rejects session_id, as the real one does
+        assert "session_id" in m["blocked"]["reason"]
+    if name == "h1":            # adapter churn went through the proxy and its tier2 files
+        assert list((rig["tmp"] / "t2" / "lora").glob("lora-*/adapter.bin"))
+        assert any(s.get("cold") for s in m["steps"])
+    if name == "h4b":           # the fio job ran during the moderate step and left its summary
+        fio = [s for s in m["steps"] if s["fio_profile"]]
+        assert fio and json.loads((run / fio[0]["fio_output"]).read_text())["jobs"][0]["read"]["io_bytes"] > 0
+
+
+def test_ttft_matches_a_server_with_known_timing(rig):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "known_server.py"), "--port", str(port),
+                               "--model", "known", "--ttft-ms", "100", "--itl-ms", "10", "--tokens", "8"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        before = set(runs(rig, "h0"))
+        proc = locust(rig, "h0", env={"ENDPOINT": f"http://127.0.0.1:{port}/v1", "MODEL": "known",
+                                      "CONCURRENCY": "2", "DURATION_S": "3"}, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    finally:
+        server.terminate()
+        server.wait()
+    [run] = set(runs(rig, "h0")) - before
+    records = [r for r in read_records(run / "requests.jsonl") if r["ok"]]
+    assert len(records) > 20
+    ttft = statistics.median(r["ttft_s"] for r in records)
+    itl = statistics.median(g for r in records for g in r["itl_s"])
+    assert abs(ttft - 0.100) < 0.015, ttft
+    assert abs(itl - 0.010) < 0.005, itl
+    assert all(r["completion_tokens"] == 8 and r["tokens_source"] == "usage" for r in records)
+    assert manifest(run)["status"] == "complete"
+
+
+def test_records_survive_a_killed_run(rig):
+    before = set(runs(rig, "h2b"))
+    proc = locust(rig, "h2b", env={"DURATION_S": "60"}, wait=False)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            new = set(runs(rig, "h2b")) - before
+            if new and (next(iter(new)) / "requests.jsonl").exists() and \
+                    len(read_records(next(iter(new)) / "requests.jsonl")) >= 20:
+                break
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    [run] = set(runs(rig, "h2b")) - before
+    lines = (run / "requests.jsonl").read_text().splitlines()
+    assert len(lines) >= 20 and all(json.loads(line)["run_id"] == run.name for line in lines)
+    m = manifest(run)
+    assert m["status"] == "running" and m["steps"][0]["end"] is None     # valid JSON, visibly unfinished
+
+
+def test_ctrl_c_marks_the_run_incomplete(rig):
+    before = set(runs(rig, "h2a"))
+    proc = locust(rig, "h2a", env={"DURATION_S": "60"}, wait=False)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (set(runs(rig, "h2a")) - before):
+        time.sleep(0.5)
+    time.sleep(3)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=60)
+    [run] = set(runs(rig, "h2a")) - before
+    m = manifest(run)
+    assert m["status"] == "incomplete" and m["stop_reason"] and m["end"] is not None
+    assert read_records(run / "requests.jsonl")
+
+
+def test_distributed_run_is_one_consistent_run(rig):
+    before = set(runs(rig, "h2b"))
+    prefix = rig["tmp"] / "dist"
+    proc = locust(rig, "h2b", "--processes", "2", "--csv", str(prefix), env={"DURATION_S": "2", "CONTEXT_TOKENS": "256"},
+                  timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run] = set(runs(rig, "h2b")) - before
+    records = read_records(run / "requests.jsonl")
+    assert len({r["worker"] for r in records}) == 2
+    keys = [(r["worker"], r["user"], r["start_time"]) for r in records]
+    assert len(keys) == len(set(keys))                           # nothing written twice
+    with open(f"{prefix}_stats.csv") as f:
+        stats = {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
+    assert int(stats[("E2E", "completions")]["Request Count"]) == sum(r["ok"] for r in records)
+    assert manifest(run)["status"] == "complete" and manifest(run)["locust"]["mode"] == "master"
+
+
+def test_loadgen_metrics_are_served_and_announced(rig):
+    proc = locust(rig, "h2b", env={"DURATION_S": "8", "CONTEXT_TOKENS": "256"}, wait=False)
+    targets = rig["tmp"] / "run" / "prometheus" / "targets"
+    try:
+        deadline, text = time.time() + 60, ""
+        while time.time() < deadline and "sparkrig_request_ttft_seconds_bucket" not in text:
+            files = list(targets.glob("loadgen-*.json")) if targets.exists() else []
+            if files:
+                address = json.loads(files[0].read_text())[0]["targets"][0]
+                try:
+                    text = requests.get(f"http://{address}/metrics", timeout=2).text
+                except requests.RequestException:
+                    pass
+            time.sleep(0.5)
+        assert 'sparkrig_loadgen_target_concurrency{hypothesis="H2B"' in text
+        assert 'stack="stackB"' in text and 'workload="fixed_context"' in text
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    assert not list(targets.glob("loadgen-*.json"))                 # unannounced at exit
+
+
+def test_adapter_proxy_refuses_bad_ids_and_does_tier2_io(rig, tmp_path):
+    port = free_port()
+    proxy = subprocess.Popen([sys.executable, "-m", "locustfiles.adapter_proxy", "--backend", f"{rig['b'].base}/v1",
+                              "--port", str(port), "--tier2-path", str(tmp_path / "t2")], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert "serving adapter proxy" in proxy.stdout.readline()
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        body = {"model": MODEL, "prompt": "hello there", "max_tokens": 3, "stream": True}
+        for bad in ("../escape", "a/b", "x" * 200, "..", ""):
+            r = requests.post(url, json={**body, "adapter_id": bad}, timeout=10)
+            assert r.status_code == 400 and "invalid adapter_id" in r.json()["error"]["message"], bad
+        r = requests.post(url, json={**body, "adapter_id": "lora-007"}, timeout=30)
+        assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
+        assert (tmp_path / "t2" / "lora" / "lora-007" / "adapter.bin").stat().st_size == 1 << 20
+        assert sorted(p.name for p in (tmp_path / "t2").iterdir()) == ["lora"]
+        assert not (tmp_path / "escape").exists()
+        assert requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()["data"][0]["id"] == MODEL
+    finally:
+        proxy.terminate()
+        proxy.wait()
+
+
+def test_endpoint_not_ready_is_one_line_and_exit_2(rig, write_yaml):
+    proc = locust(rig, "h2b", env={"ENDPOINT": f"http://127.0.0.1:{free_port()}/v1", "DURATION_S": "2"})
+    assert proc.returncode == 2
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot reach" in errors[0]
+
+
+def test_bad_environment_is_one_line(rig):
+    proc = locust(rig, "h2b", env={"STACK": "stackQ"})
+    assert proc.returncode != 0 and "error: environment STACK='stackQ'" in proc.stderr
+    assert "Traceback" not in proc.stderr
