@@ -91,7 +91,7 @@ def test_every_locustfile_runs_headless_and_leaves_a_manifest(rig, name):
 
 def test_ttft_matches_a_server_with_known_timing(rig):
     port = free_port()
-    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "known_server.py"), "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "stacksim.fixed_timing", "--port", str(port),
                                "--model", "known", "--ttft-ms", "100", "--itl-ms", "10", "--tokens", "8"],
                               stdout=subprocess.PIPE, text=True)
     try:

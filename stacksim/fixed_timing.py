@@ -1,7 +1,8 @@
-"""A second OpenAI-compatible server for tests: every stream's first token arrives after exactly
---ttft-ms and the next ones every --itl-ms, whatever the load, so client-side timing can be checked.
+"""An OpenAI-compatible target with fixed timing: every stream's first token is sent --ttft-ms after
+the request arrived and the next ones every --itl-ms, whatever the load, so a client's own timing
+error can be measured (tests, and the client benchmark against guidellm).
 
-    python tests/known_server.py --port 8999 --model m --ttft-ms 100 --itl-ms 10 --tokens 8
+    python -m stacksim.fixed_timing --port 8999 --model m --ttft-ms 100 --itl-ms 10 --tokens 8
 """
 import argparse
 import asyncio
@@ -26,15 +27,18 @@ def main() -> None:
     async def completions(request):
         t0 = time.monotonic()
         body = await request.json()
+        chat = request.path.endswith("/chat/completions")
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        n = min(int(body.get("max_tokens", args.tokens)), args.tokens)
+        n = min(int(body.get("max_tokens") or body.get("max_completion_tokens") or args.tokens), args.tokens)
         for i in range(n):
             due = t0 + (args.ttft_ms + i * args.itl_ms) / 1000
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            chunk = {"object": "text_completion", "choices": [{"index": 0, "text": f" t{i}", "finish_reason": None}]}
+            choice = {"index": 0, "delta": {"content": f" t{i}"}} if chat else {"index": 0, "text": f" t{i}"}
+            chunk = {"object": "chat.completion.chunk" if chat else "text_completion", "choices": [choice]}
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        usage = {"prompt_tokens": len(str(body.get("prompt", "")).split()), "completion_tokens": n}
+        prompt = body.get("messages") if chat else body.get("prompt", "")
+        usage = {"prompt_tokens": len(json.dumps(prompt).split()), "completion_tokens": n}
         await resp.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
         await resp.write_eof()
         return resp
@@ -42,6 +46,7 @@ def main() -> None:
     app = web.Application()
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/chat/completions", completions)
 
     async def ready(_app):
         print("ready", flush=True)
