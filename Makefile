@@ -55,6 +55,7 @@ bench: setup
 	$(PY) bench/stacksim_bench.py
 	$(PY) bench/exporter_cost.py
 	$(PY) bench/fio_vs_iostat.py
+	$(PY) bench/client_bench.py
 
 up: setup
 	$(PY) -m rig up

@@ -25,6 +25,12 @@ def main() -> None:
         return web.json_response({"object": "list", "data": [{"id": args.model, "object": "model"}]})
 
     async def completions(request):
+        try:
+            return await stream(request)
+        except ConnectionResetError:      # the client went away (end of a benchmark run): nothing to answer
+            return web.Response(status=499)
+
+    async def stream(request):
         t0 = time.monotonic()
         body = await request.json()
         chat = request.path.endswith("/chat/completions")
@@ -45,6 +51,7 @@ def main() -> None:
 
     app = web.Application()
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", lambda _r: web.json_response({"status": "healthy"}))
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/chat/completions", completions)
 

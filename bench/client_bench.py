@@ -1,0 +1,128 @@
+"""How precise and how cheap is our Locust client, next to guidellm, against a target of known timing?
+
+The target is `python -m stacksim.fixed_timing` (first token 100 ms after the request, then one
+every 10 ms, 8 tokens) pinned to CPU 0; each client runs pinned to CPU 1 for --seconds at 1, 64 and
+256 concurrent streams. TTFT error = measured TTFT - 100 ms (the target's own scheduling lag is in
+both columns alike); CPU per request = the client process's user+system time (os.wait4) divided by
+the requests it completed, start-up included.
+
+    python bench/client_bench.py [--seconds 30] [--levels 1,64,256] [--guidellm var/guidellm-venv/bin/guidellm]
+
+guidellm is large (it pulls torch); install it apart:
+    python3 -m venv var/guidellm-venv && var/guidellm-venv/bin/pip install guidellm
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TTFT_MS, ITL_MS, TOKENS = 100.0, 10.0, 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(cpu: int, cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *cmd] if shutil.which("taskset") and os.cpu_count() > 1 else cmd
+
+
+def run_measured(cmd: list[str], env: dict, cwd: Path) -> float:
+    """Run to completion; return the child's CPU seconds (user + system)."""
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"{cmd[0:4]} exited with {proc.returncode}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def ours(base: str, streams: int, seconds: int, work: Path) -> tuple[float, float, float, int]:
+    overlay = work / "overlay.yaml"
+    overlay.write_text(f"results_dir: {work / 'results'}\nrun_dir: {work / 'run'}\n"
+                       f"hypotheses: {{H0: {{repetitions: 1}}}}\nloadgen: {{metrics_port: {free_port()}}}\n")
+    env = {**os.environ, "HARNESS_CONFIG": str(overlay), "ENDPOINT": base, "MODEL": "m",
+           "CONCURRENCY": str(streams), "DURATION_S": str(seconds), "RUN_ID": f"clientbench-{streams}"}
+    cpu = run_measured(pinned(1, [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "h0.py"),
+                                  "--headless", "--only-summary"]), env, work)
+    lines = (work / "results" / f"clientbench-{streams}" / "requests.jsonl").read_text().splitlines()
+    ttft = [json.loads(x)["ttft_s"] * 1000 - TTFT_MS for x in lines if json.loads(x)["ok"]]
+    return statistics.median(ttft), pct(ttft, 0.99), cpu * 1000 / len(ttft), len(ttft)
+
+
+def guidellm(binary: str, base: str, streams: int, seconds: int, work: Path) -> tuple[float, float, float, int]:
+    data = work / "prompts.jsonl"
+    with open(data, "w") as f:
+        for i in range(20000):
+            f.write(json.dumps({"prompt": " ".join(f"w{i}x{j}" for j in range(64))}) + "\n")
+    out = work / f"guidellm-{streams}.json"
+    origin = base.rsplit("/v1", 1)[0]
+    cpu = run_measured(pinned(1, [binary, "run", "--backend", f"kind=openai_http,target={origin},model=m",
+                                  "--profile", f"kind=concurrent,streams={streams}",
+                                  "--constraint", f"kind=max_duration,seconds={seconds}",
+                                  "--data", f"kind=json_file,path={data}", "--output", f"kind=json,path={out}",
+                                  "--disable-progress"]), dict(os.environ), work)
+    m = json.loads(out.read_text())["benchmarks"][0]["metrics"]["time_to_first_token_ms"]["successful"]
+    return m["median"] - TTFT_MS, m["percentiles"]["p99"] - TTFT_MS, cpu * 1000 / m["count"], m["count"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--levels", default="1,64,256")
+    ap.add_argument("--guidellm", default=str(ROOT / "var" / "guidellm-venv" / "bin" / "guidellm"))
+    args = ap.parse_args()
+    gl = args.guidellm if Path(args.guidellm).exists() else shutil.which("guidellm")
+    if not gl:
+        print("note: guidellm not found; its columns stay empty (see this script's docstring to install it)",
+              file=sys.stderr)
+    port = free_port()
+    server = subprocess.Popen(pinned(0, [sys.executable, "-m", "stacksim.fixed_timing", "--port", str(port),
+                                         "--model", "m", "--ttft-ms", str(TTFT_MS), "--itl-ms", str(ITL_MS),
+                                         "--tokens", str(TOKENS)]), stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    rows = []
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        base = f"http://127.0.0.1:{port}/v1"
+        for streams in (int(x) for x in args.levels.split(",")):
+            with tempfile.TemporaryDirectory() as tmp:
+                print(f"{streams} streams: ours ...", file=sys.stderr, flush=True)
+                mine = ours(base, streams, args.seconds, Path(tmp))
+                time.sleep(1)
+                theirs = None
+                if gl:
+                    print(f"{streams} streams: guidellm ...", file=sys.stderr, flush=True)
+                    theirs = guidellm(gl, base, streams, args.seconds, Path(tmp))
+                rows.append((streams, mine, theirs))
+    finally:
+        server.terminate()
+        server.wait()
+    print(f"\ntarget: TTFT {TTFT_MS:g} ms, ITL {ITL_MS:g} ms, {TOKENS} tokens; {args.seconds} s per level; "
+          "TTFT error in ms, client CPU in ms per request")
+    print(f"{'streams':>7} | {'ours p50':>8} {'p99':>7} {'cpu/req':>8} {'reqs':>6} | "
+          f"{'guidellm p50':>12} {'p99':>7} {'cpu/req':>8} {'reqs':>6}")
+    for streams, m, t in rows:
+        theirs = f"{t[0]:12.2f} {t[1]:7.2f} {t[2]:8.2f} {t[3]:6d}" if t else f"{'-':>12} {'-':>7} {'-':>8} {'-':>6}"
+        print(f"{streams:7d} | {m[0]:8.2f} {m[1]:7.2f} {m[2]:8.2f} {m[3]:6d} | {theirs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
