@@ -45,6 +45,7 @@ HIT_RATES = {"host_cache_hit_rate": "host", "disk_cache_hit_rate": "disk", "obje
              "remote_cache_hit_rate": "remote"}
 REQUESTS = {"offload_requests": "offload", "onboard_requests": "onboard"}
 FAILURES = {"remote_read_failures": ("remote", "read"), "remote_write_failures": ("remote", "write")}
+SCRAPE_ERRORS = ("connection", "timeout", "http_status", "parse")
 KNOWN_UNMAPPED = ("remote_transfer_latency_seconds", "scheduler_")
 # Every release we know exposes these; their absence means a misconfigured or very different KVBM.
 EXPECTED = ("offload_blocks_d2h", "offload_blocks_h2d", "onboard_blocks_h2d", "onboard_blocks_d2d",
@@ -93,7 +94,8 @@ class KvbmCollector:
         self.timeout_s = timeout_s
         self.get = get or requests.Session().get     # keep-alive: a new connection per 250 ms scrape costs more
         self._lock = threading.Lock()                # scrapes may overlap; counters and the session are shared
-        self.errors: dict[tuple[str, str], int] = {}
+        # every (target, reason) starts at 0, as Prometheus counters with known labels should
+        self.errors = {(t, r): 0 for t in self.targets for r in SCRAPE_ERRORS}
         self.monotonic = Monotonic()
         self._reported: set[str] = set()
 
@@ -106,7 +108,7 @@ class KvbmCollector:
         try:
             resp = self.get(url, timeout=self.timeout_s)
             if resp.status_code != 200:
-                raise _Failure(f"http_{resp.status_code}", f"HTTP {resp.status_code}")
+                raise _Failure("http_status", f"HTTP {resp.status_code}")
             return parse(resp.text)
         except requests.Timeout:
             failure = _Failure("timeout", f"no answer within {self.timeout_s:g} s")
@@ -118,7 +120,7 @@ class KvbmCollector:
         except _Failure as exc:
             failure = exc
         self.errors[(target, failure.reason)] = self.errors.get((target, failure.reason), 0) + 1
-        self._once(f"{target}:{failure.reason}", "%s metrics at %s unavailable: %s (sparkrig_kvbm_up{target=%r} is 0)",
+        self._once(f"{target}:{failure.message}", "%s metrics at %s unavailable: %s (sparkrig_kvbm_up{target=%r} is 0)",
                    target, url, failure.message, target)
         return None
 

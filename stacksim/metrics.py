@@ -165,6 +165,8 @@ class KvbmMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.fetch = Histogram("stacksim_kv_tier_fetch_seconds", "Onboarding time per request and tier",
                                ["tier"], buckets=FETCH_BUCKETS, registry=self.registry)
+        for tier in ("host", "disk"):       # present from the start, so dashboards show 0, not "no data"
+            self.fetch.labels(tier=tier)
         self.registry.register(_TierState(engine))
 
     def exposition(self) -> bytes:

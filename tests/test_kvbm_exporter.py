@@ -130,7 +130,8 @@ def test_unreachable_and_failing_targets_count_errors(serve, caplog):
     assert m[("sparkrig_kvbm_up", lb(target="kvbm"))] == 0
     assert m[("sparkrig_kvbm_up", lb(target="frontend"))] == 0
     assert m[("sparkrig_kvbm_scrape_errors_total", lb(target="kvbm", reason="connection"))] == 2
-    assert m[("sparkrig_kvbm_scrape_errors_total", lb(target="frontend", reason="http_500"))] == 2
+    assert m[("sparkrig_kvbm_scrape_errors_total", lb(target="frontend", reason="http_status"))] == 2
+    assert m[("sparkrig_kvbm_scrape_errors_total", lb(target="kvbm", reason="timeout"))] == 0
     assert not any(n.startswith("sparkrig_kv_transfer") for n, _ in m)
     assert len([r for r in caplog.records if "unavailable" in r.message]) == 2
 

@@ -221,6 +221,8 @@ def _begin_run(environment) -> None:
     st = _state()
     st.open(st.env.get("RUN_ID") or new_run_id(st.plan))
     st.serve_metrics(st.cfg.loadgen.metrics_port)
+    if not isinstance(environment.runner, MasterRunner):
+        st.metrics.count_users(environment.runner)
     extra = {"locust": {"mode": "master" if isinstance(environment.runner, MasterRunner) else "local",
                         "host_override": environment.host}}
     st.manifest = Manifest.start(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
@@ -269,6 +271,7 @@ def _on_run_message(environment, msg, **_kw) -> None:
     STATE = RunState(STATE.hypothesis_id, data["env"])
     STATE.open(data["run_id"])
     STATE.serve_metrics(0)
+    STATE.metrics.count_users(environment.runner)
     STATE.enter_slot(data["slot"])
 
 

@@ -61,6 +61,11 @@ class LoadgenMetrics:
         self.address = f"{host}:{self.server.server_port}"
         return self.address
 
+    def count_users(self, runner) -> None:
+        """Users running in this process, read at scrape time. A master's count is its workers' sum,
+        so only processes that run users call this (the series then sum without double counting)."""
+        self.users.labels(**self.labels).set_function(lambda: runner.user_count)
+
     def observe(self, record) -> None:
         lb = {**self.labels, "step": str(record.step)}
         if record.ok:

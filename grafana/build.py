@@ -1,0 +1,253 @@
+"""Grafana dashboards as code: plain Python data written as JSON, no extra dependency.
+
+    python grafana/build.py           # rewrite grafana/dashboards/*.json
+    python grafana/build.py --check   # exit 1 when the committed JSON differs from this file's output
+
+Every panel query uses recording rules or raw series our exporters, the stacks and the load
+generator publish; the test suite runs each one against a real Prometheus that has scraped them.
+Panels that can only have data on particular hardware say so with ``needs`` (kept in NEEDS, not in
+the JSON), so that test can tell "no GPU here" from a broken query.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+DS = {"type": "prometheus", "uid": "sparkrig-prometheus"}
+NEEDS: dict[tuple[str, str], str] = {}        # (dashboard uid, panel title) -> hardware it needs
+
+
+def var(name: str, query: str, label: str, multi: bool = True) -> dict:
+    return {"name": name, "label": label, "type": "query", "datasource": DS, "query": {"query": query,
+            "refId": f"var-{name}"}, "definition": query, "refresh": 2, "includeAll": True, "multi": multi,
+            "allValue": ".*", "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "sort": 1}
+
+
+RUN_VARS = [
+    var("run_id", "label_values(sparkrig_loadgen_step, run_id)", "run"),
+    var("stack", 'label_values(sparkrig_loadgen_step{run_id=~"$run_id"}, stack)', "stack"),
+]
+HOST_VARS = [var("instance", 'label_values(up{role="exporter"}, instance)', "exporter")]
+DISK_VARS = HOST_VARS + [var("device", "label_values(sparkrig_disk_info, device)", "device")]
+
+
+class Board:
+    def __init__(self, uid: str, title: str, variables: list, description: str) -> None:
+        self.uid, self.title, self.variables, self.description = uid, title, variables, description
+        self.panels: list[dict] = []
+        self.annotations: list[dict] = []
+        self._x = self._y = 0
+
+    def panel(self, title: str, exprs: list[tuple[str, str]], unit: str = "short", width: int = 12,
+              description: str = "", needs: str = "", overrides: list | None = None, kind: str = "timeseries",
+              max_: float | None = None) -> None:
+        if self._x + width > 24:
+            self._x, self._y = 0, self._y + 8
+        defaults = {"unit": unit, **({"max": max_} if max_ is not None else {})}
+        self.panels.append({
+            "id": len(self.panels) + 1, "type": kind, "title": title, "datasource": DS,
+            "description": description + (f" Needs {needs}; empty without it." if needs else ""),
+            "gridPos": {"x": self._x, "y": self._y, "w": width, "h": 8},
+            "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+            "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
+                        "tooltip": {"mode": "multi"}} if kind == "timeseries" else {},
+            "targets": [{"datasource": DS, "refId": chr(65 + i), "expr": e, "legendFormat": legend}
+                        for i, (e, legend) in enumerate(exprs)],
+        })
+        if needs:
+            NEEDS[(self.uid, title)] = needs
+        self._x += width
+
+    def step_annotations(self) -> None:
+        """Step boundaries of Locust runs, from the step gauge the load generator publishes."""
+        self.annotations.append({
+            "name": "Steps", "datasource": DS, "enable": True, "iconColor": "orange",
+            "expr": 'changes(sparkrig_loadgen_step{run_id=~"$run_id"}[5s]) > 0',
+            "step": "5s", "titleFormat": "step {{step}}", "textFormat": "{{run_id}} {{stack}}",
+            "tagKeys": "stack,hypothesis",
+        })
+
+    def json(self) -> dict:
+        return {
+            "uid": self.uid, "title": self.title, "description": self.description, "tags": ["sparkrig"],
+            "editable": True, "schemaVersion": 39, "version": 1, "refresh": "5s", "timezone": "browser",
+            "time": {"from": "now-30m", "to": "now"}, "graphTooltip": 1,
+            "templating": {"list": self.variables},
+            "annotations": {"list": [{"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                                      "enable": True, "hide": True, "name": "Annotations & Alerts",
+                                      "type": "dashboard"}] + self.annotations},
+            "panels": self.panels,
+        }
+
+
+KV_TIER2 = [{"matcher": {"id": "byRegexp", "options": ".*kv_tier2.*"},
+             "properties": [{"id": "custom.lineWidth", "value": 3}, {"id": "color",
+                                                                     "value": {"mode": "fixed", "fixedColor": "red"}}]}]
+SEL_RUN = 'run_id=~"$run_id", stack=~"$stack"'
+SEL_DISK = 'instance=~"$instance", device=~"$device"'
+
+
+def run_overview() -> Board:
+    b = Board("sparkrig-run", "Run overview", RUN_VARS, "Latency, throughput and load of Locust runs, "
+              "Stack A vs Stack B side by side; orange marks are step boundaries.")
+    b.step_annotations()
+    for metric, name in (("ttft", "TTFT"), ("e2e", "E2E")):
+        b.panel(f"{name} p50 / p95 / p99 by stack", [
+            (f'max by (stack) (run_stack_step:sparkrig_request_{metric}_seconds:{q}_rate30s{{{SEL_RUN}}})',
+             f"{{{{stack}}}} {q}") for q in ("p50", "p95", "p99")], unit="s")
+    b.panel("TTFT p99 / p50 (knee when > 2)", [
+        (f'max by (stack) (run_stack_step:sparkrig_request_ttft_seconds:p99_over_p50_rate30s{{{SEL_RUN}}})',
+         "{{stack}}")], unit="none")
+    b.panel("Requests per second by HTTP status", [
+        (f'sum by (stack, status) (rate(sparkrig_requests_total{{{SEL_RUN}}}[30s]))', "{{stack}} {{status}}")],
+        unit="reqps")
+    b.panel("Active users", [(f'sum by (stack) (sparkrig_loadgen_active_users{{{SEL_RUN}}})', "{{stack}}")])
+    b.panel("Step target: concurrency and context", [
+        (f'max by (stack) (sparkrig_loadgen_target_concurrency{{{SEL_RUN}}})', "{{stack}} concurrency"),
+        (f'max by (stack) (sparkrig_loadgen_target_context_tokens{{{SEL_RUN}}})', "{{stack}} context tokens")])
+    b.panel("Inter-token latency p50 / p99", [
+        (f'histogram_quantile({q}, sum by (stack, le) (rate(sparkrig_request_itl_seconds_bucket{{{SEL_RUN}}}[30s])))',
+         f"{{{{stack}}}} p{int(q * 100)}") for q in (0.5, 0.99)], unit="s")
+    b.panel("Stack-side TTFT p99 (frontend's own histograms)", [
+        ('histogram_quantile(0.99, sum by (le) (rate(dynamo_frontend_time_to_first_token_seconds_bucket[30s])))',
+         "Stack B (Dynamo frontend)"),
+        ('histogram_quantile(0.99, sum by (le) (rate({__name__=~"trtllm[_:]time_to_first_token_seconds_bucket"}[30s])))',
+         "Stack A (trtllm-serve)")], unit="s")
+    return b
+
+
+def kv_tiers() -> Board:
+    b = Board("sparkrig-kv", "KV tiers", RUN_VARS + HOST_VARS, "KVBM tier movement, normalised by the kvbm "
+              "exporter: hit ratios, blocks and bytes per tier and direction, occupancy, matched tokens.")
+    b.step_annotations()
+    b.panel("Tier hit ratio (KVBM sliding window)", [("tier:sparkrig_kv_hit:ratio", "{{tier}}")],
+            unit="percentunit", max_=1)
+    b.panel("Share of onboarded blocks by source tier", [
+        ("tier:sparkrig_kv_onboard_share:ratio_rate30s", "{{from_tier}}")], unit="percentunit", max_=1)
+    b.panel("Blocks per second by tier and direction", [
+        ("tier:sparkrig_kv_transfer_blocks:rate5s", "{{direction}} {{from_tier}}→{{to_tier}}")], unit="short")
+    b.panel("Bytes per second by tier and direction", [
+        ("tier:sparkrig_kv_transfer_bytes:rate5s", "{{direction}} {{from_tier}}→{{to_tier}}")], unit="Bps")
+    b.panel("Tier occupancy", [("sparkrig_kv_tier_occupancy_blocks / sparkrig_kv_tier_capacity_blocks", "{{tier}}")],
+            unit="percentunit", max_=1)
+    b.panel("Matched tokens per second", [("rate(sparkrig_kv_matched_tokens_total[30s])", "matched")])
+    b.panel("KVBM scrape health", [("sparkrig_kvbm_up", "{{target}} up"),
+                                   ("rate(sparkrig_kvbm_scrape_errors_total[1m])", "{{target}} {{reason}} errors/s")])
+    b.panel("Tier2 read latency vs NVMe r_await (kv_tier2 disk)", [
+        ('device:sparkrig_disk_read_await_seconds:rate5s{role="kv_tier2"}', "{{device}} r_await"),
+        ('histogram_quantile(0.95, sum by (le) (rate(stacksim_kv_tier_fetch_seconds_bucket{tier="disk"}[30s])))',
+         "tier2 fetch p95 (simulator)")], unit="s")
+    return b
+
+
+def nvme() -> Board:
+    b = Board("sparkrig-nvme", "NVMe", DISK_VARS, "iostat -x equivalents from recording rules; the disk holding "
+              "the KV tier2 directory (role=kv_tier2) is drawn thick and red.")
+    for title, rule, unit in (("r/s and w/s", None, "iops"),
+                              ("Read MB/s", "device:sparkrig_disk_read_bytes:rate5s", "Bps"),
+                              ("r_await", "device:sparkrig_disk_read_await_seconds:rate5s", "s"),
+                              ("w_await", "device:sparkrig_disk_write_await_seconds:rate5s", "s"),
+                              ("aqu-sz", "device:sparkrig_disk_queue_size:rate5s", "none"),
+                              ("%util", "device:sparkrig_disk_util:ratio_rate5s", "percentunit")):
+        if rule is None:
+            exprs = [(f"device:sparkrig_disk_reads:rate5s{{{SEL_DISK}}}", "{{device}} {{role}} r/s"),
+                     (f"device:sparkrig_disk_writes:rate5s{{{SEL_DISK}}}", "{{device}} {{role}} w/s")]
+        else:
+            exprs = [(f"{rule}{{{SEL_DISK}}}", "{{device}} {{role}}")]
+        b.panel(title, exprs, unit=unit, overrides=KV_TIER2)
+    b.panel("Tier2 filesystem free", [
+        ("sparkrig_kv_tier2_filesystem_avail_bytes / sparkrig_kv_tier2_filesystem_size_bytes", "free")],
+        unit="percentunit", max_=1)
+    b.panel("NVMe temperature vs warning threshold", [
+        (f"sparkrig_nvme_temperature_celsius{{{SEL_DISK}}}", "{{device}}"),
+        (f"sparkrig_nvme_temperature_warning_celsius{{{SEL_DISK}}}", "{{device}} warning")],
+        unit="celsius", needs="an NVMe device and smartctl or nvme-cli")
+    b.panel("NVMe wear and errors", [
+        (f"sparkrig_nvme_percentage_used_ratio{{{SEL_DISK}}}", "{{device}} endurance used"),
+        (f"rate(sparkrig_nvme_media_errors_total{{{SEL_DISK}}}[5m])", "{{device}} media errors/s")],
+        unit="percentunit", needs="an NVMe device and smartctl or nvme-cli")
+    b.panel("Health log readable", [("sparkrig_nvme_smart_up", "{{device}}")],
+            needs="an NVMe device")
+    return b
+
+
+def uma_host() -> Board:
+    b = Board("sparkrig-uma", "UMA & host", HOST_VARS, "Unified memory and host pressure: on GB10 this memory is "
+              "also the GPU's, so MemAvailable, Cached, PSI and major faults carry the UMA story; iowait for H8.")
+    sel = '{instance=~"$instance"}'
+    b.panel("Memory", [(f"sparkrig_memory_MemAvailable_bytes{sel}", "MemAvailable"),
+                       (f"sparkrig_memory_Cached_bytes{sel}", "Cached"),
+                       (f"sparkrig_memory_Dirty_bytes{sel}", "Dirty"),
+                       (f"instance:sparkrig_memory_used:bytes{sel}", "used")], unit="bytes")
+    b.panel("Available share", [(f"instance:sparkrig_memory_available:ratio{sel}", "available")],
+            unit="percentunit", max_=1)
+    b.panel("Pressure stall (PSI, share of time)", [
+        (f"rate(sparkrig_pressure_{r}_waiting_seconds_total{sel}[30s])", f"{r} some") for r in ("cpu", "io", "memory")],
+        unit="percentunit")
+    b.panel("CPU iowait share", [(f"instance:sparkrig_cpu_iowait:ratio_rate5s{sel}", "iowait")], unit="percentunit")
+    b.panel("Major faults and refaults per second", [
+        (f"rate(sparkrig_vmstat_pgmajfault_total{sel}[30s])", "major faults"),
+        (f"rate(sparkrig_vmstat_workingset_refault_file_total{sel}[30s])", "file refaults")])
+    b.panel("Serving processes: RSS", [(f"sparkrig_process_resident_memory_bytes{sel}", "{{process}}")],
+            unit="bytes")
+    b.panel("Serving processes: GPU memory (NVML)", [(f"sparkrig_process_gpu_memory_bytes{sel}", "{{process}}")],
+            unit="bytes", needs="an NVIDIA GPU")
+    return b
+
+
+def gpu() -> Board:
+    b = Board("sparkrig-gpu", "GPU", HOST_VARS, "NVML through the gpu exporter; fields NVML does not support on "
+              "this GPU (GB10: device memory, PCIe) are listed in the last panel.")
+    sel = '{instance=~"$instance"}'
+    g = "an NVIDIA GPU"
+    b.panel("NVML up", [(f"sparkrig_gpu_up{sel}", "up")])
+    b.panel("Utilisation", [(f"sparkrig_gpu_utilization_ratio{sel}", "GPU {{gpu}}"),
+                            (f"sparkrig_gpu_memory_utilization_ratio{sel}", "memory {{gpu}}")],
+            unit="percentunit", needs=g)
+    b.panel("Power", [(f"sparkrig_gpu_power_watts{sel}", "GPU {{gpu}}")], unit="watt", needs=g)
+    b.panel("Temperature", [(f"sparkrig_gpu_temperature_celsius{sel}", "GPU {{gpu}}")], unit="celsius", needs=g)
+    b.panel("Clocks", [(f"sparkrig_gpu_sm_clock_hertz{sel}", "SM {{gpu}}"),
+                       (f"sparkrig_gpu_memory_clock_hertz{sel}", "memory {{gpu}}")], unit="hertz", needs=g)
+    b.panel("Throttle reasons active", [(f"sparkrig_gpu_throttle_reason{sel} == 1", "{{reason}}")], needs=g)
+    b.panel("Process GPU memory", [(f"sparkrig_gpu_process_memory_bytes{sel}", "pid {{pid}}")], unit="bytes",
+            needs=g)
+    b.panel("Fields NVML does not support", [(f"sparkrig_gpu_field_supported{sel} == 0", "{{field}}")], needs=g)
+    return b
+
+
+BOARDS = (run_overview, kv_tiers, nvme, uma_host, gpu)
+
+
+def render_all() -> dict[str, str]:
+    """File name -> JSON text for every dashboard."""
+    NEEDS.clear()
+    out = {}
+    for make in BOARDS:
+        board = make()
+        out[f"{board.uid}.json"] = json.dumps(board.json(), indent=2, ensure_ascii=False) + "\n"
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only compare with the committed JSON")
+    args = ap.parse_args()
+    rendered = render_all()
+    stale = [name for name, text in rendered.items()
+             if not (OUT / name).exists() or (OUT / name).read_text() != text]
+    if args.check:
+        for name in stale:
+            print(f"stale: grafana/dashboards/{name} (run python grafana/build.py)")
+        return 1 if stale else 0
+    OUT.mkdir(exist_ok=True)
+    for name, text in rendered.items():
+        (OUT / name).write_text(text)
+        print(f"wrote grafana/dashboards/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
