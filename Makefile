@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus fio:fio iostat:sysstat smartctl:smartmontools
+SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus fio:fio iostat:sysstat smartctl:smartmontools docker-compose:docker-compose
 PYTEST_ARGS ?=
 
 .PHONY: help setup tools test demo bench up down clean

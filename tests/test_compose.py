@@ -1,0 +1,65 @@
+"""docker-compose.yml, validated by the Debian docker-compose (no Docker engine needed for `config`)."""
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from configs import load
+from conftest import ROOT
+
+pytestmark = pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose comes with `make tools`")
+
+
+def compose_config(**env):
+    base = {k: v for k, v in os.environ.items() if k not in ("GF_SECURITY_ADMIN_PASSWORD", "DYN_KVBM_TIER2_PATH")}
+    return subprocess.run(["docker-compose", "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"),
+                           "config"], capture_output=True, text=True, env={**base, **env}, cwd="/")
+
+
+@pytest.fixture(scope="module")
+def resolved():
+    proc = compose_config(GF_SECURITY_ADMIN_PASSWORD="s3cret", DYN_KVBM_TIER2_PATH="/nvme/kvbm/l70b")
+    assert proc.returncode == 0, proc.stderr
+    return yaml.safe_load(proc.stdout)
+
+
+def test_no_password_no_grafana():
+    proc = compose_config(DYN_KVBM_TIER2_PATH="/nvme/kvbm/l70b")
+    assert proc.returncode != 0 and "GF_SECURITY_ADMIN_PASSWORD" in proc.stderr
+    example = (ROOT / ".env.example").read_text()
+    assert re.search(r"^GF_SECURITY_ADMIN_PASSWORD=$", example, re.M)
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_images_are_pinned_and_everything_binds_loopback(resolved):
+    cfg = load()
+    services = resolved["services"]
+    assert {"prometheus", "grafana", "exporter-nvme", "exporter-uma", "exporter-gpu", "exporter-kvbm"} <= set(services)
+    for name, svc in services.items():
+        assert re.search(r":v?\d+\.\d+", svc["image"]) or svc["image"].endswith(":local"), name
+        assert svc.get("network_mode") in ("host", "none") and "ports" not in svc, name
+        assert "--listen" not in " ".join(svc.get("command") or []), name    # exporters keep configs' 127.0.0.1
+    assert cfg.exporters.listen == "127.0.0.1"
+    prom = services["prometheus"]["command"]
+    assert f"--web.listen-address=127.0.0.1:{cfg.prometheus.port}" in prom
+    assert f"--storage.tsdb.retention.time={cfg.prometheus.retention}" in prom
+    assert services["grafana"]["environment"]["GF_SERVER_HTTP_ADDR"] == "127.0.0.1"
+    assert services["exporter-gpu"]["runtime"] == "nvidia"
+    assert "prometheus-data" in resolved["volumes"]
+
+
+def test_mounts_are_the_repository_config(resolved):
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in resolved["services"]["prometheus"]["volumes"]
+              if isinstance(v, str)} if isinstance(resolved["services"]["prometheus"]["volumes"][0], str) else {
+        v["target"]: v["source"] for v in resolved["services"]["prometheus"]["volumes"]}
+    assert mounts["/etc/prometheus/prometheus.yml"] == str(ROOT / "prometheus" / "prometheus.yml")
+    assert mounts["/etc/prometheus/rules"] == str(ROOT / "prometheus" / "rules")
+    gmounts = resolved["services"]["grafana"]["volumes"]
+    text = yaml.safe_dump(gmounts)
+    assert str(ROOT / "grafana" / "provisioning") in text and str(ROOT / "grafana" / "dashboards") in text
+    for svc in ("exporter-nvme", "exporter-uma"):
+        vols = yaml.safe_dump(resolved["services"][svc]["volumes"])
+        assert "/host/proc" in vols and "/host/sys" in vols and "ro" in vols
