@@ -73,7 +73,9 @@ def query(base, q, wait_s=0.0):
 def test_rig_up_scrapes_exporters_and_records_iostat_rules(tmp_path, write_yaml):
     overlay = write_yaml(f"run_dir: {tmp_path / 'run'}\n"
                          f"exporters: {{ports: {{nvme: {free_port()}, uma: {free_port()}, gpu: {free_port()}, "
-                         f"kvbm: {free_port()}}}}}\nprometheus: {{port: {free_port()}}}\n")
+                         f"kvbm: {free_port()}}}}}\nprometheus: {{port: {free_port()}}}\n"
+                         # nothing listens there, whatever runs on this machine's 6880
+                         f"stacks: {{stackB: {{kvbm_metrics_url: 'http://127.0.0.1:{free_port()}/metrics'}}}}\n")
     cfg = load(overlay)
     base = f"http://127.0.0.1:{cfg.prometheus.port}"
     up = run_module("rig", "--config", str(overlay), "up", timeout=120)
