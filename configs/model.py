@@ -224,11 +224,14 @@ class LoadgenSettings:
     metrics_port: int
     adapter_proxy_port: int
     ready_timeout_s: float = 60.0     # wait this long for /v1/models to list the model before load starts
+    grafana_url: Optional[str] = None  # post step boundaries as annotations here (token from $GRAFANA_TOKEN)
 
     def __post_init__(self):
         for name in ("metrics_port", "adapter_proxy_port"):
             _check(0 < getattr(self, name) < 65536, f"{name} must be a TCP port")
         _check(self.ready_timeout_s >= 0, "ready_timeout_s must not be negative")
+        _check(self.grafana_url is None or self.grafana_url.startswith(("http://", "https://")),
+               f"grafana_url must be an http(s) URL, got {self.grafana_url!r}")
 
 
 @dataclass(frozen=True)

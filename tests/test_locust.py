@@ -223,3 +223,39 @@ def test_bad_environment_is_one_line(rig):
     proc = locust(rig, "h2b", env={"STACK": "stackQ"})
     assert proc.returncode != 0 and "error: environment STACK='stackQ'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_step_boundaries_become_grafana_annotations(rig, tmp_path):
+    import http.server
+    import threading
+
+    import yaml
+    posted = []
+
+    class Grafana(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            posted.append((self.path, self.headers.get("Authorization"),
+                           json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Grafana)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    doc = yaml.safe_load(rig["overlay"].read_text())
+    doc["loadgen"]["grafana_url"] = f"http://127.0.0.1:{httpd.server_address[1]}"
+    overlay = tmp_path / "grafana.yaml"
+    overlay.write_text(yaml.safe_dump(doc))
+    try:
+        proc = locust(rig, "h2b", env={"HARNESS_CONFIG": str(overlay), "GRAFANA_TOKEN": "tok", "DURATION_S": "1",
+                                       "CONTEXT_TOKENS": "256,512"})
+    finally:
+        httpd.shutdown()
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    assert len(posted) == 6                                # 2 steps x 3 repetitions
+    path, auth, body = posted[1]
+    assert path == "/api/annotations" and auth == "Bearer tok"
+    assert "context_tokens=512" in body["text"] and {"sparkrig", "H2B", "stackB"} <= set(body["tags"])

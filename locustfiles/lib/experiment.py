@@ -32,7 +32,7 @@ from .fio import FioJob
 from .metrics import LoadgenMetrics, worker_name
 from .prompts import Calibration
 from .records import RecordWriter, RequestRecord
-from .run import Manifest, new_run_id, run_dir, wait_for_model
+from .run import GrafanaAnnotator, Manifest, new_run_id, run_dir, wait_for_model
 from .stream import send
 
 log = logging.getLogger("sparkrig.loadgen")
@@ -72,6 +72,7 @@ class RunState:
         self.manifest: Optional[Manifest] = None
         self.fio: Optional[FioJob] = None
         self.proxy: Optional[subprocess.Popen] = None
+        self.grafana: Optional[GrafanaAnnotator] = None
         self.calibration = Calibration()
         self.session_id_refused = False
         self.users = itertools.count()
@@ -150,6 +151,12 @@ class RunState:
                 "label": slot.step.label(), "swept": slot.step.swept, "fio_profile": slot.step.fio_profile,
                 "target_concurrency": slot.step.params.concurrency,
                 "target_context_tokens": slot.step.params.context_tokens, **notes})
+            if self.grafana:
+                problem = self.grafana.post(f"{self.plan.hypothesis_id} {self.plan.stack_name} step {slot.index}: "
+                                            f"{slot.step.label()} ({slot.phase}, rep {slot.repetition + 1})",
+                                            [self.plan.hypothesis_id, self.plan.stack_name, self.run_id])
+                if problem:
+                    self.manifest.note(problem)
             print(f"[{self.plan.hypothesis_id}] step {slot.index + 1}/{len(self.slots)}: {slot.step.label()}"
                   f"{'' if slot.phase == 'run' else ' phase ' + slot.phase} (rep {slot.repetition + 1})",
                   file=sys.stderr, flush=True)
@@ -226,6 +233,8 @@ def _begin_run(environment) -> None:
     extra = {"locust": {"mode": "master" if isinstance(environment.runner, MasterRunner) else "local",
                         "host_override": environment.host}}
     st.manifest = Manifest.start(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
+    if st.cfg.loadgen.grafana_url:
+        st.grafana = GrafanaAnnotator(st.cfg.loadgen.grafana_url, os.environ.get("GRAFANA_TOKEN"), ["sparkrig"])
     print(f"[{st.plan.hypothesis_id}] run {st.run_id}: results in {st.manifest.path.parent}", file=sys.stderr,
           flush=True)
     target = normalise_endpoint(environment.host) if environment.host else st.plan.openai_base

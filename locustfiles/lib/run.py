@@ -135,3 +135,28 @@ def wait_for_model(base: str, model: str, timeout_s: float) -> Optional[str]:
         if time.monotonic() >= deadline:
             return f"{reason}; waited {timeout_s:g} s"
         time.sleep(1)
+
+
+class GrafanaAnnotator:
+    """Step boundaries as Grafana annotations (POST /api/annotations). Best effort: a Grafana that
+    is down or refuses the token is reported once in the manifest and the run goes on."""
+
+    def __init__(self, url: str, token: Optional[str], tags: list[str]) -> None:
+        self.url = url.rstrip("/") + "/api/annotations"
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.tags = tags
+        self.failed: Optional[str] = None
+
+    def post(self, text: str, extra_tags: list[str]) -> Optional[str]:
+        """None when posted, else the reason (only the first failure is returned)."""
+        if self.failed:
+            return None
+        try:
+            r = requests.post(self.url, json={"time": int(time.time() * 1000), "tags": self.tags + extra_tags,
+                                              "text": text}, headers=self.headers, timeout=2)
+            if r.status_code < 300:
+                return None
+            self.failed = f"Grafana annotations refused: HTTP {r.status_code} from {self.url}"
+        except requests.RequestException as exc:
+            self.failed = f"Grafana annotations failed: {type(exc).__name__} at {self.url}"
+        return self.failed
