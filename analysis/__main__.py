@@ -1,0 +1,108 @@
+"""python -m analysis report|export — PromQL-driven offline reports of runs under results/."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from configs import ConfigError, load
+from configs.errors import cli_main
+from configs.paths import check_name, resolve
+
+from . import report as cross
+from .promdata import FileSource, PrometheusSource, TelemetryError, export
+from .run import analyse, window, write
+from .steps import load_run
+from .telemetry import pull
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def select_runs(results: Path, run_ids: list[str], all_runs: bool, since: str | None) -> list[Path]:
+    if run_ids:
+        dirs = [results / check_name(r, "run id") for r in run_ids]
+        missing = [d.name for d in dirs if not (d / "manifest.json").exists()]
+        if missing:
+            raise ConfigError(f"no run {missing[0]!r} under {results} (a run directory holds manifest.json)")
+        return dirs
+    dirs = sorted((d for d in results.glob("*") if (d / "manifest.json").exists()),
+                  key=lambda d: json.loads((d / "manifest.json").read_text())["start"])
+    if since:
+        try:
+            cutoff = datetime.fromisoformat(since).replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            raise ConfigError(f"--since {since!r}: expected a date or time such as 2026-11-24 or 2026-11-24T18:00")
+        dirs = [d for d in dirs if json.loads((d / "manifest.json").read_text())["start"] >= cutoff]
+    if not dirs:
+        raise ConfigError(f"no runs to report under {results}")
+    if not (all_runs or since):
+        raise ConfigError("name runs with --run, or use --all / --since")
+    return dirs
+
+
+@cli_main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    ap.add_argument("--config", help="overlay YAML (default: $HARNESS_CONFIG)")
+    ap.add_argument("--prometheus", help="Prometheus URL (default: the configured local one)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rep = sub.add_parser("report", help="CSVs, figures, verdict.json, report.md and report.html")
+    rep.add_argument("--run", action="append", default=[], help="run id (repeatable)")
+    rep.add_argument("--all", action="store_true", help="every run under results/")
+    rep.add_argument("--since", help="runs started at or after this UTC date/time")
+    rep.add_argument("--offline", action="store_true", help="read telemetry exported beside each run")
+    rep.add_argument("--out", help="directory of the combined report (default results/report)")
+    exp = sub.add_parser("export", help="save a run's telemetry beside it, for report --offline")
+    exp.add_argument("--run", action="append", required=True, help="run id (repeatable)")
+    args = ap.parse_args(argv)
+    cfg = load(args.config)
+    results = resolve(cfg.results_dir)
+    url = args.prometheus or f"http://{cfg.prometheus.listen}:{cfg.prometheus.port}"
+    step = cfg.prometheus.fast_interval_ms / 1000
+    tiered = {name for name, s in cfg.stacks.items() if s.kv_tiering}
+    try:
+        if args.cmd == "export":
+            source = PrometheusSource(url, progress=progress)
+            source.check()
+            for run_dir in select_runs(results, args.run, False, None):
+                manifest, records = load_run(run_dir)
+                start, end = window(manifest, records)
+                progress(f"exporting {run_dir.name} ...")
+                frames = pull(source, manifest["run_id"], start - 30, end, step, progress)
+                export(frames, run_dir / "telemetry", {"run_id": manifest["run_id"], "prometheus": url,
+                                                       "start": start - 30, "end": end, "step_s": step})
+                print(f"exported {run_dir / 'telemetry'}")
+            return 0
+        runs = select_runs(results, args.run, args.all, args.since)
+        online = None
+        if not args.offline:
+            online = PrometheusSource(url, progress=progress)
+            online.check()
+        analyses = []
+        for i, run_dir in enumerate(runs, 1):
+            progress(f"[{i}/{len(runs)}] analysing {run_dir.name}")
+            source = FileSource(run_dir / "telemetry") if args.offline else online
+            manifest = json.loads((run_dir / "manifest.json").read_text())
+            a = analyse(run_dir, source, step, manifest["stack"] in tiered, progress)
+            write(a, run_dir / "analysis")
+            analyses.append(a)
+        out = Path(args.out) if args.out else results / "report"
+        progress(f"writing the report to {out}")
+        written = cross.build(analyses, out, progress)
+    except TelemetryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for a in analyses:
+        print(f"{a.run_id}: {a.verdict}")
+    print(f"report: {written['report.md']}")
+    print(f"html:   {written['report.html']}")
+    print(f"figures: {out / 'figures'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

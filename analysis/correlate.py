@@ -1,0 +1,74 @@
+"""Latency against storage telemetry on a common time grid: Pearson and Spearman with the best lag."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+GRID_S = 0.2          # the plan's telemetry cadence
+
+
+@dataclass(frozen=True)
+class Correlation:
+    pearson: float
+    spearman: float
+    lag_s: float          # telemetry shifted by this much (positive: telemetry leads latency)
+    samples: int
+
+
+def on_grid(series: pd.Series, start: float, end: float, step: float = GRID_S) -> pd.Series:
+    """Resample an irregular series onto [start, end) every ``step`` s (last value carried, 1 s at most)."""
+    grid = np.arange(start, end, step)
+    if series.empty:
+        return pd.Series(np.nan, index=grid)
+    s = series.sort_index()
+    s = s[~s.index.duplicated(keep="last")]
+    return s.reindex(s.index.union(grid)).ffill(limit=int(1 / step) + 1).reindex(grid)
+
+
+def window_p99(times: np.ndarray, values: np.ndarray, start: float, end: float, window_s: float) -> pd.Series:
+    """p99 of the requests that started in each window."""
+    edges = np.arange(start, end + window_s, window_s)
+    out = {}
+    for a, b in zip(edges[:-1], edges[1:]):
+        sel = values[(times >= a) & (times < b)]
+        out[a] = float(np.percentile(sel, 99)) if len(sel) >= 3 else np.nan
+    return pd.Series(out)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def best_lag(latency: pd.Series, telemetry: pd.Series, max_lag: int = 5, step_s: float = GRID_S) -> Correlation:
+    """Both series on the same grid; telemetry shifted by -max_lag..max_lag grid steps, keeping the lag
+    with the largest |Pearson r|."""
+    best = Correlation(float("nan"), float("nan"), 0.0, 0)
+    for lag in range(-max_lag, max_lag + 1):
+        shifted = telemetry.shift(lag)
+        both = pd.concat([latency, shifted], axis=1).dropna()
+        if len(both) < 3:
+            continue
+        r = _pearson(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy())
+        if np.isnan(r):
+            continue
+        if np.isnan(best.pearson) or abs(r) > abs(best.pearson):
+            rho = _pearson(both.iloc[:, 0].rank().to_numpy(), both.iloc[:, 1].rank().to_numpy())
+            best = Correlation(r, rho, lag * step_s, len(both))
+    return best
+
+
+def linear_fit(x, y) -> tuple[float, float, float]:
+    """slope, intercept, R^2 of y ~ x (nan when fewer than two distinct x)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[ok], y[ok]
+    if len(x) < 2 or np.ptp(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    slope, intercept = np.polyfit(x, y, 1)
+    pred = slope * x + intercept
+    ss = np.sum((y - y.mean()) ** 2)
+    return float(slope), float(intercept), float(1 - np.sum((y - pred) ** 2) / ss) if ss else float("nan")

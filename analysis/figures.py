@@ -1,0 +1,94 @@
+"""Figures for the plan's checklist (matplotlib, PNG). Each takes tables and returns the file it wrote,
+or None when it has nothing to draw."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .correlate import linear_fit  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def percentiles_vs(pooled: pd.DataFrame, level: str, path: Path, title: str,
+                   knees: Optional[dict] = None) -> Optional[Path]:
+    """p50/p95/p99 TTFT against a level (concurrency, context), one panel per stack, knee marked."""
+    if pooled.empty or level not in pooled:
+        return None
+    stacks = list(dict.fromkeys(pooled["stack"]))
+    fig, axes = plt.subplots(1, len(stacks), figsize=(6 * len(stacks), 4), squeeze=False)
+    for ax, stack in zip(axes[0], stacks):
+        d = pooled[pooled["stack"] == stack].sort_values(level)
+        for q, style in (("p50", "-o"), ("p95", "-s"), ("p99", "-^")):
+            ax.plot(d[level], d[f"ttft_{q}_s"] * 1000, style, label=f"TTFT {q}")
+        knee = (knees or {}).get(stack)
+        if knee is not None and knee.knee_index is not None:
+            ax.axvline(d[level].iloc[knee.knee_index], color="red", ls="--", label="knee")
+        if knee is not None and knee.u_work is not None:
+            ax.axvline(knee.u_work, color="green", ls=":", label=f"U_work={knee.u_work:g}")
+        if level == "concurrency":
+            ax.set_xscale("log", base=2)
+        ax.set(title=f"{stack}", xlabel=level, ylabel="ms")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def compare(pooled: pd.DataFrame, level: str, column: str, path: Path, title: str, ylabel: str,
+            scale: float = 1.0) -> Optional[Path]:
+    """One line per run (stack/hypothesis) of ``column`` against ``level``."""
+    if pooled.empty or column not in pooled or pooled[column].isna().all():
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (hyp, stack), d in pooled.groupby(["hypothesis", "stack"], sort=False):
+        d = d.sort_values(level)
+        ax.plot(d[level], d[column] * scale, "-o", label=f"{hyp} {stack}")
+    ax.set(title=title, xlabel=level, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def scatter_fit(x: pd.Series, y: pd.Series, labels: pd.Series, path: Path, title: str, xlabel: str,
+                ylabel: str) -> Optional[Path]:
+    ok = ~(x.isna() | y.isna())
+    if ok.sum() < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label in dict.fromkeys(labels[ok]):
+        sel = ok & (labels == label)
+        ax.scatter(x[sel], y[sel], label=str(label))
+    slope, intercept, r2 = linear_fit(x[ok], y[ok])
+    if slope == slope:
+        xs = [x[ok].min(), x[ok].max()]
+        ax.plot(xs, [slope * v + intercept for v in xs], "k--", label=f"fit R²={r2:.2f}")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def timeline(series: dict[str, pd.Series], path: Path, title: str, ylabel: str) -> Optional[Path]:
+    series = {k: v for k, v in series.items() if not v.empty}
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    t0 = min(v.index.min() for v in series.values())
+    for name, s in series.items():
+        ax.plot(s.index - t0, s.values, label=name)
+    ax.set(title=title, xlabel="s since start", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)

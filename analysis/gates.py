@@ -1,0 +1,116 @@
+"""Quality gates of the test plan, each with an explicit reason code, for verdict.json."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from .correlate import GRID_S
+from .telemetry import ALIGNMENT, single
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    status: str            # pass | fail | missing | not_applicable | blocked
+    reason: str            # a code such as GATE_ALIGNMENT_LOW, or OK
+    detail: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def alignment(frames: dict[str, pd.DataFrame], start: float, end: float, tiered: bool,
+              stale_s: float = 1.0) -> Gate:
+    """Share of the 200 ms grid where each source has a sample no older than ``stale_s``."""
+    grid = np.arange(start, end, GRID_S)
+    shares, missing = {}, []
+    for source, name in ALIGNMENT.items():
+        if source == "kv" and not tiered:
+            continue
+        s = single(frames.get(name, pd.DataFrame(columns=["time", "series", "value"])))
+        if s.empty:
+            missing.append(name)
+            continue
+        t = s.index.to_numpy()
+        idx = np.searchsorted(t, grid, side="right") - 1
+        fresh = (idx >= 0) & (grid - t[np.clip(idx, 0, None)] <= stale_s)
+        shares[source] = float(fresh.mean()) if len(grid) else 0.0
+    if missing:
+        return Gate("aligned_samples", "missing", "TELEMETRY_MISSING", "no samples for " + ", ".join(missing))
+    low = {k: v for k, v in shares.items() if v < 0.95}
+    detail = ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
+    return Gate("aligned_samples", "fail" if low else "pass", "GATE_ALIGNMENT_LOW" if low else "OK", detail)
+
+
+def repetitions(pooled: pd.DataFrame) -> list[Gate]:
+    multi = pooled[pooled["repetitions"] >= 2] if not pooled.empty else pooled
+    if multi.empty:
+        na = "fewer than two repetitions per step"
+        return [Gate("cov_p99", "not_applicable", "SINGLE_REPETITION", na),
+                Gate("reproducibility_p99", "not_applicable", "SINGLE_REPETITION", na)]
+    worst = multi.loc[multi["ttft_p99_cov"].idxmax()]
+    cov_ok = worst["ttft_p99_cov"] < 0.10
+    spread = (multi["ttft_p99_max"] - multi["ttft_p99_min"]) / multi["ttft_p99_mean"]
+    widest = multi.loc[spread.idxmax()]
+    repro_ok = spread.max() <= 0.05
+    return [
+        Gate("cov_p99", "pass" if cov_ok else "fail", "OK" if cov_ok else "COV_P99_HIGH",
+             f"largest CoV of TTFT p99 across repetitions {worst['ttft_p99_cov']:.1%} at {worst['label']}"),
+        Gate("reproducibility_p99", "pass" if repro_ok else "fail", "OK" if repro_ok else "REPRO_P99_SPREAD",
+             f"largest p99 spread across repetitions {spread.max():.1%} at {widest['label']}"),
+    ]
+
+
+def nvme_flat(run_mean: float, idle: float) -> Gate:
+    if math.isnan(run_mean) or math.isnan(idle):
+        return Gate("h2a_nvme_flat", "missing", "TELEMETRY_MISSING", "no kv_tier2 disk r/s for the run or idle")
+    ok = abs(run_mean - idle) <= max(0.10 * idle, 5.0)
+    return Gate("h2a_nvme_flat", "pass" if ok else "fail", "OK" if ok else "H2A_NVME_NOT_FLAT",
+                f"kv_tier2 disk {run_mean:.1f} r/s during the run vs {idle:.1f} r/s idle (±10%, at least 5 r/s)")
+
+
+def tier2_hits_at_knee(share: float, label: Optional[str]) -> Gate:
+    if label is None:
+        return Gate("h2b_tier2_hits", "missing", "NO_STEPS", "no steps to judge")
+    if math.isnan(share):
+        return Gate("h2b_tier2_hits", "missing", "TELEMETRY_MISSING", "no KV onboard telemetry at " + label)
+    ok = share >= 0.20
+    return Gate("h2b_tier2_hits", "pass" if ok else "fail", "OK" if ok else "H2B_TIER2_HITS_LOW",
+                f"tier2 share of onboarded blocks {share:.1%} at {label} (needs >= 20%)")
+
+
+def mechanism(written: float, read: float) -> Gate:
+    if math.isnan(written) and math.isnan(read):
+        return Gate("ssd_mechanism", "missing", "TELEMETRY_MISSING", "no KV tier telemetry")
+    if not written > 0:
+        return Gate("ssd_mechanism", "fail", "GATE_NO_SSD_MECHANISM_SIGNAL", "no KV bytes written to the disk tier")
+    if not read > 0:
+        return Gate("ssd_mechanism", "fail", "REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY",
+                    f"{written / 2**20:.1f} MiB written to the disk tier, nothing read back")
+    return Gate("ssd_mechanism", "pass", "OK",
+                f"disk tier: {written / 2**20:.1f} MiB written, {read / 2**20:.1f} MiB read back")
+
+
+def run_state(manifest: dict, error_rate: float) -> list[Gate]:
+    gates = []
+    complete = manifest["status"] == "complete"
+    gates.append(Gate("run_complete", "pass" if complete else "fail", "OK" if complete else "RUN_INCOMPLETE",
+                      manifest.get("stop_reason") or manifest["status"]))
+    errors_ok = not error_rate > 0.05
+    gates.append(Gate("errors", "pass" if errors_ok else "fail", "OK" if errors_ok else "RUN_ERRORS_PRESENT",
+                      f"{error_rate:.1%} of requests failed"))
+    if manifest.get("blocked"):
+        gates.append(Gate("blocked", "blocked", "BLOCKED", manifest["blocked"]["reason"]))
+    return gates
+
+
+def verdict(gates: list[Gate]) -> str:
+    if any(g.status == "blocked" for g in gates):
+        return "blocked"
+    if any(g.status in ("fail", "missing") for g in gates):
+        return "fail"
+    return "pass"

@@ -1,0 +1,118 @@
+"""Telemetry for a run window, from Prometheus or from files exported beside the run.
+
+Range queries are cut into chunks so no series exceeds Prometheus's 11,000 points per query
+(a 3-hour run at a 200 ms step is 54,000 points), retried with backoff on connection errors and
+5xx, and stitched back. A missing series is an empty frame, reported by the gates, not an error;
+an unreachable Prometheus is one line naming the URL.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.util.retry import Retry
+
+MAX_POINTS = 11_000
+COLUMNS = ["time", "series", "value"]
+
+
+class TelemetryError(Exception):
+    """Prometheus cannot be asked at all; the message is one line."""
+
+
+def chunks(start: float, end: float, step: float, max_points: int = MAX_POINTS) -> list[tuple[float, float]]:
+    """[start, end] cut into windows of at most max_points samples each, on one step grid."""
+    span = step * (max_points - 1)
+    out, t = [], start
+    while t <= end:
+        out.append((t, min(end, t + span)))
+        t += span + step
+    return out
+
+
+def _series_key(labels: dict) -> str:
+    return json.dumps({k: v for k, v in sorted(labels.items()) if k != "__name__"}, separators=(",", ":"))
+
+
+def to_frame(result: Iterable[dict]) -> pd.DataFrame:
+    rows = [(float(t), _series_key(r["metric"]), float(v)) for r in result for t, v in r["values"]]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+class Source:
+    """What the analysis reads: named PromQL range results for one window."""
+
+    def range(self, name: str, query: str, start: float, end: float, step: float) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+class PrometheusSource(Source):
+    def __init__(self, url: str, retries: int = 4, backoff_s: float = 0.5, timeout_s: int = 60,
+                 progress: Callable[[str], None] | None = None) -> None:
+        retry = Retry(total=retries, backoff_factor=backoff_s, status_forcelist=(500, 502, 503, 504),
+                      allowed_methods=("GET", "POST"))
+        self.url = url
+        self.client = PrometheusConnect(url=url, retry=retry, timeout=timeout_s)
+        self.progress = progress or (lambda _m: None)
+        self.frames: dict[str, pd.DataFrame] = {}
+
+    def check(self) -> None:
+        try:
+            requests.get(f"{self.url}/-/ready", timeout=5).raise_for_status()
+        except requests.RequestException as exc:
+            raise TelemetryError(f"Prometheus at {self.url} is not reachable ({type(exc).__name__}); start it "
+                                 "(`make up`) or use `report --offline` with telemetry exported earlier") from None
+
+    def range(self, name, query, start, end, step):
+        parts = []
+        for a, b in chunks(start, end, step):
+            try:
+                result = self.client.custom_query_range(
+                    query, datetime.fromtimestamp(a, timezone.utc), datetime.fromtimestamp(b, timezone.utc),
+                    f"{round(step * 1000)}ms")
+            except PrometheusApiClientException as exc:
+                raise TelemetryError(f"query {name!r} failed: {str(exc).splitlines()[0][:200]}") from None
+            except requests.RequestException as exc:
+                raise TelemetryError(f"Prometheus at {self.url} stopped answering ({type(exc).__name__})") from None
+            parts.append(to_frame(result))
+        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+        frame = frame.drop_duplicates(["time", "series"]).sort_values("time", ignore_index=True)
+        self.frames[name] = frame
+        self.progress(f"  {name}: {frame['series'].nunique()} series, {len(frame)} points")
+        return frame
+
+
+class FileSource(Source):
+    """Telemetry exported by `analysis export` (one gzipped CSV per named query)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        if not (directory / "meta.json").exists():
+            raise TelemetryError(f"no exported telemetry in {directory}; run `python -m analysis export` first")
+
+    def range(self, name, query, start, end, step):
+        path = self.directory / f"{name}.csv.gz"
+        if not path.exists():
+            return pd.DataFrame(columns=COLUMNS)
+        frame = pd.read_csv(path)
+        return frame[(frame["time"] >= start) & (frame["time"] <= end)].reset_index(drop=True)
+
+
+def export(frames: dict[str, pd.DataFrame], directory: Path, meta: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, frame in frames.items():
+        with gzip.open(directory / f"{name}.csv.gz", "wt") as f:
+            frame.to_csv(f, index=False)
+    (directory / "meta.json").write_text(json.dumps({**meta, "exported_at": time.time(),
+                                                     "series": sorted(frames)}, indent=1) + "\n")
+
+
+def labels(series_key: str) -> dict:
+    return json.loads(series_key)

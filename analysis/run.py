@@ -1,0 +1,177 @@
+"""One run: records + telemetry -> per-step table, knee, correlations and gates."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+
+from . import gates as G
+from .correlate import Correlation, best_lag, linear_fit, on_grid, window_p99
+from .knee import Knee, find_knee, saturation
+from .promdata import Source
+from .steps import by_step, load_run, step_table
+from .telemetry import QUERIES, pull, single, window_mean
+
+IDLE_S = 30.0                  # telemetry before the run: the idle baseline (H2A's flat-NVMe gate)
+WARMUP_S = 5.0                 # rate windows of the recording rules need this long inside a step
+CORRELATION_WINDOW_S = 2.0
+STEP_TELEMETRY = ("nvme_reads", "nvme_read_bytes", "nvme_r_await", "nvme_util", "iowait", "psi_io",
+                  "kv_onboard_disk_bytes", "kv_onboard_disk_blocks", "kv_offload_disk_bytes", "kv_hit_disk",
+                  "kv_hit_host", "kv_onboard_share_disk", "tier2_fetch_p95")
+CORRELATE_WITH = ("nvme_r_await", "nvme_reads", "nvme_util", "kv_onboard_disk_bytes", "iowait", "psi_io")
+
+
+@dataclass
+class RunAnalysis:
+    run_dir: Path
+    manifest: dict
+    records: pd.DataFrame
+    table: pd.DataFrame                  # one row per slot, with step telemetry
+    pooled: pd.DataFrame                 # repetitions pooled per step
+    knee: Optional[Knee]
+    knee_level: str                      # what the knee's levels are ("concurrency", "context_tokens", …)
+    saturation: Optional[float]
+    correlations: pd.DataFrame
+    gates: list
+    frames: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest["run_id"]
+
+    @property
+    def verdict(self) -> str:
+        return G.verdict(self.gates)
+
+
+def window(manifest: dict, records: pd.DataFrame) -> tuple[float, float]:
+    start = manifest["start"]
+    end = manifest.get("end")
+    if end is None:                      # a killed run: up to its last record
+        end = float((records["start_time"] + records["e2e_s"].fillna(0)).max()) if not records.empty else start
+    return start, max(end, start + 1)
+
+
+def level_key(manifest: dict) -> str:
+    swept = manifest["plan"]["hypothesis"]["sweep"]
+    for key in ("concurrency", "context_tokens", "reuse_ratio", "tier1_bytes", "telemetry_cadence_ms", "fio_profile",
+                "cache_state"):
+        if key in swept:
+            return key
+    return "step"
+
+
+def add_step_telemetry(table: pd.DataFrame, frames: dict) -> pd.DataFrame:
+    out = table.copy()
+    for name in STEP_TELEMETRY:
+        out[name] = [window_mean(frames[name], r.start + min(WARMUP_S, r.duration_s / 2), r.end)
+                     for r in out.itertuples()]
+    hist = frames.get("ttft_p99_hist")
+    values = []
+    for r in out.itertuples():
+        if hist is None or hist.empty:
+            values.append(float("nan"))
+            continue
+        mine = hist[hist["series"].str.contains(f'"step":"{r.slot}"', regex=False)]
+        values.append(window_mean(mine, r.start + min(WARMUP_S, r.duration_s / 2), r.end))
+    out["ttft_p99_hist_s"] = values
+    out["ttft_p99_hist_minus_exact_s"] = out["ttft_p99_hist_s"] - out["ttft_p99_s"]
+    return out
+
+
+def correlations(records: pd.DataFrame, frames: dict, start: float, end: float) -> pd.DataFrame:
+    ok = records[records["ok"]] if not records.empty else records
+    if ok.empty:
+        return pd.DataFrame(columns=["telemetry", "pearson", "spearman", "lag_s", "samples"])
+    lat = window_p99(ok["start_time"].to_numpy(), ok["ttft_s"].to_numpy(), start, end, CORRELATION_WINDOW_S)
+    rows = []
+    for name in CORRELATE_WITH:
+        s = single(frames[name])
+        if s.empty:
+            rows.append({"telemetry": name, "pearson": np.nan, "spearman": np.nan, "lag_s": np.nan, "samples": 0})
+            continue
+        grid = on_grid(s, start, end)
+        per_window = grid.groupby(((grid.index - start) // CORRELATION_WINDOW_S) * CORRELATION_WINDOW_S + start).mean()
+        c: Correlation = best_lag(lat, per_window.reindex(lat.index), max_lag=3, step_s=CORRELATION_WINDOW_S)
+        rows.append({"telemetry": name, "pearson": c.pearson, "spearman": c.spearman, "lag_s": c.lag_s,
+                     "samples": c.samples})
+    return pd.DataFrame(rows)
+
+
+def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
+            progress: Callable[[str], None] = lambda _m: None) -> RunAnalysis:
+    manifest, records = load_run(run_dir)
+    progress(f"{manifest['run_id']}: {len(records)} requests, {len(manifest['steps'])} steps, status "
+             f"{manifest['status']}")
+    start, end = window(manifest, records)
+    frames = pull(source, manifest["run_id"], start - IDLE_S, end, step_s, progress)
+    table = add_step_telemetry(step_table(manifest, records), frames) if manifest["steps"] else pd.DataFrame()
+    pooled = by_step(table)
+    if not pooled.empty:
+        means = table.groupby("step")[list(STEP_TELEMETRY) + ["ttft_p99_hist_s"]].mean()
+        pooled = pooled.merge(means, left_on="step", right_index=True, how="left")
+    key = level_key(manifest)
+    knee, sat = None, None
+    if not pooled.empty and key in ("concurrency", "context_tokens"):
+        ordered = pooled[pooled["phase"].isin(["run"])].sort_values(key)
+        knee = find_knee(list(ordered[key]), list(ordered["ttft_p50_s"]), list(ordered["ttft_p99_s"]))
+        if key == "concurrency":
+            sat = saturation(list(ordered[key]), list(ordered["throughput_rps"]))
+    corr = correlations(records, frames, start, end) if not records.empty else pd.DataFrame()
+    gate_list = gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key)
+    return RunAnalysis(run_dir, manifest, records, table, pooled, knee, key, sat, corr, gate_list, frames)
+
+
+def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) -> list:
+    error_rate = float((~records["ok"]).mean()) if not records.empty else float("nan")
+    out = G.run_state(manifest, 0.0 if math.isnan(error_rate) else error_rate)
+    out.append(G.alignment(frames, start, end, tiered))
+    out += G.repetitions(pooled)
+    hyp = manifest["hypothesis"]
+    if hyp == "H2A":
+        idle = window_mean(frames["nvme_reads"], start - IDLE_S, start)
+        out.append(G.nvme_flat(window_mean(frames["nvme_reads"], start + WARMUP_S, end), idle))
+    if hyp == "H2B":
+        ordered = pooled.sort_values(key) if not pooled.empty else pooled
+        at = None
+        if knee is not None and knee.knee_index is not None:
+            at = ordered.iloc[knee.knee_index]
+        elif not ordered.empty:
+            at = ordered.iloc[-1]                 # no knee: judge the heaviest step
+        share = float(at["kv_onboard_share_disk"]) if at is not None else float("nan")
+        out.append(G.tier2_hits_at_knee(share, None if at is None else f"{at['label']}"))
+    if tiered:
+        def total(name):
+            s = single(frames[name])
+            s = s[(s.index >= start) & (s.index <= end)].dropna()
+            return float(np.trapezoid(s.to_numpy(), s.index.to_numpy())) if len(s) > 1 else float("nan")
+        out.append(G.mechanism(total("kv_offload_disk_bytes"), total("kv_onboard_disk_bytes")))
+    return out
+
+
+def write(analysis: RunAnalysis, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"steps": out / "steps.csv", "summary": out / "summary.csv", "correlations": out / "correlations.csv",
+             "verdict": out / "verdict.json"}
+    analysis.table.to_csv(files["steps"], index=False)
+    analysis.pooled.to_csv(files["summary"], index=False)
+    analysis.correlations.to_csv(files["correlations"], index=False)
+    files["verdict"].write_text(json.dumps(verdict_doc(analysis), indent=1, default=str) + "\n")
+    return files
+
+
+def verdict_doc(a: RunAnalysis) -> dict:
+    knee = None
+    if a.knee is not None:
+        knee = {"rule": "first of two consecutive steps with TTFT p99 > 2 x p50", "level": a.knee_level,
+                "knee_index": a.knee.knee_index, "u_work": a.knee.u_work, "reason": a.knee.reason,
+                "throughput_saturation": a.saturation}
+    return {"run_id": a.run_id, "hypothesis": a.manifest["hypothesis"], "stack": a.manifest["stack"],
+            "verdict": a.verdict, "knee": knee, "gates": [g.as_dict() for g in a.gates],
+            "telemetry_missing": sorted(n for n, (_, need) in QUERIES.items()
+                                        if need == "all" and a.frames.get(n) is not None and a.frames[n].empty)}

@@ -1,0 +1,68 @@
+"""Per-step latency and throughput from the run's own request records (exact percentiles)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from locustfiles.lib.records import read_records
+
+
+def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    path = run_dir / "requests.jsonl"
+    records = pd.DataFrame(read_records(path)) if path.exists() else pd.DataFrame()
+    return manifest, records
+
+
+def pct(values, q: float) -> float:
+    values = np.asarray([v for v in values if v is not None and not pd.isna(v)], dtype=float)
+    return float(np.percentile(values, q * 100)) if len(values) else float("nan")
+
+
+def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
+    """One row per manifest step (slot): its window, swept parameters and exact latency figures."""
+    rows = []
+    for s in manifest["steps"]:
+        end = s["end"] if s["end"] is not None else manifest.get("end") or s["start"]
+        mine = records[records["step"] == s["index"]] if not records.empty else records
+        ok = mine[mine["ok"]] if not mine.empty else mine
+        duration = max(end - s["start"], 1e-9)
+        row = {
+            "run_id": manifest["run_id"], "hypothesis": manifest["hypothesis"], "stack": manifest["stack"],
+            "slot": s["index"], "step": s["step"], "repetition": s["repetition"], "phase": s["phase"],
+            "label": s["label"], "concurrency": s["target_concurrency"], "context_tokens": s["target_context_tokens"],
+            "fio_profile": s.get("fio_profile") or "none", "start": s["start"], "end": end, "duration_s": duration,
+            "requests": len(mine), "ok": len(ok), "errors": len(mine) - len(ok),
+            "error_rate": (len(mine) - len(ok)) / len(mine) if len(mine) else float("nan"),
+            "throughput_rps": len(ok) / duration,
+            "output_tokens_per_s": float(ok["completion_tokens"].fillna(0).sum()) / duration if len(ok) else 0.0,
+        }
+        for key, value in (s.get("swept") or {}).items():
+            row[f"swept_{key}"] = value
+        for metric in ("ttft_s", "e2e_s"):
+            values = ok[metric] if len(ok) else []
+            for q in (0.5, 0.95, 0.99):
+                row[f"{metric[:-2]}_p{int(q * 100)}_s"] = pct(values, q)
+        row["prompt_tokens_mean"] = float(ok["prompt_tokens"].mean()) if len(ok) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def by_step(table: pd.DataFrame) -> pd.DataFrame:
+    """Repetitions of the same step pooled: median of their percentiles, and their spread."""
+    if table.empty:
+        return table
+    keys = ["run_id", "hypothesis", "stack", "step", "phase", "label", "concurrency", "context_tokens", "fio_profile"]
+    g = table.groupby(keys, sort=False, dropna=False)
+    out = g.agg(ttft_p50_s=("ttft_p50_s", "median"), ttft_p95_s=("ttft_p95_s", "median"),
+                ttft_p99_s=("ttft_p99_s", "median"), e2e_p50_s=("e2e_p50_s", "median"),
+                e2e_p95_s=("e2e_p95_s", "median"), e2e_p99_s=("e2e_p99_s", "median"),
+                throughput_rps=("throughput_rps", "median"), requests=("requests", "sum"),
+                error_rate=("error_rate", "mean"), repetitions=("repetition", "nunique"),
+                ttft_p99_mean=("ttft_p99_s", "mean"), ttft_p99_std=("ttft_p99_s", "std"),
+                ttft_p99_min=("ttft_p99_s", "min"), ttft_p99_max=("ttft_p99_s", "max")).reset_index()
+    out["ttft_p99_cov"] = out["ttft_p99_std"] / out["ttft_p99_mean"]
+    return out
