@@ -1,8 +1,13 @@
+import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from configs import load
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,3 +91,45 @@ class Sim:
     def proc_io(self) -> dict:
         text = Path(f"/proc/{self.proc.pid}/io").read_text()
         return {k: int(v) for k, v in (line.split(": ") for line in text.splitlines())}
+
+
+@pytest.fixture(scope="session")
+def observed(tmp_path_factory):
+    """Simulated Stack A and B, `rig up` (exporters + real Prometheus) and two concurrent short Locust
+    runs (H2A on A, H2B on B): what the dashboards and the analysis are tested against."""
+    if not shutil.which("prometheus"):
+        pytest.skip("prometheus comes with `make tools`")
+    tmp = tmp_path_factory.mktemp("grafana")
+    with Sim(tmp, "A", time_scale=0.25) as a, Sim(tmp, "B", time_scale=0.25) as b:
+        overlay = tmp / "overlay.yaml"
+        overlay.write_text(f"""
+results_dir: {tmp / 'results'}
+run_dir: {tmp / 'run'}
+stacks:
+  stackA: {{openai_base: '{a.base}/v1', metrics_url: '{a.base}/prometheus/metrics'}}
+  stackB: {{openai_base: '{b.base}/v1', metrics_url: '{b.base}/metrics',
+            kvbm_metrics_url: 'http://127.0.0.1:{b.kvbm_port}/metrics'}}
+profiles:
+  spill: {{tier2_path: {tmp / 't2'}}}
+exporters: {{ports: {{nvme: {free_port()}, uma: {free_port()}, gpu: {free_port()}, kvbm: {free_port()}}}}}
+prometheus: {{port: {free_port()}}}
+loadgen: {{metrics_port: {free_port()}, ready_timeout_s: 10}}
+hypotheses: {{H2A: {{repetitions: 2}}, H2B: {{repetitions: 2}}}}
+""")
+        cfg = load(overlay)
+        up = run_module("rig", "--config", str(overlay), "up", timeout=120)
+        assert up.returncode == 0, up.stderr
+        try:
+            env = {**os.environ, "HARNESS_CONFIG": str(overlay), "MODEL": "l70b", "DURATION_S": "4",
+                   "CONTEXT_TOKENS": "256,512"}         # 2 steps x 2 repetitions x 4 s, both runs at once
+            start = time.time()
+            runs = [subprocess.Popen([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / f"{h}.py"),
+                                      "--headless", "--only-summary"], cwd=tmp, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for h in ("h2a", "h2b")]
+            for p in runs:
+                p.wait(timeout=120)
+            run_ids = [d.name for d in (tmp / "results").iterdir()]
+            yield {"base": f"http://127.0.0.1:{cfg.prometheus.port}", "run_ids": run_ids, "start": start,
+                   "at": start + 12, "overlay": overlay, "results": tmp / "results"}
+        finally:
+            run_module("rig", "--config", str(overlay), "down")

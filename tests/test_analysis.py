@@ -1,0 +1,173 @@
+"""Analysis: the knee rule, lag recovery, chunked range queries against a real Prometheus holding a
+backfilled 3-hour series, missing telemetry as gate reasons, and reports from real runs."""
+import json
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from analysis import gates as G
+from analysis.correlate import best_lag, linear_fit, on_grid
+from analysis.knee import find_knee, saturation
+from analysis.promdata import MAX_POINTS, FileSource, PrometheusSource, TelemetryError, chunks, export
+from analysis.run import analyse
+from conftest import free_port, run_module
+
+LEVELS = [1, 2, 4, 8, 16, 32]
+
+
+def test_knee_at_two_consecutive_steps():
+    k = find_knee(LEVELS, [1, 1, 1, 1.2, 2, 3], [1.5, 1.6, 1.9, 2.6, 5, 9])
+    assert (k.knee_index, k.u_work, k.reason) == (3, 4, "knee")
+
+
+def test_single_noisy_spike_is_not_a_knee():
+    k = find_knee(LEVELS, [1] * 6, [1.5, 3.0, 1.5, 1.6, 1.7, 1.8])
+    assert k.reason == "no_knee" and k.u_work == 32
+
+
+def test_knee_at_the_first_step_has_no_u_work():
+    k = find_knee(LEVELS, [1] * 6, [3] * 6)
+    assert (k.knee_index, k.u_work, k.reason) == (0, None, "knee_at_first_step")
+
+
+def test_saturation_where_throughput_stops_growing():
+    assert saturation(LEVELS, [10, 20, 39, 70, 75, 76]) == 8
+    assert saturation(LEVELS, [10, 20, 40, 80, 160, 320]) is None
+
+
+def test_correlation_recovers_a_known_lag():
+    rng = np.random.default_rng(1)
+    t = np.arange(0, 120, 0.2)
+    driver = pd.Series(np.convolve(rng.normal(size=len(t)), np.ones(10) / 10, "same"), index=t)
+    latency = driver.shift(3) * 2 + rng.normal(scale=0.01, size=len(t))     # latency follows 0.6 s later
+    c = best_lag(latency, driver, max_lag=6, step_s=0.2)
+    assert c.lag_s == pytest.approx(0.6) and c.pearson > 0.95 and c.spearman > 0.9
+    noise = pd.Series(rng.normal(size=len(t)), index=t)
+    assert abs(best_lag(latency, noise, max_lag=0).pearson) < 0.2
+    slope, intercept, r2 = linear_fit([1, 2, 3, 4], [3, 5, 7, 9])
+    assert (slope, intercept, r2) == pytest.approx((2, 1, 1))
+
+
+def test_grid_carries_values_at_most_a_second():
+    s = pd.Series([1.0, 2.0], index=[0.0, 0.5])
+    g = on_grid(s, 0, 3)
+    assert g.iloc[2] == 1.0 and g.iloc[7] == 2.0 and np.isnan(g.iloc[14])          # 0.4 s, 1.4 s, 2.8 s
+
+
+def test_chunks_never_exceed_the_point_limit():
+    parts = chunks(0, 3 * 3600, 0.2)
+    assert all(round((b - a) / 0.2) + 1 <= MAX_POINTS for a, b in parts)
+    assert parts[0][0] == 0 and parts[-1][1] == 3 * 3600 and len(parts) == 5
+    assert all(b2 - a1 == pytest.approx(0.2) for (_, a1), (b2, _) in zip(parts, parts[1:]))   # no gap, no overlap
+
+
+@pytest.fixture(scope="module")
+def backfilled(tmp_path_factory):
+    """A real Prometheus holding a 3-hour series at 1 s, backfilled with promtool from OpenMetrics."""
+    if not shutil.which("promtool"):
+        pytest.skip("promtool comes with `make tools`")
+    tmp = tmp_path_factory.mktemp("backfill")
+    end = int(time.time()) - 3600
+    start = end - 3 * 3600
+    with open(tmp / "data.om", "w") as f:
+        f.write("# TYPE sparkrig_test_ramp gauge\n")
+        for t in range(start, end + 1):
+            f.write(f"sparkrig_test_ramp{{device=\"nvme0n1\"}} {t - start} {t}\n")
+        f.write("# EOF\n")
+    data = tmp / "data"
+    proc = subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(tmp / "data.om"), str(data)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    port = free_port()
+    (tmp / "prometheus.yml").write_text("global: {scrape_interval: 15s}\n")
+    prom = subprocess.Popen(["prometheus", f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={data}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if requests.get(f"{base}/-/ready", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        yield base, start, end
+    finally:
+        prom.terminate()
+        prom.wait()
+
+
+def test_chunked_range_query_over_three_hours_at_200ms(backfilled):
+    base, start, end = backfilled
+    source = PrometheusSource(base)
+    source.check()
+    frame = source.range("ramp", "sparkrig_test_ramp", start, end, 0.2)
+    assert len(frame) == round((end - start) / 0.2) + 1 > MAX_POINTS * 4
+    assert frame["time"].is_monotonic_increasing and not frame["time"].duplicated().any()
+    # between the 1 s samples, Prometheus returns the latest one: value == whole seconds since start
+    assert (frame["value"] == np.floor(frame["time"] - start + 1e-6)).all()
+    direct = requests.get(f"{base}/api/v1/query_range", timeout=10, params={
+        "query": "sparkrig_test_ramp", "start": start, "end": end, "step": 0.2}).json()
+    assert direct["status"] == "error" and "11,000 points" in direct["error"]      # what chunking avoids
+
+
+def test_unreachable_prometheus_is_one_line():
+    with pytest.raises(TelemetryError, match="not reachable"):
+        PrometheusSource(f"http://127.0.0.1:{free_port()}", retries=0).check()
+
+
+def test_missing_telemetry_becomes_gate_reasons(observed, tmp_path):
+    run = observed["results"] / next(r for r in observed["run_ids"] if r.startswith("h2b"))
+    export({}, tmp_path / "empty", {"run_id": run.name})              # an export that holds nothing
+    a = analyse(run, FileSource(tmp_path / "empty"), 0.25, tiered=True)
+    reasons = {g.name: g.reason for g in a.gates}
+    assert reasons["aligned_samples"] == "TELEMETRY_MISSING"
+    assert reasons["ssd_mechanism"] == "TELEMETRY_MISSING"
+    assert a.verdict == "fail" and len(a.pooled) == 2                 # latency from records still there
+
+
+def test_report_from_real_runs_and_offline_export(observed, tmp_path):
+    overlay, results = str(observed["overlay"]), observed["results"]
+    out = tmp_path / "report"
+    proc = run_module("analysis", "--config", overlay, "report", "--all", "--out", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "report: " in proc.stdout
+    verdicts = json.loads((out / "verdict.json").read_text())
+    assert set(verdicts) == set(observed["run_ids"])
+    h2a = next(v for v in verdicts.values() if v["hypothesis"] == "H2A")
+    h2b = next(v for v in verdicts.values() if v["hypothesis"] == "H2B")
+    assert {g["name"] for g in h2a["gates"]} >= {"run_complete", "aligned_samples", "cov_p99", "h2a_nvme_flat"}
+    assert {g["name"] for g in h2b["gates"]} >= {"h2b_tier2_hits", "ssd_mechanism"}
+    assert all(g["reason"] for v in verdicts.values() for g in v["gates"])
+    summary = pd.read_csv(out / "summary_v3.csv")
+    assert set(summary["hypothesis"]) == {"H2A", "H2B"} and (summary["requests"] > 0).all()
+    assert summary["ttft_p99_hist_s"].notna().any()              # histogram p99 beside the exact one
+    context = pd.read_csv(out / "H2_context.csv")
+    assert sorted(set(context["context_tokens"])) == [256, 512]
+    assert (out / "figures" / "H2_p99_vs_context.png").stat().st_size > 1000
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "H2A / H2B" in html
+    # export, then the same report from files only
+    run_ids = [a for r in observed["run_ids"] for a in ("--run", r)]
+    assert run_module("analysis", "--config", overlay, "export", *run_ids, timeout=300).returncode == 0
+    offline = tmp_path / "offline"
+    proc = run_module("analysis", "--config", overlay, "--prometheus", f"http://127.0.0.1:{free_port()}", "report",
+                      "--offline", *run_ids, "--out", str(offline), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ordered = lambda f: f.sort_values(["run_id", "label"]).reset_index(drop=True)    # noqa: E731
+    pd.testing.assert_frame_equal(ordered(pd.read_csv(offline / "summary_v3.csv")), ordered(summary), check_like=True)
+    assert all((results / r / "analysis" / "verdict.json").exists() for r in observed["run_ids"])
+
+
+def test_report_without_prometheus_is_one_line(observed):
+    proc = run_module("analysis", "--config", str(observed["overlay"]), "--prometheus",
+                      f"http://127.0.0.1:{free_port()}", "report", "--all")
+    assert proc.returncode == 1 and proc.stderr.strip().startswith("error: Prometheus at")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert G.verdict([G.Gate("x", "pass", "OK", "")]) == "pass"
