@@ -56,6 +56,7 @@ bench: setup
 	$(PY) bench/exporter_cost.py
 	$(PY) bench/fio_vs_iostat.py
 	$(PY) bench/client_bench.py
+	$(PY) bench/report_bench.py
 
 up: setup
 	$(PY) -m rig up

@@ -10,11 +10,21 @@ import pandas as pd
 from locustfiles.lib.records import read_records
 
 
+# the record fields the analysis uses; the rest (ITL lists, prompts' hashes…) stay in the file
+FIELDS = ("step", "ok", "status", "error_class", "start_time", "ttft_s", "e2e_s", "prompt_tokens",
+          "completion_tokens", "phase", "session_id")
+
+
 def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     path = run_dir / "requests.jsonl"
-    records = pd.DataFrame(read_records(path)) if path.exists() else pd.DataFrame()
-    return manifest, records
+    if not path.exists():
+        return manifest, pd.DataFrame(columns=FIELDS)
+    columns = {f: [] for f in FIELDS}
+    for rec in read_records(path, FIELDS):
+        for f in FIELDS:
+            columns[f].append(rec.get(f))
+    return manifest, pd.DataFrame(columns)
 
 
 def pct(values, q: float) -> float:
