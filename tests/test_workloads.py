@@ -28,10 +28,16 @@ def test_same_seed_same_prompts_and_adapters():
     assert sequence(workloads.FixedContext(MODEL, 3, 42, Calibration()), p) != sequence(other_user, p)
 
 
-def test_nonce_makes_prefixes_distinct_per_user():
+def test_fixed_context_reuses_a_users_document_and_nonce_separates_users():
     p = WorkloadParams(context_tokens=64, nonce_per_user=True)
-    first = [workloads.FixedContext(MODEL, u, 42, Calibration()).next(p, "run").body["prompt"] for u in range(4)]
-    assert len({f.split("]")[0] for f in first}) == 4
+    users = [workloads.FixedContext(MODEL, u, 42, Calibration()) for u in range(4)]
+    first = [w.next(p, "run").body["prompt"] for w in users]
+    assert len({f.split("]")[0] for f in first}) == 4                # no prefix shared across users
+    again = users[0].next(p, "run").body["prompt"].split()
+    assert again[:-2] == first[0].split()[:-2] and again[-2:] != first[0].split()[-2:]   # same document, new question
+    shared = WorkloadParams(context_tokens=64, nonce_per_user=False)
+    a, b = (workloads.FixedContext(MODEL, u, 42, Calibration()).next(shared, "run").body["prompt"] for u in (0, 1))
+    assert a.split()[:-2] == b.split()[:-2]                           # without the nonce, users share it
 
 
 def test_hot_cold_churn_follows_the_ratio():

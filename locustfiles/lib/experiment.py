@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import random
 import subprocess
 import sys
 import time
@@ -343,7 +344,11 @@ class PlanUser(FastHttpUser):
     connection_timeout = 10.0
 
     def wait_time(self):
-        return _state().current().step.params.think_time_s
+        """Think time between a user's requests: exponential around think_time_s, as real users' is,
+        so arrivals do not lock step with the server's batch slots (a closed loop without it queues
+        every request identically and hides the tail the knee rule looks for)."""
+        mean = _state().current().step.params.think_time_s
+        return self.think.expovariate(1.0 / mean) if mean > 0 else 0.0
 
     def on_start(self):
         st = _state()
@@ -352,6 +357,7 @@ class PlanUser(FastHttpUser):
         runner = self.environment.runner
         offset = runner.worker_index * 1_000_000 if isinstance(runner, WorkerRunner) else 0
         self.index = offset + next(st.users)
+        self.think = random.Random(f"{st.plan.seed}:think:{self.index}")
         self.client.base_url = st.base_url(self.environment.host)
         self.workload = self._make_workload(st)
 

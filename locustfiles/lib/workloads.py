@@ -34,7 +34,7 @@ class Workload:
     name = ""
 
     def __init__(self, model: str, user: int, seed: int, calibration: Calibration) -> None:
-        self.model, self.user = model, user
+        self.model, self.user, self.seed = model, user, seed
         self.rng = random.Random(f"{seed}:{self.name}:{user}")
         self.calibration = calibration
 
@@ -46,16 +46,33 @@ class Workload:
 
 
 class FixedContext(Workload):
-    """Prompts of N tokens for the target's tokenizer; a per-user nonce first stops prefix sharing."""
+    """Prompts of N tokens for the target's tokenizer: one context document per size, followed by a
+    short question that changes every request. Each user keeps sending the same document, so its KV
+    can be reused (from whichever tier holds it) and the working set is users x N; ``nonce_per_user``
+    puts a per-user nonce first so users cannot share each other's prefix."""
     name = "fixed_context"
+    QUESTION_WORDS = 2
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.nonce = f"[user {self.user} nonce {self.rng.getrandbits(32):08x}]"
+        self.sent = 0
+        self._documents: dict[int, str] = {}
+
+    def document(self, n_words: int) -> str:
+        """The run's context document of this length (the same for every user of the seed)."""
+        if n_words not in self._documents:
+            self._documents = {n_words: words(random.Random(f"{self.seed}:document:{n_words}"), n_words)}
+        return self._documents[n_words]
 
     def next(self, params, phase):
-        nonce = f"[user {self.user} nonce {self.rng.getrandbits(32):08x}] " if params.nonce_per_user else ""
         total = self.calibration.words_for(params.context_tokens)
-        nonce_words = len(nonce.split())
-        prompt = nonce + words(self.rng, max(1, total - nonce_words))
+        head = self.nonce + " " if params.nonce_per_user else ""
+        body_words = max(1, total - len(head.split()) - self.QUESTION_WORDS)
+        self.sent += 1
+        prompt = f"{head}{self.document(body_words)} q{self.sent} {self.user}"
         return Request("completions", {"model": self.model, "prompt": prompt, "max_tokens": params.max_tokens},
-                       max(total, nonce_words + 1), params.context_tokens, prefix_hash=prefix_hash(prompt[:256]))
+                       len(prompt.split()), params.context_tokens, prefix_hash=prefix_hash(prompt[:256]))
 
 
 @dataclass
