@@ -46,7 +46,7 @@ test: setup
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
 demo: setup
-	@echo "make demo: not yet available - the end-to-end demo lands with the demo issue (#8)."
+	$(PY) -m rig demo
 
 bench: setup
 	@command -v prometheus-node-exporter >/dev/null || { [ "$$(id -u)" = 0 ] && \

@@ -24,8 +24,9 @@ class Gate:
 
 
 def alignment(frames: dict[str, pd.DataFrame], start: float, end: float, tiered: bool,
-              stale_s: float = 1.0) -> Gate:
-    """Share of the 200 ms grid where each source has a sample no older than ``stale_s``."""
+              stale_s: float = 2.0) -> Gate:
+    """Share of the 200 ms grid where each source has a sample no older than ``stale_s`` (two scrapes
+    of the slowest, 1 s, job: one late scrape is jitter, two are a gap)."""
     grid = np.arange(start, end, GRID_S)
     shares, missing = {}, []
     for source, name in ALIGNMENT.items():

@@ -23,6 +23,8 @@ CORRELATION_WINDOW_S = 2.0
 STEP_TELEMETRY = ("nvme_reads", "nvme_read_bytes", "nvme_r_await", "nvme_util", "iowait", "psi_io",
                   "kv_onboard_disk_bytes", "kv_onboard_disk_blocks", "kv_offload_disk_bytes", "kv_hit_disk",
                   "kv_hit_host", "kv_onboard_share_disk", "tier2_fetch_p95")
+# hypotheses whose claim about Stack B rests on KV moving through the disk tier
+STORAGE_CLAIMS = ("H2B", "H3", "H4B", "H5", "H6", "H7", "H8", "H9")
 CORRELATE_WITH = ("nvme_r_await", "nvme_reads", "nvme_util", "kv_onboard_disk_bytes", "iowait", "psi_io")
 
 
@@ -38,6 +40,7 @@ class RunAnalysis:
     saturation: Optional[float]
     correlations: pd.DataFrame
     gates: list
+    evidence: dict = field(default_factory=dict)
     frames: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -124,7 +127,27 @@ def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
             sat = saturation(list(ordered[key]), list(ordered["throughput_rps"]))
     corr = correlations(records, frames, start, end) if not records.empty else pd.DataFrame()
     gate_list = gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key)
-    return RunAnalysis(run_dir, manifest, records, table, pooled, knee, key, sat, corr, gate_list, frames)
+    return RunAnalysis(run_dir, manifest, records, table, pooled, knee, key, sat, corr, gate_list,
+                       evidence(frames, start, end, tiered), frames)
+
+
+def total(frames: dict, name: str, start: float, end: float) -> float:
+    """Integral over the run of a per-second rate series (bytes/s -> bytes); nan without samples."""
+    s = single(frames[name])
+    s = s[(s.index >= start) & (s.index <= end)].dropna()
+    return float(np.trapezoid(s.to_numpy(), s.index.to_numpy())) if len(s) > 1 else float("nan")
+
+
+def evidence(frames: dict, start: float, end: float, tiered: bool) -> dict:
+    """The storage mechanism in numbers: KV bytes through the disk tier, and the kv_tier2 disk's reads.
+    A stack without a KV disk tier moved 0 bytes through one by construction (said as such)."""
+    out = {"kv_tier2_disk_reads_per_s": window_mean(frames["nvme_reads"], start + WARMUP_S, end)}
+    if tiered:
+        out.update(tier2_read_bytes=total(frames, "kv_onboard_disk_bytes", start, end),
+                   tier2_written_bytes=total(frames, "kv_offload_disk_bytes", start, end))
+    else:
+        out.update(tier2_read_bytes=0.0, tier2_written_bytes=0.0, note="no KV disk tier on this stack")
+    return out
 
 
 def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) -> list:
@@ -145,12 +168,9 @@ def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) 
             at = ordered.iloc[-1]                 # no knee: judge the heaviest step
         share = float(at["kv_onboard_share_disk"]) if at is not None else float("nan")
         out.append(G.tier2_hits_at_knee(share, None if at is None else f"{at['label']}"))
-    if tiered:
-        def total(name):
-            s = single(frames[name])
-            s = s[(s.index >= start) & (s.index <= end)].dropna()
-            return float(np.trapezoid(s.to_numpy(), s.index.to_numpy())) if len(s) > 1 else float("nan")
-        out.append(G.mechanism(total("kv_offload_disk_bytes"), total("kv_onboard_disk_bytes")))
+    if tiered and hyp in STORAGE_CLAIMS:
+        out.append(G.mechanism(total(frames, "kv_offload_disk_bytes", start, end),
+                               total(frames, "kv_onboard_disk_bytes", start, end)))
     return out
 
 
@@ -172,6 +192,6 @@ def verdict_doc(a: RunAnalysis) -> dict:
                 "knee_index": a.knee.knee_index, "u_work": a.knee.u_work, "reason": a.knee.reason,
                 "throughput_saturation": a.saturation}
     return {"run_id": a.run_id, "hypothesis": a.manifest["hypothesis"], "stack": a.manifest["stack"],
-            "verdict": a.verdict, "knee": knee, "gates": [g.as_dict() for g in a.gates],
+            "verdict": a.verdict, "knee": knee, "evidence": a.evidence, "gates": [g.as_dict() for g in a.gates],
             "telemetry_missing": sorted(n for n, (_, need) in QUERIES.items()
                                         if need == "all" and a.frames.get(n) is not None and a.frames[n].empty)}

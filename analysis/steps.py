@@ -32,12 +32,23 @@ def pct(values, q: float) -> float:
     return float(np.percentile(values, q * 100)) if len(values) else float("nan")
 
 
+def warmup_s(duration_s: float) -> float:
+    """Requests sent this early in a step are left out of its percentiles: new users arrive together
+    and their first, uncached prompts queue behind each other — a ramp artefact, not the steady state."""
+    return min(WARMUP_S, WARMUP_SHARE * duration_s)
+
+
+WARMUP_S, WARMUP_SHARE = 5.0, 0.2
+
+
 def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
-    """One row per manifest step (slot): its window, swept parameters and exact latency figures."""
+    """One row per manifest step (slot): its window, swept parameters and exact steady-state latency."""
     rows = []
     for s in manifest["steps"]:
         end = s["end"] if s["end"] is not None else manifest.get("end") or s["start"]
         mine = records[records["step"] == s["index"]] if not records.empty else records
+        if not mine.empty:
+            mine = mine[mine["start_time"] >= s["start"] + warmup_s(end - s["start"])]
         ok = mine[mine["ok"]] if not mine.empty else mine
         duration = max(end - s["start"], 1e-9)
         row = {
@@ -45,10 +56,11 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
             "slot": s["index"], "step": s["step"], "repetition": s["repetition"], "phase": s["phase"],
             "label": s["label"], "concurrency": s["target_concurrency"], "context_tokens": s["target_context_tokens"],
             "fio_profile": s.get("fio_profile") or "none", "start": s["start"], "end": end, "duration_s": duration,
-            "requests": len(mine), "ok": len(ok), "errors": len(mine) - len(ok),
+            "warmup_s": warmup_s(duration), "requests": len(mine), "ok": len(ok), "errors": len(mine) - len(ok),
             "error_rate": (len(mine) - len(ok)) / len(mine) if len(mine) else float("nan"),
-            "throughput_rps": len(ok) / duration,
-            "output_tokens_per_s": float(ok["completion_tokens"].fillna(0).sum()) / duration if len(ok) else 0.0,
+            "throughput_rps": len(ok) / (duration - warmup_s(duration)),
+            "output_tokens_per_s": float(ok["completion_tokens"].fillna(0).sum()) / (duration - warmup_s(duration))
+            if len(ok) else 0.0,
         }
         for key, value in (s.get("swept") or {}).items():
             row[f"swept_{key}"] = value

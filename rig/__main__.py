@@ -24,11 +24,16 @@ def main(argv=None) -> int:
     p_up.add_argument("--profile", default="spill", help="profile whose tier2_path and block size the exporters use")
     sub.add_parser("down", help="stop everything `up` (or the demo) started")
     sub.add_parser("status", help="list running processes and their logs")
+    p_demo = sub.add_parser("demo", help="the end-to-end demo on simulated stacks (configs/demo.yaml)")
+    p_demo.add_argument("--quick", action="store_true", help="H0 and H2 only, shorter steps (CI)")
     p_render = sub.add_parser("render", help="write Prometheus config and file_sd targets")
     p_render.add_argument("--compose", action="store_true",
                           help=f"write prometheus/prometheus.yml for containers ({COMPOSE_RULES}, {COMPOSE_TARGETS})")
     p_render.add_argument("--targets-dir", help="write only the file_sd targets, into this directory")
     args = ap.parse_args(argv)
+    if args.cmd == "demo":
+        from . import demo
+        return demo.main(quick=args.quick, config=Path(args.config) if args.config else demo.DEMO_CONFIG)
     cfg = load(args.config)
     if args.cmd == "up":
         try:

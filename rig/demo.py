@@ -1,0 +1,143 @@
+"""`make demo`: simulated Stack A and B, the exporters, a local Prometheus, the demo sweeps through
+Locust, then the report — all from configs/demo.yaml, all stopped at the end or on Ctrl-C, results kept.
+
+Runs, in order: H0 on A then B (queue knee), an idle pause (the baseline H2A's flat-NVMe gate
+compares against), H2A on A and H2B on B (context growth), H4B (fio contention on the tier2 disk),
+H8 on A then B (iowait). ``--quick`` keeps H0 and H2 with shorter steps (the CI end-to-end test).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from configs import Harness, load
+from configs.paths import PROJECT_ROOT, resolve
+
+from . import local
+from .procs import StartError, Supervisor
+
+DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
+IDLE_PAUSE_S = 35          # > the analysis' 30 s idle window
+SETTLE_S = 5
+
+
+@dataclass(frozen=True)
+class Item:
+    hypothesis: str
+    stack: str
+    env: tuple = ()
+
+
+FULL = (Item("H0", "stackA"), Item("H0", "stackB"), Item("pause", ""), Item("H2A", "stackA"),
+        Item("H2B", "stackB"), Item("H4B", "stackB"), Item("H8", "stackA"), Item("H8", "stackB"))
+QUICK = (Item("H0", "stackA", (("DURATION_S", "6"),)), Item("H0", "stackB", (("DURATION_S", "6"),)),
+         Item("pause", ""), Item("H2A", "stackA", (("DURATION_S", "8"),)),
+         Item("H2B", "stackB", (("DURATION_S", "8"),)))
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def start_simulators(cfg: Harness, sup: Supervisor, config: Path) -> None:
+    for name, letter in (("stackA", "A"), ("stackB", "B")):
+        stack = cfg.stacks[name]
+        url = urlsplit(stack.openai_base)
+        cmd = [sys.executable, "-m", "stacksim", "--stack", letter, "--profile", "spill", "--config", str(config),
+               "--port", str(url.port), "--log-level", "WARNING"]
+        if stack.kvbm_metrics_url:
+            cmd += ["--kvbm-port", str(urlsplit(stack.kvbm_metrics_url).port)]
+        s = sup.start(f"stacksim-{letter}", cmd, ready_url=f"{stack.openai_base}/models", cwd=PROJECT_ROOT)
+        say(f"  simulated {name} on {stack.openai_base} (pid {s.pid})")
+
+
+def run_locust(item: Item, config: Path, stop: list) -> tuple[int, str]:
+    """One locustfile, headless; its step lines are shown as they come. Returns (exit status, run id)."""
+    env = {**os.environ, "HARNESS_CONFIG": str(config), "STACK": item.stack, **dict(item.env)}
+    env.pop("ENDPOINT", None)
+    proc = subprocess.Popen([sys.executable, "-m", "locust", "-f",
+                             str(PROJECT_ROOT / "locustfiles" / f"{item.hypothesis.lower()}.py"), "--headless",
+                             "--only-summary"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    stop.append(proc)
+    run_id = ""
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line.startswith(f"[{item.hypothesis}]") or line.startswith("error:"):
+            say("    " + line)
+            if " run " in line and "results in" in line:
+                run_id = line.split(" run ", 1)[1].split(":", 1)[0]
+    code = proc.wait()
+    stop.remove(proc)
+    return code, run_id
+
+
+def main(quick: bool = False, config: Path = DEMO_CONFIG) -> int:
+    cfg = load(str(config))
+    sup = Supervisor(local.run_dir(cfg))
+    running: list[subprocess.Popen] = []
+    interrupted = []
+
+    def on_signal(signum, _frame):
+        interrupted.append(signum)
+        for p in running:
+            p.send_signal(signal.SIGINT)
+        raise KeyboardInterrupt
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    items = QUICK if quick else FULL
+    run_ids: list[str] = []
+    t0 = time.monotonic()
+    try:
+        say("starting the simulated stacks, the exporters and Prometheus ...")
+        start_simulators(cfg, sup, config)
+        for s in local.up(cfg, str(config), "spill"):
+            say(f"  {s.name} (pid {s.pid}, log {s.log})")
+        say(f"  Prometheus: {local.prometheus_url(cfg)}")
+        time.sleep(SETTLE_S)           # first scrapes in, so the first run's telemetry starts with it
+        runs = [i for i in items if i.hypothesis != "pause"]
+        n = 0
+        for item in items:
+            if item.hypothesis == "pause":
+                say(f"idle {IDLE_PAUSE_S} s: the disk baseline H2A is compared against")
+                time.sleep(IDLE_PAUSE_S)
+                continue
+            n += 1
+            say(f"[{n}/{len(runs)}] {item.hypothesis} on {item.stack} ({time.monotonic() - t0:.0f} s elapsed)")
+            code, run_id = run_locust(item, config, running)
+            if run_id:
+                run_ids.append(run_id)
+            if code not in (0, 1):
+                say(f"    locust exited with status {code}; going on with the next run")
+        time.sleep(2)          # the last samples reach Prometheus
+        say(f"writing the report ({len(run_ids)} runs) ...")
+        out = resolve(cfg.results_dir) / f"demo-report-{time.strftime('%Y%m%dT%H%M%S')}"
+        args = [a for r in run_ids for a in ("--run", r)]
+        rep = subprocess.run([sys.executable, "-m", "analysis", "--config", str(config), "report", *args, "--out",
+                              str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True)
+        if rep.returncode != 0:
+            say(rep.stderr.strip().splitlines()[-1] if rep.stderr.strip() else "analysis failed")
+            return 1
+        say(rep.stdout.strip())
+        say(f"demo finished in {time.monotonic() - t0:.0f} s; results: {resolve(cfg.results_dir)}")
+        return 0
+    except StartError as exc:
+        say(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        say("interrupted: stopping everything; the results recorded so far stay under "
+            f"{resolve(cfg.results_dir)}")
+        return 130
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for p in running:
+            p.wait(timeout=30)
+        stopped = sup.stop_all()
+        if stopped:
+            say("stopped " + ", ".join(stopped))

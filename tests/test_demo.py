@@ -1,0 +1,42 @@
+"""`python -m rig demo --quick`, end to end: simulated stacks, exporters, Prometheus, Locust, analysis."""
+import json
+import shutil
+
+import pytest
+import yaml
+
+from conftest import ROOT, free_port, run_module
+
+pytestmark = pytest.mark.skipif(not shutil.which("prometheus"), reason="prometheus comes with `make tools`")
+
+
+def test_quick_demo_finds_the_knees_and_the_tier2_mechanism(tmp_path):
+    doc = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    a, b, kvbm = free_port(), free_port(), free_port()
+    doc.update(results_dir=str(tmp_path / "results"), run_dir=str(tmp_path / "run"))
+    doc["profiles"]["spill"]["tier2_path"] = str(tmp_path / "kvbm")
+    doc["stacks"] = {
+        "stackA": {"openai_base": f"http://127.0.0.1:{a}/v1", "metrics_url": f"http://127.0.0.1:{a}/prometheus/metrics"},
+        "stackB": {"openai_base": f"http://127.0.0.1:{b}/v1", "metrics_url": f"http://127.0.0.1:{b}/metrics",
+                   "kvbm_metrics_url": f"http://127.0.0.1:{kvbm}/metrics"}}
+    doc["exporters"] = {"ports": {k: free_port() for k in ("nvme", "uma", "gpu", "kvbm")}}
+    doc["prometheus"] = {"port": free_port()}
+    doc["loadgen"] = {"metrics_port": free_port()}
+    overlay = tmp_path / "demo.yaml"
+    overlay.write_text(yaml.safe_dump(doc))
+    proc = run_module("rig", "--config", str(overlay), "demo", "--quick", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "report: " in proc.stdout and "stopped " in proc.stdout
+    [report] = (tmp_path / "results").glob("demo-report-*")
+    verdicts = json.loads((report / "verdict.json").read_text())
+    by = {(v["hypothesis"], v["stack"]): v for v in verdicts.values()}
+    assert set(by) == {("H0", "stackA"), ("H0", "stackB"), ("H2A", "stackA"), ("H2B", "stackB")}
+    for stack in ("stackA", "stackB"):
+        knee = by[("H0", stack)]["knee"]
+        assert knee["reason"] == "knee" and knee["u_work"] is not None, (stack, knee)
+    assert by[("H2B", "stackB")]["evidence"]["tier2_read_bytes"] > 0
+    assert by[("H2A", "stackA")]["evidence"]["tier2_read_bytes"] == 0
+    gates = {g["name"]: g for g in by[("H2A", "stackA")]["gates"]}
+    assert gates["h2a_nvme_flat"]["status"] in ("pass", "fail") and gates["h2a_nvme_flat"]["reason"]
+    assert (report / "report.html").exists() and (report / "uwork.csv").exists()
+    assert not list((tmp_path / "run" / "pids").glob("*.pid"))          # everything it started is stopped
