@@ -9,12 +9,13 @@ STAMP := $(VENV)/.installed
 SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus fio:fio iostat:sysstat smartctl:smartmontools docker-compose:docker-compose
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools test demo bench up down clean
+.PHONY: help setup tools test demo sweep bench up down clean
 
 help:
 	@echo "make demo   - simulated Stack A/B + exporters + Prometheus + Locust sweep + report"
 	@echo "make test   - install what is needed and run the test suite"
 	@echo "make bench  - run the benchmarks under bench/ and print their tables"
+	@echo "make sweep  - the v3.3 sweep playbook (phases A, B, C, H9) with post-run checks"
 	@echo "make up     - start Prometheus and the exporters as local processes (no Docker)"
 	@echo "make down   - stop what make up / make demo started"
 	@echo "make setup  - only create $(VENV) and install system tools"
@@ -57,6 +58,9 @@ bench: setup
 	$(PY) bench/fio_vs_iostat.py
 	$(PY) bench/client_bench.py
 	$(PY) bench/report_bench.py
+
+sweep: setup
+	$(PY) -m rig sweep
 
 up: setup
 	$(PY) -m rig up

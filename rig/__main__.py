@@ -26,6 +26,9 @@ def main(argv=None) -> int:
     sub.add_parser("status", help="list running processes and their logs")
     p_demo = sub.add_parser("demo", help="the end-to-end demo on simulated stacks (configs/demo.yaml)")
     p_demo.add_argument("--quick", action="store_true", help="H0 and H2 only, shorter steps (CI)")
+    p_sweep = sub.add_parser("sweep", help="the v3.3 sweep playbook: phases A, B, C and the H9 check")
+    p_sweep.add_argument("--phase", action="append", choices=["A", "B", "C", "H9"],
+                         help="phases to run, in order (default: A B C H9)")
     p_render = sub.add_parser("render", help="write Prometheus config and file_sd targets")
     p_render.add_argument("--compose", action="store_true",
                           help=f"write prometheus/prometheus.yml for containers ({COMPOSE_RULES}, {COMPOSE_TARGETS})")
@@ -34,6 +37,9 @@ def main(argv=None) -> int:
     if args.cmd == "demo":
         from . import demo
         return demo.main(quick=args.quick, config=Path(args.config) if args.config else demo.DEMO_CONFIG)
+    if args.cmd == "sweep":
+        from . import sweep
+        return sweep.main(args.phase or ["A", "B", "C", "H9"], Path(args.config) if args.config else None)
     cfg = load(args.config)
     if args.cmd == "up":
         try:

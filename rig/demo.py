@@ -45,36 +45,41 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def start_simulators(cfg: Harness, sup: Supervisor, config: Path) -> None:
-    for name, letter in (("stackA", "A"), ("stackB", "B")):
-        stack = cfg.stacks[name]
-        url = urlsplit(stack.openai_base)
-        cmd = [sys.executable, "-m", "stacksim", "--stack", letter, "--profile", "spill", "--config", str(config),
-               "--port", str(url.port), "--log-level", "WARNING"]
-        if stack.kvbm_metrics_url:
-            cmd += ["--kvbm-port", str(urlsplit(stack.kvbm_metrics_url).port)]
-        s = sup.start(f"stacksim-{letter}", cmd, ready_url=f"{stack.openai_base}/models", cwd=PROJECT_ROOT)
-        say(f"  simulated {name} on {stack.openai_base} (pid {s.pid})")
+def start_simulator(cfg: Harness, sup: Supervisor, config: Path, name: str, profile: str = "spill") -> None:
+    """The simulator for one configured stack, on that stack's ports, with ``profile``'s tiers."""
+    stack = cfg.stacks[name]
+    letter = name[-1]
+    url = urlsplit(stack.openai_base)
+    cmd = [sys.executable, "-m", "stacksim", "--stack", letter, "--profile", profile, "--config", str(config),
+           "--port", str(url.port), "--log-level", "WARNING"]
+    if stack.kvbm_metrics_url:
+        cmd += ["--kvbm-port", str(urlsplit(stack.kvbm_metrics_url).port)]
+    s = sup.start(f"stacksim-{letter}", cmd, ready_url=f"{stack.openai_base}/models", cwd=PROJECT_ROOT)
+    say(f"  simulated {name} ({profile}) on {stack.openai_base} (pid {s.pid})")
 
 
-def run_locust(item: Item, config: Path, stop: list) -> tuple[int, str]:
+def stop_simulator(sup: Supervisor, name: str) -> None:
+    sup.stop(f"stacksim-{name[-1]}")
+
+
+def run_locust(hypothesis: str, stack: str, config: Path, running: list, extra_env=()) -> tuple[int, str]:
     """One locustfile, headless; its step lines are shown as they come. Returns (exit status, run id)."""
-    env = {**os.environ, "HARNESS_CONFIG": str(config), "STACK": item.stack, **dict(item.env)}
+    env = {**os.environ, "HARNESS_CONFIG": str(config), "STACK": stack, **dict(extra_env)}
     env.pop("ENDPOINT", None)
     proc = subprocess.Popen([sys.executable, "-m", "locust", "-f",
-                             str(PROJECT_ROOT / "locustfiles" / f"{item.hypothesis.lower()}.py"), "--headless",
+                             str(PROJECT_ROOT / "locustfiles" / f"{hypothesis.lower()}.py"), "--headless",
                              "--only-summary"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    stop.append(proc)
+    running.append(proc)
     run_id = ""
     for line in proc.stdout:
         line = line.rstrip()
-        if line.startswith(f"[{item.hypothesis}]") or line.startswith("error:"):
+        if line.startswith(f"[{hypothesis}]") or line.startswith("error:"):
             say("    " + line)
             if " run " in line and "results in" in line:
                 run_id = line.split(" run ", 1)[1].split(":", 1)[0]
     code = proc.wait()
-    stop.remove(proc)
+    running.remove(proc)
     return code, run_id
 
 
@@ -95,7 +100,8 @@ def main(quick: bool = False, config: Path = DEMO_CONFIG) -> int:
     t0 = time.monotonic()
     try:
         say("starting the simulated stacks, the exporters and Prometheus ...")
-        start_simulators(cfg, sup, config)
+        for name in ("stackA", "stackB"):
+            start_simulator(cfg, sup, config, name)
         for s in local.up(cfg, str(config), "spill"):
             say(f"  {s.name} (pid {s.pid}, log {s.log})")
         say(f"  Prometheus: {local.prometheus_url(cfg)}")
@@ -109,7 +115,7 @@ def main(quick: bool = False, config: Path = DEMO_CONFIG) -> int:
                 continue
             n += 1
             say(f"[{n}/{len(runs)}] {item.hypothesis} on {item.stack} ({time.monotonic() - t0:.0f} s elapsed)")
-            code, run_id = run_locust(item, config, running)
+            code, run_id = run_locust(item.hypothesis, item.stack, config, running, item.env)
             if run_id:
                 run_ids.append(run_id)
             if code not in (0, 1):

@@ -1,0 +1,191 @@
+"""The v3.3 sweep playbook as one command: `python -m rig sweep` (`make sweep`).
+
+Phase A baselines (H0 on A and B, H2A, H2B, H4A, H4B), Phase B features (H1 with the adapter
+proxy, H5, H3 on A and B, H6 tier sizing, H7 telemetry), Phase C hero (H8 on A and B), and the H9
+check, which marks itself blocked when the frontend rejects session metadata. Each run uses its
+hypothesis' stack, profile and repetitions; after each one the old playbook's post-run checks are
+made automatically (run directory and files, analysis without error, expected CSVs) and shown as a
+checklist.
+
+Stacks: the embedded simulators (restarted whenever a run needs another profile or tier size), or,
+with STACK_A_URL / STACK_B_URL / KVBM_URL set, your real stacks — no simulator is started; when a
+run needs Stack B with other tiers, STACK_B_RESTART_CMD is run with the tier variables in its
+environment, or the tier variables are printed and the sweep waits for you to restart the worker.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from configs import load
+from configs.model import PROFILE_SWEEP_KEYS
+from configs.paths import PROJECT_ROOT, resolve
+from configs.tier_env import tier_env
+
+from . import local
+from .demo import run_locust, say, start_simulator, stop_simulator
+from .procs import Supervisor
+
+PHASES = {
+    "A": [("H0", "stackA"), ("H0", "stackB"), ("H2A", "stackA"), ("H2B", "stackB"), ("H4A", "stackA"),
+          ("H4B", "stackB")],
+    "B": [("H1", "stackB"), ("H5", "stackB"), ("H3", "stackA"), ("H3", "stackB"), ("H6", "stackB"), ("H7", "stackB")],
+    "C": [("H8", "stackA"), ("H8", "stackB")],
+    "H9": [("H9", "stackB")],
+}
+EXPECTED_CSV = {"H0": "uwork.csv", "H2A": "H2_context.csv", "H2B": "H2_context.csv", "H4A": "H4B_p99_vs_nvme.csv",
+                "H4B": "H4B_p99_vs_nvme.csv", "H5": "H5_workingset.csv", "H6": "H6_tier_sizing.csv",
+                "H7": "H7_predicted_vs_observed.csv", "H8": "H8_iowait.csv", "H9": "H9_rehydrate.csv"}
+
+
+@dataclass
+class Outcome:
+    hypothesis: str
+    stack: str
+    label: str
+    run_id: str = ""
+    checks: dict = field(default_factory=dict)
+    verdict: str = ""
+
+
+def real_stack_overlay(base: dict) -> dict:
+    """Point the stacks at STACK_A_URL / STACK_B_URL / KVBM_URL when they are set."""
+    stacks = {}
+    if os.environ.get("STACK_A_URL"):
+        url = os.environ["STACK_A_URL"].rstrip("/")
+        stacks["stackA"] = {"openai_base": url, "metrics_url": url.rsplit("/v1", 1)[0] + "/prometheus/metrics"}
+    if os.environ.get("STACK_B_URL"):
+        url = os.environ["STACK_B_URL"].rstrip("/")
+        stacks["stackB"] = {"openai_base": url, "metrics_url": url.rsplit("/v1", 1)[0] + "/metrics"}
+    if os.environ.get("KVBM_URL"):
+        stacks.setdefault("stackB", {})["kvbm_metrics_url"] = os.environ["KVBM_URL"]
+    if stacks:
+        base.setdefault("stacks", {})
+        for name, values in stacks.items():
+            base["stacks"].setdefault(name, {}).update(values)
+    return base
+
+
+def tier_splits(cfg, hypothesis: str) -> list[dict]:
+    """A hypothesis that sweeps tier sizes or eviction runs once per combination, the stack restarted
+    in between: [{key: value}] (one empty dict when it sweeps none)."""
+    sweep = cfg.hypotheses[hypothesis].sweep
+    keys = [k for k in sweep if k in PROFILE_SWEEP_KEYS and k != "telemetry_cadence_ms"]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep[k] for k in keys))] if keys else [{}]
+
+
+def write_overlay(base: dict, cfg, directory: Path, hypothesis: str, split: dict, profile: str) -> Path:
+    """The run's overlay: the base one, plus for a tier split that profile's values and the
+    hypothesis' sweep without the keys this run fixes."""
+    doc = json.loads(json.dumps(base))
+    if split:
+        doc.setdefault("profiles", {}).setdefault(profile, {}).update(split)
+        remaining = {k: list(v) for k, v in cfg.hypotheses[hypothesis].sweep.items() if k not in split}
+        doc.setdefault("hypotheses", {}).setdefault(hypothesis, {})["sweep"] = remaining
+    name = "-".join(f"{k}={v}" for k, v in split.items()) or "default"
+    path = directory / f"overlay-{hypothesis}-{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def restart_real_stack_b(overlay: Path, profile: str) -> None:
+    env = tier_env(load(str(overlay)), profile)
+    command = os.environ.get("STACK_B_RESTART_CMD")
+    if command:
+        say(f"  restarting Stack B: {command}")
+        subprocess.run(command, shell=True, check=True, env={**os.environ, **{k: str(v) for k, v in env.items()}})
+        return
+    say("  restart the Stack B worker with:")
+    for k, v in env.items():
+        say(f"    export {k}={v}")
+    if not sys.stdin.isatty():
+        raise SystemExit("error: Stack B needs a restart with new tiers; set STACK_B_RESTART_CMD for unattended sweeps")
+    input("  press Enter when Stack B is back ... ")
+
+
+def post_run_checks(cfg, overlay: Path, hypothesis: str, run_id: str) -> dict:
+    results = resolve(cfg.results_dir)
+    run = results / run_id if run_id else None
+    checks = {"run directory": bool(run and run.is_dir()),
+              "manifest complete": False, "requests recorded": False, "analysis ran": False,
+              f"{EXPECTED_CSV.get(hypothesis, 'summary_v3.csv')} written": False}
+    if not checks["run directory"]:
+        return checks
+    manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
+    checks["manifest complete"] = manifest.get("status") == "complete"
+    checks["requests recorded"] = (run / "requests.jsonl").exists() and (run / "requests.jsonl").stat().st_size > 0
+    out = run / "report"
+    proc = subprocess.run([sys.executable, "-m", "analysis", "--config", str(overlay), "report", "--run", run_id,
+                           "--out", str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    checks["analysis ran"] = proc.returncode == 0
+    checks[f"{EXPECTED_CSV.get(hypothesis, 'summary_v3.csv')} written"] = \
+        (out / EXPECTED_CSV.get(hypothesis, "summary_v3.csv")).exists()
+    return checks
+
+
+def main(phases: list[str], config: Path | None = None) -> int:
+    base = yaml.safe_load(config.read_text()) if config else {}
+    base = real_stack_overlay(base or {})
+    real = any(os.environ.get(v) for v in ("STACK_A_URL", "STACK_B_URL", "KVBM_URL"))
+    cfg = load(str(config) if config else None)
+    work = local.run_dir(cfg) / "sweep"
+    work.mkdir(parents=True, exist_ok=True)
+    base_overlay = work / "overlay-base.yaml"
+    base_overlay.write_text(yaml.safe_dump(base))
+    cfg = load(str(base_overlay))
+    sup = Supervisor(local.run_dir(cfg))
+    outcomes: list[Outcome] = []
+    running: list = []
+    sims: dict[str, tuple] = {}
+    try:
+        say("starting the exporters and Prometheus ...")
+        local.up(cfg, str(base_overlay), "spill")
+        for phase in phases:
+            say(f"== phase {phase}")
+            for hypothesis, stack in PHASES[phase]:
+                hyp = cfg.hypotheses[hypothesis]
+                for split in tier_splits(cfg, hypothesis):
+                    overlay = write_overlay(base, cfg, work, hypothesis, split, hyp.profile)
+                    label = ", ".join(f"{k}={v}" for k, v in split.items())
+                    want = (hyp.profile, tuple(sorted(split.items())))
+                    if real:
+                        if split and stack == "stackB":
+                            restart_real_stack_b(overlay, hyp.profile)
+                    elif sims.get(stack) != want:
+                        if stack in sims:
+                            stop_simulator(sup, stack)
+                        start_simulator(load(str(overlay)), sup, overlay, stack, hyp.profile)
+                        time.sleep(1)
+                        sims[stack] = want
+                    say(f"[{hypothesis} on {stack}{' ' + label if label else ''}] profile {hyp.profile}, "
+                        f"{hyp.repetitions} repetition(s)")
+                    code, run_id = run_locust(hypothesis, stack, overlay, running)
+                    o = Outcome(hypothesis, stack, label, run_id)
+                    o.checks = post_run_checks(cfg, overlay, hypothesis, run_id)
+                    verdict = resolve(cfg.results_dir) / run_id / "report" / "verdict.json" if run_id else None
+                    if verdict and verdict.exists():
+                        o.verdict = json.loads(verdict.read_text())[run_id]["verdict"]
+                    for name, ok in o.checks.items():
+                        say(f"    [{'x' if ok else ' '}] {name}")
+                    outcomes.append(o)
+    except KeyboardInterrupt:
+        say("interrupted: stopping; results so far stay")
+        return 130
+    finally:
+        for p in running:
+            p.wait(timeout=30)
+        sup.stop_all()
+    say("\nsweep summary")
+    for o in outcomes:
+        failed = [k for k, ok in o.checks.items() if not ok]
+        say(f"  {o.hypothesis:<4} {o.stack:<7} {o.label:<28} {o.run_id or '-':<40} {o.verdict or '-':<8} "
+            f"{'checks ok' if not failed else 'missing: ' + ', '.join(failed)}")
+    return 0 if all(all(o.checks.values()) for o in outcomes) else 1
