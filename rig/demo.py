@@ -20,7 +20,7 @@ from configs import Harness, load
 from configs.paths import PROJECT_ROOT, resolve
 
 from . import local
-from .procs import StartError, Supervisor
+from .procs import StartError, Supervisor, ensure_free
 
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
 IDLE_PAUSE_S = 35          # > the analysis' 30 s idle window
@@ -52,6 +52,8 @@ def start_simulator(cfg: Harness, sup: Supervisor, config: Path, name: str, prof
     url = urlsplit(stack.openai_base)
     cmd = [sys.executable, "-m", "stacksim", "--stack", letter, "--profile", profile, "--config", str(config),
            "--port", str(url.port), "--log-level", "WARNING"]
+    ensure_free(url.hostname, url.port, f"the simulated {name}", "is a real stack running there? stop it, or "
+                "point the stack elsewhere in an overlay")
     if stack.kvbm_metrics_url:
         cmd += ["--kvbm-port", str(urlsplit(stack.kvbm_metrics_url).port)]
     s = sup.start(f"stacksim-{letter}", cmd, ready_url=f"{stack.openai_base}/models", cwd=PROJECT_ROOT)

@@ -11,7 +11,7 @@ from configs import ConfigError, Harness
 from configs.paths import PROJECT_ROOT, ensure_data_dir
 
 from . import promconfig
-from .procs import Started, Supervisor
+from .procs import Started, Supervisor, ensure_free
 
 RULES_DIR = PROJECT_ROOT / "prometheus" / "rules"
 EXPORTERS = ("nvme", "uma", "gpu", "kvbm")
@@ -42,8 +42,10 @@ def start_prometheus(cfg: Harness, sup: Supervisor) -> Started:
     binary = shutil.which("prometheus")
     if not binary:
         raise ConfigError("prometheus is not installed: `make tools` (or apt-get install -y prometheus)")
-    config = write_prometheus_config(cfg)
     p = cfg.prometheus
+    ensure_free(p.listen, p.port, "Prometheus", "a distribution prometheus service may be running "
+                "(systemctl stop prometheus), or set prometheus.port in an overlay")
+    config = write_prometheus_config(cfg)
     cmd = [binary, f"--config.file={config}", f"--storage.tsdb.path={config.parent / 'data'}",
            f"--storage.tsdb.retention.time={p.retention}", f"--web.listen-address={p.listen}:{p.port}"]
     return sup.start("prometheus", cmd, ready_url=f"{prometheus_url(cfg)}/-/ready", timeout_s=60)
@@ -58,6 +60,7 @@ def start_exporters(cfg: Harness, sup: Supervisor, overlay: Optional[str], profi
         if overlay:
             cmd += ["--config", overlay]
         host = "127.0.0.1" if cfg.exporters.listen in ("0.0.0.0", "::") else cfg.exporters.listen
+        ensure_free(cfg.exporters.listen, port, f"the {name} exporter", "set exporters.ports in an overlay")
         started.append(sup.start(f"exporter-{name}", cmd, ready_url=f"http://{host}:{port}/metrics",
                                  cwd=PROJECT_ROOT))
     return started

@@ -27,6 +27,18 @@ class StartError(RuntimeError):
     """A process exited or never became ready; the message names it and points at its log."""
 
 
+def ensure_free(host: str, port: int, what: str, hint: str = "") -> None:
+    """Fail before starting ``what`` when something already listens on its port."""
+    import socket
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise StartError(f"{host}:{port} is already in use, so {what} cannot start there"
+                             f"{'; ' + hint if hint else ''}") from None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

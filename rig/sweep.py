@@ -32,7 +32,7 @@ from configs.tier_env import tier_env
 
 from . import local
 from .demo import run_locust, say, start_simulator, stop_simulator
-from .procs import Supervisor
+from .procs import StartError, Supervisor
 
 PHASES = {
     "A": [("H0", "stackA"), ("H0", "stackB"), ("H2A", "stackA"), ("H2B", "stackB"), ("H4A", "stackA"),
@@ -176,6 +176,9 @@ def main(phases: list[str], config: Path | None = None) -> int:
                     for name, ok in o.checks.items():
                         say(f"    [{'x' if ok else ' '}] {name}")
                     outcomes.append(o)
+    except StartError as exc:
+        say(f"error: {exc}")
+        return 1
     except KeyboardInterrupt:
         say("interrupted: stopping; results so far stay")
         return 130
