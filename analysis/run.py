@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import gates as G
-from .correlate import Correlation, best_lag, linear_fit, on_grid, window_p99
+from .correlate import Correlation, best_lag, on_grid, window_p99
 from .knee import Knee, find_knee, saturation
 from .promdata import Source
 from .steps import by_step, load_run, step_table
