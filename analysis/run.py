@@ -153,7 +153,9 @@ def evidence(frames: dict, start: float, end: float, tiered: bool) -> dict:
 def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) -> list:
     error_rate = float((~records["ok"]).mean()) if not records.empty else float("nan")
     out = G.run_state(manifest, 0.0 if math.isnan(error_rate) else error_rate)
-    out.append(G.alignment(frames, start, end, tiered))
+    # alignment is judged while load runs: from the first step, not from the readiness wait before it
+    first = manifest["steps"][0]["start"] if manifest["steps"] else start
+    out.append(G.alignment(frames, first, end, tiered))
     out += G.repetitions(pooled)
     hyp = manifest["hypothesis"]
     if hyp == "H2A":
