@@ -50,7 +50,12 @@ def jobs(cfg: Harness) -> list[Job]:
             addr, path = _hostport(stack.kvbm_metrics_url)
             out.append(Job(f"kvbm-{stack_name}", fast, path,
                            [{"targets": [addr], "labels": {"stack": stack_name, "role": "kvbm"}}]))
-    out.append(Job(LOADGEN_JOB, slow, "/metrics", honor_labels=True))     # targets registered by running Locust processes
+    # The Locust process's own port is a static target (Prometheus applies new file_sd targets only
+    # every 5 s, which would cut the start of each run); worker processes on other ports add theirs.
+    lg = cfg.loadgen
+    lg_host = "127.0.0.1" if lg.listen in ("0.0.0.0", "::") else lg.listen
+    out.append(Job(LOADGEN_JOB, slow, "/metrics",
+                   [{"targets": [f"{lg_host}:{lg.metrics_port}"], "labels": {"role": "loadgen"}}], honor_labels=True))
     return out
 
 

@@ -167,22 +167,30 @@ def test_distributed_run_is_one_consistent_run(rig):
     assert manifest(run)["status"] == "complete" and manifest(run)["locust"]["mode"] == "master"
 
 
-def test_loadgen_metrics_are_served_and_announced(rig):
-    proc = locust(rig, "h2b", env={"DURATION_S": "8", "CONTEXT_TOKENS": "256"}, wait=False)
+def test_loadgen_metrics_are_served_and_workers_announced(rig):
+    import yaml
+    port = yaml.safe_load(rig["overlay"].read_text())["loadgen"]["metrics_port"]
+    proc = locust(rig, "h2b", "--processes", "2", env={"DURATION_S": "8", "CONTEXT_TOKENS": "256"}, wait=False)
     targets = rig["tmp"] / "run" / "prometheus" / "targets"
     try:
-        deadline, text = time.time() + 60, ""
-        while time.time() < deadline and "sparkrig_request_ttft_seconds_bucket" not in text:
+        deadline, master, workers = time.time() + 60, "", []
+        while time.time() < deadline and not (workers and "sparkrig_request_ttft_seconds_bucket" in
+                                              "".join(workers) and "sparkrig_loadgen_target_concurrency" in master):
+            try:                  # the master on the configured port (a static Prometheus target)
+                master = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except requests.RequestException:
+                pass
             files = list(targets.glob("loadgen-*.json")) if targets.exists() else []
-            if files:
-                address = json.loads(files[0].read_text())[0]["targets"][0]
+            workers = []          # the workers on free ports, announced through file_sd
+            for f in files:
                 try:
-                    text = requests.get(f"http://{address}/metrics", timeout=2).text
-                except requests.RequestException:
+                    address = json.loads(f.read_text())[0]["targets"][0]
+                    workers.append(requests.get(f"http://{address}/metrics", timeout=2).text)
+                except (requests.RequestException, ValueError, OSError):
                     pass
             time.sleep(0.5)
-        assert 'sparkrig_loadgen_target_concurrency{hypothesis="H2B"' in text
-        assert 'stack="stackB"' in text and 'workload="fixed_context"' in text
+        assert 'sparkrig_loadgen_target_concurrency{hypothesis="H2B"' in master
+        assert len(workers) == 2 and all('stack="stackB"' in w and 'workload="fixed_context"' in w for w in workers)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)

@@ -130,8 +130,9 @@ class RunState:
             log.warning("loadgen metrics not served on %s:%s (%s); retrying on a free port", lg.listen, port,
                         exc.strerror)
             address = self.metrics.serve(lg.listen, 0)
-        self.metrics.sd_file = promconfig.register_loadgen(local.targets_dir(self.cfg), address,
-                                                           {"worker": self.worker})
+        if not address.endswith(f":{lg.metrics_port}"):     # the configured port is a static target already
+            self.metrics.sd_file = promconfig.register_loadgen(local.targets_dir(self.cfg), address,
+                                                               {"worker": self.worker})
         log.info("loadgen metrics on http://%s/metrics", address)
 
     def record(self, rec: RequestRecord) -> None:
