@@ -132,6 +132,8 @@ def post_run_checks(cfg, overlay: Path, hypothesis: str, run_id: str) -> dict:
 
 
 def main(phases: list[str], config: Path | None = None) -> int:
+    if config is None and os.environ.get("HARNESS_CONFIG"):
+        config = Path(os.environ["HARNESS_CONFIG"])
     base = yaml.safe_load(config.read_text()) if config else {}
     base = real_stack_overlay(base or {})
     real = any(os.environ.get(v) for v in ("STACK_A_URL", "STACK_B_URL", "KVBM_URL"))
