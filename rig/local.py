@@ -59,7 +59,7 @@ def start_exporters(cfg: Harness, sup: Supervisor, overlay: Optional[str], profi
         cmd = [sys.executable, "-m", f"exporters.{name}", "--profile", profile]
         if overlay:
             cmd += ["--config", overlay]
-        host = "127.0.0.1" if cfg.exporters.listen in ("0.0.0.0", "::") else cfg.exporters.listen
+        host = promconfig.connect_host(cfg.exporters.listen)
         ensure_free(cfg.exporters.listen, port, f"the {name} exporter", "set exporters.ports in an overlay")
         started.append(sup.start(f"exporter-{name}", cmd, ready_url=f"http://{host}:{port}/metrics",
                                  cwd=PROJECT_ROOT))

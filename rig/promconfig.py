@@ -33,10 +33,15 @@ def _hostport(url: str) -> tuple[str, str]:
     return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}", parts.path or "/metrics"
 
 
+def connect_host(listen: str) -> str:
+    """Where to reach a service that listens on ``listen`` (all interfaces: via loopback)."""
+    return "127.0.0.1" if listen in ("0.0.0.0", "::") else listen
+
+
 def jobs(cfg: Harness) -> list[Job]:
     fast, slow = cfg.prometheus.fast_interval_ms, cfg.prometheus.slow_interval_ms
     ex = cfg.exporters
-    host = "127.0.0.1" if ex.listen in ("0.0.0.0", "::") else ex.listen
+    host = connect_host(ex.listen)
     # honor_labels: our series' own labels win over the target's (a disk's role="kv_tier2" stays;
     # Locust series keep their stack), everything else gets role="exporter" / "loadgen".
     out = [Job(f"sparkrig-{name}", fast if name in ("nvme", "kvbm") else slow, "/metrics",
@@ -53,7 +58,7 @@ def jobs(cfg: Harness) -> list[Job]:
     # The Locust process's own port is a static target (Prometheus applies new file_sd targets only
     # every 5 s, which would cut the start of each run); worker processes on other ports add theirs.
     lg = cfg.loadgen
-    lg_host = "127.0.0.1" if lg.listen in ("0.0.0.0", "::") else lg.listen
+    lg_host = connect_host(lg.listen)
     out.append(Job(LOADGEN_JOB, slow, "/metrics",
                    [{"targets": [f"{lg_host}:{lg.metrics_port}"], "labels": {"role": "loadgen"}}], honor_labels=True))
     return out

@@ -93,6 +93,21 @@ class Sim:
         return {k: int(v) for k, v in (line.split(": ") for line in text.splitlines())}
 
 
+def sims_overlay(tmp: Path, a: Sim, b: Sim, rest: str) -> Path:
+    """An overlay pointing the harness at simulated Stack A and B, writing under ``tmp``; ``rest`` adds
+    the caller's own YAML."""
+    overlay = tmp / "overlay.yaml"
+    overlay.write_text(f"""
+results_dir: {tmp / 'results'}
+run_dir: {tmp / 'run'}
+stacks:
+  stackA: {{openai_base: '{a.base}/v1', metrics_url: '{a.base}/prometheus/metrics'}}
+  stackB: {{openai_base: '{b.base}/v1', metrics_url: '{b.base}/metrics',
+            kvbm_metrics_url: 'http://127.0.0.1:{b.kvbm_port}/metrics'}}
+""" + rest)
+    return overlay
+
+
 @pytest.fixture(scope="session")
 def observed(tmp_path_factory):
     """Simulated Stack A and B, `rig up` (exporters + real Prometheus) and two concurrent short Locust
@@ -101,15 +116,7 @@ def observed(tmp_path_factory):
         pytest.skip("prometheus comes with `make tools`")
     tmp = tmp_path_factory.mktemp("grafana")
     with Sim(tmp, "A", time_scale=0.25) as a, Sim(tmp, "B", time_scale=0.25) as b:
-        overlay = tmp / "overlay.yaml"
-        overlay.write_text(f"""
-results_dir: {tmp / 'results'}
-run_dir: {tmp / 'run'}
-stacks:
-  stackA: {{openai_base: '{a.base}/v1', metrics_url: '{a.base}/prometheus/metrics'}}
-  stackB: {{openai_base: '{b.base}/v1', metrics_url: '{b.base}/metrics',
-            kvbm_metrics_url: 'http://127.0.0.1:{b.kvbm_port}/metrics'}}
-profiles:
+        overlay = sims_overlay(tmp, a, b, f"""profiles:
   spill: {{tier2_path: {tmp / 't2'}}}
 exporters: {{ports: {{nvme: {free_port()}, uma: {free_port()}, gpu: {free_port()}, kvbm: {free_port()}}}}}
 prometheus: {{port: {free_port()}}}

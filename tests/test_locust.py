@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, Sim, free_port
+from conftest import ROOT, Sim, free_port, sims_overlay
 from locustfiles.lib.records import read_records
 
 LOCUSTFILES = sorted(p.stem for p in (ROOT / "locustfiles").glob("h*.py"))
@@ -25,15 +25,7 @@ def rig(tmp_path_factory):
     writes under a temporary directory and small fio files."""
     tmp = tmp_path_factory.mktemp("locust")
     with Sim(tmp, "A", time_scale=0.25) as a, Sim(tmp, "B", time_scale=0.25) as b:
-        overlay = tmp / "overlay.yaml"
-        overlay.write_text(f"""
-results_dir: {tmp / 'results'}
-run_dir: {tmp / 'run'}
-stacks:
-  stackA: {{openai_base: '{a.base}/v1', metrics_url: '{a.base}/prometheus/metrics'}}
-  stackB: {{openai_base: '{b.base}/v1', metrics_url: '{b.base}/metrics',
-            kvbm_metrics_url: 'http://127.0.0.1:{b.kvbm_port}/metrics'}}
-profiles:
+        overlay = sims_overlay(tmp, a, b, f"""profiles:
   comfy: {{tier2_path: {tmp / 't2'}}}
   spill: {{tier2_path: {tmp / 't2'}}}
   stress: {{tier2_path: {tmp / 't2'}}}

@@ -166,11 +166,7 @@ class RunState:
     def _prepare(self, slot: Slot) -> dict:
         """Side effects a step needs before its load: the fio job, cold caches."""
         notes = {}
-        if self.fio is not None:
-            err = self.fio.stop()
-            if err:
-                self.manifest.note(f"fio job failed: {err.splitlines()[-1]}")
-            self.fio = None
+        self._stop_fio()
         if slot.step.fio_profile:
             profile = self.cfg.fio_profiles[slot.step.fio_profile]
             out = self.manifest.path.parent / f"fio-step{slot.index}.json"
@@ -181,16 +177,19 @@ class RunState:
             notes["cold"] = cache.make_cold(self.tier2_path(slot) / "lora")
         return notes
 
-    def tier2_path(self, slot: Slot) -> Path:
-        from configs.paths import resolve
-        return resolve(os.environ.get("DYN_KVBM_TIER2_PATH") or slot.step.profile.tier2_path)
-
-    def close(self, complete: bool, reason: Optional[str]) -> None:
+    def _stop_fio(self) -> None:
         if self.fio is not None:
             err = self.fio.stop()
             if err and self.manifest:
                 self.manifest.note(f"fio job failed: {err.splitlines()[-1]}")
             self.fio = None
+
+    def tier2_path(self, slot: Slot) -> Path:
+        from configs.paths import resolve
+        return resolve(os.environ.get("DYN_KVBM_TIER2_PATH") or slot.step.profile.tier2_path)
+
+    def close(self, complete: bool, reason: Optional[str]) -> None:
+        self._stop_fio()
         if self.proxy is not None:
             self.proxy.terminate()
             self.proxy.wait(timeout=10)
