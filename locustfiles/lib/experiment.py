@@ -26,7 +26,9 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from configs import ConfigError, RunPlan, Step, load, plan_run
+from configs.paths import resolve
 from configs.run import OVERRIDE_VARS, normalise_endpoint
+from rig import local, promconfig
 
 from . import cache, workloads
 from .fio import FioJob
@@ -89,7 +91,7 @@ class RunState:
     def base_url(self, host: Optional[str]) -> str:
         if self.plan.hypothesis.adapter_proxy:
             lg = self.cfg.loadgen
-            return f"http://{lg.listen}:{lg.adapter_proxy_port}/v1"
+            return f"http://{promconfig.connect_host(lg.listen)}:{lg.adapter_proxy_port}/v1"
         return normalise_endpoint(host) if host else self.plan.openai_base
 
     def _adapters(self) -> list[str]:
@@ -108,7 +110,7 @@ class RunState:
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def open(self, run_id: str) -> None:
-        """Every process: records file and metrics endpoint for this run."""
+        """Every process: the run's records file and metrics (served by serve_metrics)."""
         self.run_id = run_id
         directory = run_dir(self.cfg, run_id)
         directory.mkdir(parents=True, exist_ok=True)
@@ -122,15 +124,15 @@ class RunState:
         self.metrics = LoadgenMetrics(labels)
 
     def serve_metrics(self, port: int) -> None:
-        from rig import local, promconfig
         lg = self.cfg.loadgen
         try:
-            address = self.metrics.serve(lg.listen, port)
+            served = self.metrics.serve(lg.listen, port)
         except OSError as exc:
             log.warning("loadgen metrics not served on %s:%s (%s); retrying on a free port", lg.listen, port,
                         exc.strerror)
-            address = self.metrics.serve(lg.listen, 0)
-        if not address.endswith(f":{lg.metrics_port}"):     # the configured port is a static target already
+            served = self.metrics.serve(lg.listen, 0)
+        address = f"{promconfig.connect_host(lg.listen)}:{served}"
+        if served != lg.metrics_port:                       # the configured port is a static target already
             self.metrics.sd_file = promconfig.register_loadgen(local.targets_dir(self.cfg), address,
                                                                {"worker": self.worker})
         log.info("loadgen metrics on http://%s/metrics", address)
@@ -185,7 +187,6 @@ class RunState:
             self.fio = None
 
     def tier2_path(self, slot: Slot) -> Path:
-        from configs.paths import resolve
         return resolve(os.environ.get("DYN_KVBM_TIER2_PATH") or slot.step.profile.tier2_path)
 
     def close(self, complete: bool, reason: Optional[str]) -> None:

@@ -52,14 +52,12 @@ class LoadgenMetrics:
         self.context = Gauge("sparkrig_loadgen_target_context_tokens", "Target context of the current step",
                              RUN_LABELS, registry=r)
         self.server = None
-        self.address: Optional[str] = None
         self.sd_file: Optional[Path] = None
 
-    def serve(self, host: str, port: int) -> str:
-        """Listen (port 0: any free port, as Locust workers do) and return host:port."""
+    def serve(self, host: str, port: int) -> int:
+        """Listen (port 0: any free port, as Locust workers do) and return the port."""
         self.server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        self.address = f"{host}:{self.server.server_port}"
-        return self.address
+        return self.server.server_port
 
     def count_users(self, runner) -> None:
         """Users running in this process, read at scrape time. A master's count is its workers' sum,
