@@ -81,6 +81,7 @@ def _check_refs(h: Harness, where) -> Harness:
 
     for sname, stack in h.stacks.items():
         need("model", h.models, stack.model, ("stacks", sname, "model"))
+    need("model", h.models, h.dynamo.model, ("dynamo", "model"))
     param_types = typing.get_type_hints(WorkloadParams)
     profile_types = typing.get_type_hints(Profile)
     for hname, hyp in h.hypotheses.items():

@@ -22,9 +22,42 @@ def _check(cond: bool, message: str) -> None:
 
 
 @dataclass(frozen=True)
+class ModelShape:
+    """The attention shape that fixes how many bytes one token of KV cache takes (Hugging Face
+    config.json names in the comments); a real rig's KV bytes are derived from it, not assumed."""
+    layers: int                   # num_hidden_layers
+    kv_heads: int                 # num_key_value_heads
+    head_dim: int                 # head_dim (hidden_size / num_attention_heads)
+    attention_heads: int          # num_attention_heads
+    hidden_size: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    kv_cache_dtype_bytes: int = 2  # 2 for bf16/fp16 KV, 1 for an FP8 KV cache
+
+    def __post_init__(self):
+        for name in ("layers", "kv_heads", "head_dim", "attention_heads", "hidden_size", "intermediate_size",
+                     "vocab_size", "max_position_embeddings"):
+            _check(getattr(self, name) > 0, f"{name} must be positive")
+        _check(self.kv_cache_dtype_bytes in (1, 2, 4), "kv_cache_dtype_bytes must be 1, 2 or 4")
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """K and V for every layer and KV head."""
+        return self.layers * self.kv_heads * self.head_dim * 2 * self.kv_cache_dtype_bytes
+
+    def kv_block_bytes(self, block_tokens: int) -> int:
+        return self.kv_bytes_per_token * block_tokens
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     handle: str
     description: str = ""
+    shape: Optional[ModelShape] = None
+    # A local directory holding the model's Hugging Face tokenizer (tokenizer.json): prompts are then
+    # sized with the real tokenizer instead of being calibrated from the server's usage counts.
+    tokenizer: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -36,9 +69,11 @@ class StackSpec:
     model: str
     kv_tiering: bool
     kvbm_metrics_url: Optional[str] = None
+    # The serving worker's own metrics (Dynamo's system port, DYN_SYSTEM_PORT): KV usage, queue.
+    worker_metrics_url: Optional[str] = None
 
     def __post_init__(self):
-        for name in ("openai_base", "metrics_url", "kvbm_metrics_url"):
+        for name in ("openai_base", "metrics_url", "kvbm_metrics_url", "worker_metrics_url"):
             url = getattr(self, name)
             _check(url is None or url.startswith(("http://", "https://")),
                    f"{name} must be an http(s) URL, got {url!r}")
@@ -235,6 +270,30 @@ class LoadgenSettings:
 
 
 @dataclass(frozen=True)
+class DynamoSettings:
+    """The real NVIDIA Dynamo (frontend + its mocker engine, NATS as event plane) run locally by
+    `python -m rig dynamo up`: what to install and which loopback ports it uses."""
+    version: str
+    listen: str
+    http_port: int               # the frontend's OpenAI API and /metrics
+    system_port: int             # the worker's metrics and health (DYN_SYSTEM_PORT)
+    rpc_port: int                # request plane (DYN_TCP_RPC_PORT)
+    response_port: int           # response streams (DYN_TCP_RESPONSE_STREAM_PORT)
+    nats_port: int               # event plane
+    model: str                   # key in models: its handle is served, its shape and tokenizer are used
+    max_model_len: int           # the engine's context limit, as a real deployment sets it
+    router_mode: Literal["round-robin", "random", "kv"] = "round-robin"
+    speedup_ratio: float = 1.0   # the mocker's timing model runs this many times faster than real time
+    venv: str = "var/dynamo-venv"
+    home: str = "var/dynamo"     # model directory, discovery files, NATS store, pid files and logs
+
+    def __post_init__(self):
+        for name in ("http_port", "system_port", "rpc_port", "response_port", "nats_port"):
+            _check(0 < getattr(self, name) < 65536, f"{name} must be a TCP port, got {getattr(self, name)}")
+        _check(self.max_model_len > 0 and self.speedup_ratio > 0, "max_model_len and speedup_ratio must be positive")
+
+
+@dataclass(frozen=True)
 class Harness:
     models: dict[str, ModelSpec]
     stacks: dict[str, StackSpec]
@@ -245,5 +304,6 @@ class Harness:
     exporters: ExporterSettings
     prometheus: PrometheusSettings
     loadgen: LoadgenSettings
+    dynamo: DynamoSettings
     results_dir: str = "results"
     run_dir: str = "var/run"        # pid files, logs, Prometheus data and scrape targets of `make up`

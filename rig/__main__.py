@@ -1,4 +1,4 @@
-"""python -m rig up|down|status|render — the local stand-in for docker compose."""
+"""python -m rig up|down|status|render|demo|sweep|dynamo — the local stand-in for docker compose."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +29,10 @@ def main(argv=None) -> int:
     p_sweep = sub.add_parser("sweep", help="the v3.3 sweep playbook: phases A, B, C and the H9 check")
     p_sweep.add_argument("--phase", action="append", choices=["A", "B", "C", "H9"],
                          help="phases to run, in order (default: A B C H9)")
+    p_dyn = sub.add_parser("dynamo", help="the real NVIDIA Dynamo (frontend + mocker engine) as a local Stack B")
+    p_dyn.add_argument("action", choices=["install", "up", "down", "status"],
+                       help="install into dynamo.venv; start on loopback and write <dynamo.home>/overlay.yaml; "
+                            "stop; list")
     p_render = sub.add_parser("render", help="write Prometheus config and file_sd targets")
     p_render.add_argument("--compose", action="store_true",
                           help=f"write prometheus/prometheus.yml for containers ({COMPOSE_RULES}, {COMPOSE_TARGETS})")
@@ -41,6 +45,13 @@ def main(argv=None) -> int:
         from . import sweep
         return sweep.main(args.phase or ["A", "B", "C", "H9"], Path(args.config) if args.config else None)
     cfg = load(args.config)
+    if args.cmd == "dynamo":
+        from . import dynamo
+        try:
+            return dynamo.main(args.action, cfg, args.config)
+        except StartError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     if args.cmd == "up":
         try:
             started = local.up(cfg, args.config, args.profile)
