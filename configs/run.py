@@ -125,7 +125,7 @@ def plan_run(cfg: Harness, hypothesis_id: str, env: Mapping[str, str] | None = N
     if pname not in cfg.profiles:
         raise _env_error("PROFILE", env["PROFILE"], f"one of {', '.join(cfg.profiles)}")
 
-    model_key = env.get("MODEL", hyp.model)
+    model_key = env.get("MODEL", stack.model)          # what the rig serves wins over the hypothesis' default
     handle = cfg.models[model_key].handle if model_key in cfg.models else model_key
 
     sweep = {k: list(v) for k, v in hyp.sweep.items()}

@@ -2,14 +2,22 @@
 import collections
 import json
 
-from configs import WorkloadParams
+import pytest
+
+from configs import ConfigError, WorkloadParams
 from locustfiles.lib import workloads
 from locustfiles.lib.metrics import BUCKETS
-from locustfiles.lib.prompts import Calibration
+from locustfiles.lib.prompts import PromptSizer
 from locustfiles.lib.records import RecordWriter, RequestRecord, read_records
 from locustfiles.lib.stream import error_message
 
 MODEL = "m"
+
+
+def sizer(tokens_per_word=1.0):
+    s = PromptSizer()
+    s.tokens_per_word = tokens_per_word
+    return s
 
 
 def sequence(workload, params, n=5):
@@ -19,54 +27,97 @@ def sequence(workload, params, n=5):
 def test_same_seed_same_prompts_and_adapters():
     p = WorkloadParams(context_tokens=64, adapter_count=8, lora_churn_mode="uniform")
     names = workloads.adapter_names(8)
-    a = workloads.LoraChurn(MODEL, 3, 42, Calibration(), names, False)
-    b = workloads.LoraChurn(MODEL, 3, 42, Calibration(), names, False)
-    c = workloads.LoraChurn(MODEL, 3, 43, Calibration(), names, False)
+    a = workloads.LoraChurn(MODEL, 3, 42, sizer(), names, False)
+    b = workloads.LoraChurn(MODEL, 3, 42, sizer(), names, False)
+    c = workloads.LoraChurn(MODEL, 3, 43, sizer(), names, False)
     assert sequence(a, p) == sequence(b, p)
     assert sequence(a, p) != sequence(c, p)
-    other_user = workloads.FixedContext(MODEL, 4, 42, Calibration())
-    assert sequence(workloads.FixedContext(MODEL, 3, 42, Calibration()), p) != sequence(other_user, p)
+    other_user = workloads.FixedContext(MODEL, 4, 42, sizer())
+    assert sequence(workloads.FixedContext(MODEL, 3, 42, sizer()), p) != sequence(other_user, p)
 
 
 def test_fixed_context_reuses_a_users_document_and_nonce_separates_users():
     p = WorkloadParams(context_tokens=64, nonce_per_user=True)
-    users = [workloads.FixedContext(MODEL, u, 42, Calibration()) for u in range(4)]
+    users = [workloads.FixedContext(MODEL, u, 42, sizer()) for u in range(4)]
     first = [w.next(p, "run").body["prompt"] for w in users]
     assert len({f.split("]")[0] for f in first}) == 4                # no prefix shared across users
     again = users[0].next(p, "run").body["prompt"].split()
     assert again[:-2] == first[0].split()[:-2] and again[-2:] != first[0].split()[-2:]   # same document, new question
     shared = WorkloadParams(context_tokens=64, nonce_per_user=False)
-    a, b = (workloads.FixedContext(MODEL, u, 42, Calibration()).next(shared, "run").body["prompt"] for u in (0, 1))
+    a, b = (workloads.FixedContext(MODEL, u, 42, sizer()).next(shared, "run").body["prompt"] for u in (0, 1))
     assert a.split()[:-2] == b.split()[:-2]                           # without the nonce, users share it
 
 
 def test_hot_cold_churn_follows_the_ratio():
     p = WorkloadParams(adapter_count=20, lora_churn_mode="hot_cold", lora_hot_ratio=0.2, lora_hot_prob=0.9)
-    w = workloads.LoraChurn(MODEL, 0, 1, Calibration(), workloads.adapter_names(20), True)
+    w = workloads.LoraChurn(MODEL, 0, 1, sizer(), workloads.adapter_names(20), True)
     picks = collections.Counter(w.pick(p) for _ in range(5000))
     hot = sum(picks[n] for n in workloads.adapter_names(4))
     assert 0.87 < hot / 5000 < 0.93
-    rr = workloads.LoraChurn(MODEL, 0, 1, Calibration(), workloads.adapter_names(3), True)
+    rr = workloads.LoraChurn(MODEL, 0, 1, sizer(), workloads.adapter_names(3), True)
     p_rr = WorkloadParams(adapter_count=3, lora_churn_mode="round_robin")
     assert [rr.pick(p_rr) for _ in range(4)] == ["lora-001", "lora-002", "lora-000", "lora-001"]
     req = rr.next(p_rr, "run")
     assert req.body["adapter_id"] == req.adapter and req.body["model"] == MODEL   # via the proxy
 
 
-def test_calibration_lands_on_the_target_after_one_answer():
-    cal = Calibration()
-    w = workloads.FixedContext(MODEL, 0, 1, cal)
-    p = WorkloadParams(context_tokens=500, nonce_per_user=True)
-    tokens = lambda req: int(len(req.body["prompt"].split()) * 1.3) + 7     # a made-up tokenizer
-    first = w.next(p, "run")
-    for _ in range(3):                      # concurrent answers to the same uncalibrated size agree
-        w.done(first, True, "", tokens(first))
-    assert abs(tokens(w.next(p, "run")) - 500) <= 2
+def made_up_server(text):
+    """A tokenizer we can compute: 1.3 tokens per word, plus 7."""
+    return int(len(text.split()) * 1.3) + 7
+
+
+def test_probe_calibration_fixes_each_size_before_load():
+    s = PromptSizer()
+    with pytest.raises(RuntimeError):
+        s.text("k", 100)                       # never an uncalibrated prompt
+    note = s.calibrate(made_up_server, [500, 4096])
+    assert "probe" in note and s.ready
+    w = workloads.FixedContext(MODEL, 0, 1, s)
+    for size in (500, 4096):
+        p = WorkloadParams(context_tokens=size, nonce_per_user=True)
+        first, second = w.next(p, "run"), w.next(p, "run")
+        assert abs(made_up_server(first.body["prompt"]) - size) <= max(3, size // 100)
+        assert first.body["prompt"].split()[:-2] == second.body["prompt"].split()[:-2]   # the document stays
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """A real Hugging Face tokenizer file (byte-level BPE trained here), as a model directory holds it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [f"w{i:06x} a the q{i:06d} u{i % 50} [user nonce]" for i in range(0, 2 ** 20, 977)]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    d = tmp_path_factory.mktemp("model")
+    tok.save(str(d / "tokenizer.json"))
+    return d
+
+
+def test_tokenizer_sizes_prompts_exactly(tokenizer_dir):
+    s = PromptSizer(tokenizer_dir)
+    count = s.count
+    for size in (64, 1000, 4096):
+        text = s.text("doc", size)
+        assert count(" " + text) == size and s.text("doc", size) == text
+    w = workloads.FixedContext(MODEL, 3, 1, s)
+    p = WorkloadParams(context_tokens=2048, nonce_per_user=True)
+    prompts = [w.next(p, "run").body["prompt"] for _ in range(3)]
+    assert all(abs(count(x) - 2048) <= 2 for x in prompts)
+    assert len({count(x) for x in prompts}) == 1        # fixed-width question: one size for every request
+    agrees = s.calibrate(count, [2048])
+    assert "agrees" in agrees
+
+
+def test_a_broken_tokenizer_is_one_line(tmp_path):
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="tokenizer .*cannot be loaded"):
+        PromptSizer(tmp_path)
 
 
 def test_sessions_grow_and_reuse_older_ones():
     p = WorkloadParams(context_tokens=60, session_turns=3, reuse_ratio=0.0, max_tokens=4)
-    w = workloads.SessionedChat(MODEL, 0, 7, Calibration())
+    w = workloads.SessionedChat(MODEL, 0, 7, sizer())
     ids, sizes = [], []
     for _ in range(4):
         r = w.next(p, "run")
@@ -75,7 +126,7 @@ def test_sessions_grow_and_reuse_older_ones():
         assert r.body["user"] == r.session_id
         w.done(r, True, "answer", None)
     assert ids[0] == ids[1] == ids[2] != ids[3] and sizes == [1, 3, 5, 1]
-    back = workloads.SessionedChat(MODEL, 0, 7, Calibration())
+    back = workloads.SessionedChat(MODEL, 0, 7, sizer())
     first = back.next(p, "run")
     back.done(first, True, "a", None)
     back.current.turns = p.session_turns        # finished: the next request opens a new session
@@ -86,8 +137,8 @@ def test_sessions_grow_and_reuse_older_ones():
 
 
 def test_rehydrate_manifest_is_deterministic():
-    a = workloads.rehydrate_manifest(5, 10, 20)
-    assert a == workloads.rehydrate_manifest(5, 10, 20) != workloads.rehydrate_manifest(6, 10, 20)
+    a = workloads.rehydrate_manifest(5, 10, sizer(), 20)
+    assert a == workloads.rehydrate_manifest(5, 10, sizer(), 20) != workloads.rehydrate_manifest(6, 10, sizer(), 20)
     assert len({x["prefix_hash"] for x in a}) == 10
 
 

@@ -33,7 +33,8 @@ from rig import local, promconfig
 from . import cache, workloads
 from .fio import FioJob
 from .metrics import LoadgenMetrics, worker_name
-from .prompts import Calibration
+from .preflight import size_prompts
+from .prompts import PromptSizer
 from .records import RecordWriter, RequestRecord
 from .run import GrafanaAnnotator, Manifest, new_run_id, run_dir, wait_for_model
 from .stream import send
@@ -76,12 +77,17 @@ class RunState:
         self.fio: Optional[FioJob] = None
         self.proxy: Optional[subprocess.Popen] = None
         self.grafana: Optional[GrafanaAnnotator] = None
-        self.calibration = Calibration()
+        self.sizer = PromptSizer(self._tokenizer())
         self.session_id_refused = False
         self.users = itertools.count()
         self.worker = worker_name()
         self.rehydrate_manifest: list[dict] = []
         self.adapters = self._adapters()
+
+    def _tokenizer(self) -> Optional[Path]:
+        """The served model's tokenizer where the config names one (models.<key>.tokenizer)."""
+        spec = next((m for m in self.cfg.models.values() if m.handle == self.plan.model_handle), None)
+        return resolve(spec.tokenizer) if spec and spec.tokenizer else None
 
     # ---- derived -----------------------------------------------------------------------------
     @property
@@ -117,8 +123,8 @@ class RunState:
         self.writer = RecordWriter(directory / "requests.jsonl")
         if self.workload == "rehydrate_replay":
             p = self.plan.steps[0].params
-            self.rehydrate_manifest = workloads.rehydrate_manifest(
-                self.plan.seed, p.concurrency * 4, self.calibration.words_for(p.context_tokens))
+            self.rehydrate_manifest = workloads.rehydrate_manifest(self.plan.seed, p.concurrency * 4, self.sizer,
+                                                                   p.context_tokens)
         labels = {"run_id": run_id, "hypothesis": self.plan.hypothesis_id, "stack": self.plan.stack_name,
                   "workload": self.workload, "worker": self.worker}
         self.metrics = LoadgenMetrics(labels)
@@ -228,6 +234,16 @@ def _begin_run(environment) -> None:
     check and adapter proxy. Done here because test_start runs inside Locust's spawning greenlet,
     which the shape's next tick may kill while a slow check is still waiting."""
     st = _state()
+    target = normalise_endpoint(environment.host) if environment.host else st.plan.openai_base
+    problem = wait_for_model(target, st.plan.model_handle, st.cfg.loadgen.ready_timeout_s)
+    sizing = ""
+    if problem is None:
+        problem, sizing = size_prompts(st.plan, st.sizer, target)
+    if problem:                                # before the run exists: nothing half-made is left behind
+        st.failed = problem
+        print(f"error: endpoint not ready: {problem}", file=sys.stderr, flush=True)
+        environment.process_exit_code = 2
+        return
     st.open(st.env.get("RUN_ID") or new_run_id(st.plan))
     st.serve_metrics(st.cfg.loadgen.metrics_port)
     if not isinstance(environment.runner, MasterRunner):
@@ -235,22 +251,19 @@ def _begin_run(environment) -> None:
     extra = {"locust": {"mode": "master" if isinstance(environment.runner, MasterRunner) else "local",
                         "host_override": environment.host}}
     st.manifest = Manifest.start(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
+    st.manifest.note(sizing)
     if st.cfg.loadgen.grafana_url:
         st.grafana = GrafanaAnnotator(st.cfg.loadgen.grafana_url, os.environ.get("GRAFANA_TOKEN"), ["sparkrig"])
-    print(f"[{st.plan.hypothesis_id}] run {st.run_id}: results in {st.manifest.path.parent}", file=sys.stderr,
-          flush=True)
-    target = normalise_endpoint(environment.host) if environment.host else st.plan.openai_base
-    problem = wait_for_model(target, st.plan.model_handle, st.cfg.loadgen.ready_timeout_s)
-    if problem is None and st.plan.hypothesis.adapter_proxy:
+    print(f"[{st.plan.hypothesis_id}] run {st.run_id}: results in {st.manifest.path.parent}; {sizing}",
+          file=sys.stderr, flush=True)
+    if st.plan.hypothesis.adapter_proxy:
         try:
             _start_proxy(st)
         except (ConfigError, OSError) as exc:
-            problem = str(exc)
-    if problem:
-        st.failed = problem
-        print(f"error: endpoint not ready: {problem}", file=sys.stderr, flush=True)
-        st.manifest.note(f"endpoint not ready: {problem}")
-        environment.process_exit_code = 2
+            st.failed = str(exc)
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            st.manifest.note(f"adapter proxy: {exc}")
+            environment.process_exit_code = 2
 
 
 def _on_test_start(environment, **_kw) -> None:
@@ -258,7 +271,8 @@ def _on_test_start(environment, **_kw) -> None:
     if isinstance(environment.runner, WorkerRunner) or st.failed or st.manifest is None:
         return
     if isinstance(environment.runner, MasterRunner):
-        environment.runner.send_message(MSG_RUN, {"run_id": st.run_id, "env": st.env, "slot": st.slot})
+        environment.runner.send_message(MSG_RUN, {"run_id": st.run_id, "env": st.env, "slot": st.slot,
+                                                  "sizing": st.sizer.state()})
     st.enter_slot(st.slot)
 
 
@@ -280,6 +294,7 @@ def _on_run_message(environment, msg, **_kw) -> None:
     global STATE
     data = msg.data
     STATE = RunState(STATE.hypothesis_id, data["env"])
+    STATE.sizer.restore(data["sizing"])
     STATE.open(data["run_id"])
     STATE.serve_metrics(0)
     STATE.metrics.count_users(environment.runner)
@@ -363,7 +378,7 @@ class PlanUser(FastHttpUser):
         self.workload = self._make_workload(st)
 
     def _make_workload(self, st: RunState) -> workloads.Workload:
-        args = (st.plan.model_handle, self.index, st.plan.seed, st.calibration)
+        args = (st.plan.model_handle, self.index, st.plan.seed, st.sizer)
         kind = st.workload
         if kind == "fixed_context":
             return workloads.FixedContext(*args)

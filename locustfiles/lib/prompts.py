@@ -1,14 +1,24 @@
-"""Deterministic prompt text: the same seed gives the same prompts, sessions and adapters.
+"""Deterministic prompt text of a given size in the target's tokens.
 
-Prompts are made of distinct words (``w<hex>``), which most tokenizers split into one or two
-tokens; the exact count for the target's tokenizer is learned from ``usage.prompt_tokens`` of the
-first answers (:class:`Calibration`) and later prompts are sized with it.
+Prompts are made of distinct words (``w<hex>``). Where the operator gives the model's tokenizer
+(``models.<key>.tokenizer``), a text of N tokens is cut from them with that tokenizer, exactly. Without
+it, the run calibrates before any load: a probe request per prompt size tells how many tokens the
+server counts for the words sent (``usage.prompt_tokens``), and every later prompt of that size uses
+that word count. Either way the size is fixed before the first measured request, so no uncalibrated
+prompt is ever sent, and a text of a given size never changes during a run (KV reuse depends on it).
 """
 from __future__ import annotations
 
 import hashlib
 import random
 import threading
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from configs import ConfigError
+
+PROBE_WORDS = 256
+FILLER = " a"             # one token in BPE vocabularies that split on spaces (Llama 3, GPT-2, ...)
 
 
 def words(rng: random.Random, n: int) -> str:
@@ -19,28 +29,114 @@ def prefix_hash(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-class Calibration:
-    """Words to send for a target token count on the target's tokenizer, learned from the server's
-    own ``usage.prompt_tokens``: the first answer gives tokens per word, and each answer for a
-    target sets that target's correction so the next prompt lands on it (absolute, not
-    incremental, so many concurrent answers to the same uncalibrated prompt size agree)."""
+def load_tokenizer(path: str | Path):
+    """A Hugging Face fast tokenizer from a local directory (its tokenizer.json) or the file itself."""
+    from tokenizers import Tokenizer
+    p = Path(path)
+    file = p / "tokenizer.json" if p.is_dir() else p
+    try:
+        return Tokenizer.from_file(str(file))
+    except Exception as exc:            # the tokenizers library raises a bare Exception for bad files
+        raise ConfigError(f"tokenizer {file}: cannot be loaded ({str(exc).splitlines()[0][:120]})") from None
 
-    def __init__(self) -> None:
-        self.tokens_per_word: float | None = None
-        self.corrections: dict[int, int] = {}
+
+class PromptSizer:
+    """Text of ``tokens`` tokens for the served model, from a tokenizer or from a probe calibration."""
+
+    def __init__(self, tokenizer_path: Optional[str | Path] = None) -> None:
+        self.tokenizer = load_tokenizer(tokenizer_path) if tokenizer_path else None
+        self.tokens_per_word: Optional[float] = None
+        self.factors: dict[int, float] = {}       # per probed size: the server's tokens / the size asked for
+        self._texts: dict[tuple[str, int], str] = {}
         self._lock = threading.Lock()
 
-    def base(self, tokens: int) -> int:
-        return round(tokens / (self.tokens_per_word or 1.0))
+    @property
+    def method(self) -> str:
+        return "tokenizer" if self.tokenizer is not None else "probe" if self.tokens_per_word else "none"
+
+    @property
+    def ready(self) -> bool:
+        return self.method != "none"
+
+    def count(self, text: str) -> Optional[int]:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids) if self.tokenizer else None
+
+    def estimate(self, text: str) -> int:
+        """Tokens of a short piece (a nonce, a question) that is sent beside a sized text."""
+        if self.tokenizer is not None:
+            return self.count(" " + text)
+        return round(len(text.split()) * (self.tokens_per_word or 1.0))
+
+    def text(self, key: str, tokens: int) -> str:
+        """The same text for the same key and size, every time and in every process of the run."""
+        if not self.ready:
+            raise RuntimeError("prompt sizes are not calibrated yet")
+        with self._lock:
+            cached = self._texts.get((key, tokens))
+        if cached is None:
+            cached = self._exact(key, tokens) if self.tokenizer else words(random.Random(key), self.words_for(tokens))
+            with self._lock:
+                if len(self._texts) > 4096:
+                    self._texts.clear()
+                self._texts[(key, tokens)] = cached
+        return cached
+
+    def fresh(self, rng: random.Random, tokens: int) -> str:
+        """A new text of this size (thrash prompts, chat turns): not cached."""
+        return self._exact(rng, tokens) if self.tokenizer else words(rng, self.words_for(tokens))
 
     def words_for(self, tokens: int) -> int:
-        return max(1, self.base(tokens) + self.corrections.get(tokens, 0))
+        """Words for ``tokens``, corrected by the probe of the nearest size (a document is probed at the
+        step's size; the nonce and question beside it make it a little shorter)."""
+        factor = self.factors[min(self.factors, key=lambda k: abs(k - tokens))] if self.factors else 1.0
+        return max(1, round(tokens / ((self.tokens_per_word or 1.0) * factor)))
 
-    def observe(self, target: int, words_sent: int, prompt_tokens: int | None) -> None:
-        if not prompt_tokens or words_sent <= 0 or not target:
-            return
-        with self._lock:
-            if self.tokens_per_word is None:
-                self.tokens_per_word = prompt_tokens / words_sent
-            wanted = words_sent + round((target - prompt_tokens) / self.tokens_per_word)
-            self.corrections[target] = wanted - self.base(target)
+    def _exact(self, seed, tokens: int) -> str:
+        """Whole words while they fit (each counted with its leading space, as it appears inside a
+        prompt), then one-token fillers up to the size."""
+        rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+        out: list[str] = []
+        total = 0
+        while total < tokens:
+            batch = [f"w{rng.getrandbits(24):06x}" for _ in range(max(8, (tokens - total) // 3))]
+            counts = [len(e.ids) for e in self.tokenizer.encode_batch([" " + w for w in batch],
+                                                                       add_special_tokens=False)]
+            for w, n in zip(batch, counts):
+                if total + n > tokens:
+                    return " ".join(out) + FILLER * (tokens - total)
+                out.append(w)
+                total += n
+        return " ".join(out)
+
+    def calibrate(self, probe: Callable[[str], Optional[int]], sizes: Iterable[int]) -> str:
+        """Learn tokens per word and a per-size correction from the server's own counts (``probe`` sends
+        a text and returns ``usage.prompt_tokens``), or check the tokenizer against them. Returns a
+        line for the run manifest."""
+        sample = words(random.Random("sparkrig:probe"), PROBE_WORDS)
+        served = probe(sample)
+        if not served:
+            raise ConfigError("prompt sizing: the server's answer to a probe carried no usage.prompt_tokens")
+        if self.tokenizer is not None:
+            ours = self.count(sample)
+            agreement = "agrees" if abs(served - ours) <= max(2, ours // 100) else "DISAGREES"
+            return (f"prompt sizing: tokenizer; a {PROBE_WORDS}-word probe is {ours} tokens for it and {served} for "
+                    f"the server ({agreement})")
+        self.tokens_per_word = served / PROBE_WORDS
+        landed = []
+        for size in sorted(set(sizes)):
+            got = probe(self.text(f"sparkrig:probe:{size}", size))
+            if got:
+                with self._lock:
+                    self.factors[size] = got / size
+                    self._texts.clear()
+            landed.append(f"{size}->{got}")
+        return (f"prompt sizing: probe; {self.tokens_per_word:.3f} tokens per word; sizes before correction "
+                f"{', '.join(landed)}")
+
+    def state(self) -> dict:
+        """What a worker process needs to size prompts as the master does."""
+        return {"tokens_per_word": self.tokens_per_word, "factors": {str(k): v for k, v in self.factors.items()}}
+
+    def restore(self, state: dict) -> None:
+        self.tokens_per_word = state.get("tokens_per_word")
+        self.factors = {int(k): v for k, v in (state.get("factors") or {}).items()}

@@ -13,7 +13,7 @@ from typing import Optional
 
 from configs import WorkloadParams
 
-from .prompts import Calibration, prefix_hash, words
+from .prompts import PromptSizer, prefix_hash
 
 REHYDRATE_PHASES = ("populate", "thrash", "replay")
 
@@ -33,44 +33,41 @@ class Request:
 class Workload:
     name = ""
 
-    def __init__(self, model: str, user: int, seed: int, calibration: Calibration) -> None:
+    def __init__(self, model: str, user: int, seed: int, sizer: PromptSizer) -> None:
         self.model, self.user, self.seed = model, user, seed
         self.rng = random.Random(f"{seed}:{self.name}:{user}")
-        self.calibration = calibration
+        self.sizer = sizer
 
     def next(self, params: WorkloadParams, phase: str) -> Request:
         raise NotImplementedError
 
     def done(self, request: Request, ok: bool, text: str, prompt_tokens: Optional[int]) -> None:
-        self.calibration.observe(request.target_tokens, request.prompt_words, prompt_tokens)
+        """Hears how a request went; sessions grow with the answers."""
 
 
 class FixedContext(Workload):
     """Prompts of N tokens for the target's tokenizer: one context document per size, followed by a
     short question that changes every request. Each user keeps sending the same document, so its KV
     can be reused (from whichever tier holds it) and the working set is users x N; ``nonce_per_user``
-    puts a per-user nonce first so users cannot share each other's prefix."""
+    puts a per-user nonce first so users cannot share each other's prefix. The question has a fixed
+    width, so every prompt of a size has the same token count."""
     name = "fixed_context"
-    QUESTION_WORDS = 2
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
         self.nonce = f"[user {self.user} nonce {self.rng.getrandbits(32):08x}]"
         self.sent = 0
-        self._documents: dict[int, str] = {}
 
-    def document(self, n_words: int) -> str:
-        """The run's context document of this length (the same for every user of the seed)."""
-        if n_words not in self._documents:
-            self._documents = {n_words: words(random.Random(f"{self.seed}:document:{n_words}"), n_words)}
-        return self._documents[n_words]
+    def question(self) -> str:
+        return f"q{self.sent % 1_000_000:06d} u{self.user}"
 
     def next(self, params, phase):
-        total = self.calibration.words_for(params.context_tokens)
         head = self.nonce + " " if params.nonce_per_user else ""
-        body_words = max(1, total - len(head.split()) - self.QUESTION_WORDS)
         self.sent += 1
-        prompt = f"{head}{self.document(body_words)} q{self.sent} {self.user}"
+        question = self.question()
+        document = self.sizer.text(f"{self.seed}:document:{params.context_tokens}", max(1, params.context_tokens
+                                                                 - self.sizer.estimate(head + question)))
+        prompt = f"{head}{document} {question}"
         return Request("completions", {"model": self.model, "prompt": prompt, "max_tokens": params.max_tokens},
                        len(prompt.split()), params.context_tokens, prefix_hash=prefix_hash(prompt[:256]))
 
@@ -106,16 +103,14 @@ class SessionedChat(Workload):
             self.current = self._new_session()
         s = self.current
         per_turn = max(1, params.context_tokens // params.session_turns)
-        n = self.calibration.words_for(per_turn)
-        s.messages.append({"role": "user", "content": words(self.rng, n)})
+        content = self.sizer.fresh(self.rng, per_turn)
+        s.messages.append({"role": "user", "content": content})
         body = {"model": self.model, "messages": list(s.messages), "max_tokens": params.max_tokens,
                 self.session_field: s.id}
-        return Request("chat/completions", body, n, per_turn * (s.turns + 1), session_id=s.id, turn=s.turns,
-                       prefix_hash=prefix_hash(s.messages[0]["content"][:256]))
+        return Request("chat/completions", body, len(content.split()), per_turn * (s.turns + 1), session_id=s.id,
+                       turn=s.turns, prefix_hash=prefix_hash(s.messages[0]["content"][:256]))
 
     def done(self, request, ok, text, prompt_tokens):
-        if request.turn == 0:             # a lone first message calibrates the per-turn size
-            super().done(request, ok, text, prompt_tokens)
         s = next((x for x in self.sessions if x.id == request.session_id), None)
         if s is None:
             return
@@ -135,8 +130,8 @@ class LoraChurn(FixedContext):
     """Fixed-context requests, each for an adapter chosen by the churn mode."""
     name = "lora_churn"
 
-    def __init__(self, model, user, seed, calibration, adapters: list[str], via_proxy: bool) -> None:
-        super().__init__(model, user, seed, calibration)
+    def __init__(self, model, user, seed, sizer, adapters: list[str], via_proxy: bool) -> None:
+        super().__init__(model, user, seed, sizer)
         if not adapters:
             raise ValueError("lora_churn needs adapters: set adapter_count or LORA_ADAPTER_LIST")
         self.adapters, self.via_proxy = adapters, via_proxy
@@ -171,17 +166,16 @@ class RehydrateReplay(Workload):
     manifest (``session_id``, ``prefix_hash``) shared by every user of the run."""
     name = "rehydrate_replay"
 
-    def __init__(self, model, user, seed, calibration, manifest: list[dict], send_session_id: bool) -> None:
-        super().__init__(model, user, seed, calibration)
+    def __init__(self, model, user, seed, sizer, manifest: list[dict], send_session_id: bool) -> None:
+        super().__init__(model, user, seed, sizer)
         self.manifest, self.send_session_id = manifest, send_session_id
         self.cursor = {phase: 0 for phase in REHYDRATE_PHASES}
 
     def next(self, params, phase):
         if phase == "thrash":
-            n = self.calibration.words_for(params.context_tokens)
-            prompt = words(self.rng, n)
+            prompt = self.sizer.fresh(self.rng, params.context_tokens)
             return Request("completions", {"model": self.model, "prompt": prompt, "max_tokens": params.max_tokens},
-                           n, params.context_tokens, prefix_hash=prefix_hash(prompt[:256]))
+                           len(prompt.split()), params.context_tokens, prefix_hash=prefix_hash(prompt[:256]))
         item = self.manifest[(self.user + self.cursor[phase] * params.concurrency) % len(self.manifest)]
         self.cursor[phase] += 1
         body = {"model": self.model, "prompt": item["prompt"], "max_tokens": params.max_tokens}
@@ -191,11 +185,11 @@ class RehydrateReplay(Workload):
                        prefix_hash=item["prefix_hash"])
 
 
-def rehydrate_manifest(seed: int, sessions: int, context_words: int) -> list[dict]:
-    rng = random.Random(f"{seed}:rehydrate")
+def rehydrate_manifest(seed: int, sessions: int, sizer: PromptSizer, context_tokens: int) -> list[dict]:
     out = []
     for i in range(sessions):
-        prompt = f"[session {i}] " + words(rng, context_words)
+        head = f"[session {i}] "
+        prompt = head + sizer.text(f"{seed}:rehydrate:{i}", max(1, context_tokens - sizer.estimate(head)))
         out.append({"session_id": f"rh-{seed}-{i:04d}", "prompt": prompt, "words": len(prompt.split()),
                     "prefix_hash": prefix_hash(prompt)})
     return out

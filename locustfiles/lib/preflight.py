@@ -1,0 +1,78 @@
+"""Before any load: what the endpoint serves (the model, its context length) and prompt sizes that fit.
+
+Runs in the master (or the single local process) before the run directory exists, so an endpoint
+that is not ready, or a plan whose prompts cannot fit the served context, costs one error line and
+leaves no empty run behind.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import requests
+
+from configs import ConfigError, RunPlan
+
+from .prompts import PromptSizer
+
+
+def served_card(base: str, model: str) -> dict:
+    """The /v1/models entry of ``model`` (Dynamo adds ``context_window``, vLLM ``max_model_len``)."""
+    try:
+        data = requests.get(f"{base}/models", timeout=5).json().get("data", [])
+    except (requests.RequestException, ValueError, AttributeError):
+        return {}
+    return next((m for m in data if isinstance(m, dict) and m.get("id") == model), {})
+
+
+def context_limit(card: dict) -> Optional[int]:
+    for key in ("context_window", "max_model_len", "context_length"):
+        value = card.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def prompt_sizes(plan: RunPlan) -> list[int]:
+    """The token sizes the plan's prompts are built at: whole contexts, or one chat turn."""
+    if plan.hypothesis.workload == "sessioned_chat":
+        return sorted({max(1, s.params.context_tokens // s.params.session_turns) for s in plan.steps})
+    return sorted({s.params.context_tokens for s in plan.steps})
+
+
+def context_problem(plan: RunPlan, limit: Optional[int]) -> Optional[str]:
+    """A step whose prompt plus answer cannot fit the served context, in one line; None when all fit."""
+    if not limit:
+        return None
+    for step in plan.steps:
+        p = step.params
+        answers = p.max_tokens * (p.session_turns if plan.hypothesis.workload == "sessioned_chat" else 1)
+        if p.context_tokens + answers > limit:
+            return (f"step {step.index} ({step.label()}): context_tokens {p.context_tokens} + {answers} answer tokens "
+                    f"exceed the served context length {limit} of {plan.model_handle}; lower CONTEXT_TOKENS or "
+                    "max_tokens")
+    return None
+
+
+def prober(base: str, model: str) -> Callable[[str], Optional[int]]:
+    """Send a text as a one-token completion and return the server's ``usage.prompt_tokens``."""
+    def probe(text: str) -> Optional[int]:
+        try:
+            r = requests.post(f"{base}/completions", json={"model": model, "prompt": text, "max_tokens": 1,
+                                                           "stream": False}, timeout=60)
+            return int(r.json()["usage"]["prompt_tokens"]) if r.status_code == 200 else None
+        except (requests.RequestException, ValueError, KeyError, TypeError):
+            return None
+    return probe
+
+
+def size_prompts(plan: RunPlan, sizer: PromptSizer, base: str) -> tuple[Optional[str], str]:
+    """(problem, manifest note): check the plan against the served context and calibrate the sizer."""
+    limit = context_limit(served_card(base, plan.model_handle))
+    problem = context_problem(plan, limit)
+    if problem:
+        return problem, ""
+    try:
+        note = sizer.calibrate(prober(base, plan.model_handle), prompt_sizes(plan))
+    except ConfigError as exc:
+        return str(exc), ""
+    return None, f"{note}; served context length {limit or 'not published'}"
