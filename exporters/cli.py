@@ -15,7 +15,7 @@ from configs.errors import cli_main
 from configs.paths import resolve
 
 from .gpu import GpuCollector, Nvml
-from .kvbm import KvbmCollector
+from .kvbm import BlockSize, KvbmCollector
 from .nvme import DiskCollector
 from .smart import SmartReader
 from .uma import UmaCollector
@@ -32,8 +32,12 @@ def build(name: str, args, cfg, nvml: Nvml) -> list:
         if not kvbm_url:
             raise ConfigError("no KVBM URL: give --kvbm-url or set kvbm_metrics_url on a stack in configs")
         frontend = args.frontend_url if args.frontend_url is not None else (tiered.metrics_url if tiered else None)
-        return [KvbmCollector(kvbm_url, frontend or None, cfg.profiles[args.profile].kv_block_size_bytes,
-                              cfg.exporters.kvbm_timeout_s)]
+        worker = args.worker_url if args.worker_url is not None else (tiered.worker_metrics_url if tiered else None)
+        profile = cfg.profiles[args.profile]
+        shape = cfg.models[tiered.model].shape if tiered else None
+        block = BlockSize(profile.kv_block_size_bytes, profile.kv_block_size_tokens, shape)
+        return [KvbmCollector(kvbm_url, frontend or None, block, cfg.exporters.kvbm_timeout_s,
+                              worker_url=worker or None)]
     if name == "nvme":
         tier2 = args.tier2_path or str(resolve(cfg.profiles[args.profile].tier2_path))
         disks = DiskCollector(args.procfs, args.sysfs, args.disk_exclude or cfg.exporters.disk_exclude, tier2)
@@ -58,12 +62,14 @@ def main(argv: list[str] | None = None, only: str | None = None) -> int:
     ap.add_argument("--sysfs", default="/sys", help="sysfs root (default /sys)")
     ap.add_argument("--profile", default="spill",
                     help="profile whose tier2_path marks the kv_tier2 disk and whose block size turns KV blocks "
-                         "into bytes")
+                         "into bytes where neither the target nor the model's shape fixes it")
     ap.add_argument("--tier2-path", help="KV tier2 directory (overrides the profile's)")
     ap.add_argument("--disk-exclude", help="regex of devices to leave out (default from configs)")
     ap.add_argument("--kvbm-url", help="KVBM /metrics URL (default $KVBM_URL, else the tiered stack's "
                                        "kvbm_metrics_url)")
     ap.add_argument("--frontend-url", help="Dynamo frontend /metrics URL ('' to skip; default from configs)")
+    ap.add_argument("--worker-url", help="Dynamo worker system-port /metrics URL ('' to skip; default the tiered "
+                                         "stack's worker_metrics_url)")
     ap.add_argument("--config", help="overlay YAML (default: $HARNESS_CONFIG)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

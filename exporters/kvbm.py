@@ -20,44 +20,44 @@ import requests
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
+from configs import vocabulary as V
+from configs.model import ModelShape
+
 log = logging.getLogger("exporters.kvbm")
 
-# KVBM counter (family name, no prefix) -> (direction, from tier, to tier)
-TRANSFERS = {
-    "offload_blocks_d2h": ("offload", "device", "host"),
-    "offload_blocks_h2d": ("offload", "host", "disk"),
-    "offload_blocks_d2d": ("offload", "device", "disk"),
-    "offload_blocks_d2o": ("offload", "device", "object"),
-    "offload_blocks_d2r": ("offload", "device", "remote"),
-    "onboard_blocks_h2d": ("onboard", "host", "device"),
-    "onboard_blocks_d2d": ("onboard", "disk", "device"),
-    "onboard_blocks_o2d": ("onboard", "object", "device"),
-    "onboard_blocks_r2d": ("onboard", "remote", "device"),
-}
-# Object/remote tiers count their own bytes; blocks x block size would be a guess there.
-MEASURED_BYTES = {
-    "offload_bytes_object": ("offload", "device", "object"),
-    "offload_bytes_remote": ("offload", "device", "remote"),
-    "onboard_bytes_object": ("onboard", "object", "device"),
-    "onboard_bytes_remote": ("onboard", "remote", "device"),
-}
-HIT_RATES = {"host_cache_hit_rate": "host", "disk_cache_hit_rate": "disk", "object_cache_hit_rate": "object",
-             "remote_cache_hit_rate": "remote"}
-REQUESTS = {"offload_requests": "offload", "onboard_requests": "onboard"}
-FAILURES = {"remote_read_failures": ("remote", "read"), "remote_write_failures": ("remote", "write")}
 SCRAPE_ERRORS = ("connection", "timeout", "http_status", "parse")
-KNOWN_UNMAPPED = ("remote_transfer_latency_seconds", "scheduler_")
-# Every release we know exposes these; their absence means a misconfigured or very different KVBM.
-EXPECTED = ("offload_blocks_d2h", "offload_blocks_h2d", "onboard_blocks_h2d", "onboard_blocks_d2d",
-            "matched_tokens", "host_cache_hit_rate", "disk_cache_hit_rate")
+SIM_BLOCK_BYTES = "stacksim_kv_block_size_bytes"   # the simulator states the bytes it really writes per block
 # Occupancy where a target publishes it: (family, label holding the tier or None, tier, kind)
 OCCUPANCY = (
     ("stacksim_kv_tier_occupancy_blocks", "tier", None, "occupancy"),
     ("stacksim_kv_tier_capacity_blocks", "tier", None, "capacity"),
-    ("dynamo_component_active_blocks", None, "device", "occupancy"),
-    ("dynamo_component_total_blocks", None, "device", "capacity"),
-    ("dynamo_frontend_model_total_kv_blocks", None, "device", "capacity"),
+    (V.FE_ACTIVE_DECODE_BLOCKS, None, "device", "occupancy"),
+    (V.FE_TOTAL_KV_BLOCKS, None, "device", "capacity"),
 )
+# Token counters taken from the frontend's per-request histograms (their _sum): prefix-cache hits
+# against all prompt tokens give the served prefix hit share.
+TOKEN_SUMS = ((V.FE_CACHED_TOKENS, "sparkrig_kv_prefix_cached_tokens", "Prompt tokens the engine served from its "
+               "prefix cache (Dynamo frontend cached_tokens)"),
+              (V.FE_INPUT_TOKENS, "sparkrig_kv_prompt_tokens", "Prompt tokens of finished requests (Dynamo "
+               "frontend input_sequence_tokens)"))
+
+
+@dataclass(frozen=True)
+class BlockSize:
+    """How KV blocks become bytes. A target that states its bytes per block wins (the simulator, whose
+    blocks are what it writes to its tier2 file); else the model's shape x the tokens per block the
+    frontend serves; else the profile's configured bytes."""
+    profile_bytes: int
+    profile_tokens: int
+    shape: Optional[ModelShape] = None
+
+    def resolve(self, stated_bytes: Optional[float], served_tokens: Optional[float]) -> tuple[int, int, str]:
+        tokens = int(served_tokens) if served_tokens else self.profile_tokens
+        if stated_bytes:
+            return int(stated_bytes), tokens, "target"
+        if self.shape is not None:
+            return self.shape.kv_block_bytes(tokens), tokens, "model_shape"
+        return self.profile_bytes, tokens, "profile"
 
 
 def parse(text: str) -> dict[str, list]:
@@ -87,10 +87,11 @@ class Monotonic:
 
 
 class KvbmCollector:
-    def __init__(self, kvbm_url: str, frontend_url: Optional[str], block_bytes: int, timeout_s: float = 2.0,
-                 get: Optional[Callable] = None) -> None:
-        self.targets = {"kvbm": kvbm_url, **({"frontend": frontend_url} if frontend_url else {})}
-        self.block_bytes = block_bytes
+    def __init__(self, kvbm_url: str, frontend_url: Optional[str], block: BlockSize, timeout_s: float = 2.0,
+                 get: Optional[Callable] = None, worker_url: Optional[str] = None) -> None:
+        self.targets = {"kvbm": kvbm_url, **({"frontend": frontend_url} if frontend_url else {}),
+                        **({"worker": worker_url} if worker_url else {})}
+        self.block = block
         self.timeout_s = timeout_s
         self.get = get or requests.Session().get     # keep-alive: a new connection per 250 ms scrape costs more
         self._lock = threading.Lock()                # scrapes may overlap; counters and the session are shared
@@ -126,16 +127,17 @@ class KvbmCollector:
 
     def _check_names(self, families: dict) -> None:
         for name in families:
-            if not name.startswith("kvbm_"):
+            if not name.startswith(V.KVBM):
                 continue
-            short = name[len("kvbm_"):]
-            known = (short in TRANSFERS or short in MEASURED_BYTES or short in HIT_RATES or short in REQUESTS
-                     or short in FAILURES or short == "matched_tokens" or short.startswith(KNOWN_UNMAPPED))
+            short = name[len(V.KVBM):]
+            known = (short in V.KVBM_TRANSFERS or short in V.KVBM_MEASURED_BYTES or short in V.KVBM_HIT_RATES
+                     or short in V.KVBM_REQUESTS or short in V.KVBM_FAILURES or short == V.KVBM_MATCHED_TOKENS
+                     or short.startswith(V.KVBM_KNOWN_UNMAPPED))
             if not known:
                 self._once("unknown:" + name, "KVBM exposes %s, which this exporter does not know; not normalised",
                            name)
-        for short in EXPECTED:
-            if not families.get("kvbm_" + short):
+        for short in V.KVBM_EXPECTED:
+            if not families.get(V.KVBM + short):
                 self._once("missing:" + short, "KVBM does not expose kvbm_%s; its normalised series are absent",
                            short)
 
@@ -161,53 +163,59 @@ class KvbmCollector:
         for (target, reason), n in sorted(self.errors.items()):
             errors.add_metric([target, reason], n)
         out = [up, took, errors]
+        block_bytes, block_tokens, source = self.block.resolve(
+            _value(scraped.get("kvbm", {}), SIM_BLOCK_BYTES), _max(scraped.get("frontend", {}), V.FE_BLOCK_SIZE))
         kvbm = scraped.get("kvbm")
         if kvbm is not None:
             self._check_names(kvbm)
-            out += self._kv_families(kvbm)
-        out += self._occupancy(scraped)
+            out += self._kv_families(kvbm, block_bytes)
+        out += self._occupancy(scraped) + self._served(scraped)
         resets = CounterMetricFamily("sparkrig_kvbm_counter_resets", "Source counters seen going backwards "
                                      "(restarts); republished counters continue from where they were")
         resets.add_metric([], self.monotonic.resets)
-        size = GaugeMetricFamily("sparkrig_kv_block_size_bytes", "Configured KV block size used for bytes")
-        size.add_metric([], self.block_bytes)
-        return out + [resets, size]
+        size = GaugeMetricFamily("sparkrig_kv_block_size_bytes", "KV block size used to turn blocks into bytes, "
+                                 "and where it came from (target, model_shape, profile)", labels=["source"])
+        size.add_metric([source], block_bytes)
+        tokens = GaugeMetricFamily("sparkrig_kv_block_size_tokens", "Tokens per KV block (served by the frontend "
+                                   "where it publishes it, else the profile's)")
+        tokens.add_metric([], block_tokens)
+        return out + [resets, size, tokens]
 
-    def _kv_families(self, kvbm: dict):
+    def _kv_families(self, kvbm: dict, block_bytes: int):
         pair = ["direction", "from_tier", "to_tier"]
         blocks = CounterMetricFamily("sparkrig_kv_transfer_blocks", "KV blocks moved between tiers", labels=pair)
         nbytes = CounterMetricFamily("sparkrig_kv_transfer_bytes", "KV bytes moved between tiers (blocks x block "
                                      "size; measured bytes for object/remote tiers)", labels=pair)
-        for short, labels in TRANSFERS.items():
-            raw = _value(kvbm, "kvbm_" + short)
+        for short, labels in V.KVBM_TRANSFERS.items():
+            raw = _value(kvbm, V.KVBM + short)
             if raw is None:
                 continue
             count = self.monotonic(short, raw)
             blocks.add_metric(list(labels), count)
             if labels[1] not in ("object", "remote") and labels[2] not in ("object", "remote"):
-                nbytes.add_metric(list(labels), count * self.block_bytes)
-        for short, labels in MEASURED_BYTES.items():
-            raw = _value(kvbm, "kvbm_" + short)
+                nbytes.add_metric(list(labels), count * block_bytes)
+        for short, labels in V.KVBM_MEASURED_BYTES.items():
+            raw = _value(kvbm, V.KVBM + short)
             if raw is not None:
                 nbytes.add_metric(list(labels), self.monotonic(short, raw))
         hits = GaugeMetricFamily("sparkrig_kv_hit_ratio", "Sliding-window hit ratio per tier", labels=["tier"])
-        for short, tier in HIT_RATES.items():
-            raw = _value(kvbm, "kvbm_" + short)
+        for short, tier in V.KVBM_HIT_RATES.items():
+            raw = _value(kvbm, V.KVBM + short)
             if raw is not None:
                 hits.add_metric([tier], raw)
         reqs = CounterMetricFamily("sparkrig_kv_transfer_requests", "Offload/onboard requests (older releases)",
                                    labels=["direction"])
-        for short, direction in REQUESTS.items():
-            raw = _value(kvbm, "kvbm_" + short)
+        for short, direction in V.KVBM_REQUESTS.items():
+            raw = _value(kvbm, V.KVBM + short)
             if raw is not None:
                 reqs.add_metric([direction], self.monotonic(short, raw))
         fails = CounterMetricFamily("sparkrig_kv_transfer_failures", "Failed tier transfers (blocks)",
                                     labels=["tier", "op"])
-        for short, labels in FAILURES.items():
-            raw = _value(kvbm, "kvbm_" + short)
+        for short, labels in V.KVBM_FAILURES.items():
+            raw = _value(kvbm, V.KVBM + short)
             if raw is not None:
                 fails.add_metric(list(labels), self.monotonic(short, raw))
-        matched = _value(kvbm, "kvbm_matched_tokens")
+        matched = _value(kvbm, V.KVBM + V.KVBM_MATCHED_TOKENS)
         out = [blocks, nbytes, hits, reqs, fails]
         if matched is not None:
             m = CounterMetricFamily("sparkrig_kv_matched_tokens", "Prompt tokens matched in KVBM tiers")
@@ -218,15 +226,43 @@ class KvbmCollector:
     def _occupancy(self, scraped: dict) -> list:
         fams = {kind: GaugeMetricFamily(f"sparkrig_kv_tier_{kind}_blocks", f"KV tier {kind} in blocks",
                                         labels=["tier"]) for kind in ("occupancy", "capacity")}
-        seen: set[tuple[str, str]] = set()
+        values: dict[tuple[str, str], float] = {}
         for families in scraped.values():
             for name, label, tier, kind in OCCUPANCY:
+                per_name: dict[str, float] = {}      # one value per tier; per-worker samples add up
                 for s in families.get(name, []):
                     t = s.labels.get(label) if label else tier
-                    if t and (kind, t) not in seen:
-                        seen.add((kind, t))
-                        fams[kind].add_metric([t], s.value)
+                    if t:
+                        per_name[t] = per_name.get(t, 0.0) + s.value
+                for t, v in per_name.items():
+                    values.setdefault((kind, t), v)   # the first source in OCCUPANCY's order wins
+        for (kind, t), v in sorted(values.items()):
+            fams[kind].add_metric([t], v)
         return [f for f in fams.values() if f.samples]
+
+    def _served(self, scraped: dict) -> list:
+        """What the frontend and worker say about the engine's KV: usage share, prefix-cache tokens."""
+        out = []
+        worker = scraped.get("worker", {})
+        usage = next((v for name in V.WK_KV_USAGE if (v := _max(worker, name)) is not None), None)
+        if usage is not None:
+            g = GaugeMetricFamily("sparkrig_kv_tier_usage_ratio", "Used share of a tier's KV blocks, as the "
+                                  "engine reports it", labels=["tier"])
+            g.add_metric(["device"], usage)
+            out.append(g)
+        frontend = scraped.get("frontend", {})
+        for family, name, doc in TOKEN_SUMS:
+            total = sum(s.value for s in frontend.get(family, []) if s.name == family + "_sum")
+            if frontend.get(family):
+                c = CounterMetricFamily(name, doc)
+                c.add_metric([], self.monotonic(family, total))
+                out.append(c)
+        return out
+
+
+def _max(families: dict, name: str) -> Optional[float]:
+    samples = families.get(name)
+    return max(s.value for s in samples) if samples else None
 
 
 class _Failure(Exception):

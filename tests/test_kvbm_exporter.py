@@ -8,10 +8,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT, Sim, free_port
-from exporters.kvbm import KvbmCollector
+from configs import load
+from exporters.kvbm import BlockSize, KvbmCollector
 
 DYNAMO = ROOT / "tests" / "fixtures" / "dynamo"
+REAL = ROOT / "tests" / "fixtures" / "dynamo-1.6.1"
 BLOCK = 65536
+PROFILE = BlockSize(BLOCK, 32)          # no model shape: the profile's bytes per block
 
 
 class TextServer:
@@ -69,7 +72,7 @@ def transfer(direction, src, dst):
 
 def test_object_tier_release_is_normalised(serve, caplog):
     server = serve((DYNAMO / "kvbm-object-tier.txt").read_text())
-    m = scrape(KvbmCollector(server.url, None, BLOCK))
+    m = scrape(KvbmCollector(server.url, None, PROFILE))
     assert m[("sparkrig_kvbm_up", lb(target="kvbm"))] == 1
     assert m[("sparkrig_kv_transfer_blocks_total", transfer("offload", "device", "host"))] == 12500
     assert m[("sparkrig_kv_transfer_bytes_total", transfer("offload", "device", "host"))] == 12500 * BLOCK
@@ -80,13 +83,13 @@ def test_object_tier_release_is_normalised(serve, caplog):
     assert m[("sparkrig_kv_hit_ratio", lb(tier="disk"))] == 0.25
     assert m[("sparkrig_kv_matched_tokens_total", lb())] == 40960
     assert m[("sparkrig_kv_transfer_requests_total", lb(direction="onboard"))] == 96
-    assert m[("sparkrig_kv_block_size_bytes", lb())] == BLOCK
+    assert m[("sparkrig_kv_block_size_bytes", lb(source="profile"))] == BLOCK
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_remote_tier_release_is_normalised(serve, caplog):
     server = serve((DYNAMO / "kvbm-remote-tier.txt").read_text())
-    m = scrape(KvbmCollector(server.url, None, BLOCK))
+    m = scrape(KvbmCollector(server.url, None, PROFILE))
     assert m[("sparkrig_kv_transfer_blocks_total", transfer("offload", "device", "remote"))] == 10
     # remote bytes are KVBM's own measurement, not blocks x block size
     assert m[("sparkrig_kv_transfer_bytes_total", transfer("offload", "device", "remote"))] == 655360
@@ -99,7 +102,7 @@ def test_remote_tier_release_is_normalised(serve, caplog):
 def test_restart_keeps_counters_monotonic(serve):
     text = (DYNAMO / "kvbm-object-tier.txt").read_text()
     server = serve(text)
-    c = KvbmCollector(server.url, None, BLOCK)
+    c = KvbmCollector(server.url, None, PROFILE)
     scrape(c)
     server.text = text.replace("kvbm_offload_blocks_d2h 12500", "kvbm_offload_blocks_d2h 100")
     m = scrape(c)
@@ -113,7 +116,7 @@ def test_restart_keeps_counters_monotonic(serve):
 def test_unknown_and_missing_names_are_reported_once(serve, caplog):
     text = (DYNAMO / "kvbm-object-tier.txt").read_text()
     text = text.replace("kvbm_matched_tokens 40960", "") + "# TYPE kvbm_shiny_new gauge\nkvbm_shiny_new 3\n"
-    c = KvbmCollector(serve(text).url, None, BLOCK)
+    c = KvbmCollector(serve(text).url, None, PROFILE)
     for _ in range(3):
         m = scrape(c)
     assert ("sparkrig_kv_matched_tokens_total", lb()) not in m
@@ -124,7 +127,7 @@ def test_unknown_and_missing_names_are_reported_once(serve, caplog):
 
 def test_unreachable_and_failing_targets_count_errors(serve, caplog):
     broken = serve("oops", status=500)
-    c = KvbmCollector(f"http://127.0.0.1:{free_port()}/metrics", broken.url, BLOCK, timeout_s=1)
+    c = KvbmCollector(f"http://127.0.0.1:{free_port()}/metrics", broken.url, PROFILE, timeout_s=1)
     for _ in range(2):
         m = scrape(c)
     assert m[("sparkrig_kvbm_up", lb(target="kvbm"))] == 0
@@ -143,7 +146,7 @@ def test_live_simulator_stack_b(tmp_path, caplog):
         for p in prompts + prompts[:2]:
             requests.post(f"{sim.base}/v1/completions", json={"model": "nvidia/Llama-3.3-70B-Instruct-NVFP4",
                           "prompt": p, "max_tokens": 2}, timeout=30).raise_for_status()
-        c = KvbmCollector(f"http://127.0.0.1:{sim.kvbm_port}/metrics", f"{sim.base}/metrics", BLOCK)
+        c = KvbmCollector(f"http://127.0.0.1:{sim.kvbm_port}/metrics", f"{sim.base}/metrics", PROFILE)
         m = scrape(c)
         raw = sim.metrics(port=sim.kvbm_port)
     assert m[("sparkrig_kvbm_up", lb(target="kvbm"))] == 1 and m[("sparkrig_kvbm_up", lb(target="frontend"))] == 1
@@ -153,3 +156,41 @@ def test_live_simulator_stack_b(tmp_path, caplog):
     assert m[("sparkrig_kv_tier_capacity_blocks", lb(tier="device"))] == 64
     assert m[("sparkrig_kv_tier_occupancy_blocks", lb(tier="disk"))] > 0
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_dynamo_161_kvbm_names_are_all_known(serve, caplog):
+    """The real 1.6.1 KVBM exposition: every name mapped (object tier and its failures included)."""
+    m = scrape(KvbmCollector(serve((REAL / "dynamo_kvbm_metrics.txt").read_text()).url, None, PROFILE))
+    assert m[("sparkrig_kv_transfer_blocks_total", transfer("offload", "device", "object"))] == 0
+    assert m[("sparkrig_kv_transfer_blocks_total", transfer("onboard", "object", "device"))] == 0
+    assert m[("sparkrig_kv_transfer_failures_total", lb(tier="object", op="write"))] == 0
+    assert m[("sparkrig_kv_hit_ratio", lb(tier="object"))] == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], [r.message for r in caplog.records]
+
+
+def test_dynamo_161_frontend_and_worker(serve):
+    """Block size, capacity, occupancy, prefix-cache tokens and KV usage from the names 1.6.1 serves;
+    bytes per block from the model's shape x the served 64 tokens, not the profile's constant."""
+    shape = load().models["l70b"].shape
+    kvbm = serve((REAL / "dynamo_kvbm_metrics.txt").read_text())
+    frontend = serve((REAL / "dynamo_frontend_metrics.txt").read_text())
+    worker = serve((REAL / "dynamo_worker_metrics.txt").read_text().replace(
+        'vllm:kv_cache_usage_perc{engine="0",model_name="nvidia/Llama-3.3-70B-Instruct-NVFP4"} 0',
+        'vllm:kv_cache_usage_perc{engine="0",model_name="nvidia/Llama-3.3-70B-Instruct-NVFP4"} 0.25'))
+    m = scrape(KvbmCollector(kvbm.url, frontend.url, BlockSize(BLOCK, 32, shape), worker_url=worker.url))
+    assert m[("sparkrig_kvbm_up", lb(target="worker"))] == 1
+    assert m[("sparkrig_kv_block_size_tokens", lb())] == 64
+    assert m[("sparkrig_kv_block_size_bytes", lb(source="model_shape"))] == 80 * 8 * 128 * 2 * 1 * 64
+    assert m[("sparkrig_kv_tier_capacity_blocks", lb(tier="device"))] == 16384
+    assert m[("sparkrig_kv_tier_usage_ratio", lb(tier="device"))] == 0.25
+    assert m[("sparkrig_kv_prefix_cached_tokens_total", lb())] == 2657216
+    assert m[("sparkrig_kv_prompt_tokens_total", lb())] == 3544959
+
+
+def test_dynamo_161_kv_router_publishes_occupancy(serve):
+    kvbm = serve((REAL / "dynamo_kvbm_metrics.txt").read_text())
+    text = (REAL / "dynamo_frontend_metrics_kvrouter.txt").read_text().replace(
+        'dynamo_frontend_worker_active_decode_blocks{dp_rank="0",worker_id="6270785432421949181",worker_type="decode"} 0',
+        'dynamo_frontend_worker_active_decode_blocks{dp_rank="0",worker_id="6270785432421949181",worker_type="decode"} 12')
+    m = scrape(KvbmCollector(kvbm.url, serve(text).url, PROFILE))
+    assert m[("sparkrig_kv_tier_occupancy_blocks", lb(tier="device"))] == 12
