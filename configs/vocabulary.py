@@ -39,8 +39,14 @@ FE_CANCEL_LABELS = ("endpoint", "model", "request_type")
 FE_FAILURE_LABELS = ("class", "reason")
 # status="error" error_type values, and the failure classes 1.6.1 uses
 ERROR_CANCELLED, ERROR_NOT_FOUND, ERROR_INTERNAL = "cancelled", "not_found", "internal"
+ERROR_OVERLOAD, ERROR_UNAVAILABLE = "overload", "unavailable"
+UNKNOWN_MODEL = "unknown_model"                    # the model label of requests for a model nobody serves
+# (class, reason) of failures_total. A 400 is counted here only, never in requests_total; an over-length
+# prompt fails inside the engine: internal, "unclassified" when streamed, "internal" when unary.
 FAILURE_INVALID = ("InvalidRequest", "request.invalid")
 FAILURE_NOT_FOUND = ("NotFound", "request.not_found")
+FAILURE_INTERNAL_STREAM = ("Internal", "runtime.unclassified")
+FAILURE_INTERNAL_UNARY = ("Internal", "runtime.internal")
 
 # Buckets exactly as 1.6.1 serves them ("0" is a bucket of its own).
 FE_TTFT_BUCKETS = (0, 0.0022, 0.0047, 0.01, 0.022, 0.047, 0.1, 0.22, 0.47, 1, 2.2, 4.7, 10, 22, 48, 100, 220, 480)

@@ -27,13 +27,17 @@ def options_for(cfg, stack: str, args) -> StackOptions:
         profile = dataclasses.replace(profile, tier2_path=args.tier2_path)
     port = urlparse(spec.openai_base).port
     kvbm_port = urlparse(spec.kvbm_metrics_url).port if spec.kvbm_metrics_url else None
+    worker_port = urlparse(spec.worker_metrics_url).port if spec.worker_metrics_url else None
     if args.port is not None and args.stack != "both":
         port = args.port
     if args.kvbm_port is not None:
         kvbm_port = args.kvbm_port
+    if args.worker_port is not None:
+        worker_port = args.worker_port or None
     strict = (stack == "B") if args.strict_fields is None else args.strict_fields
     return StackOptions(stack=stack, model=args.model or cfg.models[spec.model].handle, profile=profile,
-                        engine=engine, host=args.host, port=port, kvbm_port=kvbm_port, seed=args.seed,
+                        engine=engine, host=args.host, port=port, kvbm_port=kvbm_port, worker_port=worker_port,
+                        seed=args.seed,
                         strict_fields=strict, keep_tier2=args.keep_tier2)
 
 
@@ -64,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     ap.add_argument("--port", type=int, help="OpenAI API port for a single stack (default from the config)")
     ap.add_argument("--kvbm-port", type=int, help="Stack B KVBM metrics port (default 6880 from the config)")
+    ap.add_argument("--worker-port", type=int, help="Stack B worker system-port metrics (default from the stack's "
+                                                    "worker_metrics_url; 0 for none)")
     ap.add_argument("--model", help="served model name (default: the stack's model handle)")
     ap.add_argument("--time-scale", type=float, help="multiply every simulated delay (e.g. 0.25 for demos)")
     ap.add_argument("--seed", type=int, default=42)

@@ -69,6 +69,7 @@ class Engine:
         self.running: list[Seq] = []
         self.iterations: deque[dict] = deque(maxlen=128)
         self.rejected: dict[str, int] = {}
+        self.accepted = 0                    # requests that reached the engine (the worker's requests_total)
         self._ids = itertools.count()
         self._wake = asyncio.Event()
         self._deadline = 0.0
@@ -105,6 +106,7 @@ class Engine:
         seq = Seq(id=f"cmpl-{next(self._ids)}", prompt=prompt, hashes=hashes, max_tokens=max_tokens,
                   adapter=adapter, arrival=self.clock(), total_blocks=total)
         self.waiting.append(seq)
+        self.accepted += 1
         self._wake.set()
         return seq
 

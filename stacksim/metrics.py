@@ -6,17 +6,22 @@ Simulator-only series are prefixed ``stacksim_``.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from configs import vocabulary as V
 
 from .engine import Engine
 from .kvcache import KVBM_COUNTERS
 
+# trtllm-serve's buckets are its own (the Dynamo ones come from configs.vocabulary)
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0,
                    3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
-TOKEN_BUCKETS = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 FETCH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+# The real servers print no `_created` series (Dynamo's Rust exporter has none); neither do we.
+disable_created_metrics()
 
 KVBM_HELP = {
     "offload_blocks_d2h": "Blocks offloaded from device to host",
@@ -43,14 +48,16 @@ class _EngineState:
             return g
 
         if self.style == "dynamo":
-            yield gauge("dynamo_frontend_inflight_requests", "Requests in flight", len(e.running) + len(e.waiting))
-            yield gauge("dynamo_frontend_queued_requests", "Requests waiting for the engine", len(e.waiting))
-            yield gauge("dynamo_frontend_model_total_kv_blocks", "Device KV blocks", kv.capacity0)
-            yield gauge("dynamo_frontend_model_kv_cache_block_size", "Tokens per KV block", kv.block_tokens)
-            yield gauge("dynamo_frontend_model_max_num_seqs", "Max running sequences", e.p.max_batch_size)
-            yield gauge("dynamo_frontend_model_max_num_batched_tokens", "Max tokens per iteration",
-                        e.p.max_num_tokens)
-            yield gauge("dynamo_frontend_model_context_length", "Max prompt tokens", e.p.max_num_tokens)
+            yield gauge(V.FE_INFLIGHT, "Number of inflight requests", len(e.running) + len(e.waiting))
+            yield gauge(V.FE_QUEUED, "Number of requests in HTTP processing queue", len(e.waiting))
+            yield gauge(V.FE_MODEL_READY, "Whether the frontend can route at least one inference request", 1)
+            yield gauge(V.FE_TOTAL_KV_BLOCKS, "Total KV cache blocks available for a worker serving the model",
+                        kv.capacity0)
+            yield gauge(V.FE_BLOCK_SIZE, "KV cache block size in tokens for a worker serving the model",
+                        kv.block_tokens)
+            yield gauge(V.FE_MAX_NUM_SEQS, "Maximum number of sequences", e.p.max_batch_size)
+            yield gauge(V.FE_MAX_BATCHED_TOKENS, "Maximum number of batched tokens", e.p.max_num_tokens)
+            yield gauge(V.FE_CONTEXT_LENGTH, "Maximum context length in tokens", e.p.max_num_tokens)
         else:
             c = kv.counters
             looked = c.device_reused_blocks + c.device_missed_blocks
@@ -91,20 +98,25 @@ class FrontendMetrics:
         if style == "dynamo":
             self.labels = {"model": model}
             ln = ["model"]
-            self.requests = Counter("dynamo_frontend_requests", "Requests by outcome", ln + [
-                "endpoint", "request_type", "status"], registry=r)
-            self.ttft = Histogram("dynamo_frontend_time_to_first_token_seconds", "TTFT", ln,
-                                  buckets=LATENCY_BUCKETS, registry=r)
-            self.itl = Histogram("dynamo_frontend_inter_token_latency_seconds", "ITL", ln,
-                                 buckets=ITL_BUCKETS, registry=r)
-            self.e2e = Histogram("dynamo_frontend_request_duration_seconds", "Request duration", ln,
-                                 buckets=LATENCY_BUCKETS, registry=r)
-            self.isl = Histogram("dynamo_frontend_input_sequence_tokens", "Input tokens", ln,
-                                 buckets=TOKEN_BUCKETS, registry=r)
-            self.osl = Histogram("dynamo_frontend_output_sequence_tokens", "Output tokens", ln,
-                                 buckets=TOKEN_BUCKETS, registry=r)
-            self.out_tokens = Counter("dynamo_frontend_output_tokens", "Output tokens", ln, registry=r)
-            self.cancelled = Counter("dynamo_frontend_model_cancellation", "Cancelled requests", ln, registry=r)
+            self.requests = Counter(V.FE_REQUESTS, "Total number of LLM requests processed",
+                                    list(V.FE_REQUEST_LABELS), registry=r)
+            self.failures = Counter(V.FE_FAILURES, "Total number of terminal semantic request failures",
+                                    list(V.FE_FAILURE_LABELS), registry=r)
+            self.ttft = Histogram(V.FE_TTFT, "Time to first token in seconds", ln, buckets=V.FE_TTFT_BUCKETS,
+                                  registry=r)
+            self.itl = Histogram(V.FE_ITL, "Inter-token latency in seconds", ln, buckets=V.FE_ITL_BUCKETS,
+                                 registry=r)
+            self.e2e = Histogram(V.FE_DURATION, "Duration of LLM requests", ln, buckets=V.FE_DURATION_BUCKETS,
+                                 registry=r)
+            self.isl = Histogram(V.FE_INPUT_TOKENS, "Input sequence length in tokens", ln,
+                                 buckets=V.FE_INPUT_BUCKETS, registry=r)
+            self.osl = Histogram(V.FE_OUTPUT_SEQ_TOKENS, "Output sequence length in tokens", ln,
+                                 buckets=V.FE_OUTPUT_BUCKETS, registry=r)
+            self.cached = Histogram(V.FE_CACHED_TOKENS, "Number of cached tokens (prefix cache hits) per request",
+                                    ln, buckets=V.FE_INPUT_BUCKETS, registry=r)
+            self.out_tokens = Counter(V.FE_OUTPUT_TOKENS, "Total number of output tokens generated", ln, registry=r)
+            self.cancelled = Counter(V.FE_CANCELLATIONS, "Total number of request cancellations",
+                                     list(V.FE_CANCEL_LABELS), registry=r)
         else:
             self.labels = {"model_name": model, "engine_type": "trtllm"}
             ln = ["model_name", "engine_type"]
@@ -126,18 +138,18 @@ class FrontendMetrics:
 
     def observe(self, *, endpoint: str, stream: bool, code: int, ttft: float | None, itls: list[float],
                 duration: float, prompt_tokens: int, completion_tokens: int, queue_s: float,
-                finish_reason: str | None, cancelled: bool = False) -> None:
+                finish_reason: str | None, cancelled: bool = False, cached_tokens: int = 0,
+                error_type: str | None = None) -> None:
+        """``error_type`` for a request that failed inside the engine (Dynamo's label value); otherwise the
+        outcome follows from ``code`` and ``cancelled`` as the real frontend counts it."""
         lv = list(self.labels.values())
         self.http.labels(endpoint, str(code)).inc()
         if self.style == "dynamo":
-            status = "success" if code == 200 and not cancelled else "error"
-            self.requests.labels(*lv, endpoint, "stream" if stream else "unary", status).inc()
-            if cancelled:
-                self.cancelled.labels(*lv).inc()
-            if code != 200:
+            if not self._count_dynamo(endpoint, stream, code, cancelled, error_type):
                 return
             self.isl.labels(*lv).observe(prompt_tokens)
             self.osl.labels(*lv).observe(completion_tokens)
+            self.cached.labels(*lv).observe(cached_tokens)
             self.out_tokens.labels(*lv).inc(completion_tokens)
         else:
             if code != 200:
@@ -153,12 +165,37 @@ class FrontendMetrics:
             self.itl.labels(*lv).observe(gap)
         self.e2e.labels(*lv).observe(duration)
 
+    def _count_dynamo(self, endpoint: str, stream: bool, code: int, cancelled: bool, error_type: str | None) -> bool:
+        """requests_total / failures_total / model_cancellation_total as Dynamo 1.6.1 counts them; True
+        when the request finished and its latency and token histograms apply."""
+        model = self.labels["model"]
+        rtype = "stream" if stream else "unary"
+        if code == 400:                                # refused before the handler: a failure only
+            self.failures.labels(*V.FAILURE_INVALID).inc()
+            return False
+        if code == 404:
+            self.failures.labels(*V.FAILURE_NOT_FOUND).inc()
+            error_type, model = V.ERROR_NOT_FOUND, V.UNKNOWN_MODEL
+        elif cancelled:
+            error_type = V.ERROR_CANCELLED
+            self.cancelled.labels(endpoint, model, rtype).inc()
+        elif error_type == V.ERROR_INTERNAL or code >= 500 and code not in (503,):
+            error_type = V.ERROR_INTERNAL
+            self.failures.labels(*(V.FAILURE_INTERNAL_STREAM if stream else V.FAILURE_INTERNAL_UNARY)).inc()
+        elif code == 429:
+            error_type = V.ERROR_OVERLOAD
+        elif code == 503:
+            error_type = V.ERROR_UNAVAILABLE
+        self.requests.labels(endpoint, error_type or "", model, rtype, "error" if error_type else "success").inc()
+        return not error_type
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class KvbmMetrics:
-    """KVBM's own families (no labels, no ``_total``) plus the simulator's tier extras."""
+    """KVBM's own families (no labels, no ``_total``) plus the simulator's tier extras, among them the
+    bytes it really writes per block (the exporter turns blocks into bytes with it)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -196,6 +233,9 @@ class _TierState:
             cap.add_metric([tier], capacity)
         yield occ
         yield cap
+        size = GaugeMetricFamily("stacksim_kv_block_size_bytes", "Bytes of one KV block in the tier2 file")
+        size.add_metric([], self.engine.block_bytes)
+        yield size
         pinned = GaugeMetricFamily("stacksim_kv_pinned_blocks", "Device blocks pinned by running sequences")
         pinned.add_metric([], kv.pinned0)
         yield pinned
@@ -213,3 +253,40 @@ class _TierState:
         err.add_metric(["read"], c.tier2_read_errors)
         err.add_metric(["write"], c.tier2_write_errors)
         yield err
+
+
+class WorkerMetrics:
+    """A Dynamo worker's system-port metrics (DYN_SYSTEM_PORT) under 1.6.1's names and labels: the
+    work handler's request counters and the engine's KV usage and queue, read at scrape time."""
+
+    def __init__(self, engine: Engine, model: str, worker_id: str) -> None:
+        self.engine, self.model = engine, model
+        self.component = {"dynamo_component": "backend", "dynamo_endpoint": "generate", "dynamo_namespace": "dynamo",
+                          "worker_id": worker_id}
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(self)
+
+    def collect(self):
+        e, kv = self.engine, self.engine.kv
+        names, values = list(V.WK_LABELS), [self.component[k] for k in V.WK_LABELS]
+        req = CounterMetricFamily(V.WK_REQUESTS, "Total number of requests processed by work handler", labels=names)
+        req.add_metric(values, e.accepted)
+        yield req
+        inflight = GaugeMetricFamily(V.WK_INFLIGHT, "Number of requests currently being processed by work handler",
+                                     labels=names)
+        inflight.add_metric(values, len(e.running) + len(e.waiting))
+        yield inflight
+        queue = GaugeMetricFamily(V.WK_QUEUE, "Current number of requests queued in Dynamo not yet in the engine")
+        queue.add_metric([], 0)
+        yield queue
+        engine_labels = ["0", self.model]
+        for name, doc, value in (
+                (V.WK_KV_USAGE[0], "KV-cache usage as a fraction of available cache blocks", kv.used0 / kv.capacity0),
+                (V.WK_RUNNING, "Number of requests currently running on GPU", len(e.running)),
+                (V.WK_WAITING, "Number of requests waiting to be processed", len(e.waiting))):
+            g = GaugeMetricFamily(name, doc, labels=list(V.WK_ENGINE_LABELS))
+            g.add_metric(engine_labels, value)
+            yield g
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -13,13 +13,14 @@ from typing import Optional
 
 from aiohttp import web
 
+from configs import vocabulary as V
 from configs.model import EngineParams, Profile
 from configs.paths import check_name, ensure_data_dir
 
 from .engine import Engine, Rejected, Seq
 from .kvcache import TieredKVCache
 from .lora import LoraStore
-from .metrics import FrontendMetrics, KvbmMetrics
+from .metrics import FrontendMetrics, KvbmMetrics, WorkerMetrics
 from .tier2 import Tier2Store
 from .tokens import block_hashes, render_chat, tokenize
 
@@ -45,6 +46,7 @@ class StackOptions:
     host: str = "127.0.0.1"
     port: int = 8355
     kvbm_port: Optional[int] = None
+    worker_port: Optional[int] = None      # Stack B: the worker's system-port metrics
     seed: int = 42
     strict_fields: bool = False
     keep_tier2: bool = False
@@ -55,8 +57,24 @@ def openai_error(status: int, message: str, type_: str, code=None) -> web.Respon
     return web.json_response(body, status=status)
 
 
+def dynamo_error(status: int, message: str) -> web.Response:
+    """The Dynamo frontend's error body: top-level message/type/code, not OpenAI's ``error`` object."""
+    return web.json_response({"message": message, "type": _REASONS.get(status, "Error"), "code": status},
+                             status=status)
+
+
+_REASONS = {400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
+            503: "Service Unavailable"}
+INTERNAL_ERROR = "Internal server error"      # the words the real frontend sends, nothing more
+
+
 class BadRequest(Exception):
     pass
+
+
+class TooLong(Exception):
+    """A prompt over the engine's limit. Stack A refuses it up front (400); the real Dynamo frontend
+    passes it to the engine, which fails it: a 200 stream ending in an SSE error, or a 500."""
 
 
 class UnknownModel(Exception):
@@ -123,6 +141,12 @@ class StackServer:
             kapp = web.Application()
             kapp.router.add_get("/metrics", self._kvbm_metrics)
             await self._listen(kapp, o.kvbm_port)
+        if self.tiered and o.worker_port:
+            worker = WorkerMetrics(self.engine, o.model, f"{o.port:016x}")
+            wapp = web.Application()
+            wapp.router.add_get("/metrics", lambda _r: web.Response(body=worker.exposition(),
+                                                                     content_type="text/plain", charset="utf-8"))
+            await self._listen(wapp, o.worker_port)
         log.info("stack %s serving %s on http://%s:%d%s (profile tiers: %d/%d/%d blocks, tier2 %s)", o.stack,
                  o.model, o.host, o.port, f", KVBM metrics on :{o.kvbm_port}" if self.tiered and o.kvbm_port else "",
                  self.kv.capacity0, self.kv.capacity1, tier2.capacity if tier2 else 0,
@@ -150,6 +174,8 @@ class StackServer:
     async def _models(self, _request) -> web.Response:
         now = int(time.time())
         data = [{"id": self.o.model, "object": "model", "created": now, "owned_by": "stacksim"}]
+        if self.tiered:                           # the Dynamo frontend publishes the engine's context limit
+            data[0]["context_window"] = self.o.engine.max_num_tokens
         data += [{"id": n, "object": "model", "created": now, "owned_by": "stacksim", "parent": self.o.model}
                  for n in self.lora.names]
         return web.json_response({"object": "list", "data": data})
@@ -173,7 +199,7 @@ class StackServer:
         if self.o.strict_fields:
             unknown = sorted(set(body) - KNOWN_FIELDS)
             if unknown:
-                raise BadRequest(f"unknown field `{unknown[0]}`: this frontend accepts only OpenAI request fields")
+                raise BadRequest("Validation: Unsupported parameter(s): " + ", ".join(f"`{u}`" for u in unknown))
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("missing required field `model`")
@@ -194,7 +220,8 @@ class StackServer:
                 raise BadRequest("`prompt` must be a non-empty string, a list with one string, or a list of token ids")
         limit = self.o.engine.max_num_tokens
         if len(prompt) > limit:
-            raise BadRequest(f"prompt has {len(prompt)} tokens, over this engine's max_num_tokens={limit}")
+            message = f"prompt has {len(prompt)} tokens, over this engine's max_num_tokens={limit}"
+            raise TooLong(message) if self.tiered else BadRequest(message)
         key = "max_completion_tokens" if chat and "max_completion_tokens" in body else "max_tokens"
         max_tokens = body.get(key, 256 if chat else 16)
         cap = self.o.engine.max_output_tokens
@@ -217,16 +244,23 @@ class StackServer:
             prompt, max_tokens, adapter = self._parse(body, chat)
             salt = adapter or ""
             seq = self.engine.submit(prompt, block_hashes(prompt, self.kv.block_tokens, salt), max_tokens, adapter)
+        except TooLong as exc:
+            log.info("engine failed an over-length prompt: %s", exc)
+            return await self._engine_failure(request, stream, endpoint, started)
         except (json.JSONDecodeError, UnicodeDecodeError, BadRequest, UnknownModel, Rejected) as exc:
             if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
-                stream, resp = False, openai_error(400, f"invalid JSON body: {exc}", "BadRequestError")
+                stream, status, message, type_ = False, 400, f"invalid JSON body: {exc}", "BadRequestError"
             elif isinstance(exc, BadRequest):
-                resp = openai_error(400, str(exc), "BadRequestError")
+                status, message, type_ = 400, str(exc), "BadRequestError"
             elif isinstance(exc, UnknownModel):
-                resp = openai_error(404, f"The model `{exc.args[0]}` does not exist.", "NotFoundError",
-                                    "model_not_found")
+                status, message, type_ = 404, f"The model `{exc.args[0]}` does not exist.", "NotFoundError"
             else:
-                resp = openai_error(exc.status, exc.message, exc.type, exc.code)
+                status, message, type_ = exc.status, exc.message, exc.type
+            if self.tiered:
+                resp = dynamo_error(status, "Model not found" if status == 404 else message)
+            else:
+                resp = openai_error(status, message, type_, "model_not_found" if status == 404 else
+                                    getattr(exc, "code", None))
             self.metrics.observe(endpoint=endpoint, stream=stream, code=resp.status, ttft=None, itls=[],
                                  duration=time.monotonic() - started, prompt_tokens=0, completion_tokens=0,
                                  queue_s=0.0, finish_reason=None)
@@ -234,6 +268,21 @@ class StackServer:
         include_usage = stream and isinstance(body.get("stream_options"), dict) and \
             bool(body["stream_options"].get("include_usage"))
         return await self._respond(request, seq, chat, stream, include_usage, body["model"], endpoint, started)
+
+    async def _engine_failure(self, request, stream: bool, endpoint: str, started: float) -> web.StreamResponse:
+        """What the real Dynamo frontend answers when its engine fails a request it accepted."""
+        if stream:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+            await resp.prepare(request)
+            await resp.write(sse({"error": {"message": INTERNAL_ERROR, "type": "internal_server_error", "code": 500}}))
+            await resp.write(b"data: [DONE]\n\n")
+        else:
+            resp = web.json_response({"message": INTERNAL_ERROR, "type": "Internal Server Error", "code": 500,
+                                      "details": {"backend_status": 500}}, status=500)
+        self.metrics.observe(endpoint=endpoint, stream=stream, code=resp.status, ttft=None, itls=[],
+                             duration=time.monotonic() - started, prompt_tokens=0, completion_tokens=0, queue_s=0.0,
+                             finish_reason=None, error_type=V.ERROR_INTERNAL)
+        return resp
 
     async def _respond(self, request, seq: Seq, chat: bool, stream: bool, include_usage: bool, model: str,
                        endpoint: str, started: float) -> web.StreamResponse:
@@ -282,6 +331,8 @@ class StackServer:
                     await resp.write(chunk(event[1], None))
             usage = {"prompt_tokens": len(seq.prompt), "completion_tokens": len(texts),
                      "total_tokens": len(seq.prompt) + len(texts)}
+            if self.tiered:              # Dynamo reports the engine's prefix-cache hits per request
+                usage["prompt_tokens_details"] = {"cached_tokens": self._cached_tokens(seq)}
             if code == 200 and not cancelled:
                 if stream:
                     await resp.write(chunk(None, finish))
@@ -309,4 +360,7 @@ class StackServer:
             self.metrics.observe(endpoint=endpoint, stream=stream, code=499 if cancelled else code, ttft=ttft,
                                  itls=itls, duration=time.monotonic() - started, prompt_tokens=len(seq.prompt),
                                  completion_tokens=len(texts), queue_s=max(0.0, seq.admitted_at - seq.arrival),
-                                 finish_reason=finish, cancelled=cancelled)
+                                 finish_reason=finish, cancelled=cancelled, cached_tokens=self._cached_tokens(seq))
+
+    def _cached_tokens(self, seq: Seq) -> int:
+        return min(len(seq.prompt), seq.adm.cached_blocks * self.kv.block_tokens) if seq.adm else 0

@@ -38,12 +38,13 @@ class Sim:
     """A real ``python -m stacksim`` process on loopback, for tests."""
 
     def __init__(self, tmp_path: Path, stack: str, overlay: str = "", args=(), time_scale: float = 0.25):
-        self.port, self.kvbm_port = free_port(), free_port()
+        self.port, self.kvbm_port, self.worker_port = free_port(), free_port(), free_port()
         self.tier2 = tmp_path / f"tier2-{stack}"
         cfg = tmp_path / f"sim-{stack}.yaml"
         cfg.write_text(overlay or "{}\n")
         self.cmd = [sys.executable, "-m", "stacksim", "--stack", stack, "--profile", "spill", "--config", str(cfg),
-                    "--port", str(self.port), "--kvbm-port", str(self.kvbm_port), "--tier2-path", str(self.tier2),
+                    "--port", str(self.port), "--kvbm-port", str(self.kvbm_port),
+                    "--worker-port", str(self.worker_port), "--tier2-path", str(self.tier2),
                     "--time-scale", str(time_scale), "--log-level", "WARNING", *args]
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / f"sim-{stack}-{self.port}.log"
@@ -103,7 +104,8 @@ run_dir: {tmp / 'run'}
 stacks:
   stackA: {{openai_base: '{a.base}/v1', metrics_url: '{a.base}/prometheus/metrics'}}
   stackB: {{openai_base: '{b.base}/v1', metrics_url: '{b.base}/metrics',
-            kvbm_metrics_url: 'http://127.0.0.1:{b.kvbm_port}/metrics'}}
+            kvbm_metrics_url: 'http://127.0.0.1:{b.kvbm_port}/metrics',
+            worker_metrics_url: 'http://127.0.0.1:{b.worker_port}/metrics'}}
 """ + rest)
     return overlay
 

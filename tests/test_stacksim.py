@@ -97,7 +97,8 @@ def test_plain_sse_parser_and_determinism(sim_b):
             assert r.headers["Content-Type"].startswith("text/event-stream")
             events = sse_events(r)
         assert events[-1] == "[DONE]"
-        assert events[-2]["usage"] == {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}
+        assert events[-2]["usage"] == {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10,
+                                       "prompt_tokens_details": {"cached_tokens": 0}}    # as Dynamo adds
         runs.append("".join(e["choices"][0]["text"] for e in events[:-2]))
     assert runs[0] == runs[1] and len(tokenize(runs[0])) == 6
 
@@ -191,27 +192,61 @@ def test_lora_cold_load_slower_than_warm(sim_b):
     assert (sim_b.data_dir / "lora" / "lora-003.bin").stat().st_size == 2**20
 
 
-@pytest.mark.parametrize("body,status,needle", [
+BAD_INPUTS = [
     (b"{not json", 400, "invalid JSON"),
     ({"model": MODEL}, 400, "`prompt` must be"),
     ({"model": MODEL, "prompt": "x", "max_tokens": 0}, 400, "`max_tokens` must be an integer from 1 to 4096"),
     ({"model": MODEL, "prompt": "x", "max_tokens": 10**6}, 400, "from 1 to 4096"),
-    ({"model": MODEL, "prompt": words(8193, "w")}, 400, "over this engine's max_num_tokens=8192"),
-    ({"model": MODEL, "prompt": "x", "session_id": "s1"}, 400, "unknown field `session_id`"),
-    ({"model": "no-such-adapter", "prompt": "x"}, 404, "does not exist"),
     ({"prompt": "x"}, 400, "missing required field `model`"),
+]
+
+
+@pytest.mark.parametrize("body,status,needle", BAD_INPUTS + [
+    ({"model": MODEL, "prompt": words(8193, "w")}, 400, "over this engine's max_num_tokens=8192"),
+    ({"model": "no-such-adapter", "prompt": "x"}, 404, "does not exist"),
 ])
-def test_bad_inputs_get_openai_errors(sim_b, body, status, needle):
+def test_stack_a_bad_inputs_get_openai_errors(sim_a, body, status, needle):
     kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
-    r = requests.post(f"{sim_b.base}/v1/completions", timeout=10, **kwargs)
+    r = requests.post(f"{sim_a.base}/v1/completions", timeout=10, **kwargs)
     assert r.status_code == status
     err = r.json()["error"]
     assert needle in err["message"] and err["type"] and err["code"]
 
 
+@pytest.mark.parametrize("body,status,needle", BAD_INPUTS + [
+    ({"model": MODEL, "prompt": "x", "session_id": "s1"}, 400, "Validation: Unsupported parameter(s): `session_id`"),
+    ({"model": "no-such-adapter", "prompt": "x"}, 404, "Model not found"),
+])
+def test_stack_b_bad_inputs_get_dynamo_errors(sim_b, body, status, needle):
+    """The Dynamo frontend's body: top-level message, type and code (Dynamo 1.6.1)."""
+    kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
+    r = requests.post(f"{sim_b.base}/v1/completions", timeout=10, **kwargs)
+    assert r.status_code == status
+    doc = r.json()
+    assert needle in doc["message"] and doc["type"] and doc["code"] == status
+
+
+def test_stack_b_over_length_prompt_fails_in_the_engine_as_dynamo_does(sim_b):
+    """Dynamo 1.6.1 passes an over-length prompt on: streamed, HTTP 200 then an SSE error event; unary, 500.
+    Counted as requests_total{error_type="internal"} and failures_total{class="Internal"}."""
+    body = {"model": MODEL, "prompt": words(8193, "long"), "max_tokens": 4}
+    with requests.post(f"{sim_b.base}/v1/completions", json={**body, "stream": True}, stream=True, timeout=30) as r:
+        assert r.status_code == 200
+        events = sse_events(r)
+    assert events[0]["error"] == {"message": "Internal server error", "type": "internal_server_error", "code": 500}
+    assert events[-1] == "[DONE]"
+    r = requests.post(f"{sim_b.base}/v1/completions", json=body, timeout=30)
+    assert r.status_code == 500 and r.json()["message"] == "Internal server error"
+    m = sim_b.metrics()
+    for rtype, reason in (("stream", "runtime.unclassified"), ("unary", "runtime.internal")):
+        assert m[("dynamo_frontend_requests_total", frozenset({("model", MODEL), ("endpoint", "completions"),
+                  ("request_type", rtype), ("status", "error"), ("error_type", "internal")}))] >= 1
+        assert m[("dynamo_frontend_failures_total", frozenset({("class", "Internal"), ("reason", reason)}))] >= 1
+
+
 def test_chat_requires_messages(sim_b):
     r = requests.post(f"{sim_b.base}/v1/chat/completions", json={"model": MODEL, "messages": []}, timeout=10)
-    assert r.status_code == 400 and "`messages`" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "`messages`" in r.json()["message"]
 
 
 def test_client_disconnect_frees_blocks(sim_b):
@@ -230,7 +265,8 @@ def test_client_disconnect_frees_blocks(sim_b):
         time.sleep(0.1)
     assert sim_b.metrics(port=sim_b.kvbm_port)[pinned] == 0
     m = sim_b.metrics()
-    assert m[("dynamo_frontend_model_cancellation_total", frozenset({("model", MODEL)}))] >= 1
+    assert m[("dynamo_frontend_model_cancellation_total", frozenset({("model", MODEL), ("endpoint", "completions"),
+                                                                      ("request_type", "stream")}))] >= 1
     assert m[("dynamo_frontend_inflight_requests", frozenset({("model", MODEL)}))] == 0
 
 

@@ -1,0 +1,99 @@
+"""The simulator follows the real Dynamo 1.6.1: every family it serves under a real name exists in the
+real exposition with the same type, the same label names and (histograms) the same buckets."""
+import socket
+import time
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from configs import vocabulary as V
+from conftest import ROOT, Sim
+
+REAL = ROOT / "tests" / "fixtures" / "dynamo-1.6.1"
+MODEL = "nvidia/Llama-3.3-70B-Instruct-NVFP4"
+REAL_PREFIXES = ("dynamo_", "vllm:", "kvbm_")
+
+
+def families(text: str) -> dict:
+    """{family: (type, label names, histogram buckets)} for the real systems' names."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        if not fam.name.startswith(REAL_PREFIXES):
+            continue
+        labels = set()
+        buckets = set()
+        for s in fam.samples:
+            labels |= set(s.labels) - {"le"}
+            if s.name.endswith("_bucket"):
+                buckets.add(float(s.labels["le"]))
+        known = out.get(fam.name, (fam.type, set(), set()))
+        out[fam.name] = (fam.type, known[1] | labels, known[2] | buckets)
+    return out
+
+
+def real(*names: str) -> dict:
+    merged = {}
+    for n in names:
+        for name, (kind, labels, buckets) in families((REAL / n).read_text()).items():
+            _, known_labels, known_buckets = merged.get(name, (kind, set(), set()))
+            merged[name] = (kind, known_labels | labels, known_buckets | buckets)
+    return merged
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """Simulated Stack B after the kinds of requests the real one counted: ok, streamed and unary,
+    a refused field, an unknown model, an over-length prompt and a cancelled stream."""
+    with Sim(tmp_path_factory.mktemp("names"), "B", time_scale=0.25) as sim:
+        url = f"{sim.base}/v1/completions"
+        for stream in (True, False):
+            requests.post(url, json={"model": MODEL, "prompt": "hello there", "max_tokens": 3, "stream": stream},
+                          timeout=30).raise_for_status()
+        requests.post(url, json={"model": MODEL, "prompt": "x", "session_id": "s"}, timeout=10)
+        requests.post(url, json={"model": "nope", "prompt": "x"}, timeout=10)
+        requests.post(url, json={"model": MODEL, "prompt": " ".join(["w"] * 9000), "stream": True}, timeout=30)
+        s = socket.create_connection(("127.0.0.1", sim.port))
+        body = f'{{"model": "{MODEL}", "prompt": "gone", "max_tokens": 2000, "stream": true}}'
+        s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+        s.recv(100)
+        s.close()
+        time.sleep(1)
+        yield {target: families(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+               for target, port in (("frontend", sim.port), ("worker", sim.worker_port), ("kvbm", sim.kvbm_port))}
+
+
+@pytest.mark.parametrize("target,fixtures", [
+    ("frontend", ("dynamo_frontend_metrics.txt", "dynamo_frontend_metrics_kvrouter.txt")),
+    ("worker", ("dynamo_worker_metrics.txt",)),
+    ("kvbm", ("dynamo_kvbm_metrics.txt",)),
+])
+def test_simulator_families_match_the_real_ones(simulated, target, fixtures):
+    ours, theirs = simulated[target], real(*fixtures)
+    assert ours, f"the simulator serves no real-named family on its {target} listener"
+    drift = []
+    for name, (kind, labels, buckets) in sorted(ours.items()):
+        if name not in theirs:
+            drift.append(f"{name}: not served by Dynamo {V.DYNAMO_RELEASE}")
+            continue
+        rkind, rlabels, rbuckets = theirs[name]
+        if kind != rkind:
+            drift.append(f"{name}: type {kind}, real {rkind}")
+        if labels != rlabels:
+            drift.append(f"{name}: labels {sorted(labels)}, real {sorted(rlabels)}")
+        if buckets and rbuckets and buckets != rbuckets:
+            drift.append(f"{name}: buckets differ from the real ones")
+    assert not drift, "\n".join(drift)
+
+
+def test_simulator_serves_what_the_harness_reads(simulated):
+    """The names the exporters, rules and dashboards read from Stack B are all there."""
+    frontend, worker = simulated["frontend"], simulated["worker"]
+    for name in (V.FE_REQUESTS, V.FE_FAILURES, V.FE_CANCELLATIONS, V.FE_TTFT, V.FE_ITL, V.FE_DURATION,
+                 V.FE_INPUT_TOKENS, V.FE_CACHED_TOKENS, V.FE_TOTAL_KV_BLOCKS, V.FE_BLOCK_SIZE, V.FE_CONTEXT_LENGTH):
+        assert name in frontend, name
+    for name in (V.WK_REQUESTS, V.WK_INFLIGHT, V.WK_KV_USAGE[0], V.WK_RUNNING, V.WK_WAITING):
+        assert name in worker, name
+    for short in V.KVBM_EXPECTED:
+        assert V.KVBM + short in simulated["kvbm"], short
