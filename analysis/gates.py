@@ -18,9 +18,12 @@ class Gate:
     status: str            # pass | fail | missing | not_applicable | blocked
     reason: str            # a code such as GATE_ALIGNMENT_LOW, or OK
     detail: str
+    missing: tuple = ()    # telemetry series (analysis.telemetry.QUERIES names) the gate needed and lacked
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["missing"] = list(self.missing)
+        return d
 
 
 def alignment(frames: dict[str, pd.DataFrame], start: float, end: float, tiered: bool,
@@ -41,7 +44,8 @@ def alignment(frames: dict[str, pd.DataFrame], start: float, end: float, tiered:
         fresh = (idx >= 0) & (grid - t[np.clip(idx, 0, None)] <= stale_s)
         shares[source] = float(fresh.mean()) if len(grid) else 0.0
     if missing:
-        return Gate("aligned_samples", "missing", "TELEMETRY_MISSING", "no samples for " + ", ".join(missing))
+        return Gate("aligned_samples", "missing", "TELEMETRY_MISSING", "no samples for " + ", ".join(missing),
+                    tuple(missing))
     low = {k: v for k, v in shares.items() if v < 0.95}
     detail = ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
     return Gate("aligned_samples", "fail" if low else "pass", "GATE_ALIGNMENT_LOW" if low else "OK", detail)
@@ -68,17 +72,27 @@ def repetitions(pooled: pd.DataFrame) -> list[Gate]:
 
 def nvme_flat(run_mean: float, idle: float) -> Gate:
     if math.isnan(run_mean) or math.isnan(idle):
-        return Gate("h2a_nvme_flat", "missing", "TELEMETRY_MISSING", "no kv_tier2 disk r/s for the run or idle")
+        return Gate("h2a_nvme_flat", "missing", "TELEMETRY_MISSING", "no kv_tier2 disk r/s for the run or idle",
+                    ("nvme_reads",))
     ok = abs(run_mean - idle) <= max(0.10 * idle, 5.0)
     return Gate("h2a_nvme_flat", "pass" if ok else "fail", "OK" if ok else "H2A_NVME_NOT_FLAT",
                 f"kv_tier2 disk {run_mean:.1f} r/s during the run vs {idle:.1f} r/s idle (±10%, at least 5 r/s)")
 
 
-def tier2_hits_at_knee(share: float, label: Optional[str]) -> Gate:
+def tier2_hits_at_knee(share: float, label: Optional[str], onboarded: float) -> Gate:
+    """``onboarded``: blocks/s onboarded from any tier at that step. Nothing onboarded is no signal
+    (its own reason), not a low share."""
     if label is None:
         return Gate("h2b_tier2_hits", "missing", "NO_STEPS", "no steps to judge")
+    if math.isnan(onboarded):
+        return Gate("h2b_tier2_hits", "missing", "TELEMETRY_MISSING", "no KV onboard telemetry at " + label,
+                    ("kv_onboard_blocks",))
+    if not onboarded > 0:
+        return Gate("h2b_tier2_hits", "fail", "H2B_NO_ONBOARD_SIGNAL",
+                    f"no KV blocks were onboarded from any tier at {label}: no signal to take a tier2 share of")
     if math.isnan(share):
-        return Gate("h2b_tier2_hits", "missing", "TELEMETRY_MISSING", "no KV onboard telemetry at " + label)
+        return Gate("h2b_tier2_hits", "missing", "TELEMETRY_MISSING", "no onboard share at " + label,
+                    ("kv_onboard_share_disk",))
     ok = share >= 0.20
     return Gate("h2b_tier2_hits", "pass" if ok else "fail", "OK" if ok else "H2B_TIER2_HITS_LOW",
                 f"tier2 share of onboarded blocks {share:.1%} at {label} (needs >= 20%)")
@@ -86,7 +100,8 @@ def tier2_hits_at_knee(share: float, label: Optional[str]) -> Gate:
 
 def mechanism(written: float, read: float) -> Gate:
     if math.isnan(written) and math.isnan(read):
-        return Gate("ssd_mechanism", "missing", "TELEMETRY_MISSING", "no KV tier telemetry")
+        return Gate("ssd_mechanism", "missing", "TELEMETRY_MISSING", "no KV tier telemetry",
+                    ("kv_offload_disk_bytes", "kv_onboard_disk_bytes"))
     if not written > 0:
         return Gate("ssd_mechanism", "fail", "GATE_NO_SSD_MECHANISM_SIGNAL", "no KV bytes written to the disk tier")
     if not read > 0:
@@ -110,6 +125,9 @@ def run_state(manifest: dict, error_rate: float) -> list[Gate]:
 
 
 def verdict(gates: list[Gate]) -> str:
+    """A blocked run is "blocked" unless its requests failed: an error rate is never hidden behind it."""
+    if any(g.name == "errors" and g.status == "fail" for g in gates):
+        return "fail"
     if any(g.status == "blocked" for g in gates):
         return "blocked"
     if any(g.status in ("fail", "missing") for g in gates):

@@ -2,7 +2,6 @@
 report.md / report.html stating each hypothesis, its evidence, verdict and caveats."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Callable
@@ -12,7 +11,7 @@ import pandas as pd
 from . import figures
 from .correlate import linear_fit
 from .document import Document
-from .run import RunAnalysis, verdict_doc
+from .run import RunAnalysis, dumps, verdict_doc
 
 COLS = ["run_id", "hypothesis", "stack", "label", "concurrency", "context_tokens", "fio_profile", "requests",
         "error_rate", "throughput_rps", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "e2e_p50_s", "e2e_p99_s",
@@ -181,10 +180,11 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
         d = _pooled(h9)
         csv("H9_rehydrate.csv", _cols(d, ("phase",)))
         for a in h9:
-            by_phase = a.pooled.set_index("phase")
+            errors = next((g for g in a.gates if g.name == "errors"), None)
             doc.bullets([f"{a.manifest['stack']}: TTFT p50 " +
-                         ", ".join(f"{ph} {_ms(by_phase.loc[ph, 'ttft_p50_s'])}" for ph in by_phase.index) +
-                         (f"; blocked: {a.manifest['blocked']['reason']}" if a.manifest.get("blocked") else "")])
+                         ", ".join(f"{r.label} {r.phase} {_ms(r.ttft_p50_s)}" for r in a.pooled.itertuples()) +
+                         (f"; blocked: {a.manifest['blocked']['reason']}" if a.manifest.get("blocked") else "") +
+                         (f"; errors: {errors.detail} ({errors.reason})" if errors else "")])
 
     doc.h(2, "Quality gates")
     for a in analyses:
@@ -199,7 +199,7 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
                  "Steps shorter than the recording rules' windows (5 s, 30 s) give step telemetry from few samples."])
     verdicts = {a.run_id: verdict_doc(a) for a in analyses}
     written["verdict.json"] = out / "verdict.json"
-    written["verdict.json"].write_text(json.dumps(verdicts, indent=1, default=str) + "\n")
+    written["verdict.json"].write_text(dumps(verdicts))
     written["report.md"] = out / "report.md"
     written["report.md"].write_text(doc.markdown(out))
     written["report.html"] = out / "report.html"

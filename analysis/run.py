@@ -21,7 +21,8 @@ IDLE_S = 30.0                  # telemetry before the run: the idle baseline (H2
 WARMUP_S = 5.0                 # rate windows of the recording rules need this long inside a step
 CORRELATION_WINDOW_S = 2.0
 STEP_TELEMETRY = ("nvme_reads", "nvme_read_bytes", "nvme_r_await", "nvme_util", "iowait", "psi_io",
-                  "kv_onboard_disk_bytes", "kv_onboard_disk_blocks", "kv_offload_disk_bytes", "kv_hit_disk",
+                  "kv_onboard_disk_bytes", "kv_onboard_disk_blocks", "kv_onboard_blocks", "kv_offload_disk_bytes",
+                  "kv_hit_disk",
                   "kv_hit_host", "kv_onboard_share_disk", "tier2_fetch_p95")
 # hypotheses whose claim about Stack B rests on KV moving through the disk tier
 STORAGE_CLAIMS = ("H2B", "H3", "H4B", "H5", "H6", "H7", "H8", "H9")
@@ -40,6 +41,7 @@ class RunAnalysis:
     saturation: Optional[float]
     correlations: pd.DataFrame
     gates: list
+    tiered: bool = False
     evidence: dict = field(default_factory=dict)
     frames: dict = field(repr=False, default_factory=dict)
 
@@ -127,7 +129,7 @@ def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
             sat = saturation(list(ordered[key]), list(ordered["throughput_rps"]))
     corr = correlations(records, frames, start, end) if not records.empty else pd.DataFrame()
     gate_list = gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key)
-    return RunAnalysis(run_dir, manifest, records, table, pooled, knee, key, sat, corr, gate_list,
+    return RunAnalysis(run_dir, manifest, records, table, pooled, knee, key, sat, corr, gate_list, tiered,
                        evidence(frames, start, end, tiered), frames)
 
 
@@ -169,7 +171,8 @@ def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) 
         elif not ordered.empty:
             at = ordered.iloc[-1]                 # no knee: judge the heaviest step
         share = float(at["kv_onboard_share_disk"]) if at is not None else float("nan")
-        out.append(G.tier2_hits_at_knee(share, None if at is None else f"{at['label']}"))
+        onboarded = float(at["kv_onboard_blocks"]) if at is not None else float("nan")
+        out.append(G.tier2_hits_at_knee(share, None if at is None else f"{at['label']}", onboarded))
     if tiered and hyp in STORAGE_CLAIMS:
         out.append(G.mechanism(total(frames, "kv_offload_disk_bytes", start, end),
                                total(frames, "kv_onboard_disk_bytes", start, end)))
@@ -183,7 +186,7 @@ def write(analysis: RunAnalysis, out: Path) -> dict[str, Path]:
     analysis.table.to_csv(files["steps"], index=False)
     analysis.pooled.to_csv(files["summary"], index=False)
     analysis.correlations.to_csv(files["correlations"], index=False)
-    files["verdict"].write_text(json.dumps(verdict_doc(analysis), indent=1, default=str) + "\n")
+    files["verdict"].write_text(dumps(verdict_doc(analysis)))
     return files
 
 
@@ -195,5 +198,29 @@ def verdict_doc(a: RunAnalysis) -> dict:
                 "throughput_saturation": a.saturation}
     return {"run_id": a.run_id, "hypothesis": a.manifest["hypothesis"], "stack": a.manifest["stack"],
             "verdict": a.verdict, "knee": knee, "evidence": a.evidence, "gates": [g.as_dict() for g in a.gates],
-            "telemetry_missing": sorted(n for n, (_, need) in QUERIES.items()
-                                        if need == "all" and a.frames.get(n) is not None and a.frames[n].empty)}
+            "telemetry_missing": telemetry_missing(a)}
+
+
+def telemetry_missing(a: RunAnalysis) -> list[str]:
+    """Every series a gate needed and lacked, and every series this kind of run needs that held nothing."""
+    needed = ("all", "tiered") if a.tiered else ("all",)
+    empty = {n for n, (_, need) in QUERIES.items()
+             if need in needed and a.frames.get(n) is not None and a.frames[n].empty}
+    return sorted(empty.union(*(g.missing for g in a.gates)))
+
+
+def json_safe(value):
+    """NaN and infinities become null: verdict.json is read by other tools, and bare NaN is not JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    return value
+
+
+def dumps(doc) -> str:
+    return json.dumps(json_safe(doc), indent=1, default=str, allow_nan=False) + "\n"

@@ -25,6 +25,7 @@ QUERIES: dict[str, tuple[str, str]] = {
         'sum(tier:sparkrig_kv_transfer_bytes:rate5s{{direction="onboard",from_tier="disk"}})', "tiered"),
     "kv_onboard_disk_blocks": (
         'sum(tier:sparkrig_kv_transfer_blocks:rate5s{{direction="onboard",from_tier="disk"}})', "tiered"),
+    "kv_onboard_blocks": ('sum(tier:sparkrig_kv_transfer_blocks:rate5s{{direction="onboard"}})', "tiered"),
     "kv_offload_disk_bytes": ('sum(tier:sparkrig_kv_transfer_bytes:rate5s{{direction="offload",to_tier="disk"}})',
                               "tiered"),
     "kv_hit_disk": ('max(tier:sparkrig_kv_hit:ratio{{tier="disk"}})', "tiered"),

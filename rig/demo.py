@@ -56,6 +56,11 @@ def start_simulator(cfg: Harness, sup: Supervisor, config: Path, name: str, prof
                 "point the stack elsewhere in an overlay")
     if stack.kvbm_metrics_url:
         cmd += ["--kvbm-port", str(urlsplit(stack.kvbm_metrics_url).port)]
+    worker = urlsplit(stack.worker_metrics_url) if stack.worker_metrics_url else None
+    if worker:
+        ensure_free(worker.hostname, worker.port, f"the simulated {name}'s worker metrics",
+                    "point the stack's worker_metrics_url elsewhere in an overlay")
+    cmd += ["--worker-port", str(worker.port if worker else 0)]
     s = sup.start(f"stacksim-{letter}", cmd, ready_url=f"{stack.openai_base}/models", cwd=PROJECT_ROOT)
     say(f"  simulated {name} ({profile}) on {stack.openai_base} (pid {s.pid})")
 

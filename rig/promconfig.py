@@ -55,6 +55,10 @@ def jobs(cfg: Harness) -> list[Job]:
             addr, path = _hostport(stack.kvbm_metrics_url)
             out.append(Job(f"kvbm-{stack_name}", fast, path,
                            [{"targets": [addr], "labels": {"stack": stack_name, "role": "kvbm"}}]))
+        if stack.worker_metrics_url:
+            addr, path = _hostport(stack.worker_metrics_url)
+            out.append(Job(f"worker-{stack_name}", slow, path,
+                           [{"targets": [addr], "labels": {"stack": stack_name, "role": "worker"}}]))
     # The Locust process's own port is a static target (Prometheus applies new file_sd targets only
     # every 5 s, which would cut the start of each run); worker processes on other ports add theirs.
     lg = cfg.loadgen

@@ -14,7 +14,7 @@ from analysis import gates as G
 from analysis.correlate import best_lag, linear_fit, on_grid
 from analysis.knee import find_knee, saturation
 from analysis.promdata import MAX_POINTS, FileSource, PrometheusSource, TelemetryError, chunks, export
-from analysis.run import analyse
+from analysis.run import analyse, dumps, verdict_doc
 from conftest import free_port, run_module
 
 LEVELS = [1, 2, 4, 8, 16, 32]
@@ -130,6 +130,34 @@ def test_missing_telemetry_becomes_gate_reasons(observed, tmp_path):
     assert reasons["aligned_samples"] == "TELEMETRY_MISSING"
     assert reasons["ssd_mechanism"] == "TELEMETRY_MISSING"
     assert a.verdict == "fail" and len(a.pooled) == 2                 # latency from records still there
+    doc = json.loads(dumps(verdict_doc(a)))                           # strict JSON: no bare NaN
+    missing = set(doc["telemetry_missing"])
+    for g in doc["gates"]:
+        if g["reason"] == "TELEMETRY_MISSING":                        # every series a gate lacked is listed
+            assert g["missing"] and set(g["missing"]) <= missing, g
+    assert {"kv_offload_disk_bytes", "kv_onboard_disk_bytes", "nvme_reads"} <= missing
+
+
+def test_verdict_json_has_no_nan():
+    doc = {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float64("nan"), "d": {"e": 2.5}}
+    assert json.loads(dumps(doc)) == {"a": None, "b": [1.0, None], "c": None, "d": {"e": 2.5}}
+
+
+def test_blocked_never_hides_an_error_rate():
+    blocked = G.Gate("blocked", "blocked", "BLOCKED", "the frontend rejects session_id")
+    failing = G.run_state({"status": "complete", "blocked": {"reason": "x"}}, error_rate=1.0)
+    assert [g.reason for g in failing if g.name == "errors"] == ["RUN_ERRORS_PRESENT"]
+    assert G.verdict(failing) == "fail"
+    assert G.verdict(G.run_state({"status": "complete"}, 0.0) + [blocked]) == "blocked"
+
+
+def test_no_onboarding_is_no_signal_not_a_low_share():
+    nothing = G.tier2_hits_at_knee(0.0, "context_tokens=4096", onboarded=0.0)
+    assert (nothing.status, nothing.reason) == ("fail", "H2B_NO_ONBOARD_SIGNAL")
+    low = G.tier2_hits_at_knee(0.05, "context_tokens=4096", onboarded=120.0)
+    assert low.reason == "H2B_TIER2_HITS_LOW"
+    absent = G.tier2_hits_at_knee(float("nan"), "context_tokens=4096", onboarded=float("nan"))
+    assert absent.reason == "TELEMETRY_MISSING" and absent.missing == ("kv_onboard_blocks",)
 
 
 def test_report_from_real_runs_and_offline_export(observed, tmp_path):

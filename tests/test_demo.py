@@ -18,7 +18,8 @@ def test_quick_demo_finds_the_knees_and_the_tier2_mechanism(tmp_path):
     doc["stacks"] = {
         "stackA": {"openai_base": f"http://127.0.0.1:{a}/v1", "metrics_url": f"http://127.0.0.1:{a}/prometheus/metrics"},
         "stackB": {"openai_base": f"http://127.0.0.1:{b}/v1", "metrics_url": f"http://127.0.0.1:{b}/metrics",
-                   "kvbm_metrics_url": f"http://127.0.0.1:{kvbm}/metrics"}}
+                   "kvbm_metrics_url": f"http://127.0.0.1:{kvbm}/metrics",
+                   "worker_metrics_url": f"http://127.0.0.1:{free_port()}/metrics"}}
     doc["exporters"] = {"ports": {k: free_port() for k in ("nvme", "uma", "gpu", "kvbm")}}
     doc["prometheus"] = {"port": free_port()}
     doc["loadgen"] = {"metrics_port": free_port()}
