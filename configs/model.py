@@ -290,6 +290,9 @@ class DynamoSettings:
     def __post_init__(self):
         for name in ("http_port", "system_port", "rpc_port", "response_port", "nats_port"):
             _check(0 < getattr(self, name) < 65536, f"{name} must be a TCP port, got {getattr(self, name)}")
+        # Dynamo 1.6.1 reads DYN_SYSTEM_PORT as a signed 16-bit number and refuses to start above it
+        _check(self.system_port <= 32767, f"system_port must be at most 32767 (Dynamo reads DYN_SYSTEM_PORT as a "
+                                          f"16-bit signed number), got {self.system_port}")
         _check(self.max_model_len > 0 and self.speedup_ratio > 0, "max_model_len and speedup_ratio must be positive")
 
 

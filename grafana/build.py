@@ -101,9 +101,17 @@ def run_overview() -> Board:
     b.panel("TTFT p99 / p50 (knee when > 2)", [
         (f'max by (stack) (run_stack_step:sparkrig_request_ttft_seconds:p99_over_p50_rate30s{{{SEL_RUN}}})',
          "{{stack}}")], unit="none")
-    b.panel("Requests per second by HTTP status", [
-        (f'sum by (stack, status) (rate(sparkrig_requests_total{{{SEL_RUN}}}[30s]))', "{{stack}} {{status}}")],
-        unit="reqps")
+    b.panel("Requests per second by HTTP status and error class", [
+        (f'sum by (stack, status, error_class) (rate(sparkrig_requests_total{{{SEL_RUN}}}[30s]))',
+         "{{stack}} {{status}} {{error_class}}")], unit="reqps",
+        description="error_class tells apart failures that arrive with HTTP 200, such as an SSE error event "
+                    "mid-stream (stream_error)")
+    b.panel("Dynamo frontend outcomes (its own counters)", [
+        ('sum by (status, error_type) (rate(dynamo_frontend_requests_total[30s]))', "{{status}} {{error_type}}"),
+        ('sum by (class, reason) (rate(dynamo_frontend_failures_total[30s]))', "failed: {{class}} {{reason}}")],
+        unit="reqps", description="A 400 (e.g. an unsupported session_id) is counted only in failures_total, "
+                                  "never in requests_total; cancelled streams are requests_total "
+                                  "error_type=cancelled")
     b.panel("Active users", [(f'sum by (stack) (sparkrig_loadgen_active_users{{{SEL_RUN}}})', "{{stack}}")])
     b.panel("Step target: concurrency and context", [
         (f'max by (stack) (sparkrig_loadgen_target_concurrency{{{SEL_RUN}}})', "{{stack}} concurrency"),
@@ -134,6 +142,10 @@ def kv_tiers() -> Board:
     b.panel("Tier occupancy", [("sparkrig_kv_tier_occupancy_blocks / sparkrig_kv_tier_capacity_blocks", "{{tier}}")],
             unit="percentunit", max_=1)
     b.panel("Matched tokens per second", [("rate(sparkrig_kv_matched_tokens_total[30s])", "matched")])
+    b.panel("Engine KV usage and prefix-cache hit share", [
+        ("sparkrig_kv_tier_usage_ratio", "{{tier}} KV usage (worker)"),
+        ("instance:sparkrig_kv_prefix_hit:ratio_rate30s", "prompt tokens from the prefix cache (frontend)")],
+        unit="percentunit", max_=1)
     b.panel("KVBM scrape health", [("sparkrig_kvbm_up", "{{target}} up"),
                                    ("rate(sparkrig_kvbm_scrape_errors_total[1m])", "{{target}} {{reason}} errors/s")])
     b.panel("Tier2 read latency vs NVMe r_await (kv_tier2 disk)", [

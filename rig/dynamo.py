@@ -134,7 +134,9 @@ def model_dir(cfg: Harness, say: Say = print) -> Path:
     d.mkdir(exist_ok=True)
     tokenizer = d / "tokenizer.json"
     if not tokenizer.exists():
-        tokenizer.write_bytes(_tokenizer_json(cfg, key, home(cfg) / "cache", say))
+        cache = resolve(cfg.dynamo.venv) / "sparkrig-downloads"     # kept with the install, shared by homes
+        cache.mkdir(parents=True, exist_ok=True)
+        tokenizer.write_bytes(_tokenizer_json(cfg, key, cache, say))
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": shape.hidden_size,
               "intermediate_size": shape.intermediate_size, "num_hidden_layers": shape.layers,
               "num_attention_heads": shape.attention_heads, "num_key_value_heads": shape.kv_heads,
@@ -214,13 +216,40 @@ def _wait_port(host: str, port: int, name: str, sup: Supervisor, timeout_s: floa
     raise StartError(f"{name} not listening on {host}:{port} after {timeout_s:g} s; see {sup.logs / (name + '.log')}")
 
 
+def _last_line(log: Path) -> str:
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][-300:] if lines else ""
+
+
+def _wait_serving(cfg: Harness, sup: Supervisor, timeout_s: float) -> None:
+    """Until the frontend lists the model; a process that exits meanwhile fails at once, with its last
+    log line (the mocker's own complaint is usually the whole story)."""
+    from locustfiles.lib.run import wait_for_model
+    handle = cfg.models[cfg.dynamo.model].handle
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for name in PROCESSES:
+            if sup.pid_of(name) is None:
+                log = sup.logs / f"{name}.log"
+                raise StartError(f"{name} exited at start: {_last_line(log) or 'no output'} (log {log})")
+        problem = wait_for_model(urls(cfg)["openai_base"], handle, 0)
+        if problem is None:
+            return
+        if time.monotonic() > deadline:
+            raise StartError(f"the frontend does not serve {handle}: {problem} after {timeout_s:g} s; see "
+                             f"{sup.logs / 'mocker.log'}")
+        time.sleep(0.5)
+
+
 def supervisor(cfg: Harness) -> Supervisor:
     return Supervisor(home(cfg) / "run")
 
 
 def up(cfg: Harness, user_overlay: Optional[str], say: Say = print, ready_timeout_s: float = 120.0) -> list[Started]:
     """Install if needed, then NATS, the mocker and the frontend; ready when the frontend lists the model."""
-    from locustfiles.lib.run import wait_for_model
     python = install(cfg, say)
     model = model_dir(cfg, say)
     d = cfg.dynamo
@@ -240,10 +269,7 @@ def up(cfg: Harness, user_overlay: Optional[str], say: Say = print, ready_timeou
         started.append(sup.start("mocker", cmds["mocker"], env=env, cwd=home(cfg)))
         started.append(sup.start("frontend", cmds["frontend"], env=env, cwd=home(cfg),
                                  ready_url=f"{urls(cfg)['metrics_url']}", timeout_s=ready_timeout_s))
-        problem = wait_for_model(urls(cfg)["openai_base"], cfg.models[d.model].handle, ready_timeout_s)
-        if problem:
-            raise StartError(f"the frontend does not serve {cfg.models[d.model].handle}: {problem}; see "
-                             f"{sup.logs / 'mocker.log'}")
+        _wait_serving(cfg, sup, ready_timeout_s)
     except Exception:
         down(cfg)
         raise

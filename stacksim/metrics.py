@@ -102,6 +102,8 @@ class FrontendMetrics:
                                     list(V.FE_REQUEST_LABELS), registry=r)
             self.failures = Counter(V.FE_FAILURES, "Total number of terminal semantic request failures",
                                     list(V.FE_FAILURE_LABELS), registry=r)
+            for known in (V.FAILURE_INVALID, V.FAILURE_NOT_FOUND):   # known failure classes start at 0
+                self.failures.labels(*known)
             self.ttft = Histogram(V.FE_TTFT, "Time to first token in seconds", ln, buckets=V.FE_TTFT_BUCKETS,
                                   registry=r)
             self.itl = Histogram(V.FE_ITL, "Inter-token latency in seconds", ln, buckets=V.FE_ITL_BUCKETS,

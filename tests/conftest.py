@@ -34,6 +34,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_below(limit: int) -> int:
+    """A free loopback port under ``limit`` (Dynamo's DYN_SYSTEM_PORT must fit a signed 16-bit number)."""
+    import random
+    import socket
+    for port in random.sample(range(20000, limit), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below {limit}")
+
+
 class Sim:
     """A real ``python -m stacksim`` process on loopback, for tests."""
 

@@ -81,7 +81,7 @@ class RunState:
         self.session_id_refused = False
         self.users = itertools.count()
         self.worker = worker_name()
-        self.rehydrate_manifest: list[dict] = []
+        self.rehydrate_manifests: dict[int, list[dict]] = {}
         self.adapters = self._adapters()
 
     def _tokenizer(self) -> Optional[Path]:
@@ -121,10 +121,13 @@ class RunState:
         directory = run_dir(self.cfg, run_id)
         directory.mkdir(parents=True, exist_ok=True)
         self.writer = RecordWriter(directory / "requests.jsonl")
-        if self.workload == "rehydrate_replay":
-            p = self.plan.steps[0].params
-            self.rehydrate_manifest = workloads.rehydrate_manifest(self.plan.seed, p.concurrency * 4, self.sizer,
-                                                                   p.context_tokens)
+        if self.workload == "rehydrate_replay":                # one session list per context size
+            sessions: dict[int, int] = {}
+            for step in self.plan.steps:
+                p = step.params
+                sessions[p.context_tokens] = max(sessions.get(p.context_tokens, 0), p.concurrency * 4)
+            self.rehydrate_manifests = {size: workloads.rehydrate_manifest(self.plan.seed, n, self.sizer, size)
+                                        for size, n in sessions.items()}
         labels = {"run_id": run_id, "hypothesis": self.plan.hypothesis_id, "stack": self.plan.stack_name,
                   "workload": self.workload, "worker": self.worker}
         self.metrics = LoadgenMetrics(labels)
@@ -386,7 +389,7 @@ class PlanUser(FastHttpUser):
             return workloads.SessionedChat(*args)
         if kind == "lora_churn":
             return workloads.LoraChurn(*args, st.adapters, st.plan.hypothesis.adapter_proxy)
-        return workloads.RehydrateReplay(*args, st.rehydrate_manifest, not st.session_id_refused)
+        return workloads.RehydrateReplay(*args, st.rehydrate_manifests, not st.session_id_refused)
 
     @task
     def request(self):

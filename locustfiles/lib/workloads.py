@@ -163,12 +163,12 @@ class RehydrateReplay(Workload):
     """populate → thrash → replay. Populate sends a fixed list of long session prefixes, thrash sends
     unique prompts until those prefixes are pushed out of the fast tiers, replay sends the populate
     list again: a tiered stack should onboard them from disk. The list is the deterministic request
-    manifest (``session_id``, ``prefix_hash``) shared by every user of the run."""
+    manifest (``session_id``, ``prefix_hash``) shared by every user of the run, one per context size."""
     name = "rehydrate_replay"
 
-    def __init__(self, model, user, seed, sizer, manifest: list[dict], send_session_id: bool) -> None:
+    def __init__(self, model, user, seed, sizer, manifests: dict[int, list[dict]], send_session_id: bool) -> None:
         super().__init__(model, user, seed, sizer)
-        self.manifest, self.send_session_id = manifest, send_session_id
+        self.manifests, self.send_session_id = manifests, send_session_id
         self.cursor = {phase: 0 for phase in REHYDRATE_PHASES}
 
     def next(self, params, phase):
@@ -176,7 +176,8 @@ class RehydrateReplay(Workload):
             prompt = self.sizer.fresh(self.rng, params.context_tokens)
             return Request("completions", {"model": self.model, "prompt": prompt, "max_tokens": params.max_tokens},
                            len(prompt.split()), params.context_tokens, prefix_hash=prefix_hash(prompt[:256]))
-        item = self.manifest[(self.user + self.cursor[phase] * params.concurrency) % len(self.manifest)]
+        manifest = self.manifests[params.context_tokens]
+        item = manifest[(self.user + self.cursor[phase] * params.concurrency) % len(manifest)]
         self.cursor[phase] += 1
         body = {"model": self.model, "prompt": item["prompt"], "max_tokens": params.max_tokens}
         if self.send_session_id:
@@ -190,6 +191,6 @@ def rehydrate_manifest(seed: int, sessions: int, sizer: PromptSizer, context_tok
     for i in range(sessions):
         head = f"[session {i}] "
         prompt = head + sizer.text(f"{seed}:rehydrate:{i}", max(1, context_tokens - sizer.estimate(head)))
-        out.append({"session_id": f"rh-{seed}-{i:04d}", "prompt": prompt, "words": len(prompt.split()),
+        out.append({"session_id": f"rh-{seed}-{context_tokens}-{i:04d}", "prompt": prompt, "words": len(prompt.split()),
                     "prefix_hash": prefix_hash(prompt)})
     return out
