@@ -6,10 +6,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus fio:fio iostat:sysstat smartctl:smartmontools docker-compose:docker-compose
+SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus fio:fio iostat:sysstat smartctl:smartmontools docker-compose:docker-compose nats-server:nats-server
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools test demo sweep bench up down clean
+.PHONY: help setup tools test demo sweep bench up down dynamo-up dynamo-down clean
 
 help:
 	@echo "make demo   - simulated Stack A/B + exporters + Prometheus + Locust sweep + report"
@@ -18,6 +18,8 @@ help:
 	@echo "make sweep  - the v3.3 sweep playbook (phases A, B, C, H9) with post-run checks"
 	@echo "make up     - start Prometheus and the exporters as local processes (no Docker)"
 	@echo "make down   - stop what make up / make demo started"
+	@echo "make dynamo-up   - the real NVIDIA Dynamo (frontend + mocker engine) on loopback as Stack B"
+	@echo "make dynamo-down - stop it"
 	@echo "make setup  - only create $(VENV) and install system tools"
 	@echo "make clean  - remove $(VENV), var/ and caches (results/ is kept)"
 
@@ -67,6 +69,12 @@ up: setup
 
 down:
 	@if [ -x $(PY) ]; then $(PY) -m rig down; else echo "nothing was running"; fi
+
+dynamo-up: setup
+	$(PY) -m rig dynamo up
+
+dynamo-down:
+	@if [ -x $(PY) ]; then $(PY) -m rig dynamo down; else echo "nothing was running"; fi
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info
