@@ -152,8 +152,18 @@ def evidence(frames: dict, start: float, end: float, tiered: bool) -> dict:
     return out
 
 
+def blocking_refusals(manifest: dict, records: pd.DataFrame) -> pd.Series:
+    """Records refused for the reason the run is blocked (the frontend's 400 for session_id): the blocked
+    gate reports them; every other failure still counts as an error."""
+    blocked = (manifest.get("blocked") or {}).get("reason")
+    if not blocked or records.empty or "error" not in records:
+        return pd.Series(False, index=records.index)
+    return (records["status"] == 400) & records["error"].fillna("").map(lambda e: bool(e) and e in blocked)
+
+
 def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) -> list:
-    error_rate = float((~records["ok"]).mean()) if not records.empty else float("nan")
+    counted = records[~blocking_refusals(manifest, records)] if not records.empty else records
+    error_rate = float((~counted["ok"]).mean()) if not counted.empty else float("nan")
     out = G.run_state(manifest, 0.0 if math.isnan(error_rate) else error_rate)
     # alignment is judged while load runs: from the first step, not from the readiness wait before it
     first = manifest["steps"][0]["start"] if manifest["steps"] else start

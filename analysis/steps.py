@@ -11,8 +11,8 @@ from locustfiles.lib.records import read_records
 
 
 # the record fields the analysis uses; the rest (ITL lists, prompts' hashes…) stay in the file
-FIELDS = ("step", "ok", "status", "error_class", "start_time", "ttft_s", "e2e_s", "prompt_tokens",
-          "completion_tokens", "phase", "session_id")
+FIELDS = ("step", "ok", "status", "error_class", "error", "start_time", "ttft_s", "e2e_s", "prompt_tokens",
+          "completion_tokens", "cached_tokens", "phase", "session_id")
 
 
 def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
@@ -69,6 +69,10 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
             for q in (0.5, 0.95, 0.99):
                 row[f"{metric[:-2]}_p{int(q * 100)}_s"] = pct(values, q)
         row["prompt_tokens_mean"] = float(ok["prompt_tokens"].mean()) if len(ok) else float("nan")
+        # the engine's prefix-cache hits as the server reports them per request (usage.cached_tokens)
+        cached = ok["cached_tokens"].dropna() if len(ok) else ok
+        prompt = ok.loc[cached.index, "prompt_tokens"].fillna(0).sum() if len(cached) else 0
+        row["prefix_cached_share"] = float(cached.sum()) / prompt if prompt else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -83,6 +87,7 @@ def by_step(table: pd.DataFrame) -> pd.DataFrame:
                 ttft_p99_s=("ttft_p99_s", "median"), e2e_p50_s=("e2e_p50_s", "median"),
                 e2e_p95_s=("e2e_p95_s", "median"), e2e_p99_s=("e2e_p99_s", "median"),
                 throughput_rps=("throughput_rps", "median"), requests=("requests", "sum"),
+                prefix_cached_share=("prefix_cached_share", "mean"),
                 error_rate=("error_rate", "mean"), repetitions=("repetition", "nunique"),
                 ttft_p99_mean=("ttft_p99_s", "mean"), ttft_p99_std=("ttft_p99_s", "std"),
                 ttft_p99_min=("ttft_p99_s", "min"), ttft_p99_max=("ttft_p99_s", "max")).reset_index()

@@ -134,7 +134,9 @@ def kv_tiers() -> Board:
     b.panel("Tier hit ratio (KVBM sliding window)", [("tier:sparkrig_kv_hit:ratio", "{{tier}}")],
             unit="percentunit", max_=1)
     b.panel("Share of onboarded blocks by source tier", [
-        ("tier:sparkrig_kv_onboard_share:ratio_rate30s", "{{from_tier}}")], unit="percentunit", max_=1)
+        ("tier:sparkrig_kv_onboard_share:ratio_rate30s", "{{from_tier}}")], unit="percentunit", max_=1,
+        description="Empty while nothing is onboarded: a share of nothing is no signal",
+        needs="KV blocks onboarded from host or disk in the last 30 s")
     b.panel("Blocks per second by tier and direction", [
         ("tier:sparkrig_kv_transfer_blocks:rate5s", "{{direction}} {{from_tier}}→{{to_tier}}")], unit="short")
     b.panel("Bytes per second by tier and direction", [

@@ -199,3 +199,14 @@ def test_report_without_prometheus_is_one_line(observed):
     assert proc.returncode == 1 and proc.stderr.strip().startswith("error: Prometheus at")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert G.verdict([G.Gate("x", "pass", "OK", "")]) == "pass"
+
+
+def test_refusals_behind_a_block_are_not_errors_but_other_failures_are():
+    from analysis.run import blocking_refusals
+    manifest = {"blocked": {"reason": "the frontend rejects session_id metadata (HTTP 400): HTTP 400 "
+                                      "Validation: Unsupported parameter(s): `session_id`"}}
+    records = pd.DataFrame({"status": [400, 200, 200, 500],
+                            "error": ["Validation: Unsupported parameter(s): `session_id`", None,
+                                      "Internal server error", "boom"]})
+    assert blocking_refusals(manifest, records).tolist() == [True, False, False, False]
+    assert not blocking_refusals({}, records).any()

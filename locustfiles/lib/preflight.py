@@ -6,6 +6,7 @@ leaves no empty run behind.
 """
 from __future__ import annotations
 
+import json
 from typing import Callable, Optional
 
 import requests
@@ -54,14 +55,24 @@ def context_problem(plan: RunPlan, limit: Optional[int]) -> Optional[str]:
 
 
 def prober(base: str, model: str) -> Callable[[str], Optional[int]]:
-    """Send a text as a one-token completion and return the server's ``usage.prompt_tokens``."""
+    """Send a text as a one-token streamed completion (what every OpenAI server answers, streaming-only
+    ones too) and return the server's ``usage.prompt_tokens``."""
     def probe(text: str) -> Optional[int]:
+        body = {"model": model, "prompt": text, "max_tokens": 1, "stream": True,
+                "stream_options": {"include_usage": True}}
         try:
-            r = requests.post(f"{base}/completions", json={"model": model, "prompt": text, "max_tokens": 1,
-                                                           "stream": False}, timeout=60)
-            return int(r.json()["usage"]["prompt_tokens"]) if r.status_code == 200 else None
-        except (requests.RequestException, ValueError, KeyError, TypeError):
+            with requests.post(f"{base}/completions", json=body, timeout=60, stream=True) as r:
+                if r.status_code != 200:
+                    return None
+                for line in r.iter_lines():
+                    if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+                        continue
+                    usage = json.loads(line[5:]).get("usage")
+                    if isinstance(usage, dict) and usage.get("prompt_tokens"):
+                        return int(usage["prompt_tokens"])
+        except (requests.RequestException, ValueError, TypeError, AttributeError):
             return None
+        return None
     return probe
 
 
