@@ -154,21 +154,32 @@ def test_every_dashboard_query_runs_against_the_real_stack(dynamo, runs):
             "Requests per second by HTTP status and error class"} <= with_data, sorted(with_data)
 
 
+CLIENT_CHECK = """
+import dataclasses, json, sys
+from locust.contrib.fasthttp import FastHttpSession
+from locust.event import EventHook
+from locustfiles.lib.records import RequestRecord
+from locustfiles.lib.stream import send
+base, model = sys.argv[1], sys.argv[2]
+session = FastHttpSession(base, request_event=EventHook(), user=None)
+out = []
+for extra in ({"prompt": "hello " * 9000}, {"prompt": "hello", "session_id": "s1"}):
+    rec = RequestRecord("r", "H9", "stackB", "fixed_context", 0, 0, "run", 1, 1, 0, "w", "completions", model)
+    send(session, "/completions", {"model": model, "max_tokens": 4, **extra}, rec, "completions")
+    out.append(dataclasses.asdict(rec))
+print(json.dumps(out))
+"""
+
+
 def test_client_classifies_the_real_frontends_rejections(dynamo, runs):
-    """Our client against the real frontend: an over-length prompt streams HTTP 200 then an SSE error
-    (stream_error with the server's words), an unknown field is a 400 with Dynamo's top-level message."""
-    from locust.event import EventHook
-    from locust.contrib.fasthttp import FastHttpSession
-    from locustfiles.lib.records import RequestRecord
-    from locustfiles.lib.stream import send
-    session = FastHttpSession(dynamo["cfg"].stacks["stackB"].openai_base, request_event=EventHook(), user=None)
-
-    def attempt(body):
-        rec = RequestRecord("r", "H9", "stackB", "fixed_context", 0, 0, "run", 1, 1, 0, "w", "completions", MODEL)
-        return send(session, "/completions", {"model": MODEL, "max_tokens": 4, **body}, rec, "completions")
-
-    too_long = attempt({"prompt": "hello " * 9000})
-    assert (too_long.status, too_long.error_class, too_long.error) == (200, "stream_error", "Internal server error")
-    refused = attempt({"prompt": "hello", "session_id": "s1"})
-    assert (refused.status, refused.error_class) == (400, "http_400")
-    assert refused.error == "Validation: Unsupported parameter(s): `session_id`"
+    """Our client (in a process of its own: Locust patches the standard library) against the real
+    frontend: an over-length prompt streams HTTP 200 then an SSE error (stream_error with the server's
+    words); an unknown field is a 400 with Dynamo's top-level message."""
+    proc = subprocess.run([sys.executable, "-c", CLIENT_CHECK, dynamo["cfg"].stacks["stackB"].openai_base, MODEL],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    too_long, refused = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (too_long["status"], too_long["error_class"], too_long["error"]) == (200, "stream_error",
+                                                                                 "Internal server error")
+    assert (refused["status"], refused["error_class"]) == (400, "http_400")
+    assert refused["error"] == "Validation: Unsupported parameter(s): `session_id`"
