@@ -121,6 +121,9 @@ def run_state(manifest: dict, error_rate: float) -> list[Gate]:
                       f"{error_rate:.1%} of requests failed"))
     if manifest.get("blocked"):
         gates.append(Gate("blocked", "blocked", "BLOCKED", manifest["blocked"]["reason"]))
+    if manifest.get("session_id_ignored"):
+        gates.append(Gate("session_id", "fail", "SESSION_ID_IGNORED", "the frontend accepted session_id but drops "
+                          "every field it does not know: no session metadata reached the KV layer"))
     return gates
 
 

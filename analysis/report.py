@@ -8,6 +8,8 @@ from typing import Callable
 
 import pandas as pd
 
+from configs import vocabulary as V
+
 from . import figures
 from .correlate import linear_fit
 from .document import Document
@@ -30,6 +32,13 @@ def _runs(analyses: list[RunAnalysis], *hyps: str) -> list[RunAnalysis]:
 
 def _pooled(analyses: list[RunAnalysis]) -> pd.DataFrame:
     return pd.concat([a.pooled for a in analyses], ignore_index=True) if analyses else pd.DataFrame()
+
+
+def bucket_ratio(buckets) -> float:
+    """The widest step between neighbouring histogram bounds (0 left out): the worst-case factor of a
+    quantile read from that histogram."""
+    bounds = [b for b in buckets if b > 0]
+    return max(b / a for a, b in zip(bounds, bounds[1:]))
 
 
 def _ms(v: float) -> str:
@@ -194,7 +203,12 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
             doc.p("Correlation of per-window TTFT p99 with telemetry (best lag):")
             doc.table(a.correlations)
     doc.h(2, "Caveats")
-    doc.bullets(["Percentiles from records are exact; the Prometheus histogram p99 has 20% bucket resolution.",
+    doc.bullets(["Percentiles from records are exact; the Prometheus histogram p99 (ttft_p99_hist_s) comes from "
+                 "the load generator's own histograms, whose buckets are at most 20% apart.",
+                 "The stacks' own TTFT histograms are coarser: Dynamo " + V.DYNAMO_RELEASE + "'s buckets are "
+                 + ", ".join(f"{b:g}" for b in V.FE_TTFT_BUCKETS[1:9]) + " … s, up to "
+                 f"{bucket_ratio(V.FE_TTFT_BUCKETS):.2f}x apart, so a p99 read from them can be off by that factor "
+                 "(interpolated within a bucket); prefer the records or the load generator's histograms.",
                  "Gates marked `missing` name telemetry that was not there, not a measured failure.",
                  "Steps shorter than the recording rules' windows (5 s, 30 s) give step telemetry from few samples."])
     verdicts = {a.run_id: verdict_doc(a) for a in analyses}

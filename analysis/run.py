@@ -14,7 +14,7 @@ from . import gates as G
 from .correlate import Correlation, best_lag, on_grid, window_p99
 from .knee import Knee, find_knee, saturation
 from .promdata import Source
-from .steps import by_step, load_run, step_table
+from .steps import CANCELLED_BY_STEP, by_step, load_run, step_table
 from .telemetry import QUERIES, pull, single, window_mean
 
 IDLE_S = 30.0                  # telemetry before the run: the idle baseline (H2A's flat-NVMe gate)
@@ -163,6 +163,8 @@ def blocking_refusals(manifest: dict, records: pd.DataFrame) -> pd.Series:
 
 def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) -> list:
     counted = records[~blocking_refusals(manifest, records)] if not records.empty else records
+    if not counted.empty:                  # streams Locust cut at a step boundary are not server errors
+        counted = counted[counted["error_class"] != CANCELLED_BY_STEP]
     error_rate = float((~counted["ok"]).mean()) if not counted.empty else float("nan")
     out = G.run_state(manifest, 0.0 if math.isnan(error_rate) else error_rate)
     # alignment is judged while load runs: from the first step, not from the readiness wait before it

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from locustfiles.lib.records import read_records
+from locustfiles.lib.records import CANCELLED_BY_STEP, read_records
 
 
 # the record fields the analysis uses; the rest (ITL lists, prompts' hashes…) stay in the file
@@ -49,6 +49,10 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
         mine = records[records["step"] == s["index"]] if not records.empty else records
         if not mine.empty:
             mine = mine[mine["start_time"] >= s["start"] + warmup_s(end - s["start"])]
+        cut = mine["error_class"] == CANCELLED_BY_STEP if not mine.empty else pd.Series(dtype=bool)
+        cancelled = int(cut.sum()) if len(cut) else 0
+        if cancelled:                     # cut by Locust, not by the server: neither latency nor an error
+            mine = mine[~cut]
         ok = mine[mine["ok"]] if not mine.empty else mine
         duration = max(end - s["start"], 1e-9)
         row = {
@@ -57,6 +61,7 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
             "label": s["label"], "concurrency": s["target_concurrency"], "context_tokens": s["target_context_tokens"],
             "fio_profile": s.get("fio_profile") or "none", "start": s["start"], "end": end, "duration_s": duration,
             "warmup_s": warmup_s(duration), "requests": len(mine), "ok": len(ok), "errors": len(mine) - len(ok),
+            "cancelled_by_step": cancelled,
             "error_rate": (len(mine) - len(ok)) / len(mine) if len(mine) else float("nan"),
             "throughput_rps": len(ok) / (duration - warmup_s(duration)),
             "output_tokens_per_s": float(ok["completion_tokens"].fillna(0).sum()) / (duration - warmup_s(duration))
@@ -87,7 +92,7 @@ def by_step(table: pd.DataFrame) -> pd.DataFrame:
                 ttft_p99_s=("ttft_p99_s", "median"), e2e_p50_s=("e2e_p50_s", "median"),
                 e2e_p95_s=("e2e_p95_s", "median"), e2e_p99_s=("e2e_p99_s", "median"),
                 throughput_rps=("throughput_rps", "median"), requests=("requests", "sum"),
-                prefix_cached_share=("prefix_cached_share", "mean"),
+                prefix_cached_share=("prefix_cached_share", "mean"), cancelled_by_step=("cancelled_by_step", "sum"),
                 error_rate=("error_rate", "mean"), repetitions=("repetition", "nunique"),
                 ttft_p99_mean=("ttft_p99_s", "mean"), ttft_p99_std=("ttft_p99_s", "std"),
                 ttft_p99_min=("ttft_p99_s", "min"), ttft_p99_max=("ttft_p99_s", "max")).reset_index()

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from configs import vocabulary as V
+
 OUT = Path(__file__).resolve().parent / "dashboards"
 DS = {"type": "prometheus", "uid": "sparkrig-prometheus"}
 NEEDS: dict[tuple[str, str], str] = {}        # (dashboard uid, panel title) -> hardware it needs
@@ -119,11 +121,17 @@ def run_overview() -> Board:
     b.panel("Inter-token latency p50 / p99", [
         (f'histogram_quantile({q}, sum by (stack, le) (rate(sparkrig_request_itl_seconds_bucket{{{SEL_RUN}}}[30s])))',
          f"{{{{stack}}}} p{int(q * 100)}") for q in (0.5, 0.99)], unit="s")
+    fe = [f"{x:g}" for x in V.FE_TTFT_BUCKETS if x > 0]
+    widest = max(b / a for a, b in zip(V.FE_TTFT_BUCKETS[1:], V.FE_TTFT_BUCKETS[2:]))
     b.panel("Stack-side TTFT p99 (frontend's own histograms)", [
         ('histogram_quantile(0.99, sum by (le) (rate(dynamo_frontend_time_to_first_token_seconds_bucket[30s])))',
          "Stack B (Dynamo frontend)"),
         ('histogram_quantile(0.99, sum by (le) (rate({__name__=~"trtllm[_:]time_to_first_token_seconds_bucket"}[30s])))',
-         "Stack A (trtllm-serve)")], unit="s")
+         "Stack A (trtllm-serve)")], unit="s",
+        description=f"Coarse: Dynamo {V.DYNAMO_RELEASE} serves TTFT buckets {', '.join(fe[:10])} … s, up to "
+                    f"{widest:.1f}x apart, so this p99 can be off by that factor. The TTFT panels above use the "
+                    "load generator's own histograms (buckets at most 1.2x apart); the report's exact "
+                    "percentiles come from the request records.")
     return b
 
 

@@ -185,7 +185,12 @@ def test_loadgen_metrics_are_served_and_workers_announced(rig):
         assert len(workers) == 2 and all('stack="stackB"' in w and 'workload="fixed_context"' in w for w in workers)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:       # never leave a worker behind to join later tests' masters
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     assert not list(targets.glob("loadgen-*.json"))                 # unannounced at exit
 
 
@@ -212,11 +217,39 @@ def test_adapter_proxy_refuses_bad_ids_and_does_tier2_io(rig, tmp_path):
         proxy.wait()
 
 
-def test_endpoint_not_ready_is_one_line_and_exit_2(rig, write_yaml):
+def test_endpoint_not_ready_is_one_line_and_exit_2_and_leaves_no_run(rig, write_yaml):
+    before = set(runs(rig, "h2b"))
     proc = locust(rig, "h2b", env={"ENDPOINT": f"http://127.0.0.1:{free_port()}/v1", "DURATION_S": "2"})
     assert proc.returncode == 2
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cannot reach" in errors[0]
+    assert set(runs(rig, "h2b")) == before               # nothing half-made for `report --all` to fail on
+
+
+def test_a_context_beyond_the_served_limit_stops_before_the_run(rig):
+    before = set(runs(rig, "h2b"))
+    proc = locust(rig, "h2b", env={"STACK": "B", "CONTEXT_TOKENS": "99999999", "DURATION_S": "2"}, timeout=60)
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "exceed the served context length 8192" in errors[0]
+    assert set(runs(rig, "h2b")) == before
+
+
+def test_streams_cut_at_a_step_boundary_are_recorded_not_counted(rig, tmp_path):
+    """Going from 6 users to 1 cuts 5 streams in flight: each is a record (cancelled_by_step), none is
+    an error or a latency sample."""
+    from analysis.steps import load_run, step_table
+    overlay = tmp_path / "long.yaml"
+    overlay.write_text(rig["overlay"].read_text() + "hypotheses: {H0: {params: {context_tokens: 64, max_tokens: 400}}}\n")
+    before = set(runs(rig, "h0"))
+    proc = locust(rig, "h0", env={"HARNESS_CONFIG": str(overlay), "STACK": "B", "CONCURRENCY": "6,1",
+                                  "DURATION_S": "3"}, timeout=120)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    [run] = set(runs(rig, "h0")) - before
+    cut = [r for r in read_records(run / "requests.jsonl") if r["error_class"] == "cancelled_by_step"]
+    assert len(cut) >= 5 and all(not r["ok"] and r["e2e_s"] is not None for r in cut)
+    manifest, records = load_run(run)
+    table = step_table(manifest, records)
+    assert table["cancelled_by_step"].sum() >= 1 and (table["errors"] == 0).all()
 
 
 def test_bad_environment_is_one_line(rig):
@@ -259,3 +292,19 @@ def test_step_boundaries_become_grafana_annotations(rig, tmp_path):
     path, auth, body = posted[1]
     assert path == "/api/annotations" and auth == "Bearer tok"
     assert "context_tokens=512" in body["text"] and {"sparkrig", "H2B", "stackB"} <= set(body["tags"])
+
+
+def test_a_frontend_that_drops_unknown_fields_is_flagged_for_h9(rig, tmp_path):
+    """Dynamo with DYN_IGNORE_OPENAI_FE_UNSUPPORTED_FIELDS=true answers 200 to session_id and drops it:
+    not blocked, yet nothing reaches KVBM. A made-up field answered 200 too gives it away."""
+    from analysis import gates as G
+    with Sim(tmp_path, "B", args=("--no-strict-fields",)) as lax:
+        before = set(runs(rig, "h9"))
+        proc = locust(rig, "h9", env={"ENDPOINT": f"{lax.base}/v1", "DURATION_S": "1", "CONTEXT_TOKENS": "256"})
+        assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    [run] = set(runs(rig, "h9")) - before
+    m = manifest(run)
+    assert m["blocked"] is None and m["session_id_ignored"] is True
+    assert any("session_id_ignored" in n["text"] for n in m["notes"])
+    assert {g.reason for g in G.run_state(m, 0.0)} >= {"SESSION_ID_IGNORED"}
+    assert G.verdict(G.run_state(m, 0.0)) == "fail"

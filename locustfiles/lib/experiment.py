@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 import gevent
+from gevent import GreenletExit
 from locust import LoadTestShape, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import MasterRunner, WorkerRunner
@@ -33,9 +34,9 @@ from rig import local, promconfig
 from . import cache, workloads
 from .fio import FioJob
 from .metrics import LoadgenMetrics, worker_name
-from .preflight import size_prompts
+from .preflight import UNKNOWN_FIELD, size_prompts, unknown_fields_ignored
 from .prompts import PromptSizer
-from .records import RecordWriter, RequestRecord
+from .records import CANCELLED_BY_STEP, RecordWriter, RequestRecord
 from .run import GrafanaAnnotator, Manifest, new_run_id, run_dir, wait_for_model
 from .stream import send
 
@@ -147,6 +148,8 @@ class RunState:
         log.info("loadgen metrics on http://%s/metrics", address)
 
     def record(self, rec: RequestRecord) -> None:
+        if self.writer is None:          # the run closed while this request was in flight (process quitting)
+            return
         self.writer.write(rec)
         self.metrics.observe(rec)
 
@@ -208,6 +211,7 @@ class RunState:
             self.manifest.finish(complete, reason)
         if self.writer:
             self.writer.close()
+            self.writer = None           # users still running until Locust kills them stop sending (see request)
         if self.metrics:
             self.metrics.close()
 
@@ -255,6 +259,10 @@ def _begin_run(environment) -> None:
                         "host_override": environment.host}}
     st.manifest = Manifest.start(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
     st.manifest.note(sizing)
+    if st.workload == "rehydrate_replay" and unknown_fields_ignored(target, st.plan.model_handle):
+        st.manifest.doc["session_id_ignored"] = True
+        st.manifest.note(f"session_id_ignored: the frontend answers 200 to a made-up field ({UNKNOWN_FIELD}), so "
+                         "it drops fields it does not know and session_id reaches nothing behind it")
     if st.cfg.loadgen.grafana_url:
         st.grafana = GrafanaAnnotator(st.cfg.loadgen.grafana_url, os.environ.get("GRAFANA_TOKEN"), ["sparkrig"])
     print(f"[{st.plan.hypothesis_id}] run {st.run_id}: results in {st.manifest.path.parent}; {sizing}",
@@ -409,7 +417,14 @@ class PlanUser(FastHttpUser):
             model=req.body["model"], adapter=req.adapter, session_id=req.session_id, turn=req.turn,
             prefix_hash=req.prefix_hash, prompt_tokens_target=req.target_tokens)
         text: list[str] = []
-        send(self.client, "/" + req.path, req.body, rec, req.path, text)
+        try:
+            send(self.client, "/" + req.path, req.body, rec, req.path, text)
+        except GreenletExit:                       # Locust stopped this user mid-request (a step boundary)
+            rec.ok, rec.error_class = False, CANCELLED_BY_STEP
+            rec.error = "request in flight when Locust stopped the user at a step boundary or the end of the run"
+            rec.e2e_s = time.time() - rec.start_time if rec.start_time else None
+            st.record(rec)
+            raise
         st.record(rec)
         self.workload.done(req, rec.ok, "".join(text), rec.prompt_tokens)
         if rec.status == 400 and "session_id" in req.body and "session_id" in (rec.error or ""):

@@ -87,3 +87,20 @@ def size_prompts(plan: RunPlan, sizer: PromptSizer, base: str) -> tuple[Optional
     except ConfigError as exc:
         return str(exc), ""
     return None, f"{note}; served context length {limit or 'not published'}"
+
+
+UNKNOWN_FIELD = "sparkrig_made_up_field"
+
+
+def unknown_fields_ignored(base: str, model: str) -> Optional[bool]:
+    """Does the frontend answer 200 to a request carrying a field nobody defines? Then it drops fields it
+    does not know, and its acceptance of ``session_id`` says nothing (Dynamo with
+    DYN_IGNORE_OPENAI_FE_UNSUPPORTED_FIELDS=true). None when the probe got no clear answer."""
+    try:
+        r = requests.post(f"{base}/completions", json={"model": model, "prompt": "probe", "max_tokens": 1,
+                                                       UNKNOWN_FIELD: 1}, timeout=30)
+    except requests.RequestException:
+        return None
+    if r.status_code == 200:
+        return True
+    return False if r.status_code == 400 else None

@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Optional
 
 
+# A request Locust cut by stopping its user (step boundary, end of run): recorded, because it was sent
+# and the server counted it (Dynamo: requests_total{error_type="cancelled"}), but not a server error
+# and never part of a latency percentile.
+CANCELLED_BY_STEP = "cancelled_by_step"
+
+
 @dataclass
 class RequestRecord:
     run_id: str
@@ -36,7 +42,8 @@ class RequestRecord:
     prefix_hash: Optional[str] = None
     status: int = 0                         # HTTP status; 0 when no response arrived
     ok: bool = False
-    error_class: Optional[str] = None       # http_4xx/5xx, connection, stream_cut, stream_error, bad_stream
+    error_class: Optional[str] = None       # http_4xx/5xx, connection, stream_cut, stream_error, bad_stream,
+                                            # cancelled_by_step
     error: Optional[str] = None             # the server's own message where it sent one
     ttfb_s: Optional[float] = None          # response headers
     ttft_s: Optional[float] = None          # first chunk with non-empty text
