@@ -177,7 +177,9 @@ def write_overlay(cfg: Harness, user_overlay: Optional[str]) -> Path:
     return path
 
 
-def _env(cfg: Harness) -> dict:
+def environment(cfg: Harness) -> dict:
+    """Dynamo's own variables that keep every listener on loopback at a configured port, without etcd
+    and without reaching for the model hub."""
     d = cfg.dynamo
     h = home(cfg)
     return {**os.environ, "DYN_DISCOVERY_BACKEND": "file", "DYN_FILE_KV": str(h / "discovery"),
@@ -262,7 +264,7 @@ def up(cfg: Harness, user_overlay: Optional[str], say: Say = print, ready_timeou
                        (d.nats_port, "NATS")):
         ensure_free(d.listen, port, what, "set dynamo ports in an overlay")
     shutil.rmtree(home(cfg) / "discovery", ignore_errors=True)     # a killed run's registrations are stale
-    cmds, env, started = commands(cfg, python, model), _env(cfg), []
+    cmds, env, started = commands(cfg, python, model), environment(cfg), []
     try:
         started.append(sup.start("nats", cmds["nats"], env=env))
         _wait_port(d.listen, d.nats_port, "nats", sup, 20)

@@ -137,7 +137,9 @@ def test_analysis_report_on_the_real_runs(dynamo, runs, tmp_path):
     assert {"kv_offload_disk_bytes", "kv_onboard_disk_bytes"} <= set(by_hyp["H2B"]["telemetry_missing"])
     h9 = {g["name"]: g for g in by_hyp["H9"]["gates"]}
     assert h9["blocked"]["status"] == "blocked" and h9["errors"]["status"] in ("pass", "fail")
-    assert "H9 — session rehydration" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "H9 — session rehydration" in report
+    assert "up to 2.20x apart" in report          # the frontend's own TTFT buckets, and what they cost a p99
 
 
 def test_every_dashboard_query_runs_against_the_real_stack(dynamo, runs):
@@ -184,3 +186,28 @@ def test_client_classifies_the_real_frontends_rejections(dynamo, runs):
                                                                                  "Internal server error")
     assert (refused["status"], refused["error_class"]) == (400, "http_400")
     assert refused["error"] == "Validation: Unsupported parameter(s): `session_id`"
+
+
+def test_a_frontend_told_to_drop_unknown_fields_is_caught(dynamo, runs):
+    """DYN_IGNORE_OPENAI_FE_UNSUPPORTED_FIELDS=true: the real frontend answers 200 to session_id and drops
+    it. A second real frontend started that way beside the first (same worker, same discovery): H9 is not
+    blocked, and the run says session_id_ignored instead of passing silently."""
+    from rig import dynamo as rd
+    from rig.procs import Supervisor
+    cfg = dynamo["cfg"]
+    port = free_port()
+    cmd = rd.commands(cfg, rd.venv_python(cfg), rd.home(cfg) / "model")["frontend"]
+    cmd[cmd.index("--http-port") + 1] = str(port)
+    env = {**rd.environment(cfg), "DYN_IGNORE_OPENAI_FE_UNSUPPORTED_FIELDS": "true",
+           "DYN_TCP_RESPONSE_STREAM_PORT": str(free_port())}
+    sup = Supervisor(dynamo["tmp"] / "lax")
+    sup.start("frontend-lax", cmd, env=env, cwd=rd.home(cfg), ready_url=f"http://127.0.0.1:{port}/metrics", timeout_s=60)
+    try:
+        from locustfiles.lib.run import wait_for_model
+        assert wait_for_model(f"http://127.0.0.1:{port}/v1", MODEL, 60) is None
+        run, manifest, records = locust(dynamo, "h9", ENDPOINT=f"http://127.0.0.1:{port}/v1", CONTEXT_TOKENS="512",
+                                        CONCURRENCY="2", DURATION_S="2")
+    finally:
+        sup.stop("frontend-lax")
+    assert manifest["blocked"] is None and manifest["session_id_ignored"] is True
+    assert not [r for r in records if r["status"] == 400]          # session_id went through, and nowhere
