@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from configs import load  # noqa: E402
 from configs.paths import ensure_data_dir  # noqa: E402
-from exporters.nvme import _devnum, disk_of  # noqa: E402
+from exporters.collectors.nvme import _devnum, disk_of  # noqa: E402
 from rig import local  # noqa: E402
 from rig.procs import Supervisor  # noqa: E402
 

@@ -14,11 +14,11 @@ from configs import ConfigError, load
 from configs.errors import cli_main
 from configs.paths import resolve
 
-from .gpu import GpuCollector, Nvml
-from .kvbm import BlockSize, KvbmCollector
-from .nvme import DiskCollector
-from .smart import SmartReader
-from .uma import UmaCollector
+from .collectors.gpu import GpuCollector, Nvml
+from .collectors.kvbm import BlockSize, KvbmCollector
+from .collectors.nvme import DiskCollector
+from .collectors.smart import SmartReader
+from .collectors.uma import UmaCollector
 
 COLLECTORS = ("nvme", "uma", "gpu", "kvbm")
 

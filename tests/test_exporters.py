@@ -14,11 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from configs import load
 from conftest import ROOT, free_port, run_module
-from exporters.gpu import FieldGate, GpuCollector, Nvml
-from exporters.nvme import DiskCollector, disk_of
-from exporters.procfs import parse_diskstats
-from exporters.smart import SmartError, SmartReader, parse_nvme_cli, parse_smartctl
-from exporters.uma import UmaCollector
+from exporters.collectors.gpu import FieldGate, GpuCollector, Nvml
+from exporters.collectors.nvme import DiskCollector, disk_of
+from exporters.collectors.procfs import parse_diskstats
+from exporters.collectors.smart import SmartError, SmartReader, parse_nvme_cli, parse_smartctl
+from exporters.collectors.uma import UmaCollector
 
 HOSTS = ROOT / "tests" / "fixtures" / "hosts"
 VM, H100 = HOSTS / "virtio-vm", HOSTS / "h100-vm"

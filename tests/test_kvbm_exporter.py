@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT, Sim, free_port
 from configs import load
-from exporters.kvbm import BlockSize, KvbmCollector
+from exporters.collectors.kvbm import BlockSize, KvbmCollector
 
 DYNAMO = ROOT / "tests" / "fixtures" / "dynamo"
 REAL = ROOT / "tests" / "fixtures" / "dynamo-1.6.1"

@@ -1,0 +1,271 @@
+"""KV tier metrics scraped from Dynamo KVBM (and the frontend) and republished version-independently.
+
+KVBM's names change between releases (the object tier became "remote", request counters came and
+went) and carry no bytes. This collector maps whatever a release exposes onto one vocabulary —
+blocks and bytes per direction and tier pair, hit ratios per tier, matched tokens, occupancy —
+with bytes = blocks x the configured block size. Counters stay monotonic across KVBM restarts
+(a decrease adds the last value to an offset), so ``rate()`` never sees a drop. Unknown names
+and names a release lacks are logged once, not per scrape.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import requests
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.parser import text_string_to_metric_families
+
+from configs import vocabulary as V
+from configs.model import ModelShape
+
+log = logging.getLogger("exporters.kvbm")
+
+SCRAPE_ERRORS = ("connection", "timeout", "http_status", "parse")
+SIM_BLOCK_BYTES = "stacksim_kv_block_size_bytes"   # the simulator states the bytes it really writes per block
+# Occupancy where a target publishes it: (family, label holding the tier or None, tier, kind)
+OCCUPANCY = (
+    ("stacksim_kv_tier_occupancy_blocks", "tier", None, "occupancy"),
+    ("stacksim_kv_tier_capacity_blocks", "tier", None, "capacity"),
+    (V.FE_ACTIVE_DECODE_BLOCKS, None, "device", "occupancy"),
+    (V.FE_TOTAL_KV_BLOCKS, None, "device", "capacity"),
+)
+# Token counters taken from the frontend's per-request histograms (their _sum): prefix-cache hits
+# against all prompt tokens give the served prefix hit share.
+TOKEN_SUMS = ((V.FE_CACHED_TOKENS, "sparkrig_kv_prefix_cached_tokens", "Prompt tokens the engine served from its "
+               "prefix cache (Dynamo frontend cached_tokens)"),
+              (V.FE_INPUT_TOKENS, "sparkrig_kv_prompt_tokens", "Prompt tokens of finished requests (Dynamo "
+               "frontend input_sequence_tokens)"))
+
+
+@dataclass(frozen=True)
+class BlockSize:
+    """How KV blocks become bytes. A target that states its bytes per block wins (the simulator, whose
+    blocks are what it writes to its tier2 file); else the model's shape x the tokens per block the
+    frontend serves; else the profile's configured bytes."""
+    profile_bytes: int
+    profile_tokens: int
+    shape: Optional[ModelShape] = None
+
+    def resolve(self, stated_bytes: Optional[float], served_tokens: Optional[float]) -> tuple[int, int, str]:
+        tokens = int(served_tokens) if served_tokens else self.profile_tokens
+        if stated_bytes:
+            return int(stated_bytes), tokens, "target"
+        if self.shape is not None:
+            return self.shape.kv_block_bytes(tokens), tokens, "model_shape"
+        return self.profile_bytes, tokens, "profile"
+
+
+def parse(text: str) -> dict[str, list]:
+    """{family name: samples}; prometheus_client's parser drops ``_total`` from counter family names,
+    which is exactly KVBM's own spelling."""
+    return {fam.name: fam.samples for fam in text_string_to_metric_families(text)}
+
+
+def _value(families: dict, name: str) -> Optional[float]:
+    samples = families.get(name)
+    return sum(s.value for s in samples) if samples else None
+
+
+@dataclass
+class Monotonic:
+    """Keeps republished counters monotonic when the source restarts and starts again from zero."""
+    last: dict = field(default_factory=dict)
+    offset: dict = field(default_factory=dict)
+    resets: int = 0
+
+    def __call__(self, key, raw: float) -> float:
+        if key in self.last and raw < self.last[key]:
+            self.offset[key] = self.offset.get(key, 0.0) + self.last[key]
+            self.resets += 1
+        self.last[key] = raw
+        return self.offset.get(key, 0.0) + raw
+
+
+class KvbmCollector:
+    def __init__(self, kvbm_url: str, frontend_url: Optional[str], block: BlockSize, timeout_s: float = 2.0,
+                 get: Optional[Callable] = None, worker_url: Optional[str] = None) -> None:
+        self.targets = {"kvbm": kvbm_url, **({"frontend": frontend_url} if frontend_url else {}),
+                        **({"worker": worker_url} if worker_url else {})}
+        self.block = block
+        self.timeout_s = timeout_s
+        self.get = get or requests.Session().get     # keep-alive: a new connection per 250 ms scrape costs more
+        self._lock = threading.Lock()                # scrapes may overlap; counters and the session are shared
+        # every (target, reason) starts at 0, as Prometheus counters with known labels should
+        self.errors = {(t, r): 0 for t in self.targets for r in SCRAPE_ERRORS}
+        self.monotonic = Monotonic()
+        self._reported: set[str] = set()
+
+    def _once(self, key: str, message: str, *args) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            log.warning(message, *args)
+
+    def _scrape(self, target: str, url: str) -> Optional[dict]:
+        try:
+            resp = self.get(url, timeout=self.timeout_s)
+            if resp.status_code != 200:
+                raise _Failure("http_status", f"HTTP {resp.status_code}")
+            return parse(resp.text)
+        except requests.Timeout:
+            failure = _Failure("timeout", f"no answer within {self.timeout_s:g} s")
+        except requests.RequestException:
+            hint = " (is the worker started with DYN_KVBM_METRICS=true?)" if target == "kvbm" else ""
+            failure = _Failure("connection", "cannot connect" + hint)
+        except ValueError as exc:
+            failure = _Failure("parse", f"not Prometheus text ({exc})")
+        except _Failure as exc:
+            failure = exc
+        self.errors[(target, failure.reason)] = self.errors.get((target, failure.reason), 0) + 1
+        self._once(f"{target}:{failure.message}", "%s metrics at %s unavailable: %s (sparkrig_kvbm_up{target=%r} is 0)",
+                   target, url, failure.message, target)
+        return None
+
+    def _check_names(self, families: dict) -> None:
+        for name in families:
+            if not name.startswith(V.KVBM):
+                continue
+            short = name[len(V.KVBM):]
+            known = (short in V.KVBM_TRANSFERS or short in V.KVBM_MEASURED_BYTES or short in V.KVBM_HIT_RATES
+                     or short in V.KVBM_REQUESTS or short in V.KVBM_FAILURES or short == V.KVBM_MATCHED_TOKENS
+                     or short.startswith(V.KVBM_KNOWN_UNMAPPED))
+            if not known:
+                self._once("unknown:" + name, "KVBM exposes %s, which this exporter does not know; not normalised",
+                           name)
+        for short in V.KVBM_EXPECTED:
+            if not families.get(V.KVBM + short):
+                self._once("missing:" + short, "KVBM does not expose kvbm_%s; its normalised series are absent",
+                           short)
+
+    def collect(self):
+        with self._lock:
+            return self._collect()
+
+    def _collect(self) -> list:
+        up = GaugeMetricFamily("sparkrig_kvbm_up", "1 when the last scrape of the target succeeded",
+                               labels=["target"])
+        took = GaugeMetricFamily("sparkrig_kvbm_scrape_duration_seconds", "Time the last scrape of the target took",
+                                 labels=["target"])
+        scraped = {}
+        for target, url in self.targets.items():
+            start = time.perf_counter()
+            families = self._scrape(target, url)
+            took.add_metric([target], time.perf_counter() - start)
+            up.add_metric([target], 0 if families is None else 1)
+            if families is not None:
+                scraped[target] = families
+        errors = CounterMetricFamily("sparkrig_kvbm_scrape_errors", "Failed scrapes by target and reason",
+                                     labels=["target", "reason"])
+        for (target, reason), n in sorted(self.errors.items()):
+            errors.add_metric([target, reason], n)
+        out = [up, took, errors]
+        block_bytes, block_tokens, source = self.block.resolve(
+            _value(scraped.get("kvbm", {}), SIM_BLOCK_BYTES), _max(scraped.get("frontend", {}), V.FE_BLOCK_SIZE))
+        kvbm = scraped.get("kvbm")
+        if kvbm is not None:
+            self._check_names(kvbm)
+            out += self._kv_families(kvbm, block_bytes)
+        out += self._occupancy(scraped) + self._served(scraped)
+        resets = CounterMetricFamily("sparkrig_kvbm_counter_resets", "Source counters seen going backwards "
+                                     "(restarts); republished counters continue from where they were")
+        resets.add_metric([], self.monotonic.resets)
+        size = GaugeMetricFamily("sparkrig_kv_block_size_bytes", "KV block size used to turn blocks into bytes, "
+                                 "and where it came from (target, model_shape, profile)", labels=["source"])
+        size.add_metric([source], block_bytes)
+        tokens = GaugeMetricFamily("sparkrig_kv_block_size_tokens", "Tokens per KV block (served by the frontend "
+                                   "where it publishes it, else the profile's)")
+        tokens.add_metric([], block_tokens)
+        return out + [resets, size, tokens]
+
+    def _kv_families(self, kvbm: dict, block_bytes: int):
+        pair = ["direction", "from_tier", "to_tier"]
+        blocks = CounterMetricFamily("sparkrig_kv_transfer_blocks", "KV blocks moved between tiers", labels=pair)
+        nbytes = CounterMetricFamily("sparkrig_kv_transfer_bytes", "KV bytes moved between tiers (blocks x block "
+                                     "size; measured bytes for object/remote tiers)", labels=pair)
+        for short, labels in V.KVBM_TRANSFERS.items():
+            raw = _value(kvbm, V.KVBM + short)
+            if raw is None:
+                continue
+            count = self.monotonic(short, raw)
+            blocks.add_metric(list(labels), count)
+            if labels[1] not in ("object", "remote") and labels[2] not in ("object", "remote"):
+                nbytes.add_metric(list(labels), count * block_bytes)
+        for short, labels in V.KVBM_MEASURED_BYTES.items():
+            raw = _value(kvbm, V.KVBM + short)
+            if raw is not None:
+                nbytes.add_metric(list(labels), self.monotonic(short, raw))
+        hits = GaugeMetricFamily("sparkrig_kv_hit_ratio", "Sliding-window hit ratio per tier", labels=["tier"])
+        for short, tier in V.KVBM_HIT_RATES.items():
+            raw = _value(kvbm, V.KVBM + short)
+            if raw is not None:
+                hits.add_metric([tier], raw)
+        reqs = CounterMetricFamily("sparkrig_kv_transfer_requests", "Offload/onboard requests (older releases)",
+                                   labels=["direction"])
+        for short, direction in V.KVBM_REQUESTS.items():
+            raw = _value(kvbm, V.KVBM + short)
+            if raw is not None:
+                reqs.add_metric([direction], self.monotonic(short, raw))
+        fails = CounterMetricFamily("sparkrig_kv_transfer_failures", "Failed tier transfers (blocks)",
+                                    labels=["tier", "op"])
+        for short, labels in V.KVBM_FAILURES.items():
+            raw = _value(kvbm, V.KVBM + short)
+            if raw is not None:
+                fails.add_metric(list(labels), self.monotonic(short, raw))
+        matched = _value(kvbm, V.KVBM + V.KVBM_MATCHED_TOKENS)
+        out = [blocks, nbytes, hits, reqs, fails]
+        if matched is not None:
+            m = CounterMetricFamily("sparkrig_kv_matched_tokens", "Prompt tokens matched in KVBM tiers")
+            m.add_metric([], self.monotonic("matched_tokens", matched))
+            out.append(m)
+        return [f for f in out if f.samples]
+
+    def _occupancy(self, scraped: dict) -> list:
+        fams = {kind: GaugeMetricFamily(f"sparkrig_kv_tier_{kind}_blocks", f"KV tier {kind} in blocks",
+                                        labels=["tier"]) for kind in ("occupancy", "capacity")}
+        values: dict[tuple[str, str], float] = {}
+        for families in scraped.values():
+            for name, label, tier, kind in OCCUPANCY:
+                per_name: dict[str, float] = {}      # one value per tier; per-worker samples add up
+                for s in families.get(name, []):
+                    t = s.labels.get(label) if label else tier
+                    if t:
+                        per_name[t] = per_name.get(t, 0.0) + s.value
+                for t, v in per_name.items():
+                    values.setdefault((kind, t), v)   # the first source in OCCUPANCY's order wins
+        for (kind, t), v in sorted(values.items()):
+            fams[kind].add_metric([t], v)
+        return [f for f in fams.values() if f.samples]
+
+    def _served(self, scraped: dict) -> list:
+        """What the frontend and worker say about the engine's KV: usage share, prefix-cache tokens."""
+        out = []
+        worker = scraped.get("worker", {})
+        usage = next((v for name in V.WK_KV_USAGE if (v := _max(worker, name)) is not None), None)
+        if usage is not None:
+            g = GaugeMetricFamily("sparkrig_kv_tier_usage_ratio", "Used share of a tier's KV blocks, as the "
+                                  "engine reports it", labels=["tier"])
+            g.add_metric(["device"], usage)
+            out.append(g)
+        frontend = scraped.get("frontend", {})
+        for family, name, doc in TOKEN_SUMS:
+            total = sum(s.value for s in frontend.get(family, []) if s.name == family + "_sum")
+            if frontend.get(family):
+                c = CounterMetricFamily(name, doc)
+                c.add_metric([], self.monotonic(family, total))
+                out.append(c)
+        return out
+
+
+def _max(families: dict, name: str) -> Optional[float]:
+    samples = families.get(name)
+    return max(s.value for s in samples) if samples else None
+
+
+class _Failure(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+

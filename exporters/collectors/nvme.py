@@ -1,0 +1,167 @@
+"""Block devices from /proc/diskstats, under node_exporter's ``node_disk_*`` semantics with our prefix.
+
+Raw counters only (iostat's r/s, r_await, aqu-sz, %util are Prometheus recording rules). Each
+disk carries a ``role`` label: ``kv_tier2`` for the disk holding the KV tier2 directory,
+``system`` for the root filesystem's disk, ``other`` otherwise.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .procfs import parse_diskstats
+
+PREFIX = "sparkrig_disk_"
+FACTS_TTL_S = 10.0
+NVME_NAMESPACE = re.compile(r"^nvme\d+n\d+$")
+SECTOR = 512
+# (diskstats field, metric name, help, scale); counters get _total from prometheus_client.
+COUNTERS = (
+    ("reads_completed", "reads_completed", "Reads completed", 1),
+    ("reads_merged", "reads_merged", "Reads merged", 1),
+    ("sectors_read", "read_bytes", "Bytes read", SECTOR),
+    ("read_time_ms", "read_time_seconds", "Time spent reading", 1e-3),
+    ("writes_completed", "writes_completed", "Writes completed", 1),
+    ("writes_merged", "writes_merged", "Writes merged", 1),
+    ("sectors_written", "written_bytes", "Bytes written", SECTOR),
+    ("write_time_ms", "write_time_seconds", "Time spent writing", 1e-3),
+    ("io_time_ms", "io_time_seconds", "Time the device had I/O in flight", 1e-3),
+    ("io_weighted_time_ms", "io_time_weighted_seconds", "In-flight I/O count integrated over time", 1e-3),
+    ("discards_completed", "discards_completed", "Discards completed", 1),
+    ("discards_merged", "discards_merged", "Discards merged", 1),
+    ("sectors_discarded", "discarded_sectors", "Sectors discarded", 1),
+    ("discard_time_ms", "discard_time_seconds", "Time spent discarding", 1e-3),
+    ("flushes_completed", "flush_requests", "Flush requests completed", 1),
+    ("flush_time_ms", "flush_requests_time_seconds", "Time spent flushing", 1e-3),
+)
+
+
+def _existing(path: str) -> Path:
+    """A tier2 directory not created yet lives on its nearest existing parent's filesystem."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _devnum(path: str) -> tuple[int, int]:
+    st = os.stat(_existing(path))
+    return os.major(st.st_dev), os.minor(st.st_dev)
+
+
+def disk_of(sysfs: Path, major: int, minor: int) -> Optional[str]:
+    """Whole-disk name for a device number: /sys/dev/block/M:m, then up from a partition to its disk."""
+    link = sysfs / "dev" / "block" / f"{major}:{minor}"
+    if not link.exists():
+        return None
+    target = Path(os.path.realpath(link))
+    return target.parent.name if (target / "partition").exists() else target.name
+
+
+def _read(path: Path) -> Optional[str]:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+class DiskCollector:
+    def __init__(self, procfs: str = "/proc", sysfs: str = "/sys", exclude: str = "", tier2_path: Optional[str] = None,
+                 root_path: str = "/", devnum: Callable[[str], tuple[int, int]] = _devnum) -> None:
+        self.procfs, self.sysfs = Path(procfs), Path(sysfs)
+        self.exclude = re.compile(exclude) if exclude else None
+        self.tier2_path, self.root_path = tier2_path, root_path
+        self.devnum = devnum
+        self._facts: Optional[tuple] = None
+
+    def roles(self) -> dict[str, set[str]]:
+        roles: dict[str, set[str]] = {}
+        for role, path in (("kv_tier2", self.tier2_path), ("system", self.root_path)):
+            if not path:
+                continue
+            try:
+                disk = disk_of(self.sysfs, *self.devnum(path))
+            except OSError:
+                disk = None
+            if disk:
+                roles.setdefault(disk, set()).add(role)
+        return roles
+
+    def disks(self) -> dict[str, dict]:
+        stats = parse_diskstats((self.procfs / "diskstats").read_text())
+        return {d: s for d, s in stats.items() if not (self.exclude and self.exclude.match(d))}
+
+    def nvme_namespaces(self) -> list[str]:
+        """Whole NVMe namespaces, the devices whose health log the SMART reader asks for."""
+        return [d for d in self.disks() if NVME_NAMESPACE.match(d)]
+
+    def identity(self, dev: str) -> tuple[list[str], Optional[int]]:
+        """Info labels and capacity from sysfs."""
+        base = self.sysfs / "block" / dev
+        serial = _read(base / "device" / "serial") or ""
+        labels = [dev, _read(base / "device" / "model") or "",
+                  hashlib.sha256(serial.encode()).hexdigest()[:12] if serial else "",
+                  _read(base / "device" / "firmware_rev") or "", _read(base / "queue" / "rotational") or ""]
+        sectors = _read(base / "size")
+        return labels, int(sectors) * SECTOR if sectors and sectors.isdigit() else None
+
+    def _slow_facts(self, disks) -> tuple[dict, dict]:
+        """Roles and identities cost a stat, a realpath and five sysfs reads per disk, and change only
+        when disks come or go or the tier2 directory moves: refreshed every FACTS_TTL_S or on a new disk set."""
+        key = tuple(sorted(disks))
+        if self._facts is None or self._facts[0] != key or time.monotonic() >= self._facts[1]:
+            self._facts = (key, time.monotonic() + FACTS_TTL_S, self.roles(), {d: self.identity(d) for d in disks})
+        return self._facts[2], self._facts[3]
+
+    def collect(self):
+        disks = self.disks()
+        roles, identities = self._slow_facts(disks)
+
+        def role(dev: str) -> str:
+            r = roles.get(dev, set())
+            return "kv_tier2" if "kv_tier2" in r else ("system" if "system" in r else "other")
+
+        labels = ["device", "role"]
+        for field, name, doc, scale in COUNTERS:
+            fam = CounterMetricFamily(PREFIX + name, doc, labels=labels)
+            for dev, s in disks.items():
+                if field in s:
+                    fam.add_metric([dev, role(dev)], s[field] * scale)
+            if fam.samples:
+                yield fam
+        now = GaugeMetricFamily(PREFIX + "io_now", "I/Os currently in flight", labels=labels)
+        for dev, s in disks.items():
+            now.add_metric([dev, role(dev)], s["io_in_progress"])
+        yield now
+        info = GaugeMetricFamily(PREFIX + "info", "Device identity (serial hashed)",
+                                 labels=["device", "model", "serial_sha256", "firmware", "rotational"])
+        size = GaugeMetricFamily(PREFIX + "size_bytes", "Device capacity", labels=["device"])
+        for dev in disks:
+            info_labels, capacity = identities[dev]
+            info.add_metric(info_labels, 1)
+            if capacity is not None:
+                size.add_metric([dev], capacity)
+        yield info
+        yield size
+        role_info = GaugeMetricFamily(PREFIX + "role_info", "Roles a disk plays for the rig", labels=labels)
+        for dev, rs in sorted(roles.items()):
+            for r in sorted(rs):
+                role_info.add_metric([dev, r], 1)
+        yield role_info
+        if self.tier2_path:
+            try:
+                fs = os.statvfs(_existing(self.tier2_path))
+            except OSError:
+                return
+            for name, doc, value in (("size", "Size of the filesystem holding the KV tier2 directory",
+                                      fs.f_blocks * fs.f_frsize),
+                                     ("avail", "Space unprivileged writers can still use there",
+                                      fs.f_bavail * fs.f_frsize)):
+                yield GaugeMetricFamily(f"sparkrig_kv_tier2_filesystem_{name}_bytes", doc, value)
+

@@ -1,0 +1,155 @@
+"""Unified memory and host pressure: /proc/meminfo, /proc/vmstat, PSI, CPU time by mode, per-process RSS.
+
+On GB10 the GPU's memory *is* this memory and NVML cannot report it, so MemAvailable, Cached,
+major faults, PSI and the serving processes' RSS carry the UMA story; iowait (H8) comes from
+the CPU modes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .procfs import parse_meminfo, parse_pressure, parse_stat_cpu, parse_vmstat
+
+log = logging.getLogger("exporters.uma")
+VMSTAT_COUNTERS = ("pgmajfault", "pgfault", "pgpgin", "pgpgout", "pswpin", "pswpout", "workingset_refault",
+                   "workingset_refault_anon", "workingset_refault_file", "oom_kill")
+COUNT_FIELDS = re.compile(r"^HugePages_")
+RESCAN_S = 5.0
+
+
+def metric_name(field: str) -> str:
+    """node_exporter's spelling: Active(anon) -> Active_anon."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", field.replace("(", "_").replace(")", ""))
+
+
+class UmaCollector:
+    def __init__(self, procfs: str = "/proc", processes: dict[str, str] | None = None,
+                 gpu_memory: Optional[Callable[[], Optional[dict[int, int]]]] = None) -> None:
+        """``gpu_memory`` gives GPU memory by pid (NVML), or None when it cannot tell."""
+        self.procfs = Path(procfs)
+        self.gpu_memory = gpu_memory
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self._matches: dict[str, tuple[str, ...]] = {}
+        self._rescan_at = 0.0
+        self.processes = {name: re.compile(p) for name, p in (processes or {}).items()}
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self._warned: set[str] = set()
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+    def collect(self):
+        yield from self._meminfo()
+        yield from self._vmstat()
+        yield from self._pressure()
+        yield from self._cpu()
+        if self.processes:
+            yield from self._process_memory()
+
+    def _meminfo(self):
+        for field, value in parse_meminfo((self.procfs / "meminfo").read_text()).items():
+            if COUNT_FIELDS.match(field):
+                yield GaugeMetricFamily("sparkrig_memory_" + metric_name(field), f"{field} from /proc/meminfo", value)
+            else:
+                yield GaugeMetricFamily(f"sparkrig_memory_{metric_name(field)}_bytes",
+                                        f"{field} from /proc/meminfo", value)
+
+    def _vmstat(self):
+        stats = parse_vmstat((self.procfs / "vmstat").read_text())
+        for field in VMSTAT_COUNTERS:
+            if field in stats:
+                yield CounterMetricFamily("sparkrig_vmstat_" + field, f"{field} from /proc/vmstat", stats[field])
+
+    def _pressure(self):
+        up = GaugeMetricFamily("sparkrig_pressure_up", "1 when /proc/pressure (PSI) is readable")
+        avg = GaugeMetricFamily("sparkrig_pressure_avg10_ratio", "PSI share of the last 10 s",
+                                labels=["resource", "kind"])
+        totals = []
+        ok = True
+        for resource in ("cpu", "io", "memory"):
+            try:
+                psi = parse_pressure((self.procfs / "pressure" / resource).read_text())
+            except OSError as exc:
+                ok = False
+                self._warn_once("psi", f"PSI unavailable ({exc.strerror}: {exc.filename}); "
+                                       "sparkrig_pressure_up is 0")
+                continue
+            for kind, suffix in (("some", "waiting"), ("full", "stalled")):
+                if kind in psi:
+                    avg.add_metric([resource, kind], psi[kind]["avg10"] / 100.0)
+                    totals.append(CounterMetricFamily(f"sparkrig_pressure_{resource}_{suffix}_seconds",
+                                                      f"PSI {kind} total for {resource}", psi[kind]["total"] / 1e6))
+        up.add_metric([], 1 if ok else 0)
+        yield up
+        yield avg
+        yield from totals
+
+    def _cpu(self):
+        modes, cpus = parse_stat_cpu((self.procfs / "stat").read_text(), self.ticks)
+        fam = CounterMetricFamily("sparkrig_cpu_seconds", "CPU time summed over all CPUs", labels=["mode"])
+        for mode, seconds in modes.items():
+            fam.add_metric([mode], seconds)
+        yield fam
+        yield GaugeMetricFamily("sparkrig_cpu_count", "Online CPUs", cpus)
+
+    def _matching_pids(self) -> dict[str, tuple[str, ...]]:
+        """pid -> names whose pattern its command line matches. Command lines are read again only for
+        new pids and, since a forked pid can exec into a serving process later, in a full rescan
+        every RESCAN_S; in between a scrape costs one directory listing plus one statm per match."""
+        now = time.monotonic()
+        pids = [n for n in os.listdir(self.procfs) if n.isdigit()]
+        if now >= self._rescan_at:
+            self._matches, self._rescan_at = {}, now + RESCAN_S
+        fresh = {}
+        for pid in pids:
+            if pid in self._matches:
+                fresh[pid] = self._matches[pid]
+                continue
+            try:
+                with open(f"{self.procfs}/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # exited between listing and reading
+                continue
+            fresh[pid] = tuple(n for n, rx in self.processes.items() if cmdline and rx.search(cmdline))
+        self._matches = fresh
+        return {pid: names for pid, names in fresh.items() if names}
+
+    def _process_memory(self):
+        rss = {name: 0 for name in self.processes}
+        count, gpu = dict(rss), dict(rss)
+        by_pid = self.gpu_memory() if self.gpu_memory else None
+        for pid, matched in self._matching_pids().items():
+            try:
+                with open(f"{self.procfs}/{pid}/statm", "rb") as f:
+                    resident = int(f.read().split()[1]) * self.page
+            except (OSError, IndexError, ValueError):
+                continue
+            for name in matched:
+                count[name] += 1
+                rss[name] += resident
+                gpu[name] += (by_pid or {}).get(int(pid), 0)
+        r = GaugeMetricFamily("sparkrig_process_resident_memory_bytes", "RSS of matching processes",
+                              labels=["process"])
+        c = GaugeMetricFamily("sparkrig_process_count", "Number of matching processes", labels=["process"])
+        for name in self.processes:
+            r.add_metric([name], rss[name])
+            c.add_metric([name], count[name])
+        yield r
+        yield c
+        if by_pid is not None:
+            g = GaugeMetricFamily("sparkrig_process_gpu_memory_bytes",
+                                  "GPU memory NVML attributes to matching processes (part of UMA on GB10)",
+                                  labels=["process"])
+            for name in self.processes:
+                g.add_metric([name], gpu[name])
+            yield g
+
