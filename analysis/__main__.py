@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from configs import ConfigError, load
 from configs.errors import cli_main
 from configs.paths import check_name, resolve
+from configs.runfiles import read_manifest
 
 from . import report as cross
 from .promdata import FileSource, PrometheusSource, TelemetryError, export
@@ -30,13 +30,13 @@ def select_runs(results: Path, run_ids: list[str], all_runs: bool, since: str | 
             raise ConfigError(f"no run {missing[0]!r} under {results} (a run directory holds manifest.json)")
         return dirs
     dirs = sorted((d for d in results.glob("*") if (d / "manifest.json").exists()),
-                  key=lambda d: json.loads((d / "manifest.json").read_text())["start"])
+                  key=lambda d: read_manifest(d / "manifest.json")["start"])
     if since:
         try:
             cutoff = datetime.fromisoformat(since).replace(tzinfo=timezone.utc).timestamp()
         except ValueError:
             raise ConfigError(f"--since {since!r}: expected a date or time such as 2026-11-24 or 2026-11-24T18:00")
-        dirs = [d for d in dirs if json.loads((d / "manifest.json").read_text())["start"] >= cutoff]
+        dirs = [d for d in dirs if read_manifest(d / "manifest.json")["start"] >= cutoff]
     if not dirs:
         raise ConfigError(f"no runs to report under {results}")
     if not (all_runs or since):
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         for i, run_dir in enumerate(runs, 1):
             progress(f"[{i}/{len(runs)}] analysing {run_dir.name}")
             source = FileSource(run_dir / "telemetry") if args.offline else online
-            manifest = json.loads((run_dir / "manifest.json").read_text())
+            manifest = read_manifest(run_dir / "manifest.json")
             a = analyse(run_dir, source, step, manifest["stack"] in tiered, progress)
             write(a, run_dir / "analysis")
             analyses.append(a)

@@ -1,13 +1,12 @@
 """Per-step latency and throughput from the run's own request records (exact percentiles)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from locustfiles.lib.records import CANCELLED_BY_STEP, read_records
+from configs.runfiles import CANCELLED_BY_STEP, read_manifest, read_records
 
 
 # the record fields the analysis uses; the rest (ITL lists, prompts' hashes…) stay in the file
@@ -16,7 +15,7 @@ FIELDS = ("step", "ok", "status", "error_class", "error", "start_time", "ttft_s"
 
 
 def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = read_manifest(run_dir / "manifest.json")
     path = run_dir / "requests.jsonl"
     if not path.exists():
         return manifest, pd.DataFrame(columns=FIELDS)

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from conftest import ROOT, Sim, free_port, sims_overlay
-from locustfiles.lib.records import read_records
+from configs.runfiles import read_records
 
 LOCUSTFILES = sorted(p.stem for p in (ROOT / "locustfiles").glob("h*.py"))
 MODEL = "nvidia/Llama-3.3-70B-Instruct-NVFP4"

@@ -14,7 +14,7 @@ import yaml
 
 from configs import load
 from conftest import ROOT, free_port, free_port_below, run_module
-from locustfiles.lib.records import read_records
+from configs.runfiles import read_records
 from test_grafana import dashboards, label_values_query, query, substitute
 
 MODEL = "nvidia/Llama-3.3-70B-Instruct-NVFP4"
@@ -161,7 +161,7 @@ CLIENT_CHECK = """
 import dataclasses, json, sys
 from locust.contrib.fasthttp import FastHttpSession
 from locust.event import EventHook
-from locustfiles.lib.records import RequestRecord
+from configs.runfiles import RequestRecord
 from locustfiles.lib.stream import send
 base, model = sys.argv[1], sys.argv[2]
 session = FastHttpSession(base, request_event=EventHook(), user=None)

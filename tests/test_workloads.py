@@ -8,7 +8,7 @@ from configs import ConfigError, WorkloadParams
 from locustfiles.lib import workloads
 from locustfiles.lib.metrics import BUCKETS
 from locustfiles.lib.prompts import PromptSizer
-from locustfiles.lib.records import RecordWriter, RequestRecord, read_records
+from configs.runfiles import RecordWriter, RequestRecord, read_records
 from locustfiles.lib.stream import error_message
 
 MODEL = "m"

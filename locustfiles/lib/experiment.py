@@ -29,6 +29,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from configs import ConfigError, RunPlan, Step, load, plan_run
 from configs.paths import resolve
 from configs.run import OVERRIDE_VARS, normalise_endpoint
+from configs.runfiles import CANCELLED_BY_STEP, Manifest, RecordWriter, RequestRecord
 from rig import local, promconfig
 
 from . import cache, workloads
@@ -36,8 +37,7 @@ from .fio import FioJob
 from .metrics import LoadgenMetrics, worker_name
 from .preflight import UNKNOWN_FIELD, size_prompts, unknown_fields_ignored
 from .prompts import PromptSizer
-from .records import CANCELLED_BY_STEP, RecordWriter, RequestRecord
-from .run import GrafanaAnnotator, Manifest, new_run_id, run_dir, wait_for_model
+from .run import GrafanaAnnotator, new_run_id, run_dir, start_manifest, wait_for_model
 from .stream import send
 
 log = logging.getLogger("sparkrig.loadgen")
@@ -257,7 +257,7 @@ def _begin_run(environment) -> None:
         st.metrics.count_users(environment.runner)
     extra = {"locust": {"mode": "master" if isinstance(environment.runner, MasterRunner) else "local",
                         "host_override": environment.host}}
-    st.manifest = Manifest.start(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
+    st.manifest = start_manifest(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
     st.manifest.note(sizing)
     if st.workload == "rehydrate_replay" and unknown_fields_ignored(target, st.plan.model_handle):
         st.manifest.doc["session_id_ignored"] = True

@@ -1,12 +1,8 @@
-"""One run: its id, its directory under results/, and its manifest.
-
-The manifest is written when the run starts, rewritten at every step boundary and finalised at
-stop, each time atomically (temporary file + rename), so whatever kills the run leaves a valid
-manifest: ``status`` is ``running`` until the end, then ``complete`` or ``incomplete``.
-"""
+"""One run as the load generator starts it: its id, its directory under results/, the manifest's
+first document (plan, config, host, git), the endpoint's readiness and Grafana step annotations.
+The files themselves follow configs.runfiles."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
@@ -21,6 +17,7 @@ import requests
 
 from configs import Harness, RunPlan
 from configs.paths import PROJECT_ROOT, check_name, ensure_data_dir, safe_join
+from configs.runfiles import SCHEMA_VERSION, Manifest, utc
 from configs.schema import to_plain
 
 
@@ -58,60 +55,19 @@ def host_facts() -> dict:
             "locust": locust.__version__}
 
 
-def utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
-
-
-class Manifest:
-    def __init__(self, path: Path, doc: dict) -> None:
-        self.path, self.doc = path, doc
-        self.write()
-
-    @classmethod
-    def start(cls, directory: Path, run_id: str, plan: RunPlan, cfg: Harness, extra: dict) -> "Manifest":
-        now = time.time()
-        doc = {
-            "run_id": run_id, "hypothesis": plan.hypothesis_id, "title": plan.hypothesis.title,
-            "stack": plan.stack_name, "profile": plan.profile_name, "workload": plan.hypothesis.workload,
-            "model": plan.model_handle, "endpoint": plan.openai_base, "seed": plan.seed,
-            "repetitions": plan.repetitions, "step_duration_s": plan.step_duration_s,
-            "status": "running", "blocked": None, "started_at": utc(now), "start": now, "ended_at": None,
-            "end": None, "git": git_revision(), "host": host_facts(), "plan": plan.snapshot(),
-            "config": to_plain(cfg), "steps": [], "notes": [], **extra,
-        }
-        return cls(directory / "manifest.json", doc)
-
-    def write(self) -> None:
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.doc, indent=1, default=str) + "\n")
-        os.replace(tmp, self.path)
-
-    def begin_step(self, entry: dict) -> None:
-        now = time.time()
-        if self.doc["steps"] and self.doc["steps"][-1]["end"] is None:
-            self.doc["steps"][-1].update(end=now, ended_at=utc(now))
-        self.doc["steps"].append({**entry, "start": now, "started_at": utc(now), "end": None, "ended_at": None})
-        self.write()
-
-    def note(self, text: str) -> None:
-        self.doc["notes"].append({"at": utc(time.time()), "text": text})
-        self.write()
-
-    def block(self, reason: str) -> None:
-        if self.doc["blocked"] is None:
-            self.doc["blocked"] = {"reason": reason, "at": utc(time.time())}
-            self.write()
-
-    def finish(self, complete: bool, reason: Optional[str] = None) -> None:
-        if self.doc["end"] is not None:
-            return
-        now = time.time()
-        if self.doc["steps"] and self.doc["steps"][-1]["end"] is None:
-            self.doc["steps"][-1].update(end=now, ended_at=utc(now))
-        self.doc.update(status="complete" if complete else "incomplete", end=now, ended_at=utc(now))
-        if reason:
-            self.doc["stop_reason"] = reason
-        self.write()
+def start_manifest(directory: Path, run_id: str, plan: RunPlan, cfg: Harness, extra: dict) -> Manifest:
+    """The run's manifest as it starts: everything that shaped the run, before any step."""
+    now = time.time()
+    doc = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "hypothesis": plan.hypothesis_id,
+        "title": plan.hypothesis.title, "stack": plan.stack_name, "profile": plan.profile_name,
+        "workload": plan.hypothesis.workload, "model": plan.model_handle, "endpoint": plan.openai_base,
+        "seed": plan.seed, "repetitions": plan.repetitions, "step_duration_s": plan.step_duration_s,
+        "status": "running", "blocked": None, "session_id_ignored": False, "started_at": utc(now), "start": now,
+        "ended_at": None, "end": None, "git": git_revision(), "host": host_facts(), "plan": plan.snapshot(),
+        "config": to_plain(cfg), "steps": [], "notes": [], **extra,
+    }
+    return Manifest(directory / "manifest.json", doc)
 
 
 def wait_for_model(base: str, model: str, timeout_s: float) -> Optional[str]:

@@ -11,7 +11,7 @@ import json
 import time
 from typing import Optional
 
-from .records import RequestRecord
+from configs.runfiles import RequestRecord
 
 DONE = b"[DONE]"
 

@@ -1,0 +1,168 @@
+"""A run's files: the on-disk contract between load generation and analysis, and what users' own
+tools read. ``results/<run_id>/requests.jsonl`` holds one request record per line; ``manifest.json``
+describes the run. Both the load generator (writer) and the analysis (reader) import this module and
+nothing of each other.
+
+Records are appended the moment a request ends, one ``write()`` of one line on an O_APPEND descriptor,
+so records from several Locust worker processes on one machine interleave whole and a killed run keeps
+every record that finished before the kill. The manifest is rewritten atomically (temporary file +
+rename) at every change, so whatever kills the run leaves a valid one: ``status`` is ``running`` until
+the end, then ``complete`` or ``incomplete``.
+
+``schema_version`` in the manifest names what a run's files hold; :func:`read_manifest` reads older
+ones too, filling in what they did not have.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+# 1: the first harness; 2: schema_version itself, records of cut streams (cancelled_by_step) and
+# cached_tokens, manifest's session_id_ignored
+SCHEMA_VERSION = 2
+# what a manifest of an older version lacks, and the value that means "not known then"
+MANIFEST_DEFAULTS = (("schema_version", 1), ("blocked", None), ("notes", ()), ("steps", ()), ("end", None),
+                     ("session_id_ignored", False))
+
+
+# A request Locust cut by stopping its user (step boundary, end of run): recorded, because it was sent
+# and the server counted it (Dynamo: requests_total{error_type="cancelled"}), but not a server error
+# and never part of a latency percentile.
+CANCELLED_BY_STEP = "cancelled_by_step"
+
+
+@dataclass
+class RequestRecord:
+    run_id: str
+    hypothesis: str
+    stack: str
+    workload: str
+    step: int
+    repetition: int
+    phase: str
+    target_concurrency: int
+    target_context_tokens: int
+    user: int
+    worker: str
+    endpoint: str
+    model: str
+    start_time: float = 0.0                 # epoch seconds, when the request was sent
+    adapter: Optional[str] = None
+    session_id: Optional[str] = None
+    turn: Optional[int] = None
+    prefix_hash: Optional[str] = None
+    status: int = 0                         # HTTP status; 0 when no response arrived
+    ok: bool = False
+    error_class: Optional[str] = None       # http_4xx/5xx, connection, stream_cut, stream_error, bad_stream,
+                                            # cancelled_by_step
+    error: Optional[str] = None             # the server's own message where it sent one
+    ttfb_s: Optional[float] = None          # response headers
+    ttft_s: Optional[float] = None          # first chunk with non-empty text
+    e2e_s: Optional[float] = None
+    itl_s: list[float] = field(default_factory=list)   # gaps between text chunks
+    prompt_tokens: Optional[int] = None
+    completion_tokens: Optional[int] = None
+    tokens_source: Optional[str] = None     # "usage" or "counted" (chunks, when the stream sent no usage)
+    prompt_tokens_target: Optional[int] = None
+    cached_tokens: Optional[int] = None
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["itl_s"] = [round(x, 6) for x in self.itl_s]
+        return json.dumps(d, separators=(",", ":"))
+
+
+class RecordWriter:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._lock = threading.Lock()
+
+    def write(self, record: RequestRecord) -> None:
+        line = (record.to_json() + "\n").encode()
+        with self._lock:
+            os.write(self._fd, line)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+def read_records(path: Path, fields: Optional[tuple] = None):
+    """Complete records (a line cut by a crash mid-write is skipped), as a list, or with ``fields`` as a
+    generator of dicts holding only those keys (a 3-hour run has hundreds of thousands of records)."""
+    def lines():
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.endswith("\n"):
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    yield {k: rec.get(k) for k in fields} if fields else rec
+    return lines() if fields else list(lines())
+
+
+def utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Manifest:
+    """The manifest as the run goes: every change is written at once, atomically."""
+
+    def __init__(self, path: Path, doc: dict) -> None:
+        self.path, self.doc = path, doc
+        self.write()
+
+    def write(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.doc, indent=1, default=str) + "\n")
+        os.replace(tmp, self.path)
+
+    def begin_step(self, entry: dict) -> None:
+        now = time.time()
+        if self.doc["steps"] and self.doc["steps"][-1]["end"] is None:
+            self.doc["steps"][-1].update(end=now, ended_at=utc(now))
+        self.doc["steps"].append({**entry, "start": now, "started_at": utc(now), "end": None, "ended_at": None})
+        self.write()
+
+    def note(self, text: str) -> None:
+        self.doc["notes"].append({"at": utc(time.time()), "text": text})
+        self.write()
+
+    def block(self, reason: str) -> None:
+        if self.doc["blocked"] is None:
+            self.doc["blocked"] = {"reason": reason, "at": utc(time.time())}
+            self.write()
+
+    def finish(self, complete: bool, reason: Optional[str] = None) -> None:
+        if self.doc["end"] is not None:
+            return
+        now = time.time()
+        if self.doc["steps"] and self.doc["steps"][-1]["end"] is None:
+            self.doc["steps"][-1].update(end=now, ended_at=utc(now))
+        self.doc.update(status="complete" if complete else "incomplete", end=now, ended_at=utc(now))
+        if reason:
+            self.doc["stop_reason"] = reason
+        self.write()
+
+
+def read_manifest(path: Path) -> dict:
+    """A run's manifest, of this version or an older one (missing keys get their "not known" value).
+    Raises ValueError when the file is not a manifest at all."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or "run_id" not in doc:
+        raise ValueError(f"{path} is not a run manifest")
+    if doc.get("schema_version", 1) > SCHEMA_VERSION:
+        raise ValueError(f"{path} has schema_version {doc['schema_version']}; this harness reads up to "
+                         f"{SCHEMA_VERSION}")
+    return {**{k: list(v) if isinstance(v, tuple) else v for k, v in MANIFEST_DEFAULTS}, **doc}
