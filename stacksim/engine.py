@@ -70,6 +70,7 @@ class Engine:
         self.iterations: deque[dict] = deque(maxlen=128)
         self.rejected: dict[str, int] = {}
         self.accepted = 0                    # requests that reached the engine (the worker's requests_total)
+        self.faults = 0                      # iterations that raised (their requests failed, the loop went on)
         self._ids = itertools.count()
         self._wake = asyncio.Event()
         self._deadline = 0.0
@@ -196,55 +197,73 @@ class Engine:
             await asyncio.shield(pending_write)
         return await self.io(self.kv.tier2.read, slot, h)
 
+    @property
+    def alive(self) -> bool:
+        """False once the scheduling loop has ended other than by stop(): /health says so."""
+        return self._task is not None and not self._task.done()
+
     async def _run(self) -> None:
+        """The scheduling loop. A fault in one iteration fails the sequences it was serving and is
+        counted; it never ends the loop, or every later request would wait forever."""
         while True:
-            self._reap()
-            self._admit()
-            prefilling = [s for s in self.running if s.state == "prefill"]
-            decoding = [s for s in self.running if s.state == "decode"]
-            if not prefilling and not decoding:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=0.05 if self.waiting else None)
-                except asyncio.TimeoutError:
-                    pass
+            try:
+                await self._iteration()
+            except Exception as exc:            # CancelledError (stop) is not an Exception: it ends the loop
+                self.faults += 1
+                log.exception("engine iteration failed; failing its %d running request(s)", len(self.running))
+                for seq in list(self.running):
+                    self._finish(seq, ("error", Rejected(500, f"engine fault: {type(exc).__name__}: {exc}"[:300],
+                                                         "InternalServerError")))
+
+    async def _iteration(self) -> None:
+        """One scheduling round: admit, prefill within the token budget, one decode step for all."""
+        self._reap()
+        self._admit()
+        prefilling = [s for s in self.running if s.state == "prefill"]
+        decoding = [s for s in self.running if s.state == "decode"]
+        if not prefilling and not decoding:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=0.05 if self.waiting else None)
+            except asyncio.TimeoutError:
+                pass
+            return
+        budget, prefill_tokens, first = self.p.max_num_tokens, 0, []
+        for seq in prefilling:
+            take = min(seq.prefill_left, budget)
+            seq.prefill_left -= take
+            budget -= take
+            prefill_tokens += take
+            if seq.prefill_left == 0:
+                first.append(seq)
+            if budget == 0:
+                break
+        ms = (self.p.iteration_base_ms + self.p.decode_ms_per_seq * len(decoding)
+              + self.p.prefill_us_per_token * prefill_tokens / 1000.0)
+        t0 = self.clock()
+        # Sleep to a deadline rather than for a duration: timer overshoot in one iteration is
+        # taken back from the next, so the simulator's own delay does not accumulate.
+        step = ms / 1000.0 * self.p.time_scale
+        self._deadline = (self._deadline if t0 - self._deadline < step else t0) + step
+        await asyncio.sleep(max(0.0, self._deadline - self.clock()))
+        late_ms = (self.clock() - self._deadline) * 1000.0
+        self.iterations.append({
+            "iter": len(self.iterations), "iterLatencyMS": (self.clock() - t0) * 1000.0,
+            "modelLatencyMS": ms * self.p.time_scale, "schedDelayMS": late_ms,
+            "numActiveRequests": len(self.running), "numQueuedRequests": len(self.waiting),
+            "numContextRequests": len(prefilling), "numGenRequests": len(decoding),
+            "numPrefillTokens": prefill_tokens,
+            "kvCacheStats": {"maxNumBlocks": self.kv.capacity0, "usedNumBlocks": self.kv.used0,
+                             "freeNumBlocks": self.kv.capacity0 - self.kv.used0,
+                             "tokensPerBlock": self.kv.block_tokens},
+        })
+        for seq in decoding + first:
+            if seq.cancelled or seq.state == "done":
                 continue
-            budget, prefill_tokens, first = self.p.max_num_tokens, 0, []
-            for seq in prefilling:
-                take = min(seq.prefill_left, budget)
-                seq.prefill_left -= take
-                budget -= take
-                prefill_tokens += take
-                if seq.prefill_left == 0:
-                    first.append(seq)
-                if budget == 0:
-                    break
-            ms = (self.p.iteration_base_ms + self.p.decode_ms_per_seq * len(decoding)
-                  + self.p.prefill_us_per_token * prefill_tokens / 1000.0)
-            t0 = self.clock()
-            # Sleep to a deadline rather than for a duration: timer overshoot in one iteration is
-            # taken back from the next, so the simulator's own delay does not accumulate.
-            step = ms / 1000.0 * self.p.time_scale
-            self._deadline = (self._deadline if t0 - self._deadline < step else t0) + step
-            await asyncio.sleep(max(0.0, self._deadline - self.clock()))
-            late_ms = (self.clock() - self._deadline) * 1000.0
-            self.iterations.append({
-                "iter": len(self.iterations), "iterLatencyMS": (self.clock() - t0) * 1000.0,
-                "modelLatencyMS": ms * self.p.time_scale, "schedDelayMS": late_ms,
-                "numActiveRequests": len(self.running), "numQueuedRequests": len(self.waiting),
-                "numContextRequests": len(prefilling), "numGenRequests": len(decoding),
-                "numPrefillTokens": prefill_tokens,
-                "kvCacheStats": {"maxNumBlocks": self.kv.capacity0, "usedNumBlocks": self.kv.used0,
-                                 "freeNumBlocks": self.kv.capacity0 - self.kv.used0,
-                                 "tokensPerBlock": self.kv.block_tokens},
-            })
-            for seq in decoding + first:
-                if seq.cancelled or seq.state == "done":
-                    continue
-                if not seq.output:
-                    seq.output = generated_tokens(self.seed, seq.prompt, seq.max_tokens)
-                seq.state = "decode"
-                seq.events.put_nowait(("token", seq.output[seq.generated]))
-                seq.generated += 1
-                if seq.generated >= seq.max_tokens:
-                    self._finish(seq, ("done", "length"))
+            if not seq.output:
+                seq.output = generated_tokens(self.seed, seq.prompt, seq.max_tokens)
+            seq.state = "decode"
+            seq.events.put_nowait(("token", seq.output[seq.generated]))
+            seq.generated += 1
+            if seq.generated >= seq.max_tokens:
+                self._finish(seq, ("done", "length"))

@@ -72,6 +72,15 @@ class BadRequest(Exception):
     pass
 
 
+def _unicode(text: str, field: str) -> str:
+    """JSON may carry lone surrogates (\\ud800) that no encoder accepts: a 400 here, not a fault later."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(f"`{field}` is not valid Unicode: {exc.reason} at position {exc.start}") from None
+    return text
+
+
 class TooLong(Exception):
     """A prompt over the engine's limit. Stack A refuses it up front (400); the real Dynamo frontend
     passes it to the engine, which fails it: a 200 stream ending in an SSE error, or a 500."""
@@ -181,7 +190,10 @@ class StackServer:
         return web.json_response({"object": "list", "data": data})
 
     async def _health(self, _request) -> web.Response:
-        return web.json_response({"status": "healthy", "stack": self.o.stack})
+        if not self.engine.alive:
+            return web.json_response({"status": "unhealthy", "stack": self.o.stack,
+                                      "reason": "the engine's scheduling loop has stopped"}, status=503)
+        return web.json_response({"status": "healthy", "stack": self.o.stack, "engine_faults": self.engine.faults})
 
     async def _frontend_metrics(self, _request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), content_type="text/plain", charset="utf-8")
@@ -207,13 +219,13 @@ class StackServer:
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
                 raise BadRequest("`messages` must be a non-empty list of {role, content} objects")
-            prompt = tokenize(render_chat(messages))
+            prompt = tokenize(_unicode(render_chat(messages), "messages"))
         else:
             raw = body.get("prompt")
             if isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], str):
                 raw = raw[0]
             if isinstance(raw, str) and raw:
-                prompt = tokenize(raw)
+                prompt = tokenize(_unicode(raw, "prompt"))
             elif isinstance(raw, list) and raw and all(isinstance(t, int) and not isinstance(t, bool) for t in raw):
                 prompt = [str(t) for t in raw]
             else:

@@ -194,3 +194,81 @@ def test_dynamo_161_kv_router_publishes_occupancy(serve):
         'dynamo_frontend_worker_active_decode_blocks{dp_rank="0",worker_id="6270785432421949181",worker_type="decode"} 12')
     m = scrape(KvbmCollector(kvbm.url, serve(text).url, PROFILE))
     assert m[("sparkrig_kv_tier_occupancy_blocks", lb(tier="device"))] == 12
+
+
+class HostileServer:
+    """Headers, then a body that never ends (fast) or trickles a byte a second."""
+
+    def __init__(self, mode: str) -> None:
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/metrics"
+        self.mode, self.stop = mode, threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        import time as _time
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.answer, args=(conn, _time), daemon=True).start()
+
+    def answer(self, conn, _time):
+        try:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+            line = b"kvbm_matched_tokens 1\n" * 4096
+            while not self.stop.is_set():
+                if self.mode == "endless":
+                    conn.sendall(line)
+                else:
+                    conn.sendall(b"#")
+                    _time.sleep(1)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("mode,reason", [("endless", "too_large"), ("trickle", "timeout")])
+def test_a_hostile_target_costs_one_bounded_scrape(mode, reason):
+    import resource
+    import time as _time
+    server = HostileServer(mode)
+    try:
+        c = KvbmCollector(server.url, None, PROFILE, timeout_s=2)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = _time.monotonic()
+        m = scrape(c)
+        took = _time.monotonic() - started
+    finally:
+        server.close()
+    assert took < 4, took                                    # the whole scrape is bounded, not each read
+    assert m[("sparkrig_kvbm_up", lb(target="kvbm"))] == 0
+    assert m[("sparkrig_kvbm_scrape_errors_total", lb(target="kvbm", reason=reason))] == 1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200 * 1024   # KiB: no 7 GB growth
+
+
+def test_scrapes_never_pile_up_behind_a_slow_one():
+    import time as _time
+    server = HostileServer("trickle")
+    try:
+        c = KvbmCollector(server.url, None, PROFILE, timeout_s=2)
+        slow = threading.Thread(target=scrape, args=(c,))
+        slow.start()
+        _time.sleep(0.3)
+        started = _time.monotonic()
+        scrape(c)                                            # while the first is still reading
+        quick = _time.monotonic() - started
+        slow.join()
+    finally:
+        server.close()
+    assert quick < 0.5 and c.overlaps == 1

@@ -325,3 +325,53 @@ def test_eviction_policies():
     assert slru.victim() == "b"
     slru.remove("b"), slru.remove("c")
     assert slru.victim() == "a"
+
+
+def test_a_lone_surrogate_is_a_400_and_touches_nothing_else(sim_a, sim_b):
+    """JSON can carry "\\ud800"; it once killed the engine loop (every later request hung)."""
+    for sim in (sim_a, sim_b):
+        bad = requests.post(f"{sim.base}/v1/completions", data=b'{"model": "%s", "prompt": "a \\ud800 b", '
+                            b'"max_tokens": 3}' % MODEL.encode(), headers={"Content-Type": "application/json"},
+                            timeout=10)
+        assert bad.status_code == 400 and "not valid Unicode" in bad.text
+        chat = requests.post(f"{sim.base}/v1/chat/completions", data=b'{"model": "%s", "messages": [{"role": '
+                             b'"user", "content": "\\udfff"}], "max_tokens": 3}' % MODEL.encode(),
+                             headers={"Content-Type": "application/json"}, timeout=10)
+        assert chat.status_code == 400
+        ok = requests.post(f"{sim.base}/v1/completions", json={"model": MODEL, "prompt": "after", "max_tokens": 2},
+                           timeout=10)
+        assert ok.status_code == 200
+        assert requests.get(f"{sim.base}/health", timeout=5).json()["status"] == "healthy"
+
+
+def test_a_fault_inside_the_engine_fails_its_requests_and_the_loop_goes_on(monkeypatch):
+    import asyncio
+    import dataclasses
+
+    from configs import load
+    from stacksim import engine as E
+    from stacksim.kvcache import TieredKVCache
+
+    real = E.generated_tokens
+
+    def faulty(seed, prompt, n):
+        if "boom" in prompt:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        return real(seed, prompt, n)
+    monkeypatch.setattr(E, "generated_tokens", faulty)
+
+    async def scenario():
+        params = dataclasses.replace(load().engine, time_scale=0.01)
+        kv = TieredKVCache(tier0_blocks=64, tier1_blocks=0, tier2=None, policy="lru", block_tokens=32)
+        eng = E.Engine(params, kv, 65536, 1, io=None)
+        eng.start()
+        bad = eng.submit(["boom"], [], 3, None)
+        first = await asyncio.wait_for(bad.events.get(), 5)
+        later = eng.submit(["fine"], [], 3, None)
+        events = [await asyncio.wait_for(later.events.get(), 5) for _ in range(4)]
+        alive = eng.alive
+        await eng.stop()
+        return first, events, alive, eng.faults
+    first, events, alive, faults = asyncio.run(scenario())
+    assert first[0] == "error" and first[1].status == 500 and "engine fault" in first[1].message
+    assert [e[0] for e in events] == ["token", "token", "token", "done"] and alive and faults == 1

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import requests
+import urllib3
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,7 +25,9 @@ from configs.model import ModelShape
 
 log = logging.getLogger("exporters.kvbm")
 
-SCRAPE_ERRORS = ("connection", "timeout", "http_status", "parse")
+SCRAPE_ERRORS = ("connection", "timeout", "http_status", "parse", "too_large")
+MAX_BODY_BYTES = 16 * 2**20      # real KVBM and frontend expositions are tens of KiB
+READ_BYTES = 256 * 2**10
 SIM_BLOCK_BYTES = "stacksim_kv_block_size_bytes"   # the simulator states the bytes it really writes per block
 # Occupancy where a target publishes it: (family, label holding the tier or None, tier, kind)
 OCCUPANCY = (
@@ -93,7 +96,9 @@ class KvbmCollector:
         self.block = block
         self.timeout_s = timeout_s
         self.get = get or requests.Session().get     # keep-alive: a new connection per 250 ms scrape costs more
-        self._lock = threading.Lock()                # scrapes may overlap; counters and the session are shared
+        self._lock = threading.Lock()                # one scrape of the targets at a time (see collect)
+        self._last: list = []
+        self.overlaps = 0
         # every (target, reason) starts at 0, as Prometheus counters with known labels should
         self.errors = {(t, r): 0 for t in self.targets for r in SCRAPE_ERRORS}
         self.monotonic = Monotonic()
@@ -104,15 +109,29 @@ class KvbmCollector:
             self._reported.add(key)
             log.warning(message, *args)
 
-    def _scrape(self, target: str, url: str) -> Optional[dict]:
-        try:
-            resp = self.get(url, timeout=self.timeout_s)
+    def _fetch(self, url: str) -> str:
+        """The body, within ``timeout_s`` for the whole exchange and at most MAX_BODY_BYTES: a target that
+        trickles or never ends its body costs one bounded scrape, not the exporter's memory or every
+        later scrape."""
+        deadline = time.monotonic() + self.timeout_s
+        with self.get(url, timeout=(self.timeout_s, self.timeout_s / 4), stream=True) as resp:
             if resp.status_code != 200:
                 raise _Failure("http_status", f"HTTP {resp.status_code}")
-            return parse(resp.text)
-        except requests.Timeout:
-            failure = _Failure("timeout", f"no answer within {self.timeout_s:g} s")
-        except requests.RequestException:
+            body = bytearray()
+            while chunk := resp.raw.read1(READ_BYTES):   # what has arrived, not a full buffer
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise _Failure("too_large", f"body larger than {MAX_BODY_BYTES // 2**20} MiB")
+                if time.monotonic() > deadline:
+                    raise _Failure("timeout", f"body not complete within {self.timeout_s:g} s")
+            return body.decode("utf-8", errors="replace")
+
+    def _scrape(self, target: str, url: str) -> Optional[dict]:
+        try:
+            return parse(self._fetch(url))
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
+            failure = _Failure("timeout", f"no complete answer within {self.timeout_s:g} s")
+        except (requests.RequestException, urllib3.exceptions.HTTPError):
             hint = " (is the worker started with DYN_KVBM_METRICS=true?)" if target == "kvbm" else ""
             failure = _Failure("connection", "cannot connect" + hint)
         except ValueError as exc:
@@ -141,8 +160,17 @@ class KvbmCollector:
                            short)
 
     def collect(self):
-        with self._lock:
-            return self._collect()
+        """One scrape at a time: a scrape that arrives while another is still reading its targets gets
+        that scrape's predecessor's result at once (counted as an overlap), so slow targets never make
+        Prometheus' 250 ms scrapes pile up behind each other."""
+        if not self._lock.acquire(blocking=False):
+            self.overlaps += 1
+            return self._last
+        try:
+            self._last = self._collect()
+            return self._last
+        finally:
+            self._lock.release()
 
     def _collect(self) -> list:
         up = GaugeMetricFamily("sparkrig_kvbm_up", "1 when the last scrape of the target succeeded",
@@ -169,6 +197,10 @@ class KvbmCollector:
             self._check_names(kvbm)
             out += self._kv_families(kvbm, block_bytes)
         out += self._occupancy(scraped) + self._served(scraped)
+        overlaps = CounterMetricFamily("sparkrig_kvbm_scrape_overlaps", "Scrapes answered with the previous "
+                                       "result because the one before was still reading its targets")
+        overlaps.add_metric([], self.overlaps)
+        out.append(overlaps)
         resets = CounterMetricFamily("sparkrig_kvbm_counter_resets", "Source counters seen going backwards "
                                      "(restarts); republished counters continue from where they were")
         resets.add_metric([], self.monotonic.resets)
