@@ -127,18 +127,22 @@ def test_records_survive_a_killed_run(rig):
     assert m["status"] == "running" and m["steps"][0]["end"] is None     # valid JSON, visibly unfinished
 
 
-def test_ctrl_c_marks_the_run_incomplete(rig):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_marks_the_run_incomplete(rig, sig):
     before = set(runs(rig, "h2a"))
     proc = locust(rig, "h2a", env={"DURATION_S": "60"}, wait=False)
     deadline = time.time() + 60
     while time.time() < deadline and not (set(runs(rig, "h2a")) - before):
         time.sleep(0.5)
     time.sleep(3)
-    os.killpg(proc.pid, signal.SIGINT)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)          # Ctrl-C reaches the terminal's whole process group
+    else:
+        os.kill(proc.pid, sig)            # docker stop, systemd, kill: the process alone
     proc.wait(timeout=60)
     [run] = set(runs(rig, "h2a")) - before
     m = manifest(run)
-    assert m["status"] == "incomplete" and m["stop_reason"] and m["end"] is not None
+    assert m["status"] == "incomplete" and m["stop_reason"] and m["end"] is not None, m["status"]
     assert read_records(run / "requests.jsonl")
 
 

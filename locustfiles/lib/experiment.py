@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -277,8 +278,20 @@ def _begin_run(environment) -> None:
             environment.process_exit_code = 2
 
 
+def _stop_on_sigterm(environment) -> None:
+    st = _state()
+    st.stop_reason = "stopped by SIGTERM before the last step ended"
+    print(f"[{st.plan.hypothesis_id}] SIGTERM: stopping; the run is kept as incomplete", file=sys.stderr, flush=True)
+    environment.runner.quit()
+
+
 def _on_test_start(environment, **_kw) -> None:
     st = _state()
+    if not isinstance(environment.runner, WorkerRunner):
+        # SIGTERM ends the run as Ctrl-C does: steps closed, manifest `incomplete` with its reason. Locust's
+        # own SIGTERM handler is not in force in this process by now (its C-level disposition is back to
+        # the default), so a SIGTERM used to end it at once, the manifest left `running` forever.
+        signal.signal(signal.SIGTERM, lambda *_a: gevent.spawn(_stop_on_sigterm, environment))
     if isinstance(environment.runner, WorkerRunner) or st.failed or st.manifest is None:
         return
     if isinstance(environment.runner, MasterRunner):
