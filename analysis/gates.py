@@ -117,8 +117,15 @@ def run_state(manifest: dict, error_rate: float) -> list[Gate]:
     gates.append(Gate("run_complete", "pass" if complete else "fail", "OK" if complete else "RUN_INCOMPLETE",
                       manifest.get("stop_reason") or manifest["status"]))
     errors_ok = not error_rate > 0.05
-    gates.append(Gate("errors", "pass" if errors_ok else "fail", "OK" if errors_ok else "RUN_ERRORS_PRESENT",
-                      f"{error_rate:.1%} of requests failed"))
+    outages = manifest.get("outages") or []
+    detail = f"{error_rate:.1%} of requests failed"
+    if outages:
+        kinds = ", ".join(sorted({o["kind"] for o in outages}))
+        lasted = sum((o.get("end") or o["start"]) - o["start"] for o in outages)
+        detail += (f"; {len(outages)} outage(s) of the stack ({kinds}): {sum(o['failures'] for o in outages)} "
+                   f"requests failed in a row over {lasted:.0f} s, the load backed off")
+    gates.append(Gate("errors", "pass" if errors_ok else "fail",
+                      "OK" if errors_ok else "STACK_OUTAGE" if outages else "RUN_ERRORS_PRESENT", detail))
     if manifest.get("blocked"):
         gates.append(Gate("blocked", "blocked", "BLOCKED", manifest["blocked"]["reason"]))
     if manifest.get("session_id_ignored"):

@@ -16,6 +16,8 @@ FIELDS = ("step", "ok", "status", "error_class", "error", "start_time", "ttft_s"
 
 def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     manifest = read_manifest(run_dir / "manifest.json")
+    for extra in sorted(run_dir.glob("outages-*.jsonl")):       # worker processes of a distributed run
+        manifest["outages"] = manifest["outages"] + read_records(extra)
     path = run_dir / "requests.jsonl"
     if not path.exists():
         return manifest, pd.DataFrame(columns=FIELDS)

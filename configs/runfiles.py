@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Optional
 
 # 1: the first harness; 2: schema_version itself, records of cut streams (cancelled_by_step) and
-# cached_tokens, manifest's session_id_ignored
+# cached_tokens, manifest's session_id_ignored and outages
 SCHEMA_VERSION = 2
 # what a manifest of an older version lacks, and the value that means "not known then"
 MANIFEST_DEFAULTS = (("schema_version", 1), ("blocked", None), ("notes", ()), ("steps", ()), ("end", None),
-                     ("session_id_ignored", False))
+                     ("session_id_ignored", False), ("outages", ()))
 
 
 # A request Locust cut by stopping its user (step boundary, end of run): recorded, because it was sent

@@ -312,3 +312,25 @@ def test_a_frontend_that_drops_unknown_fields_is_flagged_for_h9(rig, tmp_path):
     assert any("session_id_ignored" in n["text"] for n in m["notes"])
     assert {g.reason for g in G.run_state(m, 0.0)} >= {"SESSION_ID_IGNORED"}
     assert G.verdict(G.run_state(m, 0.0)) == "fail"
+
+
+def test_a_stack_that_dies_mid_run_is_an_outage_not_a_flood(rig, tmp_path):
+    """Connection refusals in a row make users back off; the manifest holds the outage and the errors
+    gate names it (the issue saw ~77k records in 48 s without any pause)."""
+    from analysis import gates as G
+    from analysis.steps import load_run
+    with Sim(tmp_path, "B") as dying:
+        before = set(runs(rig, "h2b"))
+        proc = locust(rig, "h2b", env={"ENDPOINT": f"{dying.base}/v1", "DURATION_S": "5", "CONTEXT_TOKENS": "256"},
+                      wait=False)
+        time.sleep(6)
+        dying.stop(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=120)
+    [run] = set(runs(rig, "h2b")) - before
+    manifest, records = load_run(run)
+    refused = records[records["error_class"] == "connection"]
+    assert len(refused) >= 20 and len(refused) < 1500, len(refused)
+    [outage] = manifest["outages"]
+    assert outage["kind"] == "connection" and outage["failures"] >= 20 and outage["end"] >= outage["start"]
+    errors = next(g for g in G.run_state(manifest, float((~records["ok"]).mean())) if g.name == "errors")
+    assert errors.reason == "STACK_OUTAGE" and "outage" in errors.detail

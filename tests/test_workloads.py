@@ -162,3 +162,23 @@ def test_records_survive_partial_lines(tmp_path):
     with open(tmp_path / "requests.jsonl", "a") as f:
         f.write('{"run_id": "r", "cut')                     # what a crash mid-write would leave
     assert [r["run_id"] for r in read_records(tmp_path / "requests.jsonl")] == ["r"]
+
+
+def test_outages_back_off_and_end_when_the_stack_answers():
+    """Refusals and 429/503 in a row become an outage with growing back-off; the first answer ends it."""
+    from locustfiles.lib.outage import MAX_BACKOFF_S, OUTAGE_AFTER, OutageTracker
+
+    def rec(status, error_class):
+        r = RequestRecord("r", "H0", "stackB", "fixed_context", 0, 0, "run", 1, 64, 0, "w", "completions", MODEL)
+        r.status, r.error_class = status, error_class
+        return r
+    t = OutageTracker()
+    delays = [t.observe(rec(503, "http_503"))[0] for _ in range(OUTAGE_AFTER * 12)]
+    assert delays[:OUTAGE_AFTER - 1] == [0.0] * (OUTAGE_AFTER - 1) and delays[OUTAGE_AFTER - 1] > 0
+    assert delays == sorted(delays) and delays[-1] == MAX_BACKOFF_S
+    assert t.observe(rec(400, "http_400"))[0] == 0.0                # a 400 is an answer, not an outage
+    assert t.current is None
+    for _ in range(OUTAGE_AFTER):
+        t.observe(rec(0, "connection"))
+    delay, ended = t.observe(rec(200, None))
+    assert delay == 0.0 and ended["kind"] == "connection" and ended["failures"] == OUTAGE_AFTER

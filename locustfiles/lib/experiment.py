@@ -10,6 +10,7 @@ own Prometheus metrics.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import random
@@ -38,6 +39,7 @@ from .fio import FioJob
 from .metrics import LoadgenMetrics, worker_name
 from .preflight import UNKNOWN_FIELD, size_prompts, unknown_fields_ignored
 from .prompts import PromptSizer
+from .outage import OutageTracker
 from .run import GrafanaAnnotator, new_run_id, run_dir, start_manifest, wait_for_model
 from .stream import send
 
@@ -81,6 +83,7 @@ class RunState:
         self.grafana: Optional[GrafanaAnnotator] = None
         self.sizer = PromptSizer(self._tokenizer())
         self.session_id_refused = False
+        self.outages = OutageTracker()
         self.users = itertools.count()
         self.worker = worker_name()
         self.rehydrate_manifests: dict[int, list[dict]] = {}
@@ -202,7 +205,27 @@ class RunState:
     def tier2_path(self, slot: Slot) -> Path:
         return resolve(os.environ.get("DYN_KVBM_TIER2_PATH") or slot.step.profile.tier2_path)
 
+    def track(self, rec: RequestRecord) -> float:
+        """Seconds this user should wait before its next request: 0 while the stack answers; growing
+        when it refuses connections or answers 429/503 request after request (an outage), so a closed
+        loop does not hammer a dead or overloaded stack. Outages end up in the manifest."""
+        delay, ended = self.outages.observe(rec)
+        if ended is not None:
+            self._record_outage(ended)
+        return delay
+
+    def _record_outage(self, outage: dict) -> None:
+        if self.manifest is not None:
+            self.manifest.doc.setdefault("outages", []).append(outage)
+            self.manifest.note(f"outage: {outage['failures']} requests failed ({outage['kind']}) from "
+                               f"{outage['started_at']} to {outage['ended_at']}")
+        elif self.run_id:                  # a worker process: the master's manifest is not ours to write
+            with open(run_dir(self.cfg, self.run_id) / f"outages-{self.worker}.jsonl", "a") as f:
+                f.write(json.dumps(outage) + "\n")
+
     def close(self, complete: bool, reason: Optional[str]) -> None:
+        if (open_outage := self.outages.end()) is not None:
+            self._record_outage(open_outage)
         self._stop_fio()
         if self.proxy is not None:
             self.proxy.terminate()
@@ -440,6 +463,8 @@ class PlanUser(FastHttpUser):
             raise
         st.record(rec)
         self.workload.done(req, rec.ok, "".join(text), rec.prompt_tokens)
+        if delay := st.track(rec):
+            gevent.sleep(self.think.uniform(0.5, 1.0) * delay)
         if rec.status == 400 and "session_id" in req.body and "session_id" in (rec.error or ""):
             self._session_id_refused(st, rec.error)
 

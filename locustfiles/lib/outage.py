@@ -1,0 +1,54 @@
+"""Outages seen by the load generator: a stack that refuses connections or answers 429/503 to request
+after request. A closed loop of users without think time would otherwise send thousands of requests a
+second at it (and write a record for each); after OUTAGE_AFTER such failures in a row, users back off
+exponentially until a request gets through again."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional
+
+from configs.runfiles import RequestRecord, utc
+
+OUTAGE_AFTER = 20                  # failures in a row (across this process's users) that make an outage
+FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.25, 8.0
+
+
+def is_outage_failure(rec: RequestRecord) -> bool:
+    return rec.error_class == "connection" or rec.status in (429, 503)
+
+
+class OutageTracker:
+    def __init__(self) -> None:
+        self.in_a_row = 0
+        self.current: Optional[dict] = None
+        self._lock = threading.Lock()
+
+    def observe(self, rec: RequestRecord) -> tuple[float, Optional[dict]]:
+        """(seconds to back off, the outage that this answer ended or None)."""
+        with self._lock:
+            if not is_outage_failure(rec):
+                self.in_a_row = 0
+                return 0.0, self._end()
+            self.in_a_row += 1
+            if self.in_a_row < OUTAGE_AFTER:
+                return 0.0, None
+            if self.current is None:
+                now = time.time()
+                self.current = {"start": now, "started_at": utc(now), "kind": rec.error_class or f"http_{rec.status}",
+                                "failures": self.in_a_row}
+            else:
+                self.current["failures"] += 1
+            doublings = (self.in_a_row - OUTAGE_AFTER) // OUTAGE_AFTER
+            return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** min(doublings, 10)), None
+
+    def end(self) -> Optional[dict]:
+        with self._lock:
+            return self._end()
+
+    def _end(self) -> Optional[dict]:
+        if self.current is None:
+            return None
+        now = time.time()
+        ended, self.current = {**self.current, "end": now, "ended_at": utc(now)}, None
+        return ended
