@@ -234,8 +234,13 @@ def test_a_context_beyond_the_served_limit_stops_before_the_run(rig):
     before = set(runs(rig, "h2b"))
     proc = locust(rig, "h2b", env={"STACK": "B", "CONTEXT_TOKENS": "99999999", "DURATION_S": "2"}, timeout=60)
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
-    assert proc.returncode == 2 and len(errors) == 1 and "exceed the served context length 8192" in errors[0]
+    assert proc.returncode == 2 and len(errors) == 1 and "exceed the context length 8192" in errors[0]
     assert set(runs(rig, "h2b")) == before
+    # Stack A publishes no context length: the model's own (131072) bounds it, before any prompt is built
+    started = time.time()
+    proc = locust(rig, "h2a", env={"STACK": "A", "CONTEXT_TOKENS": "99999999", "DURATION_S": "2"}, timeout=60)
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and "exceed the context length 131072" in errors[0] and time.time() - started < 30
 
 
 def test_streams_cut_at_a_step_boundary_are_recorded_not_counted(rig, tmp_path):

@@ -89,10 +89,18 @@ class RunState:
         self.rehydrate_manifests: dict[int, list[dict]] = {}
         self.adapters = self._adapters()
 
+    def _model(self):
+        return next((m for m in self.cfg.models.values() if m.handle == self.plan.model_handle), None)
+
     def _tokenizer(self) -> Optional[Path]:
         """The served model's tokenizer where the config names one (models.<key>.tokenizer)."""
-        spec = next((m for m in self.cfg.models.values() if m.handle == self.plan.model_handle), None)
+        spec = self._model()
         return resolve(spec.tokenizer) if spec and spec.tokenizer else None
+
+    def model_context_limit(self) -> Optional[int]:
+        """The model's own context length (its shape), for endpoints that publish none."""
+        spec = self._model()
+        return spec.shape.max_position_embeddings if spec and spec.shape else None
 
     # ---- derived -----------------------------------------------------------------------------
     @property
@@ -269,7 +277,7 @@ def _begin_run(environment) -> None:
     problem = wait_for_model(target, st.plan.model_handle, st.cfg.loadgen.ready_timeout_s)
     sizing = ""
     if problem is None:
-        problem, sizing = size_prompts(st.plan, st.sizer, target)
+        problem, sizing = size_prompts(st.plan, st.sizer, target, st.model_context_limit())
     if problem:                                # before the run exists: nothing half-made is left behind
         st.failed = problem
         print(f"error: endpoint not ready: {problem}", file=sys.stderr, flush=True)

@@ -49,7 +49,7 @@ def context_problem(plan: RunPlan, limit: Optional[int]) -> Optional[str]:
         answers = p.max_tokens * (p.session_turns if plan.hypothesis.workload == "sessioned_chat" else 1)
         if p.context_tokens + answers > limit:
             return (f"step {step.index} ({step.label()}): context_tokens {p.context_tokens} + {answers} answer tokens "
-                    f"exceed the served context length {limit} of {plan.model_handle}; lower CONTEXT_TOKENS or "
+                    f"exceed the context length {limit} of {plan.model_handle}; lower CONTEXT_TOKENS or "
                     "max_tokens")
     return None
 
@@ -76,17 +76,19 @@ def prober(base: str, model: str) -> Callable[[str], Optional[int]]:
     return probe
 
 
-def size_prompts(plan: RunPlan, sizer: PromptSizer, base: str) -> tuple[Optional[str], str]:
-    """(problem, manifest note): check the plan against the served context and calibrate the sizer."""
-    limit = context_limit(served_card(base, plan.model_handle))
-    problem = context_problem(plan, limit)
+def size_prompts(plan: RunPlan, sizer: PromptSizer, base: str, model_limit: Optional[int]) -> tuple[Optional[str], str]:
+    """(problem, manifest note): check the plan against the context the endpoint serves — or, where it
+    publishes none, the model's own (``model_limit``, its max_position_embeddings), so an absurd
+    CONTEXT_TOKENS never builds gigabytes of prompt — and calibrate the sizer."""
+    served = context_limit(served_card(base, plan.model_handle))
+    problem = context_problem(plan, served or model_limit)
     if problem:
         return problem, ""
     try:
         note = sizer.calibrate(prober(base, plan.model_handle), prompt_sizes(plan))
     except ConfigError as exc:
         return str(exc), ""
-    return None, f"{note}; served context length {limit or 'not published'}"
+    return None, f"{note}; served context length {served or 'not published'}"
 
 
 UNKNOWN_FIELD = "sparkrig_made_up_field"
