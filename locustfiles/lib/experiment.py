@@ -37,9 +37,9 @@ from rig import local, promconfig
 from . import cache, workloads
 from .fio import FioJob
 from .metrics import LoadgenMetrics, worker_name
+from .outage import OutageTracker
 from .preflight import UNKNOWN_FIELD, size_prompts, unknown_fields_ignored
 from .prompts import PromptSizer
-from .outage import OutageTracker
 from .run import GrafanaAnnotator, new_run_id, run_dir, start_manifest, wait_for_model
 from .stream import send
 
@@ -276,11 +276,13 @@ def _begin_run(environment) -> None:
     target = normalise_endpoint(environment.host) if environment.host else st.plan.openai_base
     problem = wait_for_model(target, st.plan.model_handle, st.cfg.loadgen.ready_timeout_s)
     sizing = ""
-    if problem is None:
+    if problem is not None:
+        problem = f"endpoint not ready: {problem}"
+    else:
         problem, sizing = size_prompts(st.plan, st.sizer, target, st.model_context_limit())
     if problem:                                # before the run exists: nothing half-made is left behind
         st.failed = problem
-        print(f"error: endpoint not ready: {problem}", file=sys.stderr, flush=True)
+        print(f"error: {problem}", file=sys.stderr, flush=True)
         environment.process_exit_code = 2
         return
     st.open(st.env.get("RUN_ID") or new_run_id(st.plan))
