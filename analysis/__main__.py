@@ -29,14 +29,20 @@ def select_runs(results: Path, run_ids: list[str], all_runs: bool, since: str | 
         if missing:
             raise ConfigError(f"no run {missing[0]!r} under {results} (a run directory holds manifest.json)")
         return dirs
-    dirs = sorted((d for d in results.glob("*") if (d / "manifest.json").exists()),
-                  key=lambda d: read_manifest(d / "manifest.json")["start"])
+    starts = {}
+    for d in sorted(results.glob("*")):
+        if (d / "manifest.json").exists():
+            try:
+                starts[d] = float(read_manifest(d / "manifest.json")["start"])
+            except (ValueError, TypeError) as exc:          # one damaged run never blocks the others
+                progress(f"skipped {d.name}: {exc}")
+    dirs = sorted(starts, key=starts.get)
     if since:
         try:
             cutoff = datetime.fromisoformat(since).replace(tzinfo=timezone.utc).timestamp()
         except ValueError:
             raise ConfigError(f"--since {since!r}: expected a date or time such as 2026-11-24 or 2026-11-24T18:00")
-        dirs = [d for d in dirs if read_manifest(d / "manifest.json")["start"] >= cutoff]
+        dirs = [d for d in dirs if starts[d] >= cutoff]
     if not dirs:
         raise ConfigError(f"no runs to report under {results}")
     if not (all_runs or since):
@@ -85,11 +91,22 @@ def main(argv=None) -> int:
         analyses = []
         for i, run_dir in enumerate(runs, 1):
             progress(f"[{i}/{len(runs)}] analysing {run_dir.name}")
-            source = FileSource(run_dir / "telemetry") if args.offline else online
-            manifest = read_manifest(run_dir / "manifest.json")
-            a = analyse(run_dir, source, step, manifest["stack"] in tiered, progress)
+            try:
+                source = FileSource(run_dir / "telemetry") if args.offline else online
+                manifest = read_manifest(run_dir / "manifest.json")
+                a = analyse(run_dir, source, step, manifest["stack"] in tiered, progress)
+            except (ValueError, KeyError, TypeError) as exc:       # this run's files, not the tool
+                progress(f"not analysed {run_dir.name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                continue
+            except TelemetryError as exc:
+                if not args.offline:                               # Prometheus itself: no run can be done
+                    raise
+                progress(f"not analysed {run_dir.name}: {exc}")
+                continue
             write(a, run_dir / "analysis")
             analyses.append(a)
+        if not analyses:
+            raise ConfigError(f"none of the {len(runs)} run(s) could be analysed (see the lines above)")
         out = Path(args.out) if args.out else results / "report"
         progress(f"writing the report to {out}")
         written = cross.build(analyses, out, progress)

@@ -53,6 +53,12 @@ def alignment(frames: dict[str, pd.DataFrame], start: float, end: float, tiered:
 
 def repetitions(pooled: pd.DataFrame) -> list[Gate]:
     multi = pooled[pooled["repetitions"] >= 2] if not pooled.empty else pooled
+    judged = multi.dropna(subset=["ttft_p99_cov", "ttft_p99_mean"]) if not multi.empty else multi
+    if judged.empty and not multi.empty:     # repetitions without a single answered request (the stack died)
+        na = "no step has a TTFT p99 in two repetitions to compare"
+        return [Gate("cov_p99", "not_applicable", "NO_LATENCY", na),
+                Gate("reproducibility_p99", "not_applicable", "NO_LATENCY", na)]
+    multi = judged
     if multi.empty:
         na = "fewer than two repetitions per step"
         return [Gate("cov_p99", "not_applicable", "SINGLE_REPETITION", na),

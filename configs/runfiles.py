@@ -98,16 +98,19 @@ class RecordWriter:
 
 
 def read_records(path: Path, fields: Optional[tuple] = None):
-    """Complete records (a line cut by a crash mid-write is skipped), as a list, or with ``fields`` as a
-    generator of dicts holding only those keys (a 3-hour run has hundreds of thousands of records)."""
+    """Complete records, as a list, or with ``fields`` as a generator of dicts holding only those keys (a
+    3-hour run has hundreds of thousands of records). A damaged line — cut by a crash mid-write, not
+    UTF-8, not JSON, not an object — is skipped, never fatal: every good record of the run still counts."""
     def lines():
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.endswith("\n"):
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        continue
+        with open(path, "rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    continue
+                try:
+                    rec = json.loads(raw.decode("utf-8"))
+                except ValueError:              # UnicodeDecodeError is a ValueError too
+                    continue
+                if isinstance(rec, dict):
                     yield {k: rec.get(k) for k in fields} if fields else rec
     return lines() if fields else list(lines())
 
@@ -158,10 +161,13 @@ class Manifest:
 
 def read_manifest(path: Path) -> dict:
     """A run's manifest, of this version or an older one (missing keys get their "not known" value).
-    Raises ValueError when the file is not a manifest at all."""
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(doc, dict) or "run_id" not in doc:
-        raise ValueError(f"{path} is not a run manifest")
+    Raises ValueError, with a one-line reason, when the file is damaged or not a manifest at all."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:                   # truncated, not JSON, not UTF-8
+        raise ValueError(f"{path} is damaged: {str(exc).splitlines()[0][:120]}") from None
+    if not isinstance(doc, dict) or not {"run_id", "start", "stack", "hypothesis"} <= set(doc):
+        raise ValueError(f"{path} is not a run manifest (run_id, start, stack or hypothesis missing)")
     if doc.get("schema_version", 1) > SCHEMA_VERSION:
         raise ValueError(f"{path} has schema_version {doc['schema_version']}; this harness reads up to "
                          f"{SCHEMA_VERSION}")

@@ -41,3 +41,51 @@ def test_defaults_are_not_shared_between_reads(tmp_path):
     path.write_text(json.dumps({k: v for k, v in OLD_MANIFEST.items() if k != "notes"}))
     read_manifest(path)["notes"].append("x")
     assert read_manifest(path)["notes"] == []
+
+
+def test_damaged_record_lines_are_skipped_not_fatal(tmp_path):
+    from configs.runfiles import read_records
+    good = json.dumps(OLD_RECORD)
+    (tmp_path / "requests.jsonl").write_bytes(
+        (good + "\n").encode() + b"\xff\xfe not utf-8\n" + b"[1, 2]\n" + b'"a string"\n' + (good + "\n").encode()
+        + b'{"cut mid-wri')
+    assert len(read_records(tmp_path / "requests.jsonl")) == 2
+    assert len(list(read_records(tmp_path / "requests.jsonl", ("step", "ok")))) == 2
+
+
+def test_report_all_skips_damaged_runs_with_one_line_each(tmp_path, write_yaml):
+    """A `{}` manifest, a truncated one, one that is not UTF-8, and a run whose stack died (no answer in any
+    repetition): each damaged one gets a line, the others are still reported."""
+    from analysis.promdata import export
+    from conftest import run_module
+    results = tmp_path / "results"
+
+    def run(name, manifest_text, records):
+        d = results / name
+        d.mkdir(parents=True)
+        (d / "manifest.json").write_bytes(manifest_text)
+        (d / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        export({}, d / "telemetry", {"run_id": name})
+        return d
+
+    ok_manifest = {**OLD_MANIFEST, "run_id": "good", "plan": {"hypothesis": {"sweep": {}, "expected": "x"}},
+                   "title": "t", "workload": "fixed_context", "profile": "spill"}
+    ok_manifest["steps"] = [dict(ok_manifest["steps"][0], repetition=r, index=r) for r in (0, 1)]
+    run("good", json.dumps(ok_manifest).encode(), [dict(OLD_RECORD, step=i) for i in (0, 1)])
+    died = dict(ok_manifest, run_id="died")
+    run("died", json.dumps(died).encode(), [dict(OLD_RECORD, step=i, ok=False, ttft_s=None, status=0,
+                                                 error_class="connection") for i in (0, 1)])
+    run("empty", b"{}", [])
+    run("truncated", json.dumps(ok_manifest).encode()[:40], [])
+    run("latin1", b"\xff\xfe{", [])
+    overlay = write_yaml(f"results_dir: {results}\n")
+    proc = run_module("analysis", "--config", str(overlay), "report", "--all", "--offline", "--out",
+                      str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    skipped = [line for line in proc.stderr.splitlines() if line.startswith(("skipped", "not analysed"))]
+    assert sorted(line.split()[1].rstrip(":") for line in skipped) == ["empty", "latin1", "truncated"], skipped
+    verdicts = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    assert set(verdicts) == {"good", "died"}
+    died_gates = {g["name"]: g["reason"] for g in verdicts["died"]["gates"]}
+    assert died_gates["errors"] == "RUN_ERRORS_PRESENT" and died_gates["cov_p99"] in ("NO_LATENCY", "SINGLE_REPETITION")
