@@ -11,7 +11,7 @@ from configs import ConfigError, Harness
 from configs.paths import PROJECT_ROOT, ensure_data_dir
 
 from . import promconfig
-from .procs import Started, Supervisor, ensure_free
+from .procs import StartError, Started, Supervisor, ensure_free
 
 RULES_DIR = PROJECT_ROOT / "prometheus" / "rules"
 EXPORTERS = ("nvme", "uma", "gpu", "kvbm")
@@ -67,12 +67,16 @@ def start_exporters(cfg: Harness, sup: Supervisor, overlay: Optional[str], profi
 
 
 def up(cfg: Harness, overlay: Optional[str], profile: str) -> list[Started]:
+    """Start the exporters and Prometheus. On a running stack it says so and touches nothing; when a start
+    fails it stops only what this call started."""
     sup = Supervisor(run_dir(cfg))
+    if running := sup.running():
+        raise StartError(f"already running: {', '.join(running)} (pid files in {sup.pids}); `make down` first")
     try:
         started = start_exporters(cfg, sup, overlay, profile)
         started.append(start_prometheus(cfg, sup))
     except Exception:
-        sup.stop_all()
+        sup.stop_all()          # nothing of ours ran before this call: all that runs now, it started
         raise
     return started
 

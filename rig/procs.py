@@ -39,6 +39,16 @@ def ensure_free(host: str, port: int, what: str, hint: str = "") -> None:
                              f"{'; ' + hint if hint else ''}") from None
 
 
+def _start_time(pid: int) -> Optional[str]:
+    """The kernel's start time of ``pid`` (clock ticks since boot, /proc/<pid>/stat field 22): with the pid it
+    names one process for good, where a pid alone may since have been given to another."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -56,11 +66,14 @@ class Supervisor:
         self.logs = run_dir / "logs"
 
     def pid_of(self, name: str) -> Optional[int]:
+        """The pid of the process this supervisor started as ``name``, while that very process lives: a pid
+        file whose pid now belongs to another process (or that records no start time) is stale."""
         try:
-            pid = int((self.pids / f"{name}.pid").read_text())
+            pid_text, started = (self.pids / f"{name}.pid").read_text().split()
+            pid = int(pid_text)
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if _alive(pid) and _start_time(pid) == started else None
 
     def start(self, name: str, cmd: list[str], ready_url: Optional[str] = None, timeout_s: float = 30.0,
               cwd: Optional[Path] = None, env: Optional[dict] = None) -> Started:
@@ -72,7 +85,7 @@ class Supervisor:
         with open(log, "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
                                     env=env, start_new_session=True)   # Ctrl-C in the terminal is ours to handle
-        (self.pids / f"{name}.pid").write_text(f"{proc.pid}\n")
+        (self.pids / f"{name}.pid").write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
         deadline = time.monotonic() + timeout_s
         while ready_url:
             if proc.poll() is not None:

@@ -335,7 +335,8 @@ def test_a_stack_that_dies_mid_run_is_an_outage_not_a_flood(rig, tmp_path):
     manifest, records = load_run(run)
     refused = records[records["error_class"] == "connection"]
     assert len(refused) >= 20 and len(refused) < 1500, len(refused)
-    [outage] = manifest["outages"]
-    assert outage["kind"] == "connection" and outage["failures"] >= 20 and outage["end"] >= outage["start"]
+    outages = manifest["outages"]
+    assert outages and all(o["kind"] == "connection" and o["end"] >= o["start"] for o in outages)
+    assert sum(o["failures"] for o in outages) >= 20
     errors = next(g for g in G.run_state(manifest, float((~records["ok"]).mean())) if g.name == "errors")
     assert errors.reason == "STACK_OUTAGE" and "outage" in errors.detail

@@ -91,9 +91,33 @@ def test_rig_up_scrapes_exporters_and_records_iostat_rules(tmp_path, write_yaml)
         assert query(base, 'sparkrig_kvbm_up{target="kvbm"} == 0', wait_s=10)    # no KVBM here: said, not crashed
         status = run_module("rig", "--config", str(overlay), "status")
         assert "prometheus" in status.stdout and "exporter-nvme" in status.stdout
+        again = run_module("rig", "--config", str(overlay), "up", timeout=60)      # a second `rig up`
+        assert again.returncode == 1 and "already running" in again.stderr
+        assert query(base, 'up{job="sparkrig-uma"} == 1', wait_s=5)               # ...touched nothing
     finally:
         down = run_module("rig", "--config", str(overlay), "down")
     assert "prometheus" in down.stdout
     with pytest.raises(requests.ConnectionError):
         requests.get(base, timeout=2)
     assert run_module("rig", "--config", str(overlay), "status").stdout.strip() == "nothing is running"
+
+
+def test_a_stale_pid_file_never_kills_another_process(tmp_path):
+    """A pid file whose pid now belongs to someone else (recycled after a reboot or a crash) is ignored."""
+    import subprocess
+    import sys
+    from rig.procs import Supervisor
+    sup = Supervisor(tmp_path)
+    started = sup.start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        (sup.pids / "sleeper.pid").write_text(f"{other.pid} 12345\n")           # someone else's pid, wrong start
+        assert sup.pid_of("sleeper") is None and sup.stop_all() == []
+        assert other.poll() is None                                              # still alive
+        (sup.pids / "legacy.pid").write_text(f"{other.pid}\n")                  # an old-style file: not trusted
+        assert sup.pid_of("legacy") is None
+    finally:
+        other.kill()
+        import os
+        import signal
+        os.killpg(started.pid, signal.SIGKILL)

@@ -176,6 +176,7 @@ def test_outages_back_off_and_end_when_the_stack_answers():
     delays = [t.observe(rec(503, "http_503"))[0] for _ in range(OUTAGE_AFTER * 12)]
     assert delays[:OUTAGE_AFTER - 1] == [0.0] * (OUTAGE_AFTER - 1) and delays[OUTAGE_AFTER - 1] > 0
     assert delays == sorted(delays) and delays[-1] == MAX_BACKOFF_S
+    assert t.observe(rec(200, "stream_cut")) == (0.0, None) and t.current is not None   # says nothing either way
     assert t.observe(rec(400, "http_400"))[0] == 0.0                # a 400 is an answer, not an outage
     assert t.current is None
     for _ in range(OUTAGE_AFTER):

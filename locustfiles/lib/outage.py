@@ -14,6 +14,11 @@ OUTAGE_AFTER = 20                  # failures in a row (across this process's us
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.25, 8.0
 
 
+# failures that say nothing about whether the stack answers now: a stream cut as the stack died, one
+# Locust cut itself; they neither extend nor end an outage
+NEUTRAL = ("stream_cut", "cancelled_by_step")
+
+
 def is_outage_failure(rec: RequestRecord) -> bool:
     return rec.error_class == "connection" or rec.status in (429, 503)
 
@@ -27,7 +32,9 @@ class OutageTracker:
     def observe(self, rec: RequestRecord) -> tuple[float, Optional[dict]]:
         """(seconds to back off, the outage that this answer ended or None)."""
         with self._lock:
-            if not is_outage_failure(rec):
+            if rec.error_class in NEUTRAL:
+                return 0.0, None
+            if not is_outage_failure(rec):          # the stack answered (a 400 is an answer too)
                 self.in_a_row = 0
                 return 0.0, self._end()
             self.in_a_row += 1
