@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from tokenizers import Tokenizer
+
 from configs import ConfigError
 
 PROBE_WORDS = 256
@@ -31,7 +33,6 @@ def prefix_hash(text: str) -> str:
 
 def load_tokenizer(path: str | Path):
     """A Hugging Face fast tokenizer from a local directory (its tokenizer.json) or the file itself."""
-    from tokenizers import Tokenizer
     p = Path(path)
     file = p / "tokenizer.json" if p.is_dir() else p
     try:
