@@ -70,13 +70,15 @@ def up(cfg: Harness, overlay: Optional[str], profile: str) -> list[Started]:
     """Start the exporters and Prometheus. On a running stack it says so and touches nothing; when a start
     fails it stops only what this call started."""
     sup = Supervisor(run_dir(cfg))
-    if running := sup.running():
+    ours = [f"exporter-{name}" for name in EXPORTERS] + ["prometheus"]
+    if running := [name for name in ours if sup.pid_of(name) is not None]:
         raise StartError(f"already running: {', '.join(running)} (pid files in {sup.pids}); `make down` first")
     try:
         started = start_exporters(cfg, sup, overlay, profile)
         started.append(start_prometheus(cfg, sup))
     except Exception:
-        sup.stop_all()          # nothing of ours ran before this call: all that runs now, it started
+        for name in reversed(ours):   # none of them ran before this call: what runs now, it started
+            sup.stop(name)
         raise
     return started
 
