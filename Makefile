@@ -60,6 +60,7 @@ bench: setup
 	$(PY) bench/fio_vs_iostat.py
 	$(PY) bench/client_bench.py
 	$(PY) bench/report_bench.py
+	$(PY) bench/soak_bench.py
 
 sweep: setup
 	$(PY) -m rig sweep

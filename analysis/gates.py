@@ -104,7 +104,14 @@ def tier2_hits_at_knee(share: float, label: Optional[str], onboarded: float) -> 
                 f"tier2 share of onboarded blocks {share:.1%} at {label} (needs >= 20%)")
 
 
-def mechanism(written: float, read: float) -> Gate:
+# Bytes actually read must back at least this share of the bytes KVBM says it onboarded from disk.
+READ_BACKING_MIN = 0.5
+
+
+def mechanism(written: float, read: float, file_read: float, device_read: float) -> Gate:
+    """KVBM's counters say what it believes it moved; the pass needs bytes that were really read: from the
+    tier2 file where the target states them (the simulator), else from the disk holding the tier2
+    directory. A claim nothing backs fails; a claim nothing can check is missing telemetry."""
     if math.isnan(written) and math.isnan(read):
         return Gate("ssd_mechanism", "missing", "TELEMETRY_MISSING", "no KV tier telemetry",
                     ("kv_offload_disk_bytes", "kv_onboard_disk_bytes"))
@@ -113,8 +120,19 @@ def mechanism(written: float, read: float) -> Gate:
     if not read > 0:
         return Gate("ssd_mechanism", "fail", "REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY",
                     f"{written / 2**20:.1f} MiB written to the disk tier, nothing read back")
+    backing, where = (file_read, "the tier2 file") if not math.isnan(file_read) else \
+        (device_read, "the kv_tier2 disk")
+    if math.isnan(backing):
+        return Gate("ssd_mechanism", "missing", "TELEMETRY_MISSING",
+                    f"KVBM reports {read / 2**20:.1f} MiB onboarded from disk, but neither the tier2 file's nor the "
+                    "kv_tier2 disk's reads are observed", ("tier2_file_read_bytes", "nvme_read_bytes"))
+    if backing < READ_BACKING_MIN * read:
+        return Gate("ssd_mechanism", "fail", "DISK_READS_NOT_BACKED",
+                    f"KVBM reports {read / 2**20:.1f} MiB onboarded from disk, but only {backing / 2**20:.1f} MiB "
+                    f"were read from {where}")
     return Gate("ssd_mechanism", "pass", "OK",
-                f"disk tier: {written / 2**20:.1f} MiB written, {read / 2**20:.1f} MiB read back")
+                f"disk tier: {written / 2**20:.1f} MiB written, {read / 2**20:.1f} MiB read back "
+                f"({backing / 2**20:.1f} MiB read from {where})")
 
 
 def run_state(manifest: dict, error_rate: float) -> list[Gate]:

@@ -146,7 +146,8 @@ def evidence(frames: dict, start: float, end: float, tiered: bool) -> dict:
     out = {"kv_tier2_disk_reads_per_s": window_mean(frames["nvme_reads"], start + WARMUP_S, end)}
     if tiered:
         out.update(tier2_read_bytes=total(frames, "kv_onboard_disk_bytes", start, end),
-                   tier2_written_bytes=total(frames, "kv_offload_disk_bytes", start, end))
+                   tier2_written_bytes=total(frames, "kv_offload_disk_bytes", start, end),
+                   tier2_file_read_bytes=total(frames, "tier2_file_read_bytes", start, end))
     else:
         out.update(tier2_read_bytes=0.0, tier2_written_bytes=0.0, note="no KV disk tier on this stack")
     return out
@@ -187,7 +188,9 @@ def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) 
         out.append(G.tier2_hits_at_knee(share, None if at is None else f"{at['label']}", onboarded))
     if tiered and hyp in STORAGE_CLAIMS:
         out.append(G.mechanism(total(frames, "kv_offload_disk_bytes", start, end),
-                               total(frames, "kv_onboard_disk_bytes", start, end)))
+                               total(frames, "kv_onboard_disk_bytes", start, end),
+                               total(frames, "tier2_file_read_bytes", start, end),
+                               total(frames, "nvme_read_bytes", start, end)))
     return out
 
 

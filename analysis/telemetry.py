@@ -28,6 +28,8 @@ QUERIES: dict[str, tuple[str, str]] = {
     "kv_onboard_blocks": ('sum(tier:sparkrig_kv_transfer_blocks:rate5s{{direction="onboard"}})', "tiered"),
     "kv_offload_disk_bytes": ('sum(tier:sparkrig_kv_transfer_bytes:rate5s{{direction="offload",to_tier="disk"}})',
                               "tiered"),
+    # bytes the target read from its tier2 file, where it states them (the simulator does)
+    "tier2_file_read_bytes": ('sum(direction:sparkrig_kv_tier2_file_bytes:rate5s{{direction="read"}})', "optional"),
     "kv_hit_disk": ('max(tier:sparkrig_kv_hit:ratio{{tier="disk"}})', "tiered"),
     "kv_hit_host": ('max(tier:sparkrig_kv_hit:ratio{{tier="host"}})', "tiered"),
     "kv_onboard_share_disk": ('max(tier:sparkrig_kv_onboard_share:ratio_rate30s{{from_tier="disk"}})', "tiered"),

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from . import tier_env
+from . import redact, tier_env
 from .errors import cli_main
 from .loader import load
 from .run import plan_run
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(cfg.fio_profiles)} fio profiles, {len(cfg.hypotheses)} hypotheses")
     elif args.cmd == "show":
         data = plan_run(cfg, args.hypothesis, os.environ).snapshot() if args.hypothesis else to_plain(cfg)
-        print(json.dumps(data, indent=2))
+        print(json.dumps(redact.plain(data), indent=2))
     else:
         sys.stdout.write(tier_env.render(tier_env.tier_env(cfg, args.profile.lower(), args.stack)))
     return 0

@@ -27,11 +27,15 @@ def _display(path: Path) -> str:
 def read_yaml(path: Path) -> dict:
     name = _display(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{name}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read config file: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")            # an editor's byte-order mark is harmless
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
+from . import checks
+from .checks import FieldError
 from .schema import ByteSize
 
 EvictionPolicy = Literal["lru", "lfu", "segmented"]
@@ -16,9 +18,10 @@ ChurnMode = Literal["uniform", "hot_cold", "round_robin"]
 CacheState = Literal["cold", "warm"]
 
 
-def _check(cond: bool, message: str) -> None:
+def _check(cond: bool, key: str, message: str) -> None:
+    """A range check on the field ``key``: its error names that key, so it is blamed on the file that set it."""
     if not cond:
-        raise ValueError(message)
+        raise FieldError(key, message)
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,8 @@ class ModelShape:
     def __post_init__(self):
         for name in ("layers", "kv_heads", "head_dim", "attention_heads", "hidden_size", "intermediate_size",
                      "vocab_size", "max_position_embeddings"):
-            _check(getattr(self, name) > 0, f"{name} must be positive")
-        _check(self.kv_cache_dtype_bytes in (1, 2, 4), "kv_cache_dtype_bytes must be 1, 2 or 4")
+            _check(getattr(self, name) > 0, name, "must be positive")
+        _check(self.kv_cache_dtype_bytes in (1, 2, 4), "kv_cache_dtype_bytes", "must be 1, 2 or 4")
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -74,10 +77,9 @@ class StackSpec:
 
     def __post_init__(self):
         for name in ("openai_base", "metrics_url", "kvbm_metrics_url", "worker_metrics_url"):
-            url = getattr(self, name)
-            _check(url is None or url.startswith(("http://", "https://")),
-                   f"{name} must be an http(s) URL, got {url!r}")
-        _check(not self.kv_tiering or self.kvbm_metrics_url is not None,
+            if getattr(self, name) is not None:
+                checks.http_url(getattr(self, name), name)
+        _check(not self.kv_tiering or self.kvbm_metrics_url is not None, "kvbm_metrics_url",
                "a stack with kv_tiering needs kvbm_metrics_url")
 
 
@@ -96,12 +98,12 @@ class Profile:
     telemetry_cadence_ms: int = 200
 
     def __post_init__(self):
-        _check(self.kv_block_size_bytes > 0, "kv_block_size_bytes must be positive")
-        _check(self.kv_block_size_tokens > 0, "kv_block_size_tokens must be positive")
-        _check(self.tier0_bytes >= self.kv_block_size_bytes, "tier0_bytes must hold at least one KV block")
-        _check(self.prefetch_depth >= 0, "prefetch_depth must not be negative")
-        _check(self.telemetry_cadence_ms > 0, "telemetry_cadence_ms must be positive")
-        _check(bool(self.tier2_path.strip()), "tier2_path must not be empty")
+        _check(self.kv_block_size_bytes > 0, "kv_block_size_bytes", "must be positive")
+        _check(self.kv_block_size_tokens > 0, "kv_block_size_tokens", "must be positive")
+        _check(self.tier0_bytes >= self.kv_block_size_bytes, "tier0_bytes", "must hold at least one KV block")
+        _check(self.prefetch_depth >= 0, "prefetch_depth", "must not be negative")
+        _check(self.telemetry_cadence_ms > 0, "telemetry_cadence_ms", "must be positive")
+        checks.dedicated_dir(self.tier2_path, "tier2_path")
 
 
 @dataclass(frozen=True)
@@ -118,10 +120,16 @@ class FioProfile:
     direct: bool = True
 
     def __post_init__(self):
-        _check(0 <= self.rwmixread <= 100, "rwmixread must be within 0..100")
-        _check(self.iodepth > 0 and self.numjobs > 0, "iodepth and numjobs must be positive")
-        _check(self.bs > 0 and self.size >= self.bs, "size must be at least one bs")
-        _check(self.rate_iops is None or self.rate_iops > 0, "rate_iops must be positive")
+        _check(0 <= self.rwmixread <= 100, "rwmixread", "must be within 0..100")
+        _check(self.iodepth > 0, "iodepth", "must be positive")
+        _check(self.numjobs > 0, "numjobs", "must be positive")
+        _check(self.bs > 0, "bs", "must be positive")
+        _check(self.size >= self.bs, "size", "must be at least one bs")
+        _check(self.rate_iops is None or self.rate_iops > 0, "rate_iops", "must be positive")
+
+
+# More concurrent users than this is a typo, not a load test (one Locust worker runs a few thousand).
+MAX_CONCURRENCY = 100_000
 
 
 @dataclass(frozen=True)
@@ -141,14 +149,14 @@ class WorkloadParams:
     cache_state: CacheState = "warm"
 
     def __post_init__(self):
-        _check(self.concurrency > 0, "concurrency must be positive")
-        _check(self.context_tokens > 0, "context_tokens must be positive")
-        _check(self.max_tokens > 0, "max_tokens must be positive")
-        _check(self.session_turns > 0, "session_turns must be positive")
-        _check(self.adapter_count >= 0, "adapter_count must not be negative")
-        _check(self.think_time_s >= 0, "think_time_s must not be negative")
+        _check(0 < self.concurrency <= MAX_CONCURRENCY, "concurrency", f"must be within 1..{MAX_CONCURRENCY}")
+        _check(self.context_tokens > 0, "context_tokens", "must be positive")
+        _check(self.max_tokens > 0, "max_tokens", "must be positive")
+        _check(self.session_turns > 0, "session_turns", "must be positive")
+        _check(self.adapter_count >= 0, "adapter_count", "must not be negative")
+        _check(self.think_time_s >= 0, "think_time_s", "must not be negative")
         for name in ("reuse_ratio", "lora_hot_ratio", "lora_hot_prob"):
-            _check(0.0 <= getattr(self, name) <= 1.0, f"{name} must be within 0..1")
+            _check(0.0 <= getattr(self, name) <= 1.0, name, "must be within 0..1")
 
 
 # Parameters a sweep may vary besides the workload's own: profile fields and the fio job.
@@ -176,11 +184,14 @@ class Hypothesis:
     blocked_if: Optional[str] = None
 
     def __post_init__(self):
-        _check(len(self.stacks) > 0, "stacks must name at least one stack")
-        _check(self.step_duration_s > 0, "step_duration_s must be positive")
-        _check(self.repetitions > 0, "repetitions must be positive")
+        _check(len(self.stacks) > 0, "stacks", "must name at least one stack")
+        _check(self.step_duration_s > 0, "step_duration_s", "must be positive")
+        _check(self.repetitions > 0, "repetitions", "must be positive")
         for key, values in self.sweep.items():
-            _check(len(values) > 0, f"sweep.{key} must list at least one value")
+            _check(len(values) > 0, "sweep", f"sweep.{key} must list at least one value")
+
+
+MAX_LORA_BYTES = 64 * 2**30
 
 
 @dataclass(frozen=True)
@@ -203,11 +214,14 @@ class EngineParams:
 
     def __post_init__(self):
         for name in ("max_batch_size", "max_num_tokens", "max_output_tokens", "max_queue", "max_loras"):
-            _check(getattr(self, name) > 0, f"{name} must be positive")
+            _check(getattr(self, name) > 0, name, "must be positive")
         for name in ("iteration_base_ms", "decode_ms_per_seq", "prefill_us_per_token", "lora_load_ms",
                      "admission_timeout_s", "lora_count"):
-            _check(getattr(self, name) >= 0, f"{name} must not be negative")
-        _check(self.host_onboard_gbps > 0 and self.time_scale > 0, "host_onboard_gbps and time_scale must be positive")
+            _check(getattr(self, name) >= 0, name, "must not be negative")
+        for name in ("host_onboard_gbps", "time_scale"):
+            _check(getattr(self, name) > 0, name, "must be positive")
+        _check(self.lora_bytes <= MAX_LORA_BYTES, "lora_bytes",
+               f"must be at most {MAX_LORA_BYTES // 2**30} GiB (a rank-64 adapter of a 70B model is about 1 GiB)")
 
 
 @dataclass(frozen=True)
@@ -224,15 +238,18 @@ class ExporterSettings:
 
     def __post_init__(self):
         import re
-        _check(self.smart_interval_s > 0 and self.kvbm_timeout_s > 0,
-               "smart_interval_s and kvbm_timeout_s must be positive")
-        for name, port in {"port": self.port, **self.ports}.items():
-            _check(0 < port < 65536, f"{name} must be a TCP port, got {port}")
+        checks.listen_address(self.listen, "listen")
+        for name in ("smart_interval_s", "kvbm_timeout_s"):
+            _check(getattr(self, name) > 0, name, "must be positive")
+        checks.tcp_port(self.port, "port")
+        for name, port in self.ports.items():
+            checks.tcp_port(port, "ports", name)
         for name, pattern in {"disk_exclude": self.disk_exclude, **self.processes}.items():
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"{name} is not a valid regular expression: {exc}") from None
+                raise FieldError("disk_exclude" if name == "disk_exclude" else "processes",
+                                 f"{name} is not a valid regular expression: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -246,10 +263,12 @@ class PrometheusSettings:
     evaluation_interval_ms: int
 
     def __post_init__(self):
-        _check(0 < self.port < 65536, f"prometheus port must be a TCP port, got {self.port}")
-        _check(0 < self.fast_interval_ms <= self.slow_interval_ms <= 1000,
+        checks.listen_address(self.listen, "listen")
+        checks.tcp_port(self.port, "port")
+        checks.prometheus_duration(self.retention, "retention")
+        _check(0 < self.fast_interval_ms <= self.slow_interval_ms <= 1000, "fast_interval_ms",
                "need 0 < fast_interval_ms <= slow_interval_ms <= 1000 (the plan's cadence)")
-        _check(self.evaluation_interval_ms > 0, "evaluation_interval_ms must be positive")
+        _check(self.evaluation_interval_ms > 0, "evaluation_interval_ms", "must be positive")
 
 
 @dataclass(frozen=True)
@@ -262,11 +281,12 @@ class LoadgenSettings:
     grafana_url: Optional[str] = None  # post step boundaries as annotations here (token from $GRAFANA_TOKEN)
 
     def __post_init__(self):
+        checks.listen_address(self.listen, "listen")
         for name in ("metrics_port", "adapter_proxy_port"):
-            _check(0 < getattr(self, name) < 65536, f"{name} must be a TCP port")
-        _check(self.ready_timeout_s >= 0, "ready_timeout_s must not be negative")
-        _check(self.grafana_url is None or self.grafana_url.startswith(("http://", "https://")),
-               f"grafana_url must be an http(s) URL, got {self.grafana_url!r}")
+            checks.tcp_port(getattr(self, name), name)
+        _check(self.ready_timeout_s >= 0, "ready_timeout_s", "must not be negative")
+        if self.grafana_url is not None:
+            checks.http_url(self.grafana_url, "grafana_url")
 
 
 @dataclass(frozen=True)
@@ -288,12 +308,14 @@ class DynamoSettings:
     home: str = "var/dynamo"     # model directory, discovery files, NATS store, pid files and logs
 
     def __post_init__(self):
+        checks.listen_address(self.listen, "listen")
         for name in ("http_port", "system_port", "rpc_port", "response_port", "nats_port"):
-            _check(0 < getattr(self, name) < 65536, f"{name} must be a TCP port, got {getattr(self, name)}")
+            checks.tcp_port(getattr(self, name), name)
         # Dynamo 1.6.1 reads DYN_SYSTEM_PORT as a signed 16-bit number and refuses to start above it
-        _check(self.system_port <= 32767, f"system_port must be at most 32767 (Dynamo reads DYN_SYSTEM_PORT as a "
-                                          f"16-bit signed number), got {self.system_port}")
-        _check(self.max_model_len > 0 and self.speedup_ratio > 0, "max_model_len and speedup_ratio must be positive")
+        _check(self.system_port <= 32767, "system_port", f"must be at most 32767 (Dynamo reads DYN_SYSTEM_PORT as "
+                                                         f"a 16-bit signed number), got {self.system_port}")
+        for name in ("max_model_len", "speedup_ratio"):
+            _check(getattr(self, name) > 0, name, "must be positive")
 
 
 @dataclass(frozen=True)
@@ -310,3 +332,7 @@ class Harness:
     dynamo: DynamoSettings
     results_dir: str = "results"
     run_dir: str = "var/run"        # pid files, logs, Prometheus data and scrape targets of `make up`
+
+    def __post_init__(self):
+        checks.dedicated_dir(self.results_dir, "results_dir")
+        checks.dedicated_dir(self.run_dir, "run_dir")

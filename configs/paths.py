@@ -12,6 +12,7 @@ import re
 import stat
 from pathlib import Path
 
+from .checks import FieldError, dedicated_dir
 from .errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -51,5 +52,9 @@ def ensure_data_dir(path: str | os.PathLike) -> Path:
             raise ConfigError(f"{p} exists and is not a directory")
     elif str(p).startswith("/dev/"):
         raise ConfigError(f"{p} is under /dev; the harness only writes files inside a regular directory")
+    try:
+        dedicated_dir(str(p), "directory")
+    except FieldError as exc:
+        raise ConfigError(str(exc)) from None
     p.mkdir(parents=True, exist_ok=True)
     return p

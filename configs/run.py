@@ -13,8 +13,9 @@ import typing
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
+from . import checks
 from .errors import ConfigError
-from .model import FIO_SWEEP_KEY, PROFILE_SWEEP_KEYS, Harness, Hypothesis, Profile, StackSpec, WorkloadParams
+from .model import FIO_SWEEP_KEY, MAX_CONCURRENCY, PROFILE_SWEEP_KEYS, Harness, Hypothesis, Profile, StackSpec, WorkloadParams
 from .schema import read, to_plain
 
 OVERRIDE_VARS = ("STACK", "PROFILE", "CONCURRENCY", "CONTEXT_TOKENS", "DURATION_S", "ENDPOINT", "SEED", "MODEL")
@@ -55,13 +56,13 @@ def _env_error(var: str, value: str, expected: str) -> ConfigError:
     return ConfigError(f"environment {var}={value!r}: expected {expected}")
 
 
-def _int_list(var: str, value: str) -> list[int]:
+def _int_list(var: str, value: str, most: int = 10**9) -> list[int]:
     try:
         items = [int(v) for v in re.split(r"[,\s]+", value.strip()) if v]
     except ValueError:
         items = []
-    if not items or any(v <= 0 for v in items):
-        raise _env_error(var, value, "a positive integer or a comma-separated list of them")
+    if not items or any(not 0 < v <= most for v in items):
+        raise _env_error(var, value, f"a positive integer up to {most} or a comma-separated list of them")
     return items
 
 
@@ -75,8 +76,10 @@ def stack_name(cfg: Harness, value: str) -> str:
 
 def normalise_endpoint(url: str) -> str:
     """Operators pass either the OpenAI base (``.../v1``) or a full completions URL; keep the base."""
-    if not re.match(r"^https?://[^/\s]+", url):
-        raise _env_error("ENDPOINT", url, "an http(s) URL such as http://127.0.0.1:9000/v1")
+    try:
+        checks.http_url(url, "ENDPOINT")
+    except checks.FieldError as exc:
+        raise _env_error("ENDPOINT", url, f"an http(s) URL such as http://127.0.0.1:9000/v1 ({exc})") from None
     url = url.rstrip("/")
     for suffix in ("/chat/completions", "/completions"):
         if url.endswith(suffix):
@@ -130,9 +133,10 @@ def plan_run(cfg: Harness, hypothesis_id: str, env: Mapping[str, str] | None = N
 
     sweep = {k: list(v) for k, v in hyp.sweep.items()}
     params = hyp.params
-    for var, field in (("CONCURRENCY", "concurrency"), ("CONTEXT_TOKENS", "context_tokens")):
+    for var, field, most in (("CONCURRENCY", "concurrency", MAX_CONCURRENCY),
+                             ("CONTEXT_TOKENS", "context_tokens", 10**9)):
         if var in env:
-            values = _int_list(var, env[var])
+            values = _int_list(var, env[var], most)
             if field in sweep or len(values) > 1:
                 sweep[field] = values
             else:

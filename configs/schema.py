@@ -7,6 +7,7 @@ configuration is small, and owning it lets every message read like
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, Callable, Literal, Union, get_args, get_origin
 
@@ -93,6 +94,8 @@ def read(tp: Any, value: Any, path: tuple, where: Where) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):          # YAML's .nan and .inf: never a meaningful setting
+                raise fail(where, path, f"expected a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -120,8 +123,8 @@ def build(cls: type, data: Any, path: tuple, where: Where) -> Any:
             raise fail(where, path + (name,), f"missing key (expected {_type_name(hints[name])})")
     try:
         return cls(**kwargs)
-    except ValueError as exc:  # __post_init__ range checks
-        raise fail(where, path, str(exc)) from None
+    except ValueError as exc:  # __post_init__ range checks; a FieldError names the key it is about
+        raise fail(where, path + getattr(exc, "path", ()), str(exc)) from None
 
 
 def to_plain(obj: Any) -> Any:

@@ -149,6 +149,12 @@ def kv_tiers() -> Board:
         ("tier:sparkrig_kv_transfer_blocks:rate5s", "{{direction}} {{from_tier}}→{{to_tier}}")], unit="short")
     b.panel("Bytes per second by tier and direction", [
         ("tier:sparkrig_kv_transfer_bytes:rate5s", "{{direction}} {{from_tier}}→{{to_tier}}")], unit="Bps")
+    b.panel("Disk tier: KVBM's claim vs bytes really read", [
+        ('tier:sparkrig_kv_transfer_bytes:rate5s{direction="onboard",from_tier="disk"}', "onboarded from disk (KVBM)"),
+        ('direction:sparkrig_kv_tier2_file_bytes:rate5s{direction="read"}', "read from the tier2 file"),
+        ('sum(device:sparkrig_disk_read_bytes:rate5s{role="kv_tier2"})', "read from the kv_tier2 disk")], unit="Bps",
+        description="KVBM's counters are what it believes it moved; the file and disk lines are bytes that were "
+                    "really read. A claim above both is not backed by storage (the ssd_mechanism gate fails it).")
     b.panel("Tier occupancy", [("sparkrig_kv_tier_occupancy_blocks / sparkrig_kv_tier_capacity_blocks", "{{tier}}")],
             unit="percentunit", max_=1)
     b.panel("Matched tokens per second", [("rate(sparkrig_kv_matched_tokens_total[30s])", "matched")])

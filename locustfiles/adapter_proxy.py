@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +26,7 @@ from configs.errors import cli_main
 from configs.paths import ensure_data_dir, resolve, safe_join
 
 ADAPTER_BYTES = 1 << 20
+MAX_ADAPTERS = 256          # adapter files kept at once; the least recently used idle one goes first
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding"}
 
 
@@ -50,23 +52,54 @@ def adapter_io(lora_dir: Path, adapter_id: str) -> int:
         return len(f.read())
 
 
+def remove_adapter(lora_dir: Path, adapter_id: str) -> None:
+    directory = safe_join(lora_dir, adapter_id)
+    (directory / "adapter.bin").unlink(missing_ok=True)
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
 def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": {"message": message, "type": "invalid_request_error", "code": status}},
                              status=status)
 
 
 class AdapterProxy:
-    def __init__(self, backend: str, tier2: Path) -> None:
+    def __init__(self, backend: str, tier2: Path, max_adapters: int = MAX_ADAPTERS) -> None:
         self.backend = backend.rstrip("/")
+        self.max_adapters = max_adapters
         self.lora_dir = ensure_data_dir(tier2 / "lora")
         self.session: aiohttp.ClientSession | None = None
         self.adapter_bytes = 0
+        # adapter id -> requests using its file now; bounded by MAX_ADAPTERS, emptied on exit, so a run
+        # with thousands of distinct ids neither fills the tier2 disk nor leaves files behind
+        self.adapters: OrderedDict[str, int] = OrderedDict()
 
     async def startup(self, _app) -> None:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
 
     async def cleanup(self, _app) -> None:
         await self.session.close()
+        for adapter in list(self.adapters):
+            await asyncio.to_thread(remove_adapter, self.lora_dir, adapter)
+        self.adapters.clear()
+
+    async def touch_adapter(self, adapter: str) -> None:
+        safe_join(self.lora_dir, adapter)             # a bad id is refused before it is tracked
+        self.adapters[adapter] = self.adapters.get(adapter, 0) + 1
+        self.adapters.move_to_end(adapter)
+        try:
+            self.adapter_bytes += await asyncio.to_thread(adapter_io, self.lora_dir, adapter)
+        finally:
+            self.adapters[adapter] -= 1
+        while len(self.adapters) > self.max_adapters:
+            idle = next((a for a, users in self.adapters.items() if users == 0), None)
+            if idle is None:
+                break
+            del self.adapters[idle]
+            await asyncio.to_thread(remove_adapter, self.lora_dir, idle)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -90,7 +123,7 @@ class AdapterProxy:
             if not isinstance(adapter, str):
                 return error(400, "adapter_id must be a string")
             try:
-                self.adapter_bytes += await asyncio.to_thread(adapter_io, self.lora_dir, adapter)
+                await self.touch_adapter(adapter)
             except ConfigError as exc:
                 return error(400, f"invalid adapter_id: {exc}")
             except OSError as exc:
@@ -127,8 +160,12 @@ def main(argv=None) -> int:
     ap.add_argument("--tier2-path", default=os.environ.get("DYN_KVBM_TIER2_PATH"),
                     help="tier2 directory; adapters go under <it>/lora (default $DYN_KVBM_TIER2_PATH, "
                          "else the spill profile's tier2_path)")
+    ap.add_argument("--max-adapters", type=int, default=MAX_ADAPTERS,
+                    help=f"adapter files kept at once, least recently used removed first (default {MAX_ADAPTERS})")
     ap.add_argument("--config", help="overlay YAML (default: $HARNESS_CONFIG)")
     args = ap.parse_args(argv)
+    if args.max_adapters < 1:
+        raise ConfigError(f"--max-adapters must be at least 1, got {args.max_adapters}")
     cfg = load(args.config)
     backend = args.backend
     if not backend:
@@ -138,7 +175,7 @@ def main(argv=None) -> int:
     backend = normalise_endpoint(backend)
     tier2 = resolve(args.tier2_path or cfg.profiles["spill"].tier2_path)
     listen, port = args.listen or cfg.loadgen.listen, args.port or cfg.loadgen.adapter_proxy_port
-    proxy = AdapterProxy(backend, tier2)
+    proxy = AdapterProxy(backend, tier2, args.max_adapters)
 
     async def ready(_app):
         print(f"serving adapter proxy on http://{listen}:{port} -> {backend}; adapters under {proxy.lora_dir}",

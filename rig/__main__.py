@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -72,6 +73,7 @@ def main(argv=None) -> int:
         if not running:
             print("nothing is running")
     elif args.targets_dir:
+        promconfig.check_compose_env(cfg, os.environ)
         for path in promconfig.write_targets(cfg, Path(args.targets_dir)):
             print(f"wrote {path}")
     elif args.compose:

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 import requests
+
+from configs.net import REASONS, ListenError, listen
 
 
 @dataclass
@@ -28,15 +31,13 @@ class StartError(RuntimeError):
 
 
 def ensure_free(host: str, port: int, what: str, hint: str = "") -> None:
-    """Fail before starting ``what`` when something already listens on its port."""
-    import socket
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            raise StartError(f"{host}:{port} is already in use, so {what} cannot start there"
-                             f"{'; ' + hint if hint else ''}") from None
+    """Fail before starting ``what`` when it could not listen there, saying why (busy, not this machine's
+    address, unresolvable)."""
+    try:
+        listen(host, port, what).close()
+    except ListenError as exc:
+        busy = str(exc).endswith(REASONS[errno.EADDRINUSE])
+        raise StartError(f"{exc}{'; ' + hint if hint and busy else ''}") from None
 
 
 def _start_time(pid: int) -> Optional[str]:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from configs import Harness
+from configs import ConfigError, Harness
 
 LOADGEN_JOB = "loadgen"
 
@@ -113,3 +113,16 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+# docker-compose.yml takes these from .env; they must say what configs say, or Prometheus would listen
+# where nothing else looks for it.
+COMPOSE_ENV = {"PROMETHEUS_PORT": lambda cfg: str(cfg.prometheus.port),
+               "PROMETHEUS_RETENTION": lambda cfg: cfg.prometheus.retention}
+
+
+def check_compose_env(cfg: Harness, env) -> None:
+    wrong = [f"{name}={env[name]} in .env but {want(cfg)} in configs" for name, want in COMPOSE_ENV.items()
+             if env.get(name) and env[name] != want(cfg)]
+    if wrong:
+        raise ConfigError("; ".join(wrong) + " (make them equal: prometheus.port / prometheus.retention)")

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 from configs import ConfigError, load
 from configs.errors import cli_main
 
+from .ownership import StartError
 from .server import StackOptions, StackServer
 
 
@@ -25,9 +26,10 @@ def options_for(cfg, stack: str, args) -> StackOptions:
     profile = cfg.profiles[args.profile]
     if args.tier2_path:
         profile = dataclasses.replace(profile, tier2_path=args.tier2_path)
-    port = urlparse(spec.openai_base).port
-    kvbm_port = urlparse(spec.kvbm_metrics_url).port if spec.kvbm_metrics_url else None
-    worker_port = urlparse(spec.worker_metrics_url).port if spec.worker_metrics_url else None
+    name = f"stacks.stack{stack}"
+    port = _port(spec.openai_base, name + ".openai_base")
+    kvbm_port = _port(spec.kvbm_metrics_url, name + ".kvbm_metrics_url") if spec.kvbm_metrics_url else None
+    worker_port = _port(spec.worker_metrics_url, name + ".worker_metrics_url") if spec.worker_metrics_url else None
     if args.port is not None and args.stack != "both":
         port = args.port
     if args.kvbm_port is not None:
@@ -39,6 +41,15 @@ def options_for(cfg, stack: str, args) -> StackOptions:
                         engine=engine, host=args.host, port=port, kvbm_port=kvbm_port, worker_port=worker_port,
                         seed=args.seed,
                         strict_fields=strict, keep_tier2=args.keep_tier2)
+
+
+def _port(url: str, key: str) -> int:
+    """The simulator listens where the configuration says the stack is, so the URL must say where."""
+    port = urlparse(url).port
+    if port is None:
+        raise ConfigError(f"{key} {url!r} names no port; the simulator listens on the port the URL names "
+                          "(e.g. http://127.0.0.1:9000/v1)")
+    return port
 
 
 async def serve(servers: list[StackServer]) -> None:
@@ -90,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         stacks = ["A", "B"] if args.stack == "both" else [args.stack]
         servers = [StackServer(options_for(cfg, s, args)) for s in stacks]
         asyncio.run(serve(servers))
+    except StartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"error: {exc.strerror or exc} ({getattr(exc, 'filename', '') or 'listen/tier2'})", file=sys.stderr)
         return 1

@@ -175,10 +175,8 @@ class Engine:
                 t = self.clock()
                 results = await asyncio.gather(*(self._read_block(h, slot, w) for h, slot, w in adm.from_disk))
                 self._fetched("disk", t)
-                bad = results.count(False)
-                if bad:
-                    self.kv.counters.tier2_read_errors += bad
-                    seq.prefill_left += bad * self.kv.block_tokens
+                self.kv.disk_onboarded(adm, results)
+                seq.prefill_left += results.count(False) * self.kv.block_tokens
         except Exception as exc:  # an I/O failure fails this request, not the server
             log.warning("onboarding %s failed: %s", seq.id, exc)
             self._finish(seq, ("error", Rejected(500, f"KV onboarding failed: {exc}", "InternalServerError")))
@@ -194,7 +192,10 @@ class Engine:
 
     async def _read_block(self, h: bytes, slot: int, pending_write) -> bool:
         if pending_write is not None:
-            await asyncio.shield(pending_write)
+            try:
+                await asyncio.shield(pending_write)
+            except Exception:      # the block never reached the disk: nothing to read back
+                return False
         return await self.io(self.kv.tier2.read, slot, h)
 
     @property

@@ -47,6 +47,7 @@ class Admission:
     cached_blocks: int
     from_host: list[bytes] = field(default_factory=list)
     from_disk: list[tuple[bytes, int, Optional[Future]]] = field(default_factory=list)
+    looked: int = 0          # prompt blocks looked up below the device tier
 
 
 class TieredKVCache:
@@ -67,6 +68,7 @@ class TieredKVCache:
         self._t2: dict[bytes, int] = {}          # hash -> slot
         self._t2_index = eviction.make(policy)
         self._writes: dict[bytes, Future] = {}
+        self._held1 = 0                          # tier1 blocks an admission is onboarding (see admit)
         self._lookups: deque = deque(maxlen=hit_window)
 
     # ---- occupancy -------------------------------------------------------------------------
@@ -120,8 +122,22 @@ class TieredKVCache:
             if self._t0[h] == 0:
                 self._t0_free.remove(h)
             self._t0[h] += 1
-        while self.capacity0 - self.used0 < need:
-            self._evict_t0(self._t0_free.victim())
+        # The blocks this sequence onboards must survive the evictions that make room for it: they leave
+        # the lower tiers' victim lists meanwhile (host ones still take their room in tier1).
+        for h in host:
+            self._t1.forget(h)
+        for h in disk:
+            self._t2_index.forget(h)
+        self._held1 = len(host)
+        try:
+            while self.capacity0 - self.used0 < need:
+                self._evict_t0(self._t0_free.victim())
+        finally:
+            self._held1 = 0
+            for h in host:
+                self._t1.add(h)
+            for h in disk:
+                self._t2_index.add(h)
         for h in host + disk + new_hashed:
             self._t0[h] = 1
         anon = total_blocks - len(hashes)   # partial last prompt block and the output's blocks
@@ -131,19 +147,34 @@ class TieredKVCache:
         c.device_reused_blocks += len(in_t0)
         c.device_missed_blocks += len(hashes) - len(in_t0)
         looked = len(hashes) - len(in_t0)
-        if looked and (self.capacity1 or self.tier2):
-            self._lookups.append((looked, len(host), len(disk)))
         c.onboard_blocks_h2d += len(host)
-        c.onboard_blocks_d2d += len(disk)
-        c.matched_tokens += (len(host) + len(disk)) * self.block_tokens
-        for h in host:
-            self._t1.touch(h)
+        c.matched_tokens += len(host) * self.block_tokens
         adm = Admission(pinned=in_t0 + host + disk + list(new_hashed), anon_blocks=anon,
-                        cached_blocks=matched, from_host=host)
+                        cached_blocks=matched, from_host=host, looked=looked)
         for h in disk:
-            self._t2_index.touch(h)
             adm.from_disk.append((h, self._t2[h], self._writes.get(h)))
+        if not disk:
+            self._count_lookup(adm, 0)
         return adm
+
+    def disk_onboarded(self, adm: Admission, ok: list[bool]) -> None:
+        """The engine read ``adm.from_disk`` back; ``ok`` says which reads returned the block. Only
+        those are onboards, matched tokens and disk hits; an unreadable block leaves tier2 and its
+        tokens are prefilled again."""
+        good = sum(ok)
+        c = self.counters
+        c.onboard_blocks_d2d += good
+        c.matched_tokens += good * self.block_tokens
+        c.tier2_read_errors += len(ok) - good
+        adm.cached_blocks -= len(ok) - good
+        for (h, slot, _w), fine in zip(adm.from_disk, ok):
+            if not fine and self._t2.get(h) == slot:
+                self._drop_t2(h, evicted=False)
+        self._count_lookup(adm, good)
+
+    def _count_lookup(self, adm: Admission, disk_hits: int) -> None:
+        if adm.looked and (self.capacity1 or self.tier2):
+            self._lookups.append((adm.looked, len(adm.from_host), disk_hits))
 
     def release(self, adm: Admission) -> None:
         for h in adm.pinned:
@@ -162,9 +193,9 @@ class TieredKVCache:
         del self._t0[h]
         if h in self._t1 or h in self._t2:
             return
-        if self.capacity1 > 0:
+        if self.capacity1 > self._held1:
             self.counters.offload_blocks_d2h += 1
-            if len(self._t1) >= self.capacity1:
+            if len(self._t1) + self._held1 >= self.capacity1:
                 victim = self._t1.victim()
                 self._t1.forget(victim)
                 self._to_disk(victim, "offload_blocks_h2d")
@@ -184,26 +215,36 @@ class TieredKVCache:
             slot = self.tier2.allocate()
             if slot is None:  # every slot still has a write in flight
                 return
-        setattr(self.counters, counter, getattr(self.counters, counter) + 1)
         self._t2[h] = slot
         self._t2_index.add(h)
         fut = self.io(self.tier2.write, slot, h)
         self._writes[h] = fut
-        fut.add_done_callback(lambda f, h=h: self._write_done(h, f))
+        fut.add_done_callback(lambda f, h=h, slot=slot: self._write_done(h, slot, counter, f))
 
-    def _write_done(self, h: bytes, fut: Future) -> None:
+    def _write_done(self, h: bytes, slot: int, counter: str, fut: Future) -> None:
+        """A block is offloaded once its bytes are on disk. A failed write is no offload and leaves
+        no block behind. Until this runs the slot belongs to the write, so no other block holds it."""
         if self._writes.get(h) is fut:
             del self._writes[h]
-        if not fut.cancelled() and fut.exception() is not None:
+        held = self._t2.get(h) == slot
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
             self.counters.tier2_write_errors += 1
-            log.warning("tier2 write failed: %s", fut.exception())
+            log.warning("tier2 write failed: %s", exc or "cancelled")
+            if held:
+                del self._t2[h]
+                self._t2_index.forget(h)
+            self.tier2.failed(slot, exc)
+            return
+        setattr(self.counters, counter, getattr(self.counters, counter) + 1)
+        if not held:   # dropped while its write was in flight
+            self.tier2.release(slot)
 
-    def _drop_t2(self, h: bytes) -> None:
+    def _drop_t2(self, h: bytes, evicted: bool = True) -> None:
         slot = self._t2.pop(h)
         self._t2_index.forget(h)
-        self.counters.tier2_evicted_blocks += 1
-        pending = self._writes.get(h)
-        if pending is not None and not pending.done():
-            pending.add_done_callback(lambda _f: self.tier2.release(slot))
-        else:
+        if evicted:
+            self.counters.tier2_evicted_blocks += 1
+        if h not in self._writes:
             self.tier2.release(slot)
+        # else the write's completion callback frees the slot (or, if the write failed, decides its fate)

@@ -77,12 +77,3 @@ class LoraStore:
                 self._resident.popitem(last=False)
         finally:
             self._loading.pop(name, None)
-
-    def close(self, remove: bool = True) -> None:
-        if remove:
-            for name in self.names:
-                safe_join(self.dir, name + ".bin").unlink(missing_ok=True)
-            try:
-                self.dir.rmdir()
-            except OSError:
-                pass

@@ -21,8 +21,9 @@ from .engine import Engine, Rejected, Seq
 from .kvcache import TieredKVCache
 from .lora import LoraStore
 from .metrics import FrontendMetrics, KvbmMetrics, WorkerMetrics
+from .ownership import DirLock, bind, check_free, claim_dir
 from .tier2 import Tier2Store
-from .tokens import block_hashes, render_chat, tokenize
+from .tokens import MAX_TOKEN_CHARS, block_hashes, render_chat, tokenize
 
 log = logging.getLogger("stacksim.server")
 
@@ -66,6 +67,10 @@ def dynamo_error(status: int, message: str) -> web.Response:
 _REASONS = {400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
             503: "Service Unavailable"}
 INTERNAL_ERROR = "Internal server error"      # the words the real frontend sends, nothing more
+# Request bodies above this are refused (413) before they are parsed: the largest prompt an engine takes is
+# max_num_tokens x MAX_TOKEN_CHARS characters, far below it, and parsing a bigger body would stall every
+# live stream on the event loop.
+MAX_BODY_BYTES = 4 * 2**20
 
 
 class BadRequest(Exception):
@@ -79,6 +84,27 @@ def _unicode(text: str, field: str) -> str:
     except UnicodeEncodeError as exc:
         raise BadRequest(f"`{field}` is not valid Unicode: {exc.reason} at position {exc.start}") from None
     return text
+
+
+def _messages(messages) -> list[dict]:
+    """Chat messages with the types the OpenAI API defines: wrong types are 400s that name the field."""
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("`messages` must be a non-empty list of {role, content} objects")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise BadRequest(f"`messages[{i}]` must be an object with `role` and `content`")
+        if not isinstance(m.get("role", "user"), str):
+            raise BadRequest(f"`messages[{i}].role` must be a string")
+        content = m.get("content", "")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or not isinstance(part.get("text", ""), str):
+                    raise BadRequest(f"`messages[{i}].content[{j}]` must be a content part object whose `text` "
+                                     "is a string")
+        elif not isinstance(content, str) and content is not None:
+            raise BadRequest(f"`messages[{i}].content` must be a string or a list of content parts, "
+                             f"got {type(content).__name__}")
+    return messages
 
 
 class TooLong(Exception):
@@ -103,21 +129,44 @@ class StackServer:
         self.data_dir: Optional[Path] = None
         self._runners: list[web.AppRunner] = []
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._lock: Optional[DirLock] = None
+        self._socks: dict = {}                  # bound, not yet serving
+        self.engine: Optional[Engine] = None
+        self.kv: Optional[TieredKVCache] = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
+        """Lock, bind, then write: a start that cannot own its ports or directory touches no file, and
+        one that fails later removes what it created."""
         o, p = self.o, self.o.profile
         root = ensure_data_dir(p.tier2_path)
-        self.data_dir = root / check_name(f"stacksim-stack{o.stack}-{o.port}")
-        if self.data_dir.exists():
-            shutil.rmtree(self.data_dir)  # our own leftovers from a killed run; nothing else is touched
-        self.data_dir.mkdir()
+        name = check_name(f"stacksim-stack{o.stack}-{o.port}")
+        what = f"stack {o.stack} on port {o.port}"
+        self._lock = DirLock(root / f".{name}.lock", what)
+        try:
+            listeners = {"API": o.port}
+            if self.tiered:
+                listeners.update(KVBM=o.kvbm_port, worker=o.worker_port)
+            for role, port in listeners.items():
+                if port:
+                    self._socks[role] = bind(o.host, port, f"{what}: {role} listener")
+            self.data_dir = claim_dir(root / name)
+            await self._start()
+        except BaseException:
+            await self._teardown(remove=True)
+            raise
+
+    async def _start(self) -> None:
+        o, p, e = self.o, self.o.profile, self.o.engine
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"stack{o.stack}-io")
         loop = asyncio.get_running_loop()
 
         def io(fn, *args):
             return loop.run_in_executor(self._pool, fn, *args)
 
+        check_free(self.data_dir, e.lora_count * e.lora_bytes, f"{e.lora_count} LoRA adapters of "
+                                                               f"{e.lora_bytes / 2**20:.0f} MiB")
+        self.lora = LoraStore(self.data_dir, e.lora_count, e.lora_bytes, e.max_loras, e.lora_load_ms / 1000.0, io)
         block = p.kv_block_size_bytes
         tier2 = None
         if self.tiered and p.tier2_bytes >= block:
@@ -126,13 +175,11 @@ class StackServer:
             tier0_blocks=p.tier0_bytes // block,
             tier1_blocks=p.tier1_bytes // block if self.tiered else 0,
             tier2=tier2, policy=p.eviction_policy, block_tokens=p.kv_block_size_tokens, io=io)
-        e = o.engine
-        self.lora = LoraStore(self.data_dir, e.lora_count, e.lora_bytes, e.max_loras, e.lora_load_ms / 1000.0, io)
         self.engine = Engine(e, self.kv, block, o.seed, io, self.lora)
         self.metrics = FrontendMetrics(self.engine, "dynamo" if self.tiered else "trtllm", o.model)
         self.engine.start()
 
-        app = web.Application(client_max_size=16 * 2**20)
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/v1/completions", lambda r: self._generate(r, chat=False))
         app.router.add_post("/v1/chat/completions", lambda r: self._generate(r, chat=True))
         app.router.add_get("/v1/models", self._models)
@@ -143,41 +190,51 @@ class StackServer:
             app.router.add_get("/metrics", self._iteration_stats)
             app.router.add_get("/prometheus/metrics", self._frontend_metrics)
             app.router.add_get("/version", lambda r: web.json_response({"version": "stacksim"}))
-        await self._listen(app, o.port)
-        if self.tiered and o.kvbm_port:
+        await self._listen(app, "API")
+        if "KVBM" in self._socks:
             self.kvbm = KvbmMetrics(self.engine)
             self.engine.on_fetch = lambda tier, s: self.kvbm.fetch.labels(tier).observe(s)
             kapp = web.Application()
             kapp.router.add_get("/metrics", self._kvbm_metrics)
-            await self._listen(kapp, o.kvbm_port)
-        if self.tiered and o.worker_port:
+            await self._listen(kapp, "KVBM")
+        if "worker" in self._socks:
             worker = WorkerMetrics(self.engine, o.model, f"{o.port:016x}")
             wapp = web.Application()
             wapp.router.add_get("/metrics", lambda _r: web.Response(body=worker.exposition(),
                                                                      content_type="text/plain", charset="utf-8"))
-            await self._listen(wapp, o.worker_port)
+            await self._listen(wapp, "worker")
         log.info("stack %s serving %s on http://%s:%d%s (profile tiers: %d/%d/%d blocks, tier2 %s)", o.stack,
-                 o.model, o.host, o.port, f", KVBM metrics on :{o.kvbm_port}" if self.tiered and o.kvbm_port else "",
+                 o.model, o.host, o.port, f", KVBM metrics on :{o.kvbm_port}" if "KVBM" in self._socks else "",
                  self.kv.capacity0, self.kv.capacity1, tier2.capacity if tier2 else 0,
                  "O_DIRECT" if tier2 and tier2.direct else ("buffered" if tier2 else "none"))
 
-    async def _listen(self, app: web.Application, port: int) -> None:
+    async def _listen(self, app: web.Application, role: str) -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, self.o.host, port).start()
         self._runners.append(runner)
+        await web.SockSite(runner, self._socks.pop(role)).start()
 
     async def stop(self) -> None:
+        await self._teardown(remove=not self.o.keep_tier2)
+
+    async def _teardown(self, remove: bool) -> None:
+        """Stop whatever was started, in reverse; with ``remove``, delete the data directory this instance
+        claimed (never one it did not)."""
         for runner in self._runners:
             await runner.cleanup()
-        await self.engine.stop()
+        for sock in self._socks.values():
+            sock.close()
+        if self.engine is not None:
+            await self.engine.stop()
         if self._pool:
             self._pool.shutdown(wait=True)
-        if self.kv.tier2:
-            self.kv.tier2.close(remove=not self.o.keep_tier2)
-        if not self.o.keep_tier2:
-            self.lora.close()
+        if self.kv is not None and self.kv.tier2:
+            self.kv.tier2.close(remove=remove)
+        if remove and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # ---- simple endpoints ------------------------------------------------------------------
     async def _models(self, _request) -> web.Response:
@@ -215,22 +272,28 @@ class StackServer:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("missing required field `model`")
+        if "stream" in body and not isinstance(body["stream"], bool):
+            raise BadRequest(f"`stream` must be true or false, got {body['stream']!r}")
+        limit = self.o.engine.max_num_tokens
         if chat:
-            messages = body.get("messages")
-            if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-                raise BadRequest("`messages` must be a non-empty list of {role, content} objects")
-            prompt = tokenize(_unicode(render_chat(messages), "messages"))
+            text = _unicode(render_chat(_messages(body.get("messages"))), "messages")
         else:
             raw = body.get("prompt")
             if isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], str):
                 raw = raw[0]
-            if isinstance(raw, str) and raw:
-                prompt = tokenize(_unicode(raw, "prompt"))
-            elif isinstance(raw, list) and raw and all(isinstance(t, int) and not isinstance(t, bool) for t in raw):
+            if isinstance(raw, list) and raw and all(isinstance(t, int) and not isinstance(t, bool) for t in raw):
+                text = None
                 prompt = [str(t) for t in raw]
+            elif isinstance(raw, str) and raw:
+                text = _unicode(raw, "prompt")
             else:
                 raise BadRequest("`prompt` must be a non-empty string, a list with one string, or a list of token ids")
-        limit = self.o.engine.max_num_tokens
+        if text is not None:
+            if len(text) > limit * MAX_TOKEN_CHARS:     # over the limit whatever it tokenizes to: don't tokenize
+                message = (f"prompt of {len(text)} characters is longer than any prompt of max_num_tokens={limit} "
+                           f"tokens (at most {MAX_TOKEN_CHARS} characters per token)")
+                raise TooLong(message) if self.tiered else BadRequest(message)
+            prompt = tokenize(text)
         if len(prompt) > limit:
             message = f"prompt has {len(prompt)} tokens, over this engine's max_num_tokens={limit}"
             raise TooLong(message) if self.tiered else BadRequest(message)
@@ -250,18 +313,25 @@ class StackServer:
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
         endpoint = "chat_completions" if chat else "completions"
         started = time.monotonic()
+        stream = False
         try:
-            body = await request.json()
-            stream = bool(body.get("stream")) if isinstance(body, dict) else False
+            body = json.loads(await request.read())
+            stream = isinstance(body, dict) and body.get("stream") is True
             prompt, max_tokens, adapter = self._parse(body, chat)
             salt = adapter or ""
             seq = self.engine.submit(prompt, block_hashes(prompt, self.kv.block_tokens, salt), max_tokens, adapter)
         except TooLong as exc:
             log.info("engine failed an over-length prompt: %s", exc)
             return await self._engine_failure(request, stream, endpoint, started)
-        except (json.JSONDecodeError, UnicodeDecodeError, BadRequest, UnknownModel, Rejected) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, web.HTTPRequestEntityTooLarge, BadRequest,
+                UnknownModel, Rejected) as exc:
             if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
                 stream, status, message, type_ = False, 400, f"invalid JSON body: {exc}", "BadRequestError"
+            elif isinstance(exc, RecursionError):
+                stream, status, message, type_ = False, 400, "invalid JSON body: nested too deeply", "BadRequestError"
+            elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+                stream, status, type_ = False, 413, "BadRequestError"
+                message = f"request body larger than {MAX_BODY_BYTES // 2**20} MiB"
             elif isinstance(exc, BadRequest):
                 status, message, type_ = 400, str(exc), "BadRequestError"
             elif isinstance(exc, UnknownModel):
@@ -360,7 +430,11 @@ class StackServer:
                     resp = web.json_response({"id": seq.id, "object": obj, "created": created, "model": model,
                                               "choices": [choice], "usage": usage})
             return resp
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:       # the client went away: a normal end of a stream, counted as cancelled
+            cancelled = True
+            log.debug("client disconnected from %s", seq.id)
+            return resp
+        except asyncio.CancelledError:
             cancelled = True
             raise
         finally:

@@ -1,7 +1,9 @@
 """The simulator's deterministic tokenizer, chat template, prefix-block hashes and generated text.
 
-Token rule (documented in the README): a token is a maximal run of letters, digits and
-underscores, or any single other non-space character. ``"Hello, world!"`` is 4 tokens.
+Token rule (documented in the README): a token is a run of up to 32 letters, digits and
+underscores, or any single other non-space character. ``"Hello, world!"`` is 4 tokens. The cap
+(real BPE vocabularies have no token of unbounded length) lets an over-long prompt be refused from
+its character count, before any tokenizing.
 A chat prompt is rendered as ``[role] content`` per message followed by ``[assistant]``,
 so each message costs 3 framing tokens plus its content, and the prompt 3 more.
 """
@@ -12,7 +14,8 @@ import random
 import re
 from typing import Iterable, Sequence
 
-TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+MAX_TOKEN_CHARS = 32
+TOKEN_RE = re.compile(r"\w{1,%d}|[^\w\s]" % MAX_TOKEN_CHARS)
 _VOCAB = ("the", "cache", "block", "tier", "token", "storage", "latency", "queue", "memory", "model",
           "request", "stream", "prefix", "session", "batch", "disk", "host", "device", "spill", "knee")
 

@@ -51,7 +51,9 @@ def free_port_below(limit: int) -> int:
 class Sim:
     """A real ``python -m stacksim`` process on loopback, for tests."""
 
-    def __init__(self, tmp_path: Path, stack: str, overlay: str = "", args=(), time_scale: float = 0.25):
+    def __init__(self, tmp_path: Path, stack: str, overlay: str = "", args=(), time_scale: float = 0.25,
+                 preexec=None):
+        self.preexec = preexec       # runs in the child before exec: e.g. resource limits
         self.port, self.kvbm_port, self.worker_port = free_port(), free_port(), free_port()
         self.tier2 = tmp_path / f"tier2-{stack}"
         cfg = tmp_path / f"sim-{stack}.yaml"
@@ -67,7 +69,8 @@ class Sim:
     def __enter__(self):
         # stderr to a file: a pipe nobody reads fills up and blocks the simulator mid-run
         with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
+                                         preexec_fn=self.preexec)
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
             self.proc.kill()

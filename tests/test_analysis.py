@@ -160,6 +160,22 @@ def test_no_onboarding_is_no_signal_not_a_low_share():
     assert absent.reason == "TELEMETRY_MISSING" and absent.missing == ("kv_onboard_blocks",)
 
 
+def test_ssd_mechanism_passes_only_on_bytes_really_read():
+    nan, mib = float("nan"), 2**20
+    # KVBM claims 40 MiB onboarded from disk; the tier2 file gave 0 bytes (a full filesystem's failed reads)
+    unbacked = G.mechanism(100 * mib, 40 * mib, file_read=0.0, device_read=nan)
+    assert (unbacked.status, unbacked.reason) == ("fail", "DISK_READS_NOT_BACKED")
+    assert "only 0.0 MiB were read from the tier2 file" in unbacked.detail
+    backed = G.mechanism(100 * mib, 40 * mib, file_read=40 * mib, device_read=nan)
+    assert backed.status == "pass"
+    # a real rig: no file counter, the kv_tier2 disk's reads back the claim
+    assert G.mechanism(100 * mib, 40 * mib, file_read=nan, device_read=38 * mib).status == "pass"
+    assert G.mechanism(100 * mib, 40 * mib, file_read=nan, device_read=1 * mib).reason == "DISK_READS_NOT_BACKED"
+    unseen = G.mechanism(100 * mib, 40 * mib, file_read=nan, device_read=nan)
+    assert (unseen.status, unseen.reason) == ("missing", "TELEMETRY_MISSING")      # never a pass on a claim alone
+    assert G.mechanism(100 * mib, 0.0, nan, nan).reason == "REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY"
+
+
 def test_report_from_real_runs_and_offline_export(observed, tmp_path):
     overlay, results = str(observed["overlay"]), observed["results"]
     out = tmp_path / "report"

@@ -63,3 +63,21 @@ def test_mounts_are_the_repository_config(resolved):
     for svc in ("exporter-nvme", "exporter-uma"):
         vols = yaml.safe_dump(resolved["services"][svc]["volumes"])
         assert "/host/proc" in vols and "/host/sys" in vols and "ro" in vols
+
+
+def test_ports_come_from_env_and_must_match_configs(tmp_path):
+    proc = compose_config(GF_SECURITY_ADMIN_PASSWORD="s3cret", DYN_KVBM_TIER2_PATH="/nvme/kvbm/l70b",
+                          PROMETHEUS_PORT="9191", GRAFANA_PORT="3300")
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    assert "--web.listen-address=127.0.0.1:9191" in services["prometheus"]["command"]
+    assert services["grafana"]["environment"]["PROMETHEUS_URL"] == "http://127.0.0.1:9191"
+    assert str(services["grafana"]["environment"]["GF_SERVER_HTTP_PORT"]) == "3300"
+    assert services["targets"]["environment"]["PROMETHEUS_PORT"] == "9191"
+    # the targets job (what compose runs first) refuses a .env that disagrees with configs
+    from conftest import run_module
+    env = {**os.environ, "PROMETHEUS_PORT": "9191"}
+    refused = run_module("rig", "render", "--targets-dir", str(tmp_path / "t"), env=env)
+    assert refused.returncode == 2 and "PROMETHEUS_PORT=9191 in .env but 9090 in configs" in refused.stderr
+    env["PROMETHEUS_PORT"] = str(load().prometheus.port)
+    assert run_module("rig", "render", "--targets-dir", str(tmp_path / "t"), env=env).returncode == 0

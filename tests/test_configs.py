@@ -97,6 +97,9 @@ def test_env_overrides(cfg):
     ({"DURATION_S": "-3"}, "DURATION_S"),
     ({"SEED": "x"}, "SEED='x': expected an integer"),
     ({"ENDPOINT": "localhost:9000"}, "ENDPOINT"),
+    ({"ENDPOINT": "http://h:1/v1/chat/completions?x=1"}, "must not carry a query"),
+    ({"ENDPOINT": "http://h:99999/v1"}, "invalid port"),
+    ({"CONCURRENCY": "99999999999999999999"}, "positive integer up to 100000"),
 ])
 def test_bad_env_overrides(cfg, env, needle):
     with pytest.raises(ConfigError) as err:
@@ -124,6 +127,21 @@ BAD_OVERLAYS = [
     ("profiles: [1, 2]\n", "profiles: expected a mapping"),
     ("profiles:\n  spill: {tier1_bytes: 1GiB\n", "not valid YAML"),
     ("- just\n- a list\n", "expected a mapping at the top level"),
+    # range checks are blamed on the file and key that set the value, not on the shipped file
+    ("exporters: {port: 70000}\n", "overlay.yaml: exporters.port: must be a TCP port"),
+    ("exporters: {ports: {nvme: 0}}\n", "overlay.yaml: exporters.ports.nvme: must be a TCP port"),
+    ("engine: {time_scale: .nan}\n", "overlay.yaml: engine.time_scale: expected a finite number"),
+    ("engine: {iteration_base_ms: .inf}\n", "engine.iteration_base_ms: expected a finite number"),
+    ("engine: {lora_bytes: 100TiB}\n", "engine.lora_bytes: must be at most 64 GiB"),
+    ("results_dir: ''\n", "results_dir: must not be empty"),
+    ("profiles:\n  spill: {tier2_path: /}\n", "profiles.spill.tier2_path: / is a system directory"),
+    ("profiles:\n  spill: {tier2_path: /etc}\n", "/etc is a system directory"),
+    ("profiles:\n  spill: {tier2_path: /usr/local/kv}\n", "is a system directory"),
+    ("prometheus: {retention: banana}\n", "prometheus.retention: must be a Prometheus duration"),
+    ("exporters: {listen: not an address}\n", "exporters.listen: must be an IP address"),
+    ("stacks:\n  stackA: {openai_base: 'http://'}\n", "stacks.stackA.openai_base: must be an http(s) URL with a host"),
+    ("stacks:\n  stackA: {metrics_url: 'http://127.0.0.1:99999/metrics'}\n", "metrics_url: has an invalid port"),
+    ("loadgen: {grafana_url: 'http://g:3000/?a=1'}\n", "loadgen.grafana_url: must not carry a query"),
 ]
 
 
@@ -135,6 +153,15 @@ def test_bad_config_names_file_key_and_expectation(write_yaml, text, needle):
     message = str(err.value)
     assert needle in message
     assert "overlay.yaml" in message
+
+
+def test_overlay_encoding(write_yaml):
+    path = write_yaml("")
+    path.write_bytes(b"\xef\xbb\xbfengine: {time_scale: 0.5}\n")      # a byte-order mark is harmless
+    assert configs.load(path).engine.time_scale == 0.5
+    path.write_bytes(b"engine: {time_scale: 0.5}\n# caf\xe9\n")       # Latin-1, not UTF-8
+    with pytest.raises(ConfigError, match=r"overlay.yaml: not UTF-8 text \(byte 0xe9 at offset 31\)"):
+        configs.load(path)
 
 
 def test_missing_file(tmp_path):

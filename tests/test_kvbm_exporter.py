@@ -87,6 +87,30 @@ def test_object_tier_release_is_normalised(serve, caplog):
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
+def test_the_standard_total_and_created_spelling_is_read_too(serve, caplog):
+    """A KVBM built with another Prometheus library may print counters as prometheus_client does:
+    `_total` samples and a `_created` timestamp beside each."""
+    import re
+    text = (DYNAMO / "kvbm-object-tier.txt").read_text()
+    counters = set(re.findall(r"^# TYPE (kvbm_\w+) counter$", text, re.M))
+    lines = []
+    for line in text.splitlines():
+        name = line.split()[2] if line.startswith("# ") else line.split(" ")[0].split("{")[0]
+        if name in counters:
+            if line.startswith("# "):
+                line = line.replace(name, name + "_total", 1)
+            else:
+                lines.append(line.replace(name, name + "_total", 1))
+                line = line.replace(name, name + "_created", 1).rsplit(" ", 1)[0] + " 1.7e9"
+        lines.append(line)
+    server = serve("\n".join(lines) + "\n")
+    m = scrape(KvbmCollector(server.url, None, PROFILE))
+    assert m[("sparkrig_kv_transfer_blocks_total", transfer("offload", "device", "host"))] == 12500
+    assert m[("sparkrig_kv_transfer_bytes_total", transfer("onboard", "disk", "device"))] == 640 * BLOCK
+    assert m[("sparkrig_kv_matched_tokens_total", lb())] == 40960
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_remote_tier_release_is_normalised(serve, caplog):
     server = serve((DYNAMO / "kvbm-remote-tier.txt").read_text())
     m = scrape(KvbmCollector(server.url, None, PROFILE))
@@ -155,6 +179,9 @@ def test_live_simulator_stack_b(tmp_path, caplog):
     assert m[("sparkrig_kv_transfer_bytes_total", transfer("onboard", "disk", "device"))] == d2d * BLOCK
     assert m[("sparkrig_kv_tier_capacity_blocks", lb(tier="device"))] == 64
     assert m[("sparkrig_kv_tier_occupancy_blocks", lb(tier="disk"))] > 0
+    # the bytes the simulator really read from its tier2 file, beside KVBM's claim
+    assert m[("sparkrig_kv_tier2_file_bytes_total", lb(direction="read"))] == \
+        raw[("stacksim_kv_tier2_io_bytes_total", lb(direction="read"))] >= d2d * BLOCK
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 

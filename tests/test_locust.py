@@ -163,6 +163,18 @@ def test_distributed_run_is_one_consistent_run(rig):
     assert manifest(run)["status"] == "complete" and manifest(run)["locust"]["mode"] == "master"
 
 
+def listening_addresses(port: int) -> list[str]:
+    """IPv4 addresses with a listening TCP socket on ``port``, from the kernel's own table."""
+    import ipaddress
+    out = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, p = local.split(":")
+        if state == "0A" and int(p, 16) == port:
+            out.append(str(ipaddress.IPv4Address(bytes.fromhex(address)[::-1])))
+    return out
+
+
 def test_loadgen_metrics_are_served_and_workers_announced(rig):
     import yaml
     port = yaml.safe_load(rig["overlay"].read_text())["loadgen"]["metrics_port"]
@@ -177,16 +189,19 @@ def test_loadgen_metrics_are_served_and_workers_announced(rig):
             except requests.RequestException:
                 pass
             files = list(targets.glob("loadgen-*.json")) if targets.exists() else []
-            workers = []          # the workers on free ports, announced through file_sd
+            workers, ports = [], set()    # the workers on metrics_port + 1 + N, announced through file_sd
             for f in files:
                 try:
                     address = json.loads(f.read_text())[0]["targets"][0]
                     workers.append(requests.get(f"http://{address}/metrics", timeout=2).text)
+                    ports.add(int(address.rsplit(":", 1)[1]))
                 except (requests.RequestException, ValueError, OSError):
                     pass
             time.sleep(0.5)
         assert 'sparkrig_loadgen_target_concurrency{hypothesis="H2B"' in master
         assert len(workers) == 2 and all('stack="stackB"' in w and 'workload="fixed_context"' in w for w in workers)
+        assert listening_addresses(5557) == ["127.0.0.1"]      # the master's worker port: loopback, not *
+        assert ports == {port + 1, port + 2}
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -201,8 +216,8 @@ def test_loadgen_metrics_are_served_and_workers_announced(rig):
 def test_adapter_proxy_refuses_bad_ids_and_does_tier2_io(rig, tmp_path):
     port = free_port()
     proxy = subprocess.Popen([sys.executable, "-m", "locustfiles.adapter_proxy", "--backend", f"{rig['b'].base}/v1",
-                              "--port", str(port), "--tier2-path", str(tmp_path / "t2")], cwd=ROOT,
-                             stdout=subprocess.PIPE, text=True)
+                              "--port", str(port), "--tier2-path", str(tmp_path / "t2"), "--max-adapters", "3"],
+                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert "serving adapter proxy" in proxy.stdout.readline()
         url = f"http://127.0.0.1:{port}/v1/completions"
@@ -216,9 +231,13 @@ def test_adapter_proxy_refuses_bad_ids_and_does_tier2_io(rig, tmp_path):
         assert sorted(p.name for p in (tmp_path / "t2").iterdir()) == ["lora"]
         assert not (tmp_path / "escape").exists()
         assert requests.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()["data"][0]["id"] == MODEL
+        for i in range(6):                       # more distinct adapters than it keeps: the oldest go
+            requests.post(url, json={**body, "adapter_id": f"churn-{i}"}, timeout=30).raise_for_status()
+        assert sorted(p.name for p in (tmp_path / "t2" / "lora").iterdir()) == ["churn-3", "churn-4", "churn-5"]
     finally:
         proxy.terminate()
         proxy.wait()
+    assert not list((tmp_path / "t2" / "lora").iterdir())      # its adapter files go with it
 
 
 def test_endpoint_not_ready_is_one_line_and_exit_2_and_leaves_no_run(rig, write_yaml):
@@ -301,6 +320,50 @@ def test_step_boundaries_become_grafana_annotations(rig, tmp_path):
     path, auth, body = posted[1]
     assert path == "/api/annotations" and auth == "Bearer tok"
     assert "context_tokens=512" in body["text"] and {"sparkrig", "H2B", "stackB"} <= set(body["tags"])
+
+
+def test_credentials_never_reach_the_run_files(rig, tmp_path):
+    import http.server
+    import threading
+
+    import yaml
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    doc = yaml.safe_load(rig["overlay"].read_text())
+    doc["loadgen"]["grafana_url"] = f"http://admin:s3cret@127.0.0.1:{httpd.server_address[1]}"
+    overlay = tmp_path / "secret.yaml"
+    overlay.write_text(yaml.safe_dump(doc))
+    before = set(runs(rig, "h2b"))
+    try:
+        proc = locust(rig, "h2b", env={"HARNESS_CONFIG": str(overlay), "DURATION_S": "1", "CONTEXT_TOKENS": "256"})
+    finally:
+        httpd.shutdown()
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    [run] = set(runs(rig, "h2b")) - before
+    note = next(n["text"] for n in manifest(run)["notes"] if "Grafana" in n["text"])
+    assert f"HTTP 401 from http://***@127.0.0.1:{httpd.server_address[1]}/api/annotations" in note
+    for f in run.iterdir():
+        assert "s3cret" not in f.read_text(errors="replace"), f.name
+    assert "s3cret" not in proc.stdout + proc.stderr
+
+
+def test_a_bad_run_id_is_one_line(rig):
+    before = set(runs(rig, "h2b"))
+    proc = locust(rig, "h2b", env={"RUN_ID": "../../escape", "DURATION_S": "1"})
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "invalid environment RUN_ID '../../escape'" in errors[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert set(runs(rig, "h2b")) == before
 
 
 def test_a_frontend_that_drops_unknown_fields_is_flagged_for_h9(rig, tmp_path):

@@ -3,6 +3,7 @@ import asyncio
 import json
 import socket
 import statistics
+import subprocess
 import time
 
 import aiohttp
@@ -10,7 +11,7 @@ import openai
 import pytest
 import requests
 
-from conftest import Sim
+from conftest import ROOT, Sim
 from stacksim import eviction
 from stacksim.tokens import tokenize
 
@@ -144,6 +145,36 @@ def test_stack_b_spills_to_real_tier2_files(sim_b):
     assert "\nkvbm_offload_blocks_d2h " in raw and "kvbm_offload_blocks_d2h_total" not in raw
 
 
+def _small_filesystem(blocks: int):
+    """A tier2 file that cannot grow past ``blocks`` 64 KiB blocks: the kernel refuses the writes beyond
+    (EFBIG under RLIMIT_FSIZE, as a full filesystem refuses them with ENOSPC)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (blocks * 65536, blocks * 65536))
+    return limit
+
+
+def test_a_full_tier2_filesystem_reports_only_real_disk_traffic(tmp_path):
+    overlay = SMALL_TIERS + "engine: {lora_count: 0}\n"
+    with Sim(tmp_path, "B", overlay, time_scale=0.5, preexec=_small_filesystem(40)) as sim:
+        prompts = [words(600, f"full{i}") for i in range(12)]     # 216 blocks: ~120 pushed to a disk holding 40
+        for p in prompts + [prompts[7], prompts[6]]:   # the ones spilled last sit on the host and the disk
+            requests.post(f"{sim.base}/v1/completions", json={"model": MODEL, "prompt": p, "max_tokens": 2},
+                          timeout=30).raise_for_status()
+        time.sleep(0.5)                      # the last writes' completions reach the bookkeeping
+        m = sim.metrics(port=sim.kvbm_port)
+    val = lambda name, **lb: m[(name, frozenset(lb.items()))]
+    written = val("stacksim_kv_tier2_io_bytes_total", direction="write")
+    read = val("stacksim_kv_tier2_io_bytes_total", direction="read")
+    offloaded_to_disk = val("kvbm_offload_blocks_h2d_total") + val("kvbm_offload_blocks_d2d_total")
+    assert val("stacksim_kv_tier2_errors_total", op="write") > 0          # the disk really filled up
+    assert offloaded_to_disk * 65536 == written                           # a failed write is no offload
+    assert 0 < val("kvbm_onboard_blocks_d2d_total") * 65536 <= read       # every onboard was read from the file
+    assert val("stacksim_kv_tier_capacity_blocks", tier="disk") <= 40
+    assert val("stacksim_kv_tier_occupancy_blocks", tier="disk") <= val("stacksim_kv_tier_capacity_blocks", tier="disk")
+
+
 def test_frontend_metrics_use_dynamo_names(sim_b):
     m = sim_b.metrics()
     names = {k[0] for k in m}
@@ -198,11 +229,15 @@ BAD_INPUTS = [
     ({"model": MODEL, "prompt": "x", "max_tokens": 0}, 400, "`max_tokens` must be an integer from 1 to 4096"),
     ({"model": MODEL, "prompt": "x", "max_tokens": 10**6}, 400, "from 1 to 4096"),
     ({"prompt": "x"}, 400, "missing required field `model`"),
+    ({"model": MODEL, "prompt": "x", "stream": "false"}, 400, "`stream` must be true or false"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    ({"model": MODEL, "prompt": "a " * (5 * 2**19)}, 413, "larger than 4 MiB"),
 ]
 
 
 @pytest.mark.parametrize("body,status,needle", BAD_INPUTS + [
     ({"model": MODEL, "prompt": words(8193, "w")}, 400, "over this engine's max_num_tokens=8192"),
+    ({"model": MODEL, "prompt": "y" * (8192 * 32 + 1)}, 400, "characters is longer than any prompt"),
     ({"model": "no-such-adapter", "prompt": "x"}, 404, "does not exist"),
 ])
 def test_stack_a_bad_inputs_get_openai_errors(sim_a, body, status, needle):
@@ -244,9 +279,18 @@ def test_stack_b_over_length_prompt_fails_in_the_engine_as_dynamo_does(sim_b):
         assert m[("dynamo_frontend_failures_total", frozenset({("class", "Internal"), ("reason", reason)}))] >= 1
 
 
-def test_chat_requires_messages(sim_b):
-    r = requests.post(f"{sim_b.base}/v1/chat/completions", json={"model": MODEL, "messages": []}, timeout=10)
-    assert r.status_code == 400 and "`messages`" in r.json()["message"]
+@pytest.mark.parametrize("messages,needle", [
+    ([], "`messages` must be a non-empty list"),
+    ([{"role": "user", "content": 42}], "`messages[0].content` must be a string or a list of content parts"),
+    ([{"role": "user", "content": [{"type": "text", "text": 7}]}], "`messages[0].content[0]`"),
+    ([{"role": "user", "content": [3]}], "`messages[0].content[0]`"),
+    ([{"role": 1, "content": "x"}], "`messages[0].role` must be a string"),
+])
+def test_chat_wrong_types_are_400s_naming_the_field(sim_a, sim_b, messages, needle):
+    for sim in (sim_a, sim_b):
+        r = requests.post(f"{sim.base}/v1/chat/completions", json={"model": MODEL, "messages": messages}, timeout=10)
+        doc = r.json()
+        assert r.status_code == 400 and needle in doc.get("message", doc.get("error", {}).get("message", ""))
 
 
 def test_client_disconnect_frees_blocks(sim_b):
@@ -268,6 +312,7 @@ def test_client_disconnect_frees_blocks(sim_b):
     assert m[("dynamo_frontend_model_cancellation_total", frozenset({("model", MODEL), ("endpoint", "completions"),
                                                                       ("request_type", "stream")}))] >= 1
     assert m[("dynamo_frontend_inflight_requests", frozenset({("model", MODEL)}))] == 0
+    assert "Error handling request" not in sim_b.log.read_text()      # a disconnect is normal: no traceback
 
 
 def test_queue_knee_below_64_streams(tmp_path):
@@ -303,6 +348,44 @@ def test_shutdown_removes_tier2_unless_kept(tmp_path):
     with kept:
         pass
     assert (kept.data_dir / "kv_blocks.bin").exists()
+
+
+def test_a_second_simulator_on_the_same_port_touches_nothing(tmp_path):
+    with Sim(tmp_path, "B", SMALL_TIERS) as live:
+        files = [live.data_dir / "kv_blocks.bin", live.data_dir / "lora" / "lora-001.bin"]
+        inodes = [f.stat().st_ino for f in files]
+        second = subprocess.run(live.cmd, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1
+        assert [line for line in second.stderr.splitlines() if line.startswith("error:")] == [
+            next(line for line in second.stderr.splitlines() if "already running" in line)]
+        assert [f.stat().st_ino for f in files] == inodes                  # the live instance's files, untouched
+        ok = requests.post(f"{live.base}/v1/completions", json={"model": MODEL, "prompt": "still", "max_tokens": 2},
+                           timeout=10)
+        assert ok.status_code == 200
+        # the same port with another tier2 directory: it cannot listen, says so, and leaves nothing there
+        other = tmp_path / "other"
+        cmd = [*live.cmd[:live.cmd.index("--tier2-path") + 1], str(other), *live.cmd[live.cmd.index("--tier2-path") + 2:]]
+        busy = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert busy.returncode == 1 and f"127.0.0.1:{live.port}: already in use" in busy.stderr
+        assert not list(other.iterdir())
+
+
+def test_a_directory_the_simulator_did_not_create_is_never_deleted(tmp_path):
+    sim = Sim(tmp_path, "B", SMALL_TIERS)
+    sim.data_dir.mkdir(parents=True)
+    (sim.data_dir / "precious").write_text("keep me")
+    with pytest.raises(RuntimeError, match="was not created by stacksim"):
+        sim.__enter__()
+    sim.proc.wait(timeout=10)
+    assert (sim.data_dir / "precious").read_text() == "keep me"
+
+
+def test_a_start_that_cannot_fit_its_adapters_writes_nothing(tmp_path):
+    sim = Sim(tmp_path, "B", SMALL_TIERS + "engine: {lora_count: 500, lora_bytes: 60GiB}\n")
+    with pytest.raises(RuntimeError, match="500 LoRA adapters of 61440 MiB need"):
+        sim.__enter__()
+    sim.proc.wait(timeout=10)
+    assert not sim.data_dir.exists() and not [p for p in sim.tier2.iterdir() if p.name.startswith("stacksim")]
 
 
 def test_eviction_policies():

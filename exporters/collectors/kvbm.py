@@ -20,6 +20,7 @@ import urllib3
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
+from configs import redact
 from configs import vocabulary as V
 from configs.model import ModelShape
 
@@ -29,6 +30,7 @@ SCRAPE_ERRORS = ("connection", "timeout", "http_status", "parse", "too_large")
 MAX_BODY_BYTES = 16 * 2**20      # real KVBM and frontend expositions are tens of KiB
 READ_BYTES = 256 * 2**10
 SIM_BLOCK_BYTES = "stacksim_kv_block_size_bytes"   # the simulator states the bytes it really writes per block
+SIM_TIER2_IO = "stacksim_kv_tier2_io_bytes"        # ... and the bytes it really moved through its tier2 file
 # Occupancy where a target publishes it: (family, label holding the tier or None, tier, kind)
 OCCUPANCY = (
     ("stacksim_kv_tier_occupancy_blocks", "tier", None, "occupancy"),
@@ -69,7 +71,8 @@ def parse(text: str) -> dict[str, list]:
 
 
 def _value(families: dict, name: str) -> Optional[float]:
-    samples = families.get(name)
+    """The family's value summed over its label sets: its own samples only, never a ``_created`` timestamp."""
+    samples = [s for s in families.get(name, ()) if s.name in (name, name + "_total")]
     return sum(s.value for s in samples) if samples else None
 
 
@@ -140,13 +143,13 @@ class KvbmCollector:
             failure = exc
         self.errors[(target, failure.reason)] = self.errors.get((target, failure.reason), 0) + 1
         self._once(f"{target}:{failure.message}", "%s metrics at %s unavailable: %s (sparkrig_kvbm_up{target=%r} is 0)",
-                   target, url, failure.message, target)
+                   target, redact.url(url), failure.message, target)
         return None
 
     def _check_names(self, families: dict) -> None:
         for name in families:
-            if not name.startswith(V.KVBM):
-                continue
+            if not name.startswith(V.KVBM) or name.endswith("_created") and name[:-len("_created")] in families:
+                continue                   # a counter's creation time, beside it in the standard spelling
             short = name[len(V.KVBM):]
             known = (short in V.KVBM_TRANSFERS or short in V.KVBM_MEASURED_BYTES or short in V.KVBM_HIT_RATES
                      or short in V.KVBM_REQUESTS or short in V.KVBM_FAILURES or short == V.KVBM_MATCHED_TOKENS
@@ -246,8 +249,15 @@ class KvbmCollector:
             raw = _value(kvbm, V.KVBM + short)
             if raw is not None:
                 fails.add_metric(list(labels), self.monotonic(short, raw))
+        file_io = CounterMetricFamily("sparkrig_kv_tier2_file_bytes", "Bytes the target really moved through its "
+                                      "tier2 file (where it states them): the evidence behind KVBM's disk counters",
+                                      labels=["direction"])
+        for s in kvbm.get(SIM_TIER2_IO, []):
+            if s.name != SIM_TIER2_IO + "_created" and s.labels.get("direction"):
+                file_io.add_metric([s.labels["direction"]], self.monotonic((SIM_TIER2_IO, s.labels["direction"]),
+                                                                           s.value))
         matched = _value(kvbm, V.KVBM + V.KVBM_MATCHED_TOKENS)
-        out = [blocks, nbytes, hits, reqs, fails]
+        out = [blocks, nbytes, hits, reqs, fails, file_io]
         if matched is not None:
             m = CounterMetricFamily("sparkrig_kv_matched_tokens", "Prompt tokens matched in KVBM tiers")
             m.add_metric([], self.monotonic("matched_tokens", matched))

@@ -29,7 +29,7 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from configs import ConfigError, RunPlan, Step, load, plan_run
-from configs.paths import resolve
+from configs.paths import check_name, resolve
 from configs.run import OVERRIDE_VARS, normalise_endpoint
 from configs.runfiles import CANCELLED_BY_STEP, Manifest, RecordWriter, RequestRecord
 from rig import local, promconfig
@@ -148,7 +148,7 @@ class RunState:
     def serve_metrics(self, port: int) -> None:
         lg = self.cfg.loadgen
         try:
-            served = self.metrics.serve(lg.listen, port)
+            served = self.metrics.serve(lg.listen, port if port < 65536 else 0)
         except OSError as exc:
             log.warning("loadgen metrics not served on %s:%s (%s); retrying on a free port", lg.listen, port,
                         exc.strerror)
@@ -274,18 +274,23 @@ def _begin_run(environment) -> None:
     which the shape's next tick may kill while a slow check is still waiting."""
     st = _state()
     target = normalise_endpoint(environment.host) if environment.host else st.plan.openai_base
-    problem = wait_for_model(target, st.plan.model_handle, st.cfg.loadgen.ready_timeout_s)
-    sizing = ""
-    if problem is not None:
-        problem = f"endpoint not ready: {problem}"
+    sizing, run_id = "", None
+    try:
+        run_id = check_name(st.env["RUN_ID"], "environment RUN_ID") if st.env.get("RUN_ID") else new_run_id(st.plan)
+        problem = wait_for_model(target, st.plan.model_handle, st.cfg.loadgen.ready_timeout_s)
+    except ConfigError as exc:
+        problem = str(exc)
     else:
-        problem, sizing = size_prompts(st.plan, st.sizer, target, st.model_context_limit())
+        if problem is not None:
+            problem = f"endpoint not ready: {problem}"
+        else:
+            problem, sizing = size_prompts(st.plan, st.sizer, target, st.model_context_limit())
     if problem:                                # before the run exists: nothing half-made is left behind
         st.failed = problem
         print(f"error: {problem}", file=sys.stderr, flush=True)
         environment.process_exit_code = 2
         return
-    st.open(st.env.get("RUN_ID") or new_run_id(st.plan))
+    st.open(run_id)
     st.serve_metrics(st.cfg.loadgen.metrics_port)
     if not isinstance(environment.runner, MasterRunner):
         st.metrics.count_users(environment.runner)
@@ -353,7 +358,8 @@ def _on_run_message(environment, msg, **_kw) -> None:
     STATE = RunState(STATE.hypothesis_id, data["env"])
     STATE.sizer.restore(data["sizing"])
     STATE.open(data["run_id"])
-    STATE.serve_metrics(0)
+    # worker N (Locust's index from the master) on metrics_port + 1 + N: predictable, so firewall-able
+    STATE.serve_metrics(STATE.cfg.loadgen.metrics_port + 1 + environment.runner.worker_index)
     STATE.metrics.count_users(environment.runner)
     STATE.enter_slot(data["slot"])
 
@@ -490,6 +496,12 @@ class PlanUser(FastHttpUser):
                 Path(run_dir(st.cfg, st.run_id) / f"blocked-{st.worker}.txt").write_text(reason + "\n")
 
 
+def _loopback_master(parser) -> None:
+    """Locust's master listens on every interface by default; ours on loopback (what --processes needs)
+    unless --master-bind-host or LOCUST_MASTER_BIND_HOST says otherwise, as every listener of the rig."""
+    parser.set_defaults(master_bind_host="127.0.0.1")
+
+
 def experiment(hypothesis_id: str) -> tuple[type, type]:
     """The User and LoadTestShape classes for ``hypothesis_id``; call it once at module level."""
     global STATE
@@ -498,6 +510,7 @@ def experiment(hypothesis_id: str) -> tuple[type, type]:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
+    events.init_command_line_parser.add_listener(_loopback_master)
     events.init.add_listener(_on_init)
     events.test_start.add_listener(_on_test_start)
     events.test_stop.add_listener(_on_test_stop)

@@ -15,7 +15,7 @@ from typing import Optional
 
 import requests
 
-from configs import Harness, RunPlan
+from configs import Harness, RunPlan, redact
 from configs.paths import PROJECT_ROOT, check_name, ensure_data_dir, safe_join
 from configs.runfiles import SCHEMA_VERSION, Manifest, utc
 from configs.schema import to_plain
@@ -58,7 +58,7 @@ def host_facts() -> dict:
 def start_manifest(directory: Path, run_id: str, plan: RunPlan, cfg: Harness, extra: dict) -> Manifest:
     """The run's manifest as it starts: everything that shaped the run, before any step."""
     now = time.time()
-    doc = {
+    doc = redact.plain({
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "hypothesis": plan.hypothesis_id,
         "title": plan.hypothesis.title, "stack": plan.stack_name, "profile": plan.profile_name,
         "workload": plan.hypothesis.workload, "model": plan.model_handle, "endpoint": plan.openai_base,
@@ -66,7 +66,7 @@ def start_manifest(directory: Path, run_id: str, plan: RunPlan, cfg: Harness, ex
         "status": "running", "blocked": None, "session_id_ignored": False, "started_at": utc(now), "start": now,
         "ended_at": None, "end": None, "git": git_revision(), "host": host_facts(), "plan": plan.snapshot(),
         "config": to_plain(cfg), "steps": [], "notes": [], **extra,
-    }
+    })
     return Manifest(directory / "manifest.json", doc)
 
 
@@ -74,6 +74,7 @@ def wait_for_model(base: str, model: str, timeout_s: float) -> Optional[str]:
     """None when ``base``/models lists ``model`` within the timeout, else the one-line reason."""
     deadline = time.monotonic() + timeout_s
     reason = ""
+    shown = redact.url(base)
     while True:
         try:
             r = requests.get(f"{base}/models", timeout=5)
@@ -81,13 +82,13 @@ def wait_for_model(base: str, model: str, timeout_s: float) -> Optional[str]:
                 ids = [m.get("id") for m in r.json().get("data", [])]
                 if model in ids:
                     return None
-                reason = f"{base}/models does not list {model!r} (it lists {', '.join(map(str, ids[:5])) or 'none'})"
+                reason = f"{shown}/models does not list {model!r} (it lists {', '.join(map(str, ids[:5])) or 'none'})"
             else:
-                reason = f"{base}/models answered HTTP {r.status_code}"
+                reason = f"{shown}/models answered HTTP {r.status_code}"
         except requests.RequestException as exc:
-            reason = f"cannot reach {base}/models ({type(exc).__name__})"
+            reason = f"cannot reach {shown}/models ({type(exc).__name__})"
         except ValueError:
-            reason = f"{base}/models did not answer JSON"
+            reason = f"{shown}/models did not answer JSON"
         if time.monotonic() >= deadline:
             return f"{reason}; waited {timeout_s:g} s"
         time.sleep(1)
@@ -112,7 +113,7 @@ class GrafanaAnnotator:
                                               "text": text}, headers=self.headers, timeout=2)
             if r.status_code < 300:
                 return None
-            self.failed = f"Grafana annotations refused: HTTP {r.status_code} from {self.url}"
+            self.failed = f"Grafana annotations refused: HTTP {r.status_code} from {redact.url(self.url)}"
         except requests.RequestException as exc:
-            self.failed = f"Grafana annotations failed: {type(exc).__name__} at {self.url}"
+            self.failed = f"Grafana annotations failed: {type(exc).__name__} at {redact.url(self.url)}"
         return self.failed
