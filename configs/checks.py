@@ -8,13 +8,17 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .errors import ConfigError
 
-class FieldError(ValueError):
-    """A value of ``key`` (under the dataclass being built; ``sub`` one level further) is out of range."""
+
+class FieldError(ConfigError):
+    """A value of ``key`` (under the dataclass being built; ``sub`` one level further) is out of range. The
+    loader puts the file and the full key path in front of ``message``; raised anywhere else, it names the key."""
 
     def __init__(self, key: str, message: str, sub: str | None = None) -> None:
-        super().__init__(message)
         self.path = (key,) if sub is None else (key, sub)
+        self.message = message
+        super().__init__(f"{'.'.join(self.path)}: {message}")
 
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"

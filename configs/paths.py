@@ -55,6 +55,6 @@ def ensure_data_dir(path: str | os.PathLike) -> Path:
     try:
         dedicated_dir(str(p), "directory")
     except FieldError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(exc.message) from None
     p.mkdir(parents=True, exist_ok=True)
     return p

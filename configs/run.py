@@ -79,7 +79,8 @@ def normalise_endpoint(url: str) -> str:
     try:
         checks.http_url(url, "ENDPOINT")
     except checks.FieldError as exc:
-        raise _env_error("ENDPOINT", url, f"an http(s) URL such as http://127.0.0.1:9000/v1 ({exc})") from None
+        raise _env_error("ENDPOINT", url, f"an http(s) URL such as http://127.0.0.1:9000/v1 ({exc.message})") \
+            from None
     url = url.rstrip("/")
     for suffix in ("/chat/completions", "/completions"):
         if url.endswith(suffix):

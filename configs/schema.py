@@ -124,7 +124,7 @@ def build(cls: type, data: Any, path: tuple, where: Where) -> Any:
     try:
         return cls(**kwargs)
     except ValueError as exc:  # __post_init__ range checks; a FieldError names the key it is about
-        raise fail(where, path + getattr(exc, "path", ()), str(exc)) from None
+        raise fail(where, path + getattr(exc, "path", ()), getattr(exc, "message", str(exc))) from None
 
 
 def to_plain(obj: Any) -> Any:

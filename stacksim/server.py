@@ -64,8 +64,8 @@ def dynamo_error(status: int, message: str) -> web.Response:
                              status=status)
 
 
-_REASONS = {400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
-            503: "Service Unavailable"}
+_REASONS = {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large", 429: "Too Many Requests",
+            500: "Internal Server Error", 503: "Service Unavailable"}
 INTERNAL_ERROR = "Internal server error"      # the words the real frontend sends, nothing more
 # Request bodies above this are refused (413) before they are parsed: the largest prompt an engine takes is
 # max_num_tokens x MAX_TOKEN_CHARS characters, far below it, and parsing a bigger body would stall every
@@ -204,7 +204,7 @@ class StackServer:
                                                                      content_type="text/plain", charset="utf-8"))
             await self._listen(wapp, "worker")
         log.info("stack %s serving %s on http://%s:%d%s (profile tiers: %d/%d/%d blocks, tier2 %s)", o.stack,
-                 o.model, o.host, o.port, f", KVBM metrics on :{o.kvbm_port}" if "KVBM" in self._socks else "",
+                 o.model, o.host, o.port, f", KVBM metrics on :{o.kvbm_port}" if self.tiered and o.kvbm_port else "",
                  self.kv.capacity0, self.kv.capacity1, tier2.capacity if tier2 else 0,
                  "O_DIRECT" if tier2 and tier2.direct else ("buffered" if tier2 else "none"))
 
