@@ -8,7 +8,7 @@ from typing import Callable
 
 import pandas as pd
 
-from configs import vocabulary as V
+from configs.vocabulary import stacks as V
 
 from . import figures
 from .correlate import linear_fit

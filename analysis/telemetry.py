@@ -6,36 +6,36 @@ from typing import Callable
 
 import pandas as pd
 
+from configs.vocabulary import rules as R
+from configs.vocabulary import series as S
+
 from .promdata import Source
 
 # name -> (PromQL with {run_id}, needed for) ; "all" for every run, "tiered" for Stack B runs
+RUN = '{{run_id="{run_id}"}}'
 QUERIES: dict[str, tuple[str, str]] = {
-    "loadgen_step": ('max(sparkrig_loadgen_step{{run_id="{run_id}"}})', "all"),
-    "ttft_p50_hist": ('max by (step) (run_stack_step:sparkrig_request_ttft_seconds:p50_rate30s{{run_id="{run_id}"}})',
-                      "all"),
-    "ttft_p99_hist": ('max by (step) (run_stack_step:sparkrig_request_ttft_seconds:p99_rate30s{{run_id="{run_id}"}})',
-                      "all"),
-    "nvme_reads": ('sum(device:sparkrig_disk_reads:rate5s{{role="kv_tier2"}})', "all"),
-    "nvme_read_bytes": ('sum(device:sparkrig_disk_read_bytes:rate5s{{role="kv_tier2"}})', "all"),
-    "nvme_r_await": ('max(device:sparkrig_disk_read_await_seconds:rate5s{{role="kv_tier2"}})', "all"),
-    "nvme_util": ('max(device:sparkrig_disk_util:ratio_rate5s{{role="kv_tier2"}})', "all"),
-    "iowait": ("avg(instance:sparkrig_cpu_iowait:ratio_rate5s)", "all"),
-    "psi_io": ("avg(instance:sparkrig_pressure_io_waiting:ratio_rate30s)", "all"),
-    "kv_onboard_disk_bytes": (
-        'sum(tier:sparkrig_kv_transfer_bytes:rate5s{{direction="onboard",from_tier="disk"}})', "tiered"),
-    "kv_onboard_disk_blocks": (
-        'sum(tier:sparkrig_kv_transfer_blocks:rate5s{{direction="onboard",from_tier="disk"}})', "tiered"),
-    "kv_onboard_blocks": ('sum(tier:sparkrig_kv_transfer_blocks:rate5s{{direction="onboard"}})', "tiered"),
-    "kv_offload_disk_bytes": ('sum(tier:sparkrig_kv_transfer_bytes:rate5s{{direction="offload",to_tier="disk"}})',
-                              "tiered"),
+    "loadgen_step": (f"max({S.LOADGEN_STEP.name}{RUN})", "all"),
+    "ttft_p50_hist": (f"max by (step) ({R.TTFT_P50}{RUN})", "all"),
+    "ttft_p99_hist": (f"max by (step) ({R.TTFT_P99}{RUN})", "all"),
+    "nvme_reads": (f'sum({R.DISK_READS_RATE}{{{{role="kv_tier2"}}}})', "all"),
+    "nvme_read_bytes": (f'sum({R.DISK_READ_BYTES_RATE}{{{{role="kv_tier2"}}}})', "all"),
+    "nvme_r_await": (f'max({R.DISK_READ_AWAIT}{{{{role="kv_tier2"}}}})', "all"),
+    "nvme_util": (f'max({R.DISK_UTIL}{{{{role="kv_tier2"}}}})', "all"),
+    "iowait": (f"avg({R.CPU_IOWAIT_RATIO})", "all"),
+    "psi_io": (f"avg({R.PRESSURE_IO_RATIO})", "all"),
+    "kv_onboard_disk_bytes": (f'sum({R.KV_TRANSFER_BYTES_RATE}{{{{direction="onboard",from_tier="disk"}}}})', "tiered"),
+    "kv_onboard_disk_blocks": (f'sum({R.KV_TRANSFER_BLOCKS_RATE}{{{{direction="onboard",from_tier="disk"}}}})',
+                               "tiered"),
+    "kv_onboard_blocks": (f'sum({R.KV_TRANSFER_BLOCKS_RATE}{{{{direction="onboard"}}}})', "tiered"),
+    "kv_offload_disk_bytes": (f'sum({R.KV_TRANSFER_BYTES_RATE}{{{{direction="offload",to_tier="disk"}}}})', "tiered"),
     # bytes the target read from its tier2 file, where it states them (the simulator does)
-    "tier2_file_read_bytes": ('sum(direction:sparkrig_kv_tier2_file_bytes:rate5s{{direction="read"}})', "optional"),
-    "kv_hit_disk": ('max(tier:sparkrig_kv_hit:ratio{{tier="disk"}})', "tiered"),
-    "kv_hit_host": ('max(tier:sparkrig_kv_hit:ratio{{tier="host"}})', "tiered"),
-    "kv_onboard_share_disk": ('max(tier:sparkrig_kv_onboard_share:ratio_rate30s{{from_tier="disk"}})', "tiered"),
-    "kv_block_size": ("max(sparkrig_kv_block_size_bytes)", "tiered"),
-    "tier2_fetch_p95": ('histogram_quantile(0.95, sum by (le) '
-                        '(rate(stacksim_kv_tier_fetch_seconds_bucket{{tier="disk"}}[30s])))', "optional"),
+    "tier2_file_read_bytes": (f'sum({R.KV_TIER2_FILE_BYTES_RATE}{{{{direction="read"}}}})', "optional"),
+    "kv_hit_disk": (f'max({R.KV_HIT_RATIO}{{{{tier="disk"}}}})', "tiered"),
+    "kv_hit_host": (f'max({R.KV_HIT_RATIO}{{{{tier="host"}}}})', "tiered"),
+    "kv_onboard_share_disk": (f'max({R.KV_ONBOARD_SHARE}{{{{from_tier="disk"}}}})', "tiered"),
+    "kv_block_size": (f"max({S.KV_BLOCK_SIZE_BYTES.name})", "tiered"),
+    "tier2_fetch_p95": (f'histogram_quantile(0.95, sum by (le) (rate({S.SIM_FETCH.name}_bucket{{{{tier="disk"}}}}[30s])))',
+                        "optional"),
 }
 # the three sources whose alignment the gate checks
 ALIGNMENT = {"latency": "loadgen_step", "sysmon": "nvme_reads", "kv": "kv_onboard_disk_bytes"}

@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from configs import load  # noqa: E402
+from configs.vocabulary import rules as R  # noqa: E402
+from configs.vocabulary import series as S  # noqa: E402
 from configs.paths import ensure_data_dir  # noqa: E402
 from exporters.collectors.nvme import _devnum, disk_of  # noqa: E402
 from rig import local  # noqa: E402
@@ -32,12 +34,12 @@ from rig.procs import Supervisor  # noqa: E402
 
 # (label, recording rule, its scale, iostat column, its scale, must agree within 5 %)
 COLUMNS = (
-    ("r/s", "device:sparkrig_disk_reads:rate5s", 1, "r/s", 1, True),
-    ("rMB/s", "device:sparkrig_disk_read_bytes:rate5s", 1 / 2**20, "rkB/s", 1 / 1024, True),
-    ("r_await ms", "device:sparkrig_disk_read_await_seconds:rate5s", 1000, "r_await", 1, True),
-    ("%util", "device:sparkrig_disk_util:ratio_rate5s", 100, "%util", 1, True),
-    ("aqu-sz", "device:sparkrig_disk_queue_size:rate5s", 1, "aqu-sz", 1, False),
-    ("w/s", "device:sparkrig_disk_writes:rate5s", 1, "w/s", 1, False),
+    ("r/s", R.DISK_READS_RATE, 1, "r/s", 1, True),
+    ("rMB/s", R.DISK_READ_BYTES_RATE, 1 / 2**20, "rkB/s", 1 / 1024, True),
+    ("r_await ms", R.DISK_READ_AWAIT, 1000, "r_await", 1, True),
+    ("%util", R.DISK_UTIL, 100, "%util", 1, True),
+    ("aqu-sz", R.DISK_QUEUE_SIZE, 1, "aqu-sz", 1, False),
+    ("w/s", R.DISK_WRITES_RATE, 1, "w/s", 1, False),
 )
 RATE_WINDOW_S = 5
 WARMUP_S = 6      # the 5 s rate window must lie wholly inside the run
@@ -123,7 +125,7 @@ def main() -> int:
         theirs = {label: sum(row[col] for row in window) / len(window) * scale if window else float("nan")
                   for label, _, _, col, scale, _ in COLUMNS}
         role = requests.get(f"{local.prometheus_url(cfg)}/api/v1/query", params={
-            "query": f'sparkrig_disk_role_info{{device="{device}",role="kv_tier2"}}'}, timeout=10).json()
+            "query": f'{S.DISK_ROLE_INFO.name}{{device="{device}",role="kv_tier2"}}'}, timeout=10).json()
     finally:
         stop.set()
         if iostat:

@@ -22,16 +22,20 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from configs.vocabulary import series as S  # noqa: E402
+
 # nvidia-smi query field -> (our metric, scale from our unit to nvidia-smi's unit)
 PAIRS = (
-    ("utilization.gpu", "sparkrig_gpu_utilization_ratio", 100, "%"),
-    ("utilization.memory", "sparkrig_gpu_memory_utilization_ratio", 100, "%"),
-    ("memory.total", "sparkrig_gpu_memory_total_bytes", 1 / 2**20, "MiB"),
-    ("memory.used", "sparkrig_gpu_memory_used_bytes", 1 / 2**20, "MiB"),
-    ("power.draw", "sparkrig_gpu_power_watts", 1, "W"),
-    ("temperature.gpu", "sparkrig_gpu_temperature_celsius", 1, "C"),
-    ("clocks.sm", "sparkrig_gpu_sm_clock_hertz", 1e-6, "MHz"),
-    ("clocks.mem", "sparkrig_gpu_memory_clock_hertz", 1e-6, "MHz"),
+    ("utilization.gpu", S.GPU_UTILIZATION.name, 100, "%"),
+    ("utilization.memory", S.GPU_MEMORY_UTILIZATION.name, 100, "%"),
+    ("memory.total", S.GPU_MEMORY_TOTAL.name, 1 / 2**20, "MiB"),
+    ("memory.used", S.GPU_MEMORY_USED.name, 1 / 2**20, "MiB"),
+    ("power.draw", S.GPU_POWER.name, 1, "W"),
+    ("temperature.gpu", S.GPU_TEMPERATURE.name, 1, "C"),
+    ("clocks.sm", S.GPU_SM_CLOCK.name, 1e-6, "MHz"),
+    ("clocks.mem", S.GPU_MEMORY_CLOCK.name, 1e-6, "MHz"),
 )
 HOLDER = "import sys, time, torch; x = torch.ones(int(float(sys.argv[1]) * 2**30), dtype=torch.uint8, " \
          "device='cuda'); print('holding', flush=True); time.sleep(600)"
@@ -77,12 +81,12 @@ def main() -> int:
     unsupported, throttled = [], []
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
-            if s.name == "sparkrig_gpu_throttle_reason" and s.value == 1:
+            if s.name == S.GPU_THROTTLE.name and s.value == 1:
                 throttled.append(f"gpu{s.labels['gpu']}:{s.labels['reason']}")
-            if s.name == "sparkrig_gpu_field_supported" and s.value == 0:
+            if s.name == S.GPU_FIELD_SUPPORTED.name and s.value == 0:
                 unsupported.append(f"gpu{s.labels['gpu']}:{s.labels['field']}")
             ours[(s.name, s.labels.get("pid", s.labels.get("process", s.labels.get("gpu", ""))))] = s.value
-    print(f"\nsparkrig_gpu_up = {ours.get(('sparkrig_gpu_up', ''))}")
+    print(f"\n{S.GPU_UP.name} = {ours.get((S.GPU_UP.name, ''))}")
     print(f"{'gpu':>3} {'nvidia-smi field':<20} {'nvidia-smi':>12} {'exporter':>12} unit")
     for line in smi.stdout.strip().splitlines():
         values = [v.strip() for v in line.split(",")]
@@ -95,11 +99,11 @@ def main() -> int:
     print("\nper-process GPU memory (MiB): pid nvidia-smi exporter")
     for line in apps.stdout.strip().splitlines():
         pid, used = [v.strip() for v in line.split(",")]
-        mine = next((v for (n, p), v in ours.items() if n == "sparkrig_gpu_process_memory_bytes" and p == pid), None)
+        mine = next((v for (n, p), v in ours.items() if n == S.GPU_PROCESS_MEMORY.name and p == pid), None)
         print(f"  {pid} {used} {'n/a' if mine is None else f'{mine / 2**20:.0f}'}")
-    held = ours.get(("sparkrig_process_gpu_memory_bytes", "gpu_holder"))
+    held = ours.get((S.PROCESS_GPU_MEMORY.name, "gpu_holder"))
     if held is not None:
-        print(f"UMA collector: sparkrig_process_gpu_memory_bytes{{process=\"gpu_holder\"}} = {held / 2**20:.0f} MiB")
+        print(f"UMA collector: {S.PROCESS_GPU_MEMORY.name}{{process=\"gpu_holder\"}} = {held / 2**20:.0f} MiB")
     print("fields NVML does not support here:", ", ".join(unsupported) or "none")
     return 0
 

@@ -24,23 +24,28 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from configs.vocabulary import rules as R  # noqa: E402
+from configs.vocabulary import series as S  # noqa: E402
+
 LEVELS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 # every series the analysis queries, under the exact names and labels its PromQL selects
+DISK = '{device="nvme0n1",role="kv_tier2"}'
 SERIES = {
-    'device:sparkrig_disk_reads:rate5s{device="nvme0n1",role="kv_tier2"}': lambda c: 50 + c,
-    'device:sparkrig_disk_read_bytes:rate5s{device="nvme0n1",role="kv_tier2"}': lambda c: (50 + c) * 65536,
-    'device:sparkrig_disk_read_await_seconds:rate5s{device="nvme0n1",role="kv_tier2"}': lambda c: 1e-4 * (1 + c / 64),
-    'device:sparkrig_disk_util:ratio_rate5s{device="nvme0n1",role="kv_tier2"}': lambda c: min(1, c / 256),
-    'instance:sparkrig_cpu_iowait:ratio_rate5s{instance="h"}': lambda c: c / 2560,
-    'instance:sparkrig_pressure_io_waiting:ratio_rate30s{instance="h"}': lambda c: c / 5120,
-    'tier:sparkrig_kv_transfer_bytes:rate5s{direction="onboard",from_tier="disk",to_tier="device"}':
-        lambda c: c * 65536,
-    'tier:sparkrig_kv_transfer_blocks:rate5s{direction="onboard",from_tier="disk",to_tier="device"}': lambda c: c,
-    'tier:sparkrig_kv_transfer_bytes:rate5s{direction="offload",from_tier="host",to_tier="disk"}': lambda c: c * 65536,
-    'tier:sparkrig_kv_hit:ratio{tier="disk"}': lambda c: 0.25,
-    'tier:sparkrig_kv_hit:ratio{tier="host"}': lambda c: 0.5,
-    'tier:sparkrig_kv_onboard_share:ratio_rate30s{from_tier="disk"}': lambda c: 0.3,
-    'sparkrig_kv_block_size_bytes{instance="h"}': lambda c: 65536,
+    R.DISK_READS_RATE + DISK: lambda c: 50 + c,
+    R.DISK_READ_BYTES_RATE + DISK: lambda c: (50 + c) * 65536,
+    R.DISK_READ_AWAIT + DISK: lambda c: 1e-4 * (1 + c / 64),
+    R.DISK_UTIL + DISK: lambda c: min(1, c / 256),
+    R.CPU_IOWAIT_RATIO + '{instance="h"}': lambda c: c / 2560,
+    R.PRESSURE_IO_RATIO + '{instance="h"}': lambda c: c / 5120,
+    R.KV_TRANSFER_BYTES_RATE + '{direction="onboard",from_tier="disk",to_tier="device"}': lambda c: c * 65536,
+    R.KV_TRANSFER_BLOCKS_RATE + '{direction="onboard",from_tier="disk",to_tier="device"}': lambda c: c,
+    R.KV_TRANSFER_BYTES_RATE + '{direction="offload",from_tier="host",to_tier="disk"}': lambda c: c * 65536,
+    R.KV_HIT_RATIO + '{tier="disk"}': lambda c: 0.25,
+    R.KV_HIT_RATIO + '{tier="host"}': lambda c: 0.5,
+    R.KV_ONBOARD_SHARE + '{from_tier="disk"}': lambda c: 0.3,
+    S.KV_BLOCK_SIZE_BYTES.name + '{instance="h"}': lambda c: 65536,
 }
 
 

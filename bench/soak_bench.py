@@ -23,6 +23,11 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from configs.vocabulary import series as S  # noqa: E402
+from configs.vocabulary import stacks as V  # noqa: E402
+
 MODEL = "nvidia/Llama-3.3-70B-Instruct-NVFP4"
 
 
@@ -94,13 +99,13 @@ def main() -> int:
                 before = rss_mib(sim.pid)
                 n, errors = asyncio.run(drive(base, users, args.seconds))
                 cut = time.monotonic()
-                while (gauge(f"{base}/metrics", "dynamo_frontend_inflight_requests") or
-                       gauge(f"http://127.0.0.1:{kvbm}/metrics", "stacksim_kv_pinned_blocks")):
+                while (gauge(f"{base}/metrics", V.FE_INFLIGHT) or
+                       gauge(f"http://127.0.0.1:{kvbm}/metrics", S.SIM_PINNED.name)):
                     if time.monotonic() - cut > 60:
                         break
                     time.sleep(0.05)
                 drain = time.monotonic() - cut
-                onboards = gauge(f"http://127.0.0.1:{kvbm}/metrics", "kvbm_onboard_blocks_d2d_total")
+                onboards = gauge(f"http://127.0.0.1:{kvbm}/metrics", V.KVBM + "onboard_blocks_d2d_total")
                 print(f"{users:>6} {n:>9} {errors:>7} {before:>15.1f} {rss_mib(sim.pid):>14.1f} {drain:>8.2f} "
                       f"{onboards:>14.0f}", flush=True)
         finally:

@@ -1,11 +1,10 @@
-"""Checks of values whose form the YAML types cannot express: URLs, listen addresses, ports, durations,
-directories the harness may own. Each failure names the key, so the loader blames the file that set it.
+"""Checks of values whose form the YAML types cannot express: URLs, listen addresses, ports and durations
+(directories: configs.paths). Each failure names the key, so the loader blames the file that set it.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -24,14 +23,6 @@ class FieldError(ConfigError):
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
                        r"[A-Za-z0-9])?)*$")
 _DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
-# Directories that belong to the system: the harness writes only in a directory of its own below them.
-SYSTEM_DIRS = frozenset(map(Path, ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64",
-                                   "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys",
-                                   "/tmp", "/usr", "/var", "/var/lib", "/var/tmp", "/var/log")))
-SYSTEM_TREES = tuple(map(Path, ("/proc", "/sys", "/dev", "/boot", "/etc", "/usr", "/bin", "/sbin", "/lib",
-                                "/lib64")))
-
-
 def tcp_port(port: int, key: str, sub: str | None = None) -> None:
     if not 0 < port < 65536:
         raise FieldError(key, f"must be a TCP port (1-65535), got {port}", sub)
@@ -64,14 +55,3 @@ def http_url(value: str, key: str) -> None:
 def prometheus_duration(value: str, key: str) -> None:
     if not value or not _DURATION.match(value) or not re.search(r"[1-9]", value):
         raise FieldError(key, f"must be a Prometheus duration such as 15d, 12h or 1w2d, got {value!r}")
-
-
-def dedicated_dir(value: str, key: str) -> None:
-    """A directory the harness may fill and delete in: never empty, never a system directory itself, never
-    inside /etc, /usr, /proc and the like."""
-    from .paths import resolve
-    if not value.strip():
-        raise FieldError(key, "must not be empty")
-    p = Path(resolve(value)).resolve()
-    if p in SYSTEM_DIRS or p == Path.home() or any(p == t or t in p.parents for t in SYSTEM_TREES):
-        raise FieldError(key, f"{p} is a system directory; use a directory of the harness's own (e.g. /srv/kv-tier2)")

@@ -10,6 +10,7 @@ from typing import Literal, Optional, Union
 
 from . import checks
 from .checks import FieldError
+from .paths import dedicated_dir
 from .schema import ByteSize
 
 EvictionPolicy = Literal["lru", "lfu", "segmented"]
@@ -103,7 +104,7 @@ class Profile:
         _check(self.tier0_bytes >= self.kv_block_size_bytes, "tier0_bytes", "must hold at least one KV block")
         _check(self.prefetch_depth >= 0, "prefetch_depth", "must not be negative")
         _check(self.telemetry_cadence_ms > 0, "telemetry_cadence_ms", "must be positive")
-        checks.dedicated_dir(self.tier2_path, "tier2_path")
+        dedicated_dir(self.tier2_path, "tier2_path")
 
 
 @dataclass(frozen=True)
@@ -334,5 +335,5 @@ class Harness:
     run_dir: str = "var/run"        # pid files, logs, Prometheus data and scrape targets of `make up`
 
     def __post_init__(self):
-        checks.dedicated_dir(self.results_dir, "results_dir")
-        checks.dedicated_dir(self.run_dir, "run_dir")
+        dedicated_dir(self.results_dir, "results_dir")
+        dedicated_dir(self.run_dir, "run_dir")

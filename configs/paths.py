@@ -12,7 +12,7 @@ import re
 import stat
 from pathlib import Path
 
-from .checks import FieldError, dedicated_dir
+from .checks import FieldError
 from .errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +22,24 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 def resolve(path: str | os.PathLike) -> Path:
     p = Path(os.path.expanduser(str(path)))
     return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+# Directories that belong to the system: the harness writes only in a directory of its own below them.
+SYSTEM_DIRS = frozenset(map(Path, ("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64",
+                                   "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys",
+                                   "/tmp", "/usr", "/var", "/var/lib", "/var/tmp", "/var/log")))
+SYSTEM_TREES = tuple(map(Path, ("/proc", "/sys", "/dev", "/boot", "/etc", "/usr", "/bin", "/sbin", "/lib",
+                                "/lib64")))
+
+
+def dedicated_dir(value: str, key: str) -> None:
+    """A directory the harness may fill and delete in: never empty, never a system directory itself, never
+    inside /etc, /usr, /proc and the like."""
+    if not value.strip():
+        raise FieldError(key, "must not be empty")
+    p = Path(resolve(value)).resolve()
+    if p in SYSTEM_DIRS or p == Path.home() or any(p == t or t in p.parents for t in SYSTEM_TREES):
+        raise FieldError(key, f"{p} is a system directory; use a directory of the harness's own (e.g. /srv/kv-tier2)")
 
 
 def check_name(name: str, what: str = "name") -> str:

@@ -15,7 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from configs import vocabulary as V
+from configs.vocabulary import rules as R
+from configs.vocabulary import series as S
+from configs.vocabulary import stacks as V
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 DS = {"type": "prometheus", "uid": "sparkrig-prometheus"}
@@ -29,11 +31,11 @@ def var(name: str, query: str, label: str, multi: bool = True) -> dict:
 
 
 RUN_VARS = [
-    var("run_id", "label_values(sparkrig_loadgen_step, run_id)", "run"),
-    var("stack", 'label_values(sparkrig_loadgen_step{run_id=~"$run_id"}, stack)', "stack"),
+    var("run_id", f"label_values({S.LOADGEN_STEP.name}, run_id)", "run"),
+    var("stack", f'label_values({S.LOADGEN_STEP.name}{{run_id=~"$run_id"}}, stack)', "stack"),
 ]
 HOST_VARS = [var("instance", 'label_values(up{role="exporter"}, instance)', "exporter")]
-DISK_VARS = HOST_VARS + [var("device", "label_values(sparkrig_disk_info, device)", "device")]
+DISK_VARS = HOST_VARS + [var("device", f"label_values({S.DISK_INFO.name}, device)", "device")]
 
 
 class Board:
@@ -67,7 +69,7 @@ class Board:
         """Step boundaries of Locust runs, from the step gauge the load generator publishes."""
         self.annotations.append({
             "name": "Steps", "datasource": DS, "enable": True, "iconColor": "orange",
-            "expr": 'changes(sparkrig_loadgen_step{run_id=~"$run_id"}[5s]) > 0',
+            "expr": f'changes({S.LOADGEN_STEP.name}{{run_id=~"$run_id"}}[5s]) > 0',
             "step": "5s", "titleFormat": "step {{step}}", "textFormat": "{{run_id}} {{stack}}",
             "tagKeys": "stack,hypothesis",
         })
@@ -96,38 +98,36 @@ def run_overview() -> Board:
     b = Board("sparkrig-run", "Run overview", RUN_VARS, "Latency, throughput and load of Locust runs, "
               "Stack A vs Stack B side by side; orange marks are step boundaries.")
     b.step_annotations()
-    for metric, name in (("ttft", "TTFT"), ("e2e", "E2E")):
+    for name, rules in (("TTFT", (R.TTFT_P50, R.TTFT_P95, R.TTFT_P99)), ("E2E", (R.E2E_P50, R.E2E_P95, R.E2E_P99))):
         b.panel(f"{name} p50 / p95 / p99 by stack", [
-            (f'max by (stack) (run_stack_step:sparkrig_request_{metric}_seconds:{q}_rate30s{{{SEL_RUN}}})',
-             f"{{{{stack}}}} {q}") for q in ("p50", "p95", "p99")], unit="s")
+            (f'max by (stack) ({rule}{{{SEL_RUN}}})', f"{{{{stack}}}} {q}")
+            for rule, q in zip(rules, ("p50", "p95", "p99"))], unit="s")
     b.panel("TTFT p99 / p50 (knee when > 2)", [
-        (f'max by (stack) (run_stack_step:sparkrig_request_ttft_seconds:p99_over_p50_rate30s{{{SEL_RUN}}})',
-         "{{stack}}")], unit="none")
+        (f'max by (stack) ({R.TTFT_P99_OVER_P50}{{{SEL_RUN}}})', "{{stack}}")], unit="none")
     b.panel("Requests per second by HTTP status and error class", [
-        (f'sum by (stack, status, error_class) (rate(sparkrig_requests_total{{{SEL_RUN}}}[30s]))',
+        (f'sum by (stack, status, error_class) (rate({S.REQUESTS.total}{{{SEL_RUN}}}[30s]))',
          "{{stack}} {{status}} {{error_class}}")], unit="reqps",
         description="error_class tells apart failures that arrive with HTTP 200, such as an SSE error event "
                     "mid-stream (stream_error)")
     b.panel("Dynamo frontend outcomes (its own counters)", [
-        ('sum by (status, error_type) (rate(dynamo_frontend_requests_total[30s]))', "{{status}} {{error_type}}"),
-        ('sum by (class, reason) (rate(dynamo_frontend_failures_total[30s]))', "failed: {{class}} {{reason}}")],
+        (f'sum by (status, error_type) (rate({V.FE_REQUESTS}_total[30s]))', "{{status}} {{error_type}}"),
+        (f'sum by (class, reason) (rate({V.FE_FAILURES}_total[30s]))', "failed: {{class}} {{reason}}")],
         unit="reqps", description="A 400 (e.g. an unsupported session_id) is counted only in failures_total, "
                                   "never in requests_total; cancelled streams are requests_total "
                                   "error_type=cancelled")
-    b.panel("Active users", [(f'sum by (stack) (sparkrig_loadgen_active_users{{{SEL_RUN}}})', "{{stack}}")])
+    b.panel("Active users", [(f'sum by (stack) ({S.LOADGEN_USERS.name}{{{SEL_RUN}}})', "{{stack}}")])
     b.panel("Step target: concurrency and context", [
-        (f'max by (stack) (sparkrig_loadgen_target_concurrency{{{SEL_RUN}}})', "{{stack}} concurrency"),
-        (f'max by (stack) (sparkrig_loadgen_target_context_tokens{{{SEL_RUN}}})', "{{stack}} context tokens")])
+        (f'max by (stack) ({S.LOADGEN_CONCURRENCY.name}{{{SEL_RUN}}})', "{{stack}} concurrency"),
+        (f'max by (stack) ({S.LOADGEN_CONTEXT.name}{{{SEL_RUN}}})', "{{stack}} context tokens")])
     b.panel("Inter-token latency p50 / p99", [
-        (f'histogram_quantile({q}, sum by (stack, le) (rate(sparkrig_request_itl_seconds_bucket{{{SEL_RUN}}}[30s])))',
+        (f'histogram_quantile({q}, sum by (stack, le) (rate({S.REQUEST_ITL.name}_bucket{{{SEL_RUN}}}[30s])))',
          f"{{{{stack}}}} p{int(q * 100)}") for q in (0.5, 0.99)], unit="s")
     fe = [f"{x:g}" for x in V.FE_TTFT_BUCKETS if x > 0]
     widest = max(b / a for a, b in zip(V.FE_TTFT_BUCKETS[1:], V.FE_TTFT_BUCKETS[2:]))
     b.panel("Stack-side TTFT p99 (frontend's own histograms)", [
-        ('histogram_quantile(0.99, sum by (le) (rate(dynamo_frontend_time_to_first_token_seconds_bucket[30s])))',
-         "Stack B (Dynamo frontend)"),
-        ('histogram_quantile(0.99, sum by (le) (rate({__name__=~"trtllm[_:]time_to_first_token_seconds_bucket"}[30s])))',
-         "Stack A (trtllm-serve)")], unit="s",
+        (f'histogram_quantile(0.99, sum by (le) (rate({V.FE_TTFT}_bucket[30s])))', "Stack B (Dynamo frontend)"),
+        ('histogram_quantile(0.99, sum by (le) (rate({__name__=~"'
+         + V.TRTLLM_TTFT.replace("_", "[_:]", 1) + '_bucket"}[30s])))', "Stack A (trtllm-serve)")], unit="s",
         description=f"Coarse: Dynamo {V.DYNAMO_RELEASE} serves TTFT buckets {', '.join(fe[:10])} … s, up to "
                     f"{widest:.1f}x apart, so this p99 can be off by that factor. The TTFT panels above use the "
                     "load generator's own histograms (buckets at most 1.2x apart); the report's exact "
@@ -139,34 +139,34 @@ def kv_tiers() -> Board:
     b = Board("sparkrig-kv", "KV tiers", RUN_VARS + HOST_VARS, "KVBM tier movement, normalised by the kvbm "
               "exporter: hit ratios, blocks and bytes per tier and direction, occupancy, matched tokens.")
     b.step_annotations()
-    b.panel("Tier hit ratio (KVBM sliding window)", [("tier:sparkrig_kv_hit:ratio", "{{tier}}")],
+    b.panel("Tier hit ratio (KVBM sliding window)", [(R.KV_HIT_RATIO, "{{tier}}")],
             unit="percentunit", max_=1)
     b.panel("Share of onboarded blocks by source tier", [
-        ("tier:sparkrig_kv_onboard_share:ratio_rate30s", "{{from_tier}}")], unit="percentunit", max_=1,
+        (R.KV_ONBOARD_SHARE, "{{from_tier}}")], unit="percentunit", max_=1,
         description="Empty while nothing is onboarded: a share of nothing is no signal",
         needs="KV blocks onboarded from host or disk in the last 30 s")
     b.panel("Blocks per second by tier and direction", [
-        ("tier:sparkrig_kv_transfer_blocks:rate5s", "{{direction}} {{from_tier}}→{{to_tier}}")], unit="short")
+        (R.KV_TRANSFER_BLOCKS_RATE, "{{direction}} {{from_tier}}→{{to_tier}}")], unit="short")
     b.panel("Bytes per second by tier and direction", [
-        ("tier:sparkrig_kv_transfer_bytes:rate5s", "{{direction}} {{from_tier}}→{{to_tier}}")], unit="Bps")
+        (R.KV_TRANSFER_BYTES_RATE, "{{direction}} {{from_tier}}→{{to_tier}}")], unit="Bps")
     b.panel("Disk tier: KVBM's claim vs bytes really read", [
-        ('tier:sparkrig_kv_transfer_bytes:rate5s{direction="onboard",from_tier="disk"}', "onboarded from disk (KVBM)"),
-        ('direction:sparkrig_kv_tier2_file_bytes:rate5s{direction="read"}', "read from the tier2 file"),
-        ('sum(device:sparkrig_disk_read_bytes:rate5s{role="kv_tier2"})', "read from the kv_tier2 disk")], unit="Bps",
+        (f'{R.KV_TRANSFER_BYTES_RATE}{{direction="onboard",from_tier="disk"}}', "onboarded from disk (KVBM)"),
+        (f'{R.KV_TIER2_FILE_BYTES_RATE}{{direction="read"}}', "read from the tier2 file"),
+        (f'sum({R.DISK_READ_BYTES_RATE}{{role="kv_tier2"}})', "read from the kv_tier2 disk")], unit="Bps",
         description="KVBM's counters are what it believes it moved; the file and disk lines are bytes that were "
                     "really read. A claim above both is not backed by storage (the ssd_mechanism gate fails it).")
-    b.panel("Tier occupancy", [("sparkrig_kv_tier_occupancy_blocks / sparkrig_kv_tier_capacity_blocks", "{{tier}}")],
+    b.panel("Tier occupancy", [(f"{S.KV_TIER_OCCUPANCY.name} / {S.KV_TIER_CAPACITY.name}", "{{tier}}")],
             unit="percentunit", max_=1)
-    b.panel("Matched tokens per second", [("rate(sparkrig_kv_matched_tokens_total[30s])", "matched")])
+    b.panel("Matched tokens per second", [(f"rate({S.KV_MATCHED_TOKENS.total}[30s])", "matched")])
     b.panel("Engine KV usage and prefix-cache hit share", [
-        ("sparkrig_kv_tier_usage_ratio", "{{tier}} KV usage (worker)"),
-        ("instance:sparkrig_kv_prefix_hit:ratio_rate30s", "prompt tokens from the prefix cache (frontend)")],
+        (S.KV_TIER_USAGE.name, "{{tier}} KV usage (worker)"),
+        (R.KV_PREFIX_HIT_RATIO, "prompt tokens from the prefix cache (frontend)")],
         unit="percentunit", max_=1)
-    b.panel("KVBM scrape health", [("sparkrig_kvbm_up", "{{target}} up"),
-                                   ("rate(sparkrig_kvbm_scrape_errors_total[1m])", "{{target}} {{reason}} errors/s")])
+    b.panel("KVBM scrape health", [(S.KVBM_UP.name, "{{target}} up"),
+                                   (f"rate({S.KVBM_SCRAPE_ERRORS.total}[1m])", "{{target}} {{reason}} errors/s")])
     b.panel("Tier2 read latency vs NVMe r_await (kv_tier2 disk)", [
-        ('device:sparkrig_disk_read_await_seconds:rate5s{role="kv_tier2"}', "{{device}} r_await"),
-        ('histogram_quantile(0.95, sum by (le) (rate(stacksim_kv_tier_fetch_seconds_bucket{tier="disk"}[30s])))',
+        (f'{R.DISK_READ_AWAIT}{{role="kv_tier2"}}', "{{device}} r_await"),
+        (f'histogram_quantile(0.95, sum by (le) (rate({S.SIM_FETCH.name}_bucket{{tier="disk"}}[30s])))',
          "tier2 fetch p95 (simulator)")], unit="s")
     return b
 
@@ -175,29 +175,29 @@ def nvme() -> Board:
     b = Board("sparkrig-nvme", "NVMe", DISK_VARS, "iostat -x equivalents from recording rules; the disk holding "
               "the KV tier2 directory (role=kv_tier2) is drawn thick and red.")
     for title, rule, unit in (("r/s and w/s", None, "iops"),
-                              ("Read MB/s", "device:sparkrig_disk_read_bytes:rate5s", "Bps"),
-                              ("r_await", "device:sparkrig_disk_read_await_seconds:rate5s", "s"),
-                              ("w_await", "device:sparkrig_disk_write_await_seconds:rate5s", "s"),
-                              ("aqu-sz", "device:sparkrig_disk_queue_size:rate5s", "none"),
-                              ("%util", "device:sparkrig_disk_util:ratio_rate5s", "percentunit")):
+                              ("Read MB/s", R.DISK_READ_BYTES_RATE, "Bps"),
+                              ("r_await", R.DISK_READ_AWAIT, "s"),
+                              ("w_await", R.DISK_WRITE_AWAIT, "s"),
+                              ("aqu-sz", R.DISK_QUEUE_SIZE, "none"),
+                              ("%util", R.DISK_UTIL, "percentunit")):
         if rule is None:
-            exprs = [(f"device:sparkrig_disk_reads:rate5s{{{SEL_DISK}}}", "{{device}} {{role}} r/s"),
-                     (f"device:sparkrig_disk_writes:rate5s{{{SEL_DISK}}}", "{{device}} {{role}} w/s")]
+            exprs = [(f"{R.DISK_READS_RATE}{{{SEL_DISK}}}", "{{device}} {{role}} r/s"),
+                     (f"{R.DISK_WRITES_RATE}{{{SEL_DISK}}}", "{{device}} {{role}} w/s")]
         else:
             exprs = [(f"{rule}{{{SEL_DISK}}}", "{{device}} {{role}}")]
         b.panel(title, exprs, unit=unit, overrides=KV_TIER2)
     b.panel("Tier2 filesystem free", [
-        ("sparkrig_kv_tier2_filesystem_avail_bytes / sparkrig_kv_tier2_filesystem_size_bytes", "free")],
+        (f"{S.TIER2_FS_AVAIL.name} / {S.TIER2_FS_SIZE.name}", "free")],
         unit="percentunit", max_=1)
     b.panel("NVMe temperature vs warning threshold", [
-        (f"sparkrig_nvme_temperature_celsius{{{SEL_DISK}}}", "{{device}}"),
-        (f"sparkrig_nvme_temperature_warning_celsius{{{SEL_DISK}}}", "{{device}} warning")],
+        (f"{S.NVME('temperature_celsius')}{{{SEL_DISK}}}", "{{device}}"),
+        (f"{S.NVME('temperature_warning_celsius')}{{{SEL_DISK}}}", "{{device}} warning")],
         unit="celsius", needs="an NVMe device and smartctl or nvme-cli")
     b.panel("NVMe wear and errors", [
-        (f"sparkrig_nvme_percentage_used_ratio{{{SEL_DISK}}}", "{{device}} endurance used"),
-        (f"rate(sparkrig_nvme_media_errors_total{{{SEL_DISK}}}[5m])", "{{device}} media errors/s")],
+        (f"{S.NVME('percentage_used_ratio')}{{{SEL_DISK}}}", "{{device}} endurance used"),
+        (f"rate({S.NVME('media_errors')}_total{{{SEL_DISK}}}[5m])", "{{device}} media errors/s")],
         unit="percentunit", needs="an NVMe device and smartctl or nvme-cli")
-    b.panel("Health log readable", [("sparkrig_nvme_smart_up", "{{device}}")],
+    b.panel("Health log readable", [(S.NVME_SMART_UP.name, "{{device}}")],
             needs="an NVMe device")
     return b
 
@@ -206,22 +206,22 @@ def uma_host() -> Board:
     b = Board("sparkrig-uma", "UMA & host", HOST_VARS, "Unified memory and host pressure: on GB10 this memory is "
               "also the GPU's, so MemAvailable, Cached, PSI and major faults carry the UMA story; iowait for H8.")
     sel = '{instance=~"$instance"}'
-    b.panel("Memory", [(f"sparkrig_memory_MemAvailable_bytes{sel}", "MemAvailable"),
-                       (f"sparkrig_memory_Cached_bytes{sel}", "Cached"),
-                       (f"sparkrig_memory_Dirty_bytes{sel}", "Dirty"),
-                       (f"instance:sparkrig_memory_used:bytes{sel}", "used")], unit="bytes")
-    b.panel("Available share", [(f"instance:sparkrig_memory_available:ratio{sel}", "available")],
+    b.panel("Memory", [(f"{S.MEM_AVAILABLE.name}{sel}", "MemAvailable"),
+                       (f"{S.MEM_CACHED.name}{sel}", "Cached"),
+                       (f"{S.MEM_DIRTY.name}{sel}", "Dirty"),
+                       (f"{R.MEMORY_USED}{sel}", "used")], unit="bytes")
+    b.panel("Available share", [(f"{R.MEMORY_AVAILABLE_RATIO}{sel}", "available")],
             unit="percentunit", max_=1)
     b.panel("Pressure stall (PSI, share of time)", [
-        (f"rate(sparkrig_pressure_{r}_waiting_seconds_total{sel}[30s])", f"{r} some") for r in ("cpu", "io", "memory")],
+        (f"rate({S.PRESSURE(r + '_waiting_seconds')}_total{sel}[30s])", f"{r} some") for r in S.PSI_RESOURCES],
         unit="percentunit")
-    b.panel("CPU iowait share", [(f"instance:sparkrig_cpu_iowait:ratio_rate5s{sel}", "iowait")], unit="percentunit")
+    b.panel("CPU iowait share", [(f"{R.CPU_IOWAIT_RATIO}{sel}", "iowait")], unit="percentunit")
     b.panel("Major faults and refaults per second", [
-        (f"rate(sparkrig_vmstat_pgmajfault_total{sel}[30s])", "major faults"),
-        (f"rate(sparkrig_vmstat_workingset_refault_file_total{sel}[30s])", "file refaults")])
-    b.panel("Serving processes: RSS", [(f"sparkrig_process_resident_memory_bytes{sel}", "{{process}}")],
+        (f"rate({S.VM_MAJOR_FAULTS.total}{sel}[30s])", "major faults"),
+        (f"rate({S.VM_REFAULTS.total}{sel}[30s])", "file refaults")])
+    b.panel("Serving processes: RSS", [(f"{S.PROCESS_RSS.name}{sel}", "{{process}}")],
             unit="bytes")
-    b.panel("Serving processes: GPU memory (NVML)", [(f"sparkrig_process_gpu_memory_bytes{sel}", "{{process}}")],
+    b.panel("Serving processes: GPU memory (NVML)", [(f"{S.PROCESS_GPU_MEMORY.name}{sel}", "{{process}}")],
             unit="bytes", needs="an NVIDIA GPU")
     return b
 
@@ -231,18 +231,18 @@ def gpu() -> Board:
               "this GPU (GB10: device memory, PCIe) are listed in the last panel.")
     sel = '{instance=~"$instance"}'
     g = "an NVIDIA GPU"
-    b.panel("NVML up", [(f"sparkrig_gpu_up{sel}", "up")])
-    b.panel("Utilisation", [(f"sparkrig_gpu_utilization_ratio{sel}", "GPU {{gpu}}"),
-                            (f"sparkrig_gpu_memory_utilization_ratio{sel}", "memory {{gpu}}")],
+    b.panel("NVML up", [(f"{S.GPU_UP.name}{sel}", "up")])
+    b.panel("Utilisation", [(f"{S.GPU_UTILIZATION.name}{sel}", "GPU {{gpu}}"),
+                            (f"{S.GPU_MEMORY_UTILIZATION.name}{sel}", "memory {{gpu}}")],
             unit="percentunit", needs=g)
-    b.panel("Power", [(f"sparkrig_gpu_power_watts{sel}", "GPU {{gpu}}")], unit="watt", needs=g)
-    b.panel("Temperature", [(f"sparkrig_gpu_temperature_celsius{sel}", "GPU {{gpu}}")], unit="celsius", needs=g)
-    b.panel("Clocks", [(f"sparkrig_gpu_sm_clock_hertz{sel}", "SM {{gpu}}"),
-                       (f"sparkrig_gpu_memory_clock_hertz{sel}", "memory {{gpu}}")], unit="hertz", needs=g)
-    b.panel("Throttle reasons active", [(f"sparkrig_gpu_throttle_reason{sel} == 1", "{{reason}}")], needs=g)
-    b.panel("Process GPU memory", [(f"sparkrig_gpu_process_memory_bytes{sel}", "pid {{pid}}")], unit="bytes",
+    b.panel("Power", [(f"{S.GPU_POWER.name}{sel}", "GPU {{gpu}}")], unit="watt", needs=g)
+    b.panel("Temperature", [(f"{S.GPU_TEMPERATURE.name}{sel}", "GPU {{gpu}}")], unit="celsius", needs=g)
+    b.panel("Clocks", [(f"{S.GPU_SM_CLOCK.name}{sel}", "SM {{gpu}}"),
+                       (f"{S.GPU_MEMORY_CLOCK.name}{sel}", "memory {{gpu}}")], unit="hertz", needs=g)
+    b.panel("Throttle reasons active", [(f"{S.GPU_THROTTLE.name}{sel} == 1", "{{reason}}")], needs=g)
+    b.panel("Process GPU memory", [(f"{S.GPU_PROCESS_MEMORY.name}{sel}", "pid {{pid}}")], unit="bytes",
             needs=g)
-    b.panel("Fields NVML does not support", [(f"sparkrig_gpu_field_supported{sel} == 0", "{{field}}")], needs=g)
+    b.panel("Fields NVML does not support", [(f"{S.GPU_FIELD_SUPPORTED.name}{sel} == 0", "{{field}}")], needs=g)
     return b
 
 

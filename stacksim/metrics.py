@@ -9,7 +9,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from configs import vocabulary as V
+from configs.vocabulary import series as S
+from configs.vocabulary import stacks as V
 
 from .engine import Engine
 from .kvcache import KVBM_COUNTERS
@@ -23,14 +24,6 @@ FETCH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 # The real servers print no `_created` series (Dynamo's Rust exporter has none); neither do we.
 disable_created_metrics()
 
-KVBM_HELP = {
-    "offload_blocks_d2h": "Blocks offloaded from device to host",
-    "offload_blocks_h2d": "Blocks offloaded from host to disk",
-    "offload_blocks_d2d": "Blocks offloaded from device to disk, bypassing host",
-    "onboard_blocks_h2d": "Blocks onboarded from host to device",
-    "onboard_blocks_d2d": "Blocks onboarded from disk to device",
-    "matched_tokens": "Prompt tokens matched in KVBM host/disk tiers",
-}
 
 
 class _EngineState:
@@ -61,28 +54,28 @@ class _EngineState:
         else:
             c = kv.counters
             looked = c.device_reused_blocks + c.device_missed_blocks
-            yield gauge("trtllm_kv_cache_hit_rate", "Device prefix-cache block hit rate",
+            yield gauge(V.TRTLLM_KV_HIT_RATE, "Device prefix-cache block hit rate",
                         c.device_reused_blocks / looked if looked else 0.0)
-            yield gauge("trtllm_kv_cache_utilization", "Used share of the KV pool", kv.used0 / kv.capacity0)
-            yield gauge("trtllm_kv_cache_host_utilization", "Used share of the host KV pool",
+            yield gauge(V.TRTLLM_KV_UTILIZATION, "Used share of the KV pool", kv.used0 / kv.capacity0)
+            yield gauge(V.TRTLLM_KV_HOST_UTILIZATION, "Used share of the host KV pool",
                         kv.used1 / kv.capacity1 if kv.capacity1 else 0.0)
-            yield gauge("trtllm_num_requests_running", "Running requests", len(e.running))
-            yield gauge("trtllm_num_requests_waiting", "Waiting requests", len(e.waiting))
-            yield gauge("trtllm_kv_cache_max_blocks", "KV pool blocks", kv.capacity0)
-            yield gauge("trtllm_kv_cache_free_blocks", "Free KV blocks", kv.capacity0 - kv.used0)
-            yield gauge("trtllm_kv_cache_used_blocks", "Used KV blocks", kv.used0)
-            yield gauge("trtllm_kv_cache_tokens_per_block", "Tokens per KV block", kv.block_tokens)
-            for name, value in (("trtllm_kv_cache_reused_blocks", c.device_reused_blocks),
-                                ("trtllm_kv_cache_missed_blocks", c.device_missed_blocks)):
-                m = CounterMetricFamily(name, "KV blocks " + name.rsplit("_", 2)[1], labels=names)
+            yield gauge(V.TRTLLM_RUNNING, "Running requests", len(e.running))
+            yield gauge(V.TRTLLM_WAITING, "Waiting requests", len(e.waiting))
+            yield gauge(V.TRTLLM_KV_MAX_BLOCKS, "KV pool blocks", kv.capacity0)
+            yield gauge(V.TRTLLM_KV_FREE_BLOCKS, "Free KV blocks", kv.capacity0 - kv.used0)
+            yield gauge(V.TRTLLM_KV_USED_BLOCKS, "Used KV blocks", kv.used0)
+            yield gauge(V.TRTLLM_KV_TOKENS_PER_BLOCK, "Tokens per KV block", kv.block_tokens)
+            for name, doc, value in ((V.TRTLLM_KV_REUSED_BLOCKS, "KV blocks reused", c.device_reused_blocks),
+                                     (V.TRTLLM_KV_MISSED_BLOCKS, "KV blocks missed", c.device_missed_blocks)):
+                m = CounterMetricFamily(name, doc, labels=names)
                 m.add_metric(values, value)
                 yield m
-        rej = CounterMetricFamily("stacksim_rejected_requests", "Requests the engine refused", labels=["reason"])
+        rej = S.SIM_REJECTED.family()
         for reason, n in sorted(e.rejected.items()):
             rej.add_metric([reason], n)
         yield rej
         if e.lora is not None:
-            lora = CounterMetricFamily("stacksim_lora_loads", "LoRA adapter loads", labels=["kind"])
+            lora = S.SIM_LORA_LOADS.family()
             lora.add_metric(["cold"], e.lora.cold_loads)
             lora.add_metric(["warm"], e.lora.warm_hits)
             yield lora
@@ -121,21 +114,17 @@ class FrontendMetrics:
                                      list(V.FE_CANCEL_LABELS), registry=r)
         else:
             self.labels = {"model_name": model, "engine_type": "trtllm"}
-            ln = ["model_name", "engine_type"]
-            self.success = Counter("trtllm_request_success", "Finished requests", ln + ["finished_reason"],
+            ln = list(V.TRTLLM_LABELS)
+            self.success = Counter(V.TRTLLM_REQUEST_SUCCESS, "Finished requests", ln + ["finished_reason"],
                                    registry=r)
-            self.ttft = Histogram("trtllm_time_to_first_token_seconds", "TTFT", ln, buckets=LATENCY_BUCKETS,
-                                  registry=r)
-            self.itl = Histogram("trtllm_time_per_output_token_seconds", "TPOT", ln, buckets=ITL_BUCKETS,
-                                 registry=r)
-            self.e2e = Histogram("trtllm_e2e_request_latency_seconds", "E2E latency", ln,
-                                 buckets=LATENCY_BUCKETS, registry=r)
-            self.queue = Histogram("trtllm_request_queue_time_seconds", "Queue time", ln,
-                                   buckets=LATENCY_BUCKETS, registry=r)
-            self.prompt_tokens = Counter("trtllm_prompt_tokens", "Prompt tokens", ln, registry=r)
-            self.gen_tokens = Counter("trtllm_generation_tokens", "Generated tokens", ln, registry=r)
-        self.http = Counter("stacksim_http_requests", "HTTP requests by endpoint and status code",
-                            ["endpoint", "code"], registry=r)
+            self.ttft = Histogram(V.TRTLLM_TTFT, "TTFT", ln, buckets=LATENCY_BUCKETS, registry=r)
+            self.itl = Histogram(V.TRTLLM_TPOT, "TPOT", ln, buckets=ITL_BUCKETS, registry=r)
+            self.e2e = Histogram(V.TRTLLM_E2E, "E2E latency", ln, buckets=LATENCY_BUCKETS, registry=r)
+            self.queue = Histogram(V.TRTLLM_QUEUE, "Queue time", ln, buckets=LATENCY_BUCKETS, registry=r)
+            self.prompt_tokens = Counter(V.TRTLLM_PROMPT_TOKENS, "Prompt tokens", ln, registry=r)
+            self.gen_tokens = Counter(V.TRTLLM_GENERATION_TOKENS, "Generated tokens", ln, registry=r)
+        self.http = Counter(S.SIM_HTTP_REQUESTS.name, S.SIM_HTTP_REQUESTS.help, S.SIM_HTTP_REQUESTS.labels,
+                            registry=r)
         r.register(_EngineState(engine, style, self.labels))
 
     def observe(self, *, endpoint: str, stream: bool, code: int, ttft: float | None, itls: list[float],
@@ -202,8 +191,8 @@ class KvbmMetrics:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.registry = CollectorRegistry(auto_describe=True)
-        self.fetch = Histogram("stacksim_kv_tier_fetch_seconds", "Onboarding time per request and tier",
-                               ["tier"], buckets=FETCH_BUCKETS, registry=self.registry)
+        self.fetch = Histogram(S.SIM_FETCH.name, S.SIM_FETCH.help, S.SIM_FETCH.labels, buckets=FETCH_BUCKETS,
+                               registry=self.registry)
         for tier in ("host", "disk"):       # present from the start, so dashboards show 0, not "no data"
             self.fetch.labels(tier=tier)
         self.registry.register(_TierState(engine))
@@ -212,12 +201,13 @@ class KvbmMetrics:
         kv = self.engine.kv
         lines = []
         for name in KVBM_COUNTERS:
-            lines += [f"# HELP kvbm_{name} {KVBM_HELP[name]}", f"# TYPE kvbm_{name} counter",
-                      f"kvbm_{name} {getattr(kv.counters, name)}"]
+            family = V.KVBM + name
+            lines += [f"# HELP {family} {V.KVBM_HELP[name]}", f"# TYPE {family} counter",
+                      f"{family} {getattr(kv.counters, name)}"]
         host, disk = kv.hit_rates()
         for name, value in (("host_cache_hit_rate", host), ("disk_cache_hit_rate", disk)):
-            lines += [f"# HELP kvbm_{name} Sliding-window hit rate", f"# TYPE kvbm_{name} gauge",
-                      f"kvbm_{name} {value}"]
+            family = V.KVBM + name
+            lines += [f"# HELP {family} Sliding-window hit rate", f"# TYPE {family} gauge", f"{family} {value}"]
         return ("\n".join(lines) + "\n").encode() + generate_latest(self.registry)
 
 
@@ -227,31 +217,23 @@ class _TierState:
 
     def collect(self):
         kv = self.engine.kv
-        occ = GaugeMetricFamily("stacksim_kv_tier_occupancy_blocks", "Blocks held per tier", labels=["tier"])
-        cap = GaugeMetricFamily("stacksim_kv_tier_capacity_blocks", "Block capacity per tier", labels=["tier"])
+        occ, cap = S.SIM_OCCUPANCY.family(), S.SIM_CAPACITY.family()
         for tier, used, capacity in (("device", kv.used0, kv.capacity0), ("host", kv.used1, kv.capacity1),
                                      ("disk", kv.used2, kv.tier2.capacity if kv.tier2 else 0)):
             occ.add_metric([tier], used)
             cap.add_metric([tier], capacity)
         yield occ
         yield cap
-        size = GaugeMetricFamily("stacksim_kv_block_size_bytes", "Bytes of one KV block in the tier2 file")
-        size.add_metric([], self.engine.block_bytes)
-        yield size
-        pinned = GaugeMetricFamily("stacksim_kv_pinned_blocks", "Device blocks pinned by running sequences")
-        pinned.add_metric([], kv.pinned0)
-        yield pinned
+        yield S.SIM_BLOCK_BYTES.family(self.engine.block_bytes)
+        yield S.SIM_PINNED.family(kv.pinned0)
         if kv.tier2 is not None:
-            io = CounterMetricFamily("stacksim_kv_tier2_io_bytes", "Bytes moved by tier2 file I/O",
-                                     labels=["direction"])
+            io = S.SIM_TIER2_IO.family()
             io.add_metric(["read"], kv.tier2.bytes_read)
             io.add_metric(["write"], kv.tier2.bytes_written)
             yield io
         c = kv.counters
-        ev = CounterMetricFamily("stacksim_kv_tier2_evicted_blocks", "Blocks dropped from tier2")
-        ev.add_metric([], c.tier2_evicted_blocks)
-        yield ev
-        err = CounterMetricFamily("stacksim_kv_tier2_errors", "Failed tier2 I/O", labels=["op"])
+        yield S.SIM_TIER2_EVICTED.family(c.tier2_evicted_blocks)
+        err = S.SIM_TIER2_ERRORS.family()
         err.add_metric(["read"], c.tier2_read_errors)
         err.add_metric(["write"], c.tier2_write_errors)
         yield err
@@ -263,8 +245,7 @@ class WorkerMetrics:
 
     def __init__(self, engine: Engine, model: str, worker_id: str) -> None:
         self.engine, self.model = engine, model
-        self.component = {"dynamo_component": "backend", "dynamo_endpoint": "generate", "dynamo_namespace": "dynamo",
-                          "worker_id": worker_id}
+        self.component = dict(zip(V.WK_LABELS, ("backend", "generate", "dynamo", worker_id)))
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
 

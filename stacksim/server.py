@@ -13,7 +13,7 @@ from typing import Optional
 
 from aiohttp import web
 
-from configs import vocabulary as V
+from configs.vocabulary import stacks as V
 from configs.model import EngineParams, Profile
 from configs.paths import check_name, ensure_data_dir
 

@@ -7,7 +7,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from configs import vocabulary as V
+from configs.vocabulary import stacks as V
 from conftest import ROOT, Sim
 
 REAL = ROOT / "tests" / "fixtures" / "dynamo-1.6.1"

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from configs.vocabulary import series as S
 
 log = logging.getLogger("exporters.gpu")
 RETRY_INIT_S = 30.0
@@ -93,7 +93,7 @@ class Nvml:
     def report(self, reason: str) -> None:
         if reason not in self._logged:
             self._logged.add(reason)
-            log.warning("%s; sparkrig_gpu_up is 0 (the other collectors keep serving)", reason)
+            log.warning("%s; %s is 0 (the other collectors keep serving)", reason, S.GPU_UP.name)
 
     def handles(self) -> list:
         return [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
@@ -141,7 +141,7 @@ class GpuCollector:
         self.gate = FieldGate()
 
     def collect(self):
-        up = GaugeMetricFamily("sparkrig_gpu_up", "1 when NVML answers and sees at least one GPU")
+        up = S.GPU_UP.family()
         families = []
         if self.nvml.ready():
             try:
@@ -153,16 +153,13 @@ class GpuCollector:
         yield from families
 
     def _families(self) -> list:
-        labels = ["gpu", "uuid"]
         g = {}
 
-        def gauge(name, doc, extra=()):
-            if name not in g:
-                g[name] = GaugeMetricFamily("sparkrig_gpu_" + name, doc, labels=labels + list(extra))
-            return g[name]
-        energy = CounterMetricFamily("sparkrig_gpu_energy_joules", "Energy used since the driver loaded",
-                                     labels=labels)
-        info = GaugeMetricFamily("sparkrig_gpu_info", "GPU identity", labels=labels + ["name", "driver_version"])
+        def gauge(series: S.Series):
+            if series.name not in g:
+                g[series.name] = series.family()
+            return g[series.name]
+        energy, info = S.GPU_ENERGY.family(), S.GPU_INFO.family()
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
         for index, h in enumerate(self.nvml.handles()):
             read = lambda field, call: self.gate.read(index, field, call)  # noqa: E731
@@ -170,42 +167,40 @@ class GpuCollector:
             info.add_metric(lb + [_text(pynvml.nvmlDeviceGetName(h)), driver], 1)
             util = read("utilization", lambda: pynvml.nvmlDeviceGetUtilizationRates(h))
             if util is not None:
-                gauge("utilization_ratio", "Share of time a kernel ran").add_metric(lb, util.gpu / 100)
-                gauge("memory_utilization_ratio", "Share of time device memory was read or written").add_metric(
-                    lb, util.memory / 100)
+                gauge(S.GPU_UTILIZATION).add_metric(lb, util.gpu / 100)
+                gauge(S.GPU_MEMORY_UTILIZATION).add_metric(lb, util.memory / 100)
             mem = read("memory", lambda: _memory_info(h))
             if mem is not None:
-                gauge("memory_total_bytes", "Device memory (absent on unified-memory GPUs)").add_metric(lb, mem.total)
-                gauge("memory_used_bytes", "Device memory in use").add_metric(lb, mem.used)
-            for field, name, doc, call, scale in (
-                ("power", "power_watts", "Board power draw", pynvml.nvmlDeviceGetPowerUsage, 1e-3),
-                ("temperature", "temperature_celsius", "GPU die temperature",
+                gauge(S.GPU_MEMORY_TOTAL).add_metric(lb, mem.total)
+                gauge(S.GPU_MEMORY_USED).add_metric(lb, mem.used)
+            for field, series, call, scale in (
+                ("power", S.GPU_POWER, pynvml.nvmlDeviceGetPowerUsage, 1e-3),
+                ("temperature", S.GPU_TEMPERATURE,
                  lambda x: pynvml.nvmlDeviceGetTemperature(x, pynvml.NVML_TEMPERATURE_GPU), 1),
-                ("sm_clock", "sm_clock_hertz", "SM clock",
-                 lambda x: pynvml.nvmlDeviceGetClockInfo(x, pynvml.NVML_CLOCK_SM), 1e6),
-                ("memory_clock", "memory_clock_hertz", "Memory clock",
+                ("sm_clock", S.GPU_SM_CLOCK, lambda x: pynvml.nvmlDeviceGetClockInfo(x, pynvml.NVML_CLOCK_SM), 1e6),
+                ("memory_clock", S.GPU_MEMORY_CLOCK,
                  lambda x: pynvml.nvmlDeviceGetClockInfo(x, pynvml.NVML_CLOCK_MEM), 1e6),
-                ("pcie_tx", "pcie_tx_bytes_per_second", "PCIe transmit throughput (20 ms sample)",
+                ("pcie_tx", S.GPU_PCIE_TX,
                  lambda x: pynvml.nvmlDeviceGetPcieThroughput(x, pynvml.NVML_PCIE_UTIL_TX_BYTES), 1024),
-                ("pcie_rx", "pcie_rx_bytes_per_second", "PCIe receive throughput (20 ms sample)",
+                ("pcie_rx", S.GPU_PCIE_RX,
                  lambda x: pynvml.nvmlDeviceGetPcieThroughput(x, pynvml.NVML_PCIE_UTIL_RX_BYTES), 1024),
             ):
                 value = read(field, lambda: call(h))
                 if value is not None:
-                    gauge(name, doc).add_metric(lb, value * scale)
+                    gauge(series).add_metric(lb, value * scale)
             joules = read("energy", lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(h))
             if joules is not None:
                 energy.add_metric(lb, joules / 1000)
             reasons = read("throttle_reasons", lambda: _throttle_call(h))
             if reasons is not None:
-                fam = gauge("throttle_reason", "1 while this clock-limiting reason is active", ["reason"])
+                fam = gauge(S.GPU_THROTTLE)
                 for bit, reason in THROTTLE_REASONS.items():
                     fam.add_metric(lb + [reason], 1 if reasons & bit else 0)
-            procs = gauge("process_memory_bytes", "GPU memory used by a process", ["pid"])
+            procs = gauge(S.GPU_PROCESS_MEMORY)
             for p in self.nvml.processes(h):
                 if p.usedGpuMemory is not None:
                     procs.add_metric(lb + [str(p.pid)], p.usedGpuMemory)
-            supported = gauge("field_supported", "0 for fields NVML answers NOT_SUPPORTED on this GPU", ["field"])
+            supported = gauge(S.GPU_FIELD_SUPPORTED)
             for (i, field) in sorted(self.gate.seen):
                 if i == index:
                     supported.add_metric(lb + [field], 0 if (i, field) in self.gate.unsupported else 1)

@@ -17,11 +17,11 @@ from typing import Callable, Optional
 
 import requests
 import urllib3
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from configs import redact
-from configs import vocabulary as V
+from configs.vocabulary import series as S
+from configs.vocabulary import stacks as V
 from configs.model import ModelShape
 
 log = logging.getLogger("exporters.kvbm")
@@ -29,21 +29,17 @@ log = logging.getLogger("exporters.kvbm")
 SCRAPE_ERRORS = ("connection", "timeout", "http_status", "parse", "too_large")
 MAX_BODY_BYTES = 16 * 2**20      # real KVBM and frontend expositions are tens of KiB
 READ_BYTES = 256 * 2**10
-SIM_BLOCK_BYTES = "stacksim_kv_block_size_bytes"   # the simulator states the bytes it really writes per block
-SIM_TIER2_IO = "stacksim_kv_tier2_io_bytes"        # ... and the bytes it really moved through its tier2 file
 # Occupancy where a target publishes it: (family, label holding the tier or None, tier, kind)
 OCCUPANCY = (
-    ("stacksim_kv_tier_occupancy_blocks", "tier", None, "occupancy"),
-    ("stacksim_kv_tier_capacity_blocks", "tier", None, "capacity"),
+    (S.SIM_OCCUPANCY.name, "tier", None, "occupancy"),
+    (S.SIM_CAPACITY.name, "tier", None, "capacity"),
     (V.FE_ACTIVE_DECODE_BLOCKS, None, "device", "occupancy"),
     (V.FE_TOTAL_KV_BLOCKS, None, "device", "capacity"),
 )
+OCCUPANCY_SERIES = {"occupancy": S.KV_TIER_OCCUPANCY, "capacity": S.KV_TIER_CAPACITY}
 # Token counters taken from the frontend's per-request histograms (their _sum): prefix-cache hits
 # against all prompt tokens give the served prefix hit share.
-TOKEN_SUMS = ((V.FE_CACHED_TOKENS, "sparkrig_kv_prefix_cached_tokens", "Prompt tokens the engine served from its "
-               "prefix cache (Dynamo frontend cached_tokens)"),
-              (V.FE_INPUT_TOKENS, "sparkrig_kv_prompt_tokens", "Prompt tokens of finished requests (Dynamo "
-               "frontend input_sequence_tokens)"))
+TOKEN_SUMS = ((V.FE_CACHED_TOKENS, S.KV_PREFIX_CACHED_TOKENS), (V.FE_INPUT_TOKENS, S.KV_PROMPT_TOKENS))
 
 
 @dataclass(frozen=True)
@@ -142,8 +138,8 @@ class KvbmCollector:
         except _Failure as exc:
             failure = exc
         self.errors[(target, failure.reason)] = self.errors.get((target, failure.reason), 0) + 1
-        self._once(f"{target}:{failure.message}", "%s metrics at %s unavailable: %s (sparkrig_kvbm_up{target=%r} is 0)",
-                   target, redact.url(url), failure.message, target)
+        self._once(f"{target}:{failure.message}", "%s metrics at %s unavailable: %s (%s{target=%r} is 0)",
+                   target, redact.url(url), failure.message, S.KVBM_UP.name, target)
         return None
 
     def _check_names(self, families: dict) -> None:
@@ -176,10 +172,7 @@ class KvbmCollector:
             self._lock.release()
 
     def _collect(self) -> list:
-        up = GaugeMetricFamily("sparkrig_kvbm_up", "1 when the last scrape of the target succeeded",
-                               labels=["target"])
-        took = GaugeMetricFamily("sparkrig_kvbm_scrape_duration_seconds", "Time the last scrape of the target took",
-                                 labels=["target"])
+        up, took = S.KVBM_UP.family(), S.KVBM_SCRAPE_DURATION.family()
         scraped = {}
         for target, url in self.targets.items():
             start = time.perf_counter()
@@ -188,38 +181,24 @@ class KvbmCollector:
             up.add_metric([target], 0 if families is None else 1)
             if families is not None:
                 scraped[target] = families
-        errors = CounterMetricFamily("sparkrig_kvbm_scrape_errors", "Failed scrapes by target and reason",
-                                     labels=["target", "reason"])
+        errors = S.KVBM_SCRAPE_ERRORS.family()
         for (target, reason), n in sorted(self.errors.items()):
             errors.add_metric([target, reason], n)
         out = [up, took, errors]
         block_bytes, block_tokens, source = self.block.resolve(
-            _value(scraped.get("kvbm", {}), SIM_BLOCK_BYTES), _max(scraped.get("frontend", {}), V.FE_BLOCK_SIZE))
+            _value(scraped.get("kvbm", {}), S.SIM_BLOCK_BYTES.name), _max(scraped.get("frontend", {}), V.FE_BLOCK_SIZE))
         kvbm = scraped.get("kvbm")
         if kvbm is not None:
             self._check_names(kvbm)
             out += self._kv_families(kvbm, block_bytes)
         out += self._occupancy(scraped) + self._served(scraped)
-        overlaps = CounterMetricFamily("sparkrig_kvbm_scrape_overlaps", "Scrapes answered with the previous "
-                                       "result because the one before was still reading its targets")
-        overlaps.add_metric([], self.overlaps)
-        out.append(overlaps)
-        resets = CounterMetricFamily("sparkrig_kvbm_counter_resets", "Source counters seen going backwards "
-                                     "(restarts); republished counters continue from where they were")
-        resets.add_metric([], self.monotonic.resets)
-        size = GaugeMetricFamily("sparkrig_kv_block_size_bytes", "KV block size used to turn blocks into bytes, "
-                                 "and where it came from (target, model_shape, profile)", labels=["source"])
+        size = S.KV_BLOCK_SIZE_BYTES.family()
         size.add_metric([source], block_bytes)
-        tokens = GaugeMetricFamily("sparkrig_kv_block_size_tokens", "Tokens per KV block (served by the frontend "
-                                   "where it publishes it, else the profile's)")
-        tokens.add_metric([], block_tokens)
-        return out + [resets, size, tokens]
+        return out + [S.KVBM_SCRAPE_OVERLAPS.family(self.overlaps), S.KVBM_COUNTER_RESETS.family(self.monotonic.resets),
+                      size, S.KV_BLOCK_SIZE_TOKENS.family(block_tokens)]
 
     def _kv_families(self, kvbm: dict, block_bytes: int):
-        pair = ["direction", "from_tier", "to_tier"]
-        blocks = CounterMetricFamily("sparkrig_kv_transfer_blocks", "KV blocks moved between tiers", labels=pair)
-        nbytes = CounterMetricFamily("sparkrig_kv_transfer_bytes", "KV bytes moved between tiers (blocks x block "
-                                     "size; measured bytes for object/remote tiers)", labels=pair)
+        blocks, nbytes = S.KV_TRANSFER_BLOCKS.family(), S.KV_TRANSFER_BYTES.family()
         for short, labels in V.KVBM_TRANSFERS.items():
             raw = _value(kvbm, V.KVBM + short)
             if raw is None:
@@ -232,41 +211,34 @@ class KvbmCollector:
             raw = _value(kvbm, V.KVBM + short)
             if raw is not None:
                 nbytes.add_metric(list(labels), self.monotonic(short, raw))
-        hits = GaugeMetricFamily("sparkrig_kv_hit_ratio", "Sliding-window hit ratio per tier", labels=["tier"])
+        hits = S.KV_HIT_RATIO.family()
         for short, tier in V.KVBM_HIT_RATES.items():
             raw = _value(kvbm, V.KVBM + short)
             if raw is not None:
                 hits.add_metric([tier], raw)
-        reqs = CounterMetricFamily("sparkrig_kv_transfer_requests", "Offload/onboard requests (older releases)",
-                                   labels=["direction"])
+        reqs = S.KV_TRANSFER_REQUESTS.family()
         for short, direction in V.KVBM_REQUESTS.items():
             raw = _value(kvbm, V.KVBM + short)
             if raw is not None:
                 reqs.add_metric([direction], self.monotonic(short, raw))
-        fails = CounterMetricFamily("sparkrig_kv_transfer_failures", "Failed tier transfers (blocks)",
-                                    labels=["tier", "op"])
+        fails = S.KV_TRANSFER_FAILURES.family()
         for short, labels in V.KVBM_FAILURES.items():
             raw = _value(kvbm, V.KVBM + short)
             if raw is not None:
                 fails.add_metric(list(labels), self.monotonic(short, raw))
-        file_io = CounterMetricFamily("sparkrig_kv_tier2_file_bytes", "Bytes the target really moved through its "
-                                      "tier2 file (where it states them): the evidence behind KVBM's disk counters",
-                                      labels=["direction"])
-        for s in kvbm.get(SIM_TIER2_IO, []):
-            if s.name != SIM_TIER2_IO + "_created" and s.labels.get("direction"):
-                file_io.add_metric([s.labels["direction"]], self.monotonic((SIM_TIER2_IO, s.labels["direction"]),
+        file_io = S.KV_TIER2_FILE_BYTES.family()
+        for s in kvbm.get(S.SIM_TIER2_IO.name, []):
+            if s.name == S.SIM_TIER2_IO.total and s.labels.get("direction"):
+                file_io.add_metric([s.labels["direction"]], self.monotonic((S.SIM_TIER2_IO.name, s.labels["direction"]),
                                                                            s.value))
         matched = _value(kvbm, V.KVBM + V.KVBM_MATCHED_TOKENS)
         out = [blocks, nbytes, hits, reqs, fails, file_io]
         if matched is not None:
-            m = CounterMetricFamily("sparkrig_kv_matched_tokens", "Prompt tokens matched in KVBM tiers")
-            m.add_metric([], self.monotonic("matched_tokens", matched))
-            out.append(m)
+            out.append(S.KV_MATCHED_TOKENS.family(self.monotonic("matched_tokens", matched)))
         return [f for f in out if f.samples]
 
     def _occupancy(self, scraped: dict) -> list:
-        fams = {kind: GaugeMetricFamily(f"sparkrig_kv_tier_{kind}_blocks", f"KV tier {kind} in blocks",
-                                        labels=["tier"]) for kind in ("occupancy", "capacity")}
+        fams = {kind: series.family() for kind, series in OCCUPANCY_SERIES.items()}
         values: dict[tuple[str, str], float] = {}
         for families in scraped.values():
             for name, label, tier, kind in OCCUPANCY:
@@ -287,17 +259,14 @@ class KvbmCollector:
         worker = scraped.get("worker", {})
         usage = next((v for name in V.WK_KV_USAGE if (v := _max(worker, name)) is not None), None)
         if usage is not None:
-            g = GaugeMetricFamily("sparkrig_kv_tier_usage_ratio", "Used share of a tier's KV blocks, as the "
-                                  "engine reports it", labels=["tier"])
+            g = S.KV_TIER_USAGE.family()
             g.add_metric(["device"], usage)
             out.append(g)
         frontend = scraped.get("frontend", {})
-        for family, name, doc in TOKEN_SUMS:
+        for family, series in TOKEN_SUMS:
             total = sum(s.value for s in frontend.get(family, []) if s.name == family + "_sum")
             if frontend.get(family):
-                c = CounterMetricFamily(name, doc)
-                c.add_metric([], self.monotonic(family, total))
-                out.append(c)
+                out.append(series.family(self.monotonic(family, total)))
         return out
 
 

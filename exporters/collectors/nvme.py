@@ -13,33 +13,15 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily
+
+from configs.vocabulary import series as S
 
 from .procfs import parse_diskstats
 
-PREFIX = "sparkrig_disk_"
 FACTS_TTL_S = 10.0
 NVME_NAMESPACE = re.compile(r"^nvme\d+n\d+$")
-SECTOR = 512
-# (diskstats field, metric name, help, scale); counters get _total from prometheus_client.
-COUNTERS = (
-    ("reads_completed", "reads_completed", "Reads completed", 1),
-    ("reads_merged", "reads_merged", "Reads merged", 1),
-    ("sectors_read", "read_bytes", "Bytes read", SECTOR),
-    ("read_time_ms", "read_time_seconds", "Time spent reading", 1e-3),
-    ("writes_completed", "writes_completed", "Writes completed", 1),
-    ("writes_merged", "writes_merged", "Writes merged", 1),
-    ("sectors_written", "written_bytes", "Bytes written", SECTOR),
-    ("write_time_ms", "write_time_seconds", "Time spent writing", 1e-3),
-    ("io_time_ms", "io_time_seconds", "Time the device had I/O in flight", 1e-3),
-    ("io_weighted_time_ms", "io_time_weighted_seconds", "In-flight I/O count integrated over time", 1e-3),
-    ("discards_completed", "discards_completed", "Discards completed", 1),
-    ("discards_merged", "discards_merged", "Discards merged", 1),
-    ("sectors_discarded", "discarded_sectors", "Sectors discarded", 1),
-    ("discard_time_ms", "discard_time_seconds", "Time spent discarding", 1e-3),
-    ("flushes_completed", "flush_requests", "Flush requests completed", 1),
-    ("flush_time_ms", "flush_requests_time_seconds", "Time spent flushing", 1e-3),
-)
+SECTOR = 512                     # /sys/block/<dev>/size counts 512-byte sectors, whatever the device's own
 
 
 def _existing(path: str) -> Path:
@@ -127,21 +109,19 @@ class DiskCollector:
             r = roles.get(dev, set())
             return "kv_tier2" if "kv_tier2" in r else ("system" if "system" in r else "other")
 
-        labels = ["device", "role"]
-        for field, name, doc, scale in COUNTERS:
-            fam = CounterMetricFamily(PREFIX + name, doc, labels=labels)
+        labels = list(S.DISK_LABELS)
+        for field, name, doc, scale in S.DISK_COUNTERS:
+            fam = CounterMetricFamily(S.DISK(name), doc, labels=labels)
             for dev, s in disks.items():
                 if field in s:
                     fam.add_metric([dev, role(dev)], s[field] * scale)
             if fam.samples:
                 yield fam
-        now = GaugeMetricFamily(PREFIX + "io_now", "I/Os currently in flight", labels=labels)
+        now = S.DISK_IO_NOW.family()
         for dev, s in disks.items():
             now.add_metric([dev, role(dev)], s["io_in_progress"])
         yield now
-        info = GaugeMetricFamily(PREFIX + "info", "Device identity (serial hashed)",
-                                 labels=["device", "model", "serial_sha256", "firmware", "rotational"])
-        size = GaugeMetricFamily(PREFIX + "size_bytes", "Device capacity", labels=["device"])
+        info, size = S.DISK_INFO.family(), S.DISK_SIZE.family()
         for dev in disks:
             info_labels, capacity = identities[dev]
             info.add_metric(info_labels, 1)
@@ -149,7 +129,7 @@ class DiskCollector:
                 size.add_metric([dev], capacity)
         yield info
         yield size
-        role_info = GaugeMetricFamily(PREFIX + "role_info", "Roles a disk plays for the rig", labels=labels)
+        role_info = S.DISK_ROLE_INFO.family()
         for dev, rs in sorted(roles.items()):
             for r in sorted(rs):
                 role_info.add_metric([dev, r], 1)
@@ -159,9 +139,6 @@ class DiskCollector:
                 fs = os.statvfs(_existing(self.tier2_path))
             except OSError:
                 return
-            for name, doc, value in (("size", "Size of the filesystem holding the KV tier2 directory",
-                                      fs.f_blocks * fs.f_frsize),
-                                     ("avail", "Space unprivileged writers can still use there",
-                                      fs.f_bavail * fs.f_frsize)):
-                yield GaugeMetricFamily(f"sparkrig_kv_tier2_filesystem_{name}_bytes", doc, value)
+            yield S.TIER2_FS_SIZE.family(fs.f_blocks * fs.f_frsize)
+            yield S.TIER2_FS_AVAIL.family(fs.f_bavail * fs.f_frsize)
 

@@ -16,6 +16,8 @@ from typing import Callable, Iterable, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from configs.vocabulary import series as S
+
 log = logging.getLogger("exporters.smart")
 DATA_UNIT_BYTES = 512_000          # NVMe "data unit": 1000 blocks of 512 bytes
 KELVIN = 273.15
@@ -35,26 +37,6 @@ HEALTH_FIELDS = {
     "warning_temperature_time_seconds": ("warning_temp_time", "warning_temp_time", 60),
     "critical_temperature_time_seconds": ("critical_comp_time", "critical_comp_time", 60),
 }
-COUNTERS = {"data_read_bytes", "data_written_bytes", "media_errors", "error_log_entries", "unsafe_shutdowns",
-            "warning_temperature_time_seconds", "critical_temperature_time_seconds"}
-HELP = {
-    "critical_warning": "Critical warning bitmask (0 = none)",
-    "available_spare_ratio": "Remaining spare capacity",
-    "available_spare_threshold_ratio": "Spare capacity below which the drive warns",
-    "percentage_used_ratio": "Vendor estimate of endurance used (may exceed 1)",
-    "data_read_bytes": "Host data read (data units x 512000)",
-    "data_written_bytes": "Host data written (data units x 512000)",
-    "media_errors": "Unrecovered data integrity errors",
-    "error_log_entries": "Error information log entries",
-    "unsafe_shutdowns": "Unsafe shutdowns",
-    "warning_temperature_time_seconds": "Time above the warning composite temperature",
-    "critical_temperature_time_seconds": "Time above the critical composite temperature",
-    "temperature_celsius": "Composite temperature",
-    "temperature_warning_celsius": "Warning composite temperature threshold (WCTEMP)",
-    "temperature_critical_celsius": "Critical composite temperature threshold (CCTEMP)",
-}
-
-
 class SmartError(Exception):
     """The tool ran but gave no health log; the message is the tool's own."""
 
@@ -127,13 +109,13 @@ class SmartReader:
         self._thread: Optional[threading.Thread] = None
         if self.tool is None:
             wanted = "smartctl or nvme" if tool == "auto" else tool
-            log.warning("NVMe health: %s is not installed (apt-get install smartmontools nvme-cli); "
-                        "sparkrig_nvme_smart_up is 0", wanted)
+            log.warning("NVMe health: %s is not installed (apt-get install smartmontools nvme-cli); %s is 0",
+                        wanted, S.NVME_SMART_UP.name)
 
     def _report_once(self, device: str, message: str) -> None:
         if (device, message) not in self._reported:
             self._reported.add((device, message))
-            log.warning("NVMe health for %s unavailable: %s; sparkrig_nvme_smart_up is 0", device, message)
+            log.warning("NVMe health for %s unavailable: %s; %s is 0", device, message, S.NVME_SMART_UP.name)
 
     def refresh(self) -> None:
         for device in list(self.devices()):
@@ -165,15 +147,15 @@ class SmartReader:
     def collect(self):
         with self._lock:
             results = dict(self.results)
-        up = GaugeMetricFamily("sparkrig_nvme_smart_up", "1 when the device's health log was read", labels=["device"])
+        up = S.NVME_SMART_UP.family()
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
         for device, values in sorted(results.items()):
             up.add_metric([device], 0 if values is None else 1)
             for key, value in (values or {}).items():
                 fam = families.get(key)
                 if fam is None:
-                    kind = CounterMetricFamily if key in COUNTERS else GaugeMetricFamily
-                    fam = families[key] = kind("sparkrig_nvme_" + key, HELP[key], labels=["device"])
+                    kind = CounterMetricFamily if key in S.NVME_HEALTH_COUNTERS else GaugeMetricFamily
+                    fam = families[key] = kind(S.NVME(key), S.NVME.fields[key], labels=["device"])
                 fam.add_metric([device], value)
         yield up
         yield from families.values()

@@ -15,11 +15,11 @@ from typing import Callable, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from configs.vocabulary import series as S
+
 from .procfs import parse_meminfo, parse_pressure, parse_stat_cpu, parse_vmstat
 
 log = logging.getLogger("exporters.uma")
-VMSTAT_COUNTERS = ("pgmajfault", "pgfault", "pgpgin", "pgpgout", "pswpin", "pswpout", "workingset_refault",
-                   "workingset_refault_anon", "workingset_refault_file", "oom_kill")
 COUNT_FIELDS = re.compile(r"^HugePages_")
 RESCAN_S = 5.0
 
@@ -58,36 +58,34 @@ class UmaCollector:
     def _meminfo(self):
         for field, value in parse_meminfo((self.procfs / "meminfo").read_text()).items():
             if COUNT_FIELDS.match(field):
-                yield GaugeMetricFamily("sparkrig_memory_" + metric_name(field), f"{field} from /proc/meminfo", value)
+                yield GaugeMetricFamily(S.MEMORY(metric_name(field)), f"{field} from /proc/meminfo", value)
             else:
-                yield GaugeMetricFamily(f"sparkrig_memory_{metric_name(field)}_bytes",
-                                        f"{field} from /proc/meminfo", value)
+                yield GaugeMetricFamily(S.MEMORY(metric_name(field) + "_bytes"), f"{field} from /proc/meminfo", value)
 
     def _vmstat(self):
         stats = parse_vmstat((self.procfs / "vmstat").read_text())
-        for field in VMSTAT_COUNTERS:
+        for field, doc in S.VMSTAT.fields.items():
             if field in stats:
-                yield CounterMetricFamily("sparkrig_vmstat_" + field, f"{field} from /proc/vmstat", stats[field])
+                yield CounterMetricFamily(S.VMSTAT(field), doc, stats[field])
 
     def _pressure(self):
-        up = GaugeMetricFamily("sparkrig_pressure_up", "1 when /proc/pressure (PSI) is readable")
-        avg = GaugeMetricFamily("sparkrig_pressure_avg10_ratio", "PSI share of the last 10 s",
-                                labels=["resource", "kind"])
+        up, avg = S.PRESSURE_UP.family(), S.PRESSURE_AVG10.family()
         totals = []
         ok = True
-        for resource in ("cpu", "io", "memory"):
+        for resource in S.PSI_RESOURCES:
             try:
                 psi = parse_pressure((self.procfs / "pressure" / resource).read_text())
             except OSError as exc:
                 ok = False
                 self._warn_once("psi", f"PSI unavailable ({exc.strerror}: {exc.filename}); "
-                                       "sparkrig_pressure_up is 0")
+                                       f"{S.PRESSURE_UP.name} is 0")
                 continue
-            for kind, suffix in (("some", "waiting"), ("full", "stalled")):
+            for kind, suffix in S.PSI_KINDS:
                 if kind in psi:
                     avg.add_metric([resource, kind], psi[kind]["avg10"] / 100.0)
-                    totals.append(CounterMetricFamily(f"sparkrig_pressure_{resource}_{suffix}_seconds",
-                                                      f"PSI {kind} total for {resource}", psi[kind]["total"] / 1e6))
+                    field = f"{resource}_{suffix}_seconds"
+                    totals.append(CounterMetricFamily(S.PRESSURE(field), S.PRESSURE.fields[field],
+                                                      psi[kind]["total"] / 1e6))
         up.add_metric([], 1 if ok else 0)
         yield up
         yield avg
@@ -95,11 +93,11 @@ class UmaCollector:
 
     def _cpu(self):
         modes, cpus = parse_stat_cpu((self.procfs / "stat").read_text(), self.ticks)
-        fam = CounterMetricFamily("sparkrig_cpu_seconds", "CPU time summed over all CPUs", labels=["mode"])
+        fam = S.CPU_SECONDS.family()
         for mode, seconds in modes.items():
             fam.add_metric([mode], seconds)
         yield fam
-        yield GaugeMetricFamily("sparkrig_cpu_count", "Online CPUs", cpus)
+        yield S.CPU_COUNT.family(cpus)
 
     def _matching_pids(self) -> dict[str, tuple[str, ...]]:
         """pid -> names whose pattern its command line matches. Command lines are read again only for
@@ -137,18 +135,14 @@ class UmaCollector:
                 count[name] += 1
                 rss[name] += resident
                 gpu[name] += (by_pid or {}).get(int(pid), 0)
-        r = GaugeMetricFamily("sparkrig_process_resident_memory_bytes", "RSS of matching processes",
-                              labels=["process"])
-        c = GaugeMetricFamily("sparkrig_process_count", "Number of matching processes", labels=["process"])
+        r, c = S.PROCESS_RSS.family(), S.PROCESS_COUNT.family()
         for name in self.processes:
             r.add_metric([name], rss[name])
             c.add_metric([name], count[name])
         yield r
         yield c
         if by_pid is not None:
-            g = GaugeMetricFamily("sparkrig_process_gpu_memory_bytes",
-                                  "GPU memory NVML attributes to matching processes (part of UMA on GB10)",
-                                  labels=["process"])
+            g = S.PROCESS_GPU_MEMORY.family()
             for name in self.processes:
                 g.add_metric([name], gpu[name])
             yield g

@@ -13,6 +13,8 @@ from typing import Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from configs.vocabulary import series as S
+
 
 def geometric_buckets(low: float = 0.005, high: float = 120.0, ratio: float = 1.2) -> tuple[float, ...]:
     out, b = [], low
@@ -24,7 +26,6 @@ def geometric_buckets(low: float = 0.005, high: float = 120.0, ratio: float = 1.
 
 BUCKETS = geometric_buckets()
 ITL_BUCKETS = geometric_buckets(0.0005, 10.0)
-RUN_LABELS = ("run_id", "hypothesis", "stack", "workload", "worker")
 
 
 def worker_name() -> str:
@@ -35,22 +36,17 @@ class LoadgenMetrics:
     def __init__(self, run_labels: dict[str, str]) -> None:
         self.labels = run_labels
         r = self.registry = CollectorRegistry()
-        step_labels = RUN_LABELS + ("step",)
-        self.ttft = Histogram("sparkrig_request_ttft_seconds", "Time to first text token", step_labels,
-                              buckets=BUCKETS, registry=r)
-        self.e2e = Histogram("sparkrig_request_e2e_seconds", "Request end to end", step_labels,
-                             buckets=BUCKETS, registry=r)
-        self.itl = Histogram("sparkrig_request_itl_seconds", "Gap between text chunks", step_labels,
-                             buckets=ITL_BUCKETS, registry=r)
-        self.requests = Counter("sparkrig_requests", "Requests by HTTP status and error class",
-                                step_labels + ("status", "error_class"), registry=r)
-        self.users = Gauge("sparkrig_loadgen_active_users", "Locust users running in this process",
-                           RUN_LABELS, registry=r)
-        self.step = Gauge("sparkrig_loadgen_step", "Index of the current step", RUN_LABELS, registry=r)
-        self.concurrency = Gauge("sparkrig_loadgen_target_concurrency", "Target concurrency of the current step",
-                                 RUN_LABELS, registry=r)
-        self.context = Gauge("sparkrig_loadgen_target_context_tokens", "Target context of the current step",
-                             RUN_LABELS, registry=r)
+
+        def make(cls, series: S.Series, **kw):
+            return cls(series.name, series.help, series.labels, registry=r, **kw)
+        self.ttft = make(Histogram, S.REQUEST_TTFT, buckets=BUCKETS)
+        self.e2e = make(Histogram, S.REQUEST_E2E, buckets=BUCKETS)
+        self.itl = make(Histogram, S.REQUEST_ITL, buckets=ITL_BUCKETS)
+        self.requests = make(Counter, S.REQUESTS)
+        self.users = make(Gauge, S.LOADGEN_USERS)
+        self.step = make(Gauge, S.LOADGEN_STEP)
+        self.concurrency = make(Gauge, S.LOADGEN_CONCURRENCY)
+        self.context = make(Gauge, S.LOADGEN_CONTEXT)
         self.server = None
         self.sd_file: Optional[Path] = None
 

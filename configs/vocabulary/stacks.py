@@ -95,6 +95,14 @@ KVBM_HIT_RATES = {"host_cache_hit_rate": "host", "disk_cache_hit_rate": "disk", 
 KVBM_REQUESTS = {"offload_requests": "offload", "onboard_requests": "onboard"}
 KVBM_FAILURES = {"object_read_failures": ("object", "read"), "object_write_failures": ("object", "write"),
                  "remote_read_failures": ("remote", "read"), "remote_write_failures": ("remote", "write")}
+KVBM_HELP = {                    # as the simulator describes the counters it serves
+    "offload_blocks_d2h": "Blocks offloaded from device to host",
+    "offload_blocks_h2d": "Blocks offloaded from host to disk",
+    "offload_blocks_d2d": "Blocks offloaded from device to disk, bypassing host",
+    "onboard_blocks_h2d": "Blocks onboarded from host to device",
+    "onboard_blocks_d2d": "Blocks onboarded from disk to device",
+    "matched_tokens": "Prompt tokens matched in KVBM host/disk tiers",
+}
 KVBM_MATCHED_TOKENS = "matched_tokens"
 KVBM_KNOWN_UNMAPPED = ("remote_transfer_latency_seconds", "scheduler_")
 # Every release we know exposes these; their absence means a misconfigured or very different KVBM.
@@ -103,3 +111,21 @@ KVBM_EXPECTED = ("offload_blocks_d2h", "offload_blocks_h2d", "onboard_blocks_h2d
 
 # ---- trtllm-serve (Stack A, /prometheus/metrics) ------------------------------------------------
 TRTLLM_LABELS = ("model_name", "engine_type")
+TRTLLM_REQUEST_SUCCESS = "trtllm_request_success"             # counter: + finished_reason
+TRTLLM_TTFT = "trtllm_time_to_first_token_seconds"            # histograms
+TRTLLM_TPOT = "trtllm_time_per_output_token_seconds"
+TRTLLM_E2E = "trtllm_e2e_request_latency_seconds"
+TRTLLM_QUEUE = "trtllm_request_queue_time_seconds"
+TRTLLM_PROMPT_TOKENS = "trtllm_prompt_tokens"                 # counters
+TRTLLM_GENERATION_TOKENS = "trtllm_generation_tokens"
+TRTLLM_KV_HIT_RATE = "trtllm_kv_cache_hit_rate"               # gauges (iteration stats as Prometheus)
+TRTLLM_KV_UTILIZATION = "trtllm_kv_cache_utilization"
+TRTLLM_KV_HOST_UTILIZATION = "trtllm_kv_cache_host_utilization"
+TRTLLM_RUNNING = "trtllm_num_requests_running"
+TRTLLM_WAITING = "trtllm_num_requests_waiting"
+TRTLLM_KV_MAX_BLOCKS = "trtllm_kv_cache_max_blocks"
+TRTLLM_KV_FREE_BLOCKS = "trtllm_kv_cache_free_blocks"
+TRTLLM_KV_USED_BLOCKS = "trtllm_kv_cache_used_blocks"
+TRTLLM_KV_TOKENS_PER_BLOCK = "trtllm_kv_cache_tokens_per_block"
+TRTLLM_KV_REUSED_BLOCKS = "trtllm_kv_cache_reused_blocks"      # counters
+TRTLLM_KV_MISSED_BLOCKS = "trtllm_kv_cache_missed_blocks"
