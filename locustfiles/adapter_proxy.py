@@ -73,6 +73,7 @@ class AdapterProxy:
         self.lora_dir = ensure_data_dir(tier2 / "lora")
         self.session: aiohttp.ClientSession | None = None
         self.adapter_bytes = 0
+        self.adapter_ios = 0
         # adapter id -> requests using its file now; bounded by MAX_ADAPTERS, emptied on exit, so a run
         # with thousands of distinct ids neither fills the tier2 disk nor leaves files behind
         self.adapters: OrderedDict[str, int] = OrderedDict()
@@ -85,13 +86,17 @@ class AdapterProxy:
         for adapter in list(self.adapters):
             await asyncio.to_thread(remove_adapter, self.lora_dir, adapter)
         self.adapters.clear()
+        print(f"{self.adapter_ios} adapter writes read back from {self.lora_dir} "
+              f"({self.adapter_bytes / 2**20:.0f} MiB); adapter files removed", flush=True)
 
     async def touch_adapter(self, adapter: str) -> None:
         safe_join(self.lora_dir, adapter)             # a bad id is refused before it is tracked
         self.adapters[adapter] = self.adapters.get(adapter, 0) + 1
         self.adapters.move_to_end(adapter)
         try:
-            self.adapter_bytes += await asyncio.to_thread(adapter_io, self.lora_dir, adapter)
+            moved = await asyncio.to_thread(adapter_io, self.lora_dir, adapter)
+            self.adapter_bytes += moved          # after the await: concurrent requests never lose an update
+            self.adapter_ios += 1
         finally:
             self.adapters[adapter] -= 1
         while len(self.adapters) > self.max_adapters:

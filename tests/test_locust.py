@@ -73,8 +73,12 @@ def test_every_locustfile_runs_headless_and_leaves_a_manifest(rig, name):
     assert any(r["ok"] for r in records), {r["error"] for r in records}
     if name == "h9":            # the simulated Dynamo frontend rejects session_id, as the real one does
         assert "session_id" in m["blocked"]["reason"]
-    if name == "h1":            # adapter churn went through the proxy and its tier2 files
-        assert list((rig["tmp"] / "t2" / "lora").glob("lora-*/adapter.bin"))
+    if name == "h1":            # adapter churn went through the proxy and its tier2 files, removed at its exit
+        import re
+        done = [n["text"] for n in m["notes"] if "adapter writes read back" in n["text"]]
+        writes, mib = map(int, re.search(r"(\d+) adapter writes .* \((\d+) MiB\)", done[0]).groups())
+        assert writes > 0 and mib == writes                              # 1 MiB written and read back each
+        assert not list((rig["tmp"] / "t2" / "lora").glob("lora-*/adapter.bin"))
         assert any(s.get("cold") for s in m["steps"])
     if name == "h4b":           # the fio job ran during the moderate step and left its summary
         fio = [s for s in m["steps"] if s["fio_profile"]]

@@ -237,7 +237,9 @@ class RunState:
         self._stop_fio()
         if self.proxy is not None:
             self.proxy.terminate()
-            self.proxy.wait(timeout=10)
+            summary, _ = self.proxy.communicate(timeout=10)   # its last line says what adapter I/O it did
+            if self.manifest is not None and summary.strip():
+                self.manifest.note(f"adapter proxy: {summary.strip().splitlines()[-1]}")
             self.proxy = None
         if self.manifest is not None:
             self.manifest.finish(complete, reason)

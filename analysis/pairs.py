@@ -1,0 +1,163 @@
+"""Paired AB/BA repeats: per-pair deltas, intervals, tests, order effects and a decision-grade verdict.
+
+Each pair runs mode A and mode B back to back (default B1 then B2, or B2 then B1: counterbalanced), so a
+slow drift of the machine lands in both legs of a pair and cancels in its delta (``B − A``). With a
+handful of pairs, large-sample formulas lie; everything here is exact or resampled:
+
+- a **bootstrap** interval (percentile, fixed seed) of the mean delta;
+- the **Wilcoxon signed-rank** test and the **sign test**, exact (the null distribution of every sign
+  assignment, counted), two-sided;
+- an **order effect**: the AB pairs' deltas against the BA pairs' (difference of means with its own
+  bootstrap interval) — a difference beyond noise means the first leg warms or cools the second.
+
+A difference is *decision-grade* only when the interval excludes zero, no order effect shows, no leg had
+errors and the storage mechanism was seen; otherwise the verdict says why, in reason codes.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+MIN_PAIRS = 3                 # fewer pairs than this give no interval worth printing
+
+
+@dataclass(frozen=True)
+class Leg:
+    pair: int
+    order: str                 # "A_B" or "B_A" with the modes' names, e.g. "B1_B2"
+    mode: str
+    metrics: dict              # e.g. {"ttfc_p50_ms": ..., "ttfc_p99_ms": ..., "throughput_rps": ...}
+    errors: int = 0
+    metric_used: str = "ttfc"  # "ttft" where no chunk carried text
+
+
+@dataclass
+class Comparison:
+    metric: str
+    deltas: list[float]
+    mean: float
+    ci: tuple[float, float]
+    wilcoxon_p: float
+    sign_p: float
+    order_diff: float          # mean delta of A-first pairs minus that of B-first pairs
+    order_ci: tuple[float, float]
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def excludes_zero(self) -> bool:
+        return not (self.ci[0] <= 0 <= self.ci[1])
+
+
+def bootstrap_ci(values: list[float], level: float = 0.95, n: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the mean; (nan, nan) below MIN_PAIRS values."""
+    if len(values) < MIN_PAIRS:
+        return (math.nan, math.nan)
+    rng = random.Random(seed)
+    k = len(values)
+    means = sorted(sum(rng.choice(values) for _ in range(k)) / k for _ in range(n))
+    lo = means[int((1 - level) / 2 * n)]
+    hi = means[min(n - 1, int((1 + level) / 2 * n))]
+    return (lo, hi)
+
+
+def wilcoxon_p(deltas: list[float]) -> float:
+    """Exact two-sided p of the signed-rank statistic (zeros dropped, ties get average ranks)."""
+    d = [x for x in deltas if x != 0]
+    if not d:
+        return 1.0
+    order = sorted(range(len(d)), key=lambda i: abs(d[i]))
+    ranks = [0.0] * len(d)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and abs(d[order[j + 1]]) == abs(d[order[i]]):
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    # the null distribution of the positive-rank sum: every sign equally likely; ranks doubled to integers
+    doubled = [int(round(2 * r)) for r in ranks]
+    counts = {0: 1}
+    for r in doubled:
+        nxt = dict(counts)
+        for total, ways in counts.items():
+            nxt[total + r] = nxt.get(total + r, 0) + ways
+        counts = nxt
+    observed = sum(r for r, x in zip(doubled, d) if x > 0)
+    centre = sum(doubled) / 2
+    extreme = sum(ways for total, ways in counts.items() if abs(total - centre) >= abs(observed - centre))
+    return extreme / 2 ** len(d)
+
+
+def sign_p(deltas: list[float]) -> float:
+    """Exact two-sided binomial p of as many positive deltas as seen (zeros dropped)."""
+    d = [x for x in deltas if x != 0]
+    n, pos = len(d), sum(1 for x in d if x > 0)
+    if not n:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(0, n + 1) if abs(k - n / 2) >= abs(pos - n / 2)) / 2 ** n
+    return min(1.0, tail)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def compare(legs: list[Leg], metric: str, a: str = "B1", b: str = "B2") -> Comparison:
+    """Deltas ``b − a`` of ``metric`` per complete pair, with interval, tests and the order check."""
+    by_pair: dict[int, dict[str, Leg]] = {}
+    for leg in legs:
+        by_pair.setdefault(leg.pair, {})[leg.mode] = leg
+    pairs = [(p, m[a], m[b]) for p, m in sorted(by_pair.items()) if a in m and b in m
+             and not math.isnan(m[a].metrics.get(metric, math.nan))
+             and not math.isnan(m[b].metrics.get(metric, math.nan))]
+    deltas = [lb.metrics[metric] - la.metrics[metric] for _, la, lb in pairs]
+    first_a = [lb.metrics[metric] - la.metrics[metric] for _, la, lb in pairs if la.order.startswith(a)]
+    first_b = [lb.metrics[metric] - la.metrics[metric] for _, la, lb in pairs if la.order.startswith(b)]
+    order_boot = _order_ci(first_a, first_b)
+    c = Comparison(metric=metric, deltas=deltas, mean=_mean(deltas), ci=bootstrap_ci(deltas),
+                   wilcoxon_p=wilcoxon_p(deltas), sign_p=sign_p(deltas),
+                   order_diff=_mean(first_a) - _mean(first_b), order_ci=order_boot)
+    if len(deltas) < MIN_PAIRS:
+        c.reasons.append("TOO_FEW_PAIRS")
+    elif not c.excludes_zero:
+        c.reasons.append("INTERVAL_INCLUDES_ZERO")
+    if not math.isnan(order_boot[0]) and not (order_boot[0] <= 0 <= order_boot[1]):
+        c.reasons.append("ORDER_EFFECT_" + metric.upper())
+    return c
+
+
+def _order_ci(first_a: list[float], first_b: list[float], n: int = 10_000, seed: int = 1) -> tuple[float, float]:
+    """Bootstrap interval of mean(first_a) − mean(first_b), each group resampled within itself."""
+    if len(first_a) < 2 or len(first_b) < 2:
+        return (math.nan, math.nan)
+    rng = random.Random(seed)
+    diffs = sorted(_mean([rng.choice(first_a) for _ in first_a]) - _mean([rng.choice(first_b) for _ in first_b])
+                   for _ in range(n))
+    return (diffs[int(0.025 * n)], diffs[int(0.975 * n)])
+
+
+def verdict(legs: list[Leg], comparisons: list[Comparison], mechanism_seen: bool | None,
+            overrides: tuple[str, ...] = ()) -> dict:
+    """Decision-grade or not, and every reason. ``mechanism_seen`` None: no telemetry to tell."""
+    reasons: list[str] = []
+    if any(leg.errors for leg in legs):
+        reasons.append("RUN_ERRORS_PRESENT")
+    if mechanism_seen is None:
+        reasons.append("TELEMETRY_MISSING")
+    elif not mechanism_seen:
+        reasons.append("GATE_NO_SSD_MECHANISM_SIGNAL")
+    if any(leg.metric_used != "ttfc" for leg in legs):
+        reasons.append("METRIC_FALLBACK_TTFT")
+    primary = comparisons[0] if comparisons else None
+    if primary is None:
+        reasons.append("NO_COMPARISON")
+    else:
+        reasons += [r for r in primary.reasons if r not in reasons]
+    for c in comparisons[1:]:
+        reasons += [r for r in c.reasons if r.startswith("ORDER_EFFECT_") and r not in reasons]
+    reasons += [o for o in overrides if o not in reasons]
+    blocking = [r for r in reasons if r != "METRIC_FALLBACK_TTFT"]
+    return {"decision_grade": not blocking, "reasons": reasons or ["OK"],
+            "primary_metric": primary.metric if primary else None}
