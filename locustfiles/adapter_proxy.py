@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -36,18 +37,21 @@ def proxy_command(backend: str, listen: str, port: int, tier2: Path) -> list[str
 
 
 def adapter_io(lora_dir: Path, adapter_id: str) -> int:
-    """Write then read back 1 MiB for this adapter, from the device: fsync, drop the pages, read."""
+    """Write then read back 1 MiB for this adapter, from the device: fsync, drop the pages, read. The write
+    goes to a file of its own, renamed into place, so concurrent requests for one adapter never read a
+    half-written file."""
     directory = safe_join(lora_dir, adapter_id)
     directory.mkdir(exist_ok=True)
     path = directory / "adapter.bin"
-    data = os.urandom(ADAPTER_BYTES)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    scratch = directory / f".adapter.{os.getpid()}.{threading.get_ident()}.tmp"
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, data)
+        os.write(fd, os.urandom(ADAPTER_BYTES))
         os.fsync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+    os.replace(scratch, path)
     with open(path, "rb") as f:
         return len(f.read())
 
