@@ -135,6 +135,23 @@ def mechanism(written: float, read: float, file_read: float, device_read: float)
                 f"({backing / 2**20:.1f} MiB read from {where})")
 
 
+# A B1 (CPU tier only) run that moved more than this through the disk tier has a disk tier after all.
+B1_DISK_READ_BYTES = 1 << 20
+
+
+def b1_disk_off(onboarded_from_disk: float, read_bytes: float) -> Gate:
+    """Mechanism sanity of a B1 run: KVBM onboarded nothing from disk and (where observed) the tier2 file or
+    disk was not read beyond a small threshold; otherwise B1 is not what it claims to be."""
+    if math.isnan(onboarded_from_disk) and math.isnan(read_bytes):
+        return Gate("b1_disk_off", "missing", "TELEMETRY_MISSING", "no disk-tier telemetry for a B1 run",
+                    ("kv_onboard_disk_bytes",))
+    if onboarded_from_disk > 0 or read_bytes > B1_DISK_READ_BYTES:
+        return Gate("b1_disk_off", "fail", "B1_DISK_TIER_NOT_DISABLED",
+                    f"a B1 (CPU tier only) run onboarded {onboarded_from_disk:g} from disk and read "
+                    f"{0 if math.isnan(read_bytes) else read_bytes / 2**20:.1f} MiB from the disk tier")
+    return Gate("b1_disk_off", "pass", "OK", "no disk-tier traffic in a B1 run")
+
+
 def run_state(manifest: dict, error_rate: float) -> list[Gate]:
     gates = []
     complete = manifest["status"] == "complete"

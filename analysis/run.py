@@ -186,7 +186,10 @@ def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) 
         share = float(at["kv_onboard_share_disk"]) if at is not None else float("nan")
         onboarded = float(at["kv_onboard_blocks"]) if at is not None else float("nan")
         out.append(G.tier2_hits_at_knee(share, None if at is None else f"{at['label']}", onboarded))
-    if tiered and hyp in STORAGE_CLAIMS:
+    if tiered and manifest.get("tier_mode") == "B1":
+        out.append(G.b1_disk_off(total(frames, "kv_onboard_disk_bytes", start, end),
+                                 total(frames, "tier2_file_read_bytes", start, end)))
+    if tiered and hyp in STORAGE_CLAIMS and manifest.get("tier_mode") in (None, "B2"):   # B0/B1: no disk tier
         out.append(G.mechanism(total(frames, "kv_offload_disk_bytes", start, end),
                                total(frames, "kv_onboard_disk_bytes", start, end),
                                total(frames, "tier2_file_read_bytes", start, end),

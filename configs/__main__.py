@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     te = sub.add_parser("tier-env", help="same as python -m configs.tier_env")
     te.add_argument("--profile", required=True)
     te.add_argument("--stack", default="stackB")
+    te.add_argument("--tier-mode", default="B2", help="B0 (off), B1 (cpu_only) or B2 (cpu_disk)")
     args = ap.parse_args(argv)
     cfg = load(args.config)
     if args.cmd == "validate":
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         data = plan_run(cfg, args.hypothesis, os.environ).snapshot() if args.hypothesis else to_plain(cfg)
         print(json.dumps(redact.plain(data), indent=2))
     else:
-        sys.stdout.write(tier_env.render(tier_env.tier_env(cfg, args.profile.lower(), args.stack)))
+        sys.stdout.write(tier_env.render(tier_env.tier_env(cfg, args.profile.lower(), args.stack, args.tier_mode)))
     return 0
 
 

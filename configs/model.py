@@ -17,6 +17,19 @@ EvictionPolicy = Literal["lru", "lfu", "segmented"]
 WorkloadClass = Literal["fixed_context", "sessioned_chat", "lora_churn", "rehydrate_replay"]
 ChurnMode = Literal["uniform", "hot_cold", "round_robin"]
 CacheState = Literal["cold", "warm"]
+# KVBM tier modes of Stack B (the later harness' names): B0 no KVBM at all, B1 CPU (host) tier only,
+# B2 CPU + SSD tiers. Operators also write them as off / cpu_only / cpu_disk.
+TIER_MODES = ("B0", "B1", "B2")
+TIER_MODE_ALIASES = {"off": "B0", "cpu_only": "B1", "cpu_disk": "B2"}
+
+
+def tier_mode(value: str, key: str = "tier_mode") -> str:
+    """``B0``/``B1``/``B2`` from any accepted spelling; a FieldError naming ``key`` otherwise."""
+    mode = TIER_MODE_ALIASES.get(str(value).strip().lower(), str(value).strip().upper())
+    if mode not in TIER_MODES:
+        raise FieldError(key, f"expected one of {', '.join(TIER_MODES)} (or {', '.join(TIER_MODE_ALIASES)}), "
+                              f"got {value!r}")
+    return mode
 
 
 def _check(cond: bool, key: str, message: str) -> None:
@@ -183,8 +196,10 @@ class Hypothesis:
     fio_profile: Optional[str] = None
     adapter_proxy: bool = False
     blocked_if: Optional[str] = None
+    tier_mode: str = "B2"          # Stack B's KVBM tiers for this hypothesis (TIER_MODE overrides)
 
     def __post_init__(self):
+        object.__setattr__(self, "tier_mode", tier_mode(self.tier_mode))
         _check(len(self.stacks) > 0, "stacks", "must name at least one stack")
         _check(self.step_duration_s > 0, "step_duration_s", "must be positive")
         _check(self.repetitions > 0, "repetitions", "must be positive")

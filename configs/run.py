@@ -15,10 +15,13 @@ from typing import Mapping, Optional
 
 from . import checks
 from .errors import ConfigError
-from .model import FIO_SWEEP_KEY, MAX_CONCURRENCY, PROFILE_SWEEP_KEYS, Harness, Hypothesis, Profile, StackSpec, WorkloadParams
+from .checks import FieldError
+from .model import (FIO_SWEEP_KEY, MAX_CONCURRENCY, PROFILE_SWEEP_KEYS, Harness, Hypothesis, Profile, StackSpec,
+                    WorkloadParams, tier_mode)
 from .schema import read, to_plain
 
-OVERRIDE_VARS = ("STACK", "PROFILE", "CONCURRENCY", "CONTEXT_TOKENS", "DURATION_S", "ENDPOINT", "SEED", "MODEL")
+OVERRIDE_VARS = ("STACK", "PROFILE", "CONCURRENCY", "CONTEXT_TOKENS", "DURATION_S", "ENDPOINT", "SEED", "MODEL",
+                 "TIER_MODE")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class RunPlan:
     step_duration_s: int
     repetitions: int
     steps: tuple[Step, ...]
+    tier_mode: Optional[str] = None          # Stack B's KVBM tiers; None on a stack without tiering
 
     def snapshot(self) -> dict:
         """JSON-friendly record of everything that shaped the run, for the run manifest."""
@@ -154,8 +158,14 @@ def plan_run(cfg: Harness, hypothesis_id: str, env: Mapping[str, str] | None = N
             raise _env_error("SEED", env["SEED"], "an integer") from None
 
     base = normalise_endpoint(env["ENDPOINT"]) if "ENDPOINT" in env else stack.openai_base
+    mode = None
+    if stack.kv_tiering:
+        try:
+            mode = tier_mode(env["TIER_MODE"], "TIER_MODE") if "TIER_MODE" in env else hyp.tier_mode
+        except FieldError as exc:
+            raise ConfigError(f"environment TIER_MODE: {exc.message}") from None
     return RunPlan(
         hypothesis_id=key, hypothesis=hyp, stack_name=sname, stack=stack, profile_name=pname,
         model_handle=handle, openai_base=base, seed=seed, step_duration_s=duration,
-        repetitions=hyp.repetitions, steps=_steps(cfg, hyp, params, cfg.profiles[pname], sweep),
+        repetitions=hyp.repetitions, steps=_steps(cfg, hyp, params, cfg.profiles[pname], sweep), tier_mode=mode,
     )

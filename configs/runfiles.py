@@ -28,7 +28,7 @@ from typing import Optional
 SCHEMA_VERSION = 2
 # what a manifest of an older version lacks, and the value that means "not known then"
 MANIFEST_DEFAULTS = (("schema_version", 1), ("blocked", None), ("notes", ()), ("steps", ()), ("end", None),
-                     ("session_id_ignored", False), ("outages", ()))
+                     ("session_id_ignored", False), ("outages", ()), ("tier_mode", None))
 
 
 # A request Locust cut by stopping its user (step boundary, end of run): recorded, because it was sent

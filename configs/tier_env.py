@@ -4,9 +4,11 @@ Emits both what Dynamo's KVBM really reads (``DYN_KVBM_CPU_CACHE_GB`` and
 ``DYN_KVBM_DISK_CACHE_GB`` as decimal gigabytes parsed as floats,
 ``DYN_KVBM_DISK_CACHE_DIR``, metrics switch and port) and the harness's own
 ``DYN_KVBM_TIER{0,1,2}_BYTES`` / ``DYN_KVBM_KV_BLOCK_SIZE_BYTES`` / ``DYN_KVBM_TIER2_PATH``.
-Every value is shell-quoted so the output is safe to ``eval``.
+Every value is shell-quoted so the output is safe to ``eval``. The tier mode decides which tiers exist:
+``B2`` both (the default), ``B1`` the CPU tier only (``DYN_KVBM_DISK_CACHE_GB=0``), ``B0`` no KVBM at
+all (every KVBM variable unset; ``DYN_KVBM_TIER_MODE`` tells a restart script to leave the connector out).
 
-    eval "$(python -m configs.tier_env --profile spill)"
+    eval "$(python -m configs.tier_env --profile spill --tier-mode B1)"
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from urllib.parse import urlparse
 
 from .errors import ConfigError, cli_main
 from .loader import load
+from . import model
 from .model import Harness
 from .paths import resolve
 
@@ -26,7 +29,9 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.9f}".rstrip("0").rstrip(".")
 
 
-def tier_env(cfg: Harness, profile: str, stack: str = "stackB") -> dict[str, str]:
+def tier_env(cfg: Harness, profile: str, stack: str = "stackB", tier_mode: str = "B2") -> dict[str, str | None]:
+    """Variable -> value; None for a variable to unset (the disk tier's in B1, every KVBM one in B0)."""
+    mode = model.tier_mode(tier_mode, "--tier-mode")
     if profile not in cfg.profiles:
         raise ConfigError(f"unknown profile {profile!r} (known: {', '.join(cfg.profiles)})")
     p = cfg.profiles[profile]
@@ -45,11 +50,17 @@ def tier_env(cfg: Harness, profile: str, stack: str = "stackB") -> dict[str, str
     }
     if kvbm_url:
         env["DYN_KVBM_METRICS_PORT"] = str(urlparse(kvbm_url).port or 6880)
-    return env
+    if mode == "B1":
+        env["DYN_KVBM_DISK_CACHE_GB"] = "0"
+        env["DYN_KVBM_TIER2_BYTES"] = "0"
+        env["DYN_KVBM_DISK_CACHE_DIR"] = None         # unset: a value left from a B2 start must not linger
+    if mode == "B0":
+        env = {k: None for k in env if k.startswith("DYN_KVBM_")}
+    return {"DYN_KVBM_TIER_MODE": mode, **env}
 
 
-def render(env: dict[str, str]) -> str:
-    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+def render(env: dict[str, str | None]) -> str:
+    return "".join(f"unset {k}\n" if v is None else f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
 
 
 @cli_main
@@ -60,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", required=True, help="profile name, e.g. comfy, spill, stress")
     ap.add_argument("--config", help="overlay YAML merged over the shipped configs (default: $HARNESS_CONFIG)")
     ap.add_argument("--stack", default="stackB", help="stack whose KVBM metrics port to export (default stackB)")
+    ap.add_argument("--tier-mode", default="B2", help="B0 (off), B1 (cpu_only) or B2 (cpu_disk, the default)")
     args = ap.parse_args(argv)
-    sys.stdout.write(render(tier_env(load(args.config), args.profile.lower(), args.stack)))
+    sys.stdout.write(render(tier_env(load(args.config), args.profile.lower(), args.stack, args.tier_mode)))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""python -m rig up|down|status|render|demo|sweep|dynamo — the local stand-in for docker compose."""
+"""python -m rig up|down|status|render|demo|sweep|pairs|dynamo — the local stand-in for docker compose."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +30,18 @@ def main(argv=None) -> int:
     p_sweep = sub.add_parser("sweep", help="the v3.3 sweep playbook: phases A, B, C and the H9 check")
     p_sweep.add_argument("--phase", action="append", choices=["A", "B", "C", "H9"],
                          help="phases to run, in order (default: A B C H9)")
+    p_pairs = sub.add_parser("pairs", help="paired AB/BA repeats of the rehydrate replay between two tier modes "
+                                           "(default B1 vs B2): deltas, intervals, tests, order check, verdict")
+    p_pairs.add_argument("--pairs", type=int, default=6, help="number of pairs (default 6; fewer than 3 give no "
+                                                              "interval)")
+    p_pairs.add_argument("--modes", default="B1,B2", help="the two tier modes, A then B; deltas are B - A")
+    p_pairs.add_argument("--concurrency", type=int, default=4, help="users in every phase (the replay concurrency)")
+    p_pairs.add_argument("--context-tokens", type=int, default=4096, help="session prefix length")
+    p_pairs.add_argument("--duration-s", type=int, default=30, help="seconds per phase (populate, thrash, replay)")
+    p_pairs.add_argument("--no-mechanism-gate", action="store_true",
+                         help="go on when the first B2 leg shows no SSD mechanism (then never decision-grade)")
+    p_pairs.add_argument("--allow-missing-kvbm", action="store_true",
+                         help="go on without KVBM metrics (then never decision-grade: TELEMETRY_MISSING)")
     p_dyn = sub.add_parser("dynamo", help="the real NVIDIA Dynamo (frontend + mocker engine) as a local Stack B")
     p_dyn.add_argument("action", choices=["install", "up", "down", "status"],
                        help="install into dynamo.venv; start on loopback and write <dynamo.home>/overlay.yaml; "
@@ -42,6 +54,9 @@ def main(argv=None) -> int:
     if args.cmd == "demo":
         from . import demo
         return demo.main(quick=args.quick, config=Path(args.config) if args.config else demo.DEMO_CONFIG)
+    if args.cmd == "pairs":
+        from . import pairs
+        return pairs.main(args)
     if args.cmd == "sweep":
         from . import sweep
         return sweep.main(args.phase or ["A", "B", "C", "H9"], Path(args.config) if args.config else None)

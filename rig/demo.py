@@ -45,8 +45,10 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def start_simulator(cfg: Harness, sup: Supervisor, config: Path, name: str, profile: str = "spill") -> None:
-    """The simulator for one configured stack, on that stack's ports, with ``profile``'s tiers."""
+def start_simulator(cfg: Harness, sup: Supervisor, config: Path, name: str, profile: str = "spill",
+                    tier_mode: str = "B2") -> None:
+    """The simulator for one configured stack, on that stack's ports, with ``profile``'s tiers (Stack B's in
+    ``tier_mode``)."""
     stack = cfg.stacks[name]
     letter = name[-1]
     url = urlsplit(stack.openai_base)
@@ -61,8 +63,11 @@ def start_simulator(cfg: Harness, sup: Supervisor, config: Path, name: str, prof
         ensure_free(worker.hostname, worker.port, f"the simulated {name}'s worker metrics",
                     "point the stack's worker_metrics_url elsewhere in an overlay")
     cmd += ["--worker-port", str(worker.port if worker else 0)]
+    if stack.kv_tiering:
+        cmd += ["--tier-mode", tier_mode]
     s = sup.start(f"stacksim-{letter}", cmd, ready_url=f"{stack.openai_base}/models", cwd=PROJECT_ROOT)
-    say(f"  simulated {name} ({profile}) on {stack.openai_base} (pid {s.pid})")
+    mode = f", {tier_mode}" if stack.kv_tiering else ""
+    say(f"  simulated {name} ({profile}{mode}) on {stack.openai_base} (pid {s.pid})")
 
 
 def stop_simulator(sup: Supervisor, name: str) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from analysis import gates as G
 from analysis import pairs as P
 from configs import Harness, load
 from configs.model import TIER_MODES
@@ -41,7 +42,6 @@ from .demo import run_locust, say, start_simulator, stop_simulator
 from .procs import StartError, Supervisor
 
 METRICS = ("ttfc_p50_ms", "ttfc_p95_ms", "ttfc_p99_ms", "throughput_rps")
-B1_READ_BYTES_THRESHOLD = 1 << 20      # a B1 leg reading more than this from the disk tier has one
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -111,7 +111,8 @@ def _restart(cfg: Harness, sup: Supervisor, config: Path, mode: str, real: bool)
         env = tier_env(cfg, cfg.hypotheses["H9"].profile, tier_mode=mode)
         command = os.environ["STACK_B_RESTART_CMD"]
         say(f"  restarting Stack B in {mode}: {command}")
-        subprocess.run(command, shell=True, check=True, env={**os.environ, **env})
+        kept = {k: v for k, v in os.environ.items() if env.get(k, "") is not None}
+        subprocess.run(command, shell=True, check=True, env={**kept, **{k: v for k, v in env.items() if v is not None}})
         return
     stop_simulator(sup, "stackB")
     start_simulator(cfg, sup, config, "stackB", cfg.hypotheses["H9"].profile, tier_mode=mode)
@@ -160,12 +161,12 @@ def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: in
                              "tier2_read_bytes": read, "locust_exit": code})
                 say(f"    TTFC p50 {metrics['ttfc_p50_ms']:.1f} ms, p99 {metrics['ttfc_p99_ms']:.1f} ms, "
                     f"{metrics['replay_requests']} replayed, {errors} errors, {onboard:g} blocks onboarded from disk")
-                if mode == "B1" and (onboard > 0 or read > B1_READ_BYTES_THRESHOLD) \
+                if mode == "B1" and G.b1_disk_off(onboard, read).status == "fail" \
                         and "B1_DISK_TIER_NOT_DISABLED" not in flags:
                     flags.append("B1_DISK_TIER_NOT_DISABLED")
                 if mode == "B2" and sum(1 for r in rows if r["mode"] == "B2") == 1 and _mechanism(rows) is False:
                     if mechanism_gate:
-                        _write(out, rows, legs, [], flags)
+                        _write(out, rows, legs, [], flags, modes)
                         return _stop(out, ["GATE_NO_SSD_MECHANISM_SIGNAL"], "the first B2 leg onboarded nothing "
                                      "from disk: no SSD mechanism to compare (--no-mechanism-gate to go on)")
                     flags.append("MECHANISM_GATE_DISABLED")
@@ -173,7 +174,7 @@ def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: in
         return _stop(out, ["PREFLIGHT_STACK_DID_NOT_START"], str(exc))
     except KeyboardInterrupt:
         say("interrupted: the legs so far stay")
-        _write(out, rows, legs, [P.compare(legs, m, a, b) for m in METRICS], flags)
+        _write(out, rows, legs, [P.compare(legs, m, a, b) for m in METRICS], flags, modes)
         return 130
     finally:
         for p in running:
@@ -181,7 +182,7 @@ def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: in
         if not real:
             sup.stop_all()
     comparisons = [P.compare(legs, m, a, b) for m in METRICS]
-    verdict = _write(out, rows, legs, comparisons, flags)
+    verdict = _write(out, rows, legs, comparisons, flags, modes)
     say(f"verdict: {'decision-grade' if verdict['decision_grade'] else 'not decision-grade'} "
         f"({', '.join(verdict['reasons'])}); {out}")
     return 0
@@ -195,7 +196,8 @@ def _mechanism(rows: list[dict]) -> bool | None:
     return any(r["onboard_disk_blocks"] > 0 for r in b2) and (not read or any(x > 0 for x in read))
 
 
-def _write(out: Path, rows: list[dict], legs: list[P.Leg], comparisons: list, flags: list[str]) -> dict:
+def _write(out: Path, rows: list[dict], legs: list[P.Leg], comparisons: list, flags: list[str],
+           modes: tuple[str, str]) -> dict:
     verdict = P.verdict(legs, comparisons, _mechanism(rows), tuple(flags))
     if rows:
         with open(out / "legs.csv", "w", newline="") as f:
@@ -212,7 +214,7 @@ def _write(out: Path, rows: list[dict], legs: list[P.Leg], comparisons: list, fl
                 w.writerow([pair, orders[pair]] + [c.deltas[i] if i < len(c.deltas) else "" for c in comparisons])
         (out / "comparisons.json").write_text(json.dumps([_plain(asdict(c)) for c in comparisons], indent=2) + "\n")
     (out / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
-    (out / "report.md").write_text(_report(rows, comparisons, verdict))
+    (out / "report.md").write_text(_report(rows, comparisons, verdict, modes))
     return verdict
 
 
@@ -227,23 +229,30 @@ def _plain(obj):
     return obj
 
 
-def _report(rows: list[dict], comparisons: list, verdict: dict) -> str:
+def _num(x: float, spec: str = ".2f") -> str:
+    return "n/a" if x is None or math.isnan(x) else format(x, spec)
+
+
+def _report(rows: list[dict], comparisons: list, verdict: dict, modes: tuple[str, str]) -> str:
+    a, b = modes
     lines = ["# Paired AB/BA repeats", "",
              f"**Verdict**: {'decision-grade' if verdict['decision_grade'] else 'not decision-grade'} "
              f"({', '.join(verdict['reasons'])})", "",
-             "Deltas are second mode − first mode, per pair; intervals are 95 % bootstrap intervals of the mean "
-             "delta; p-values are exact two-sided Wilcoxon signed-rank and sign tests on the pairs.", "",
-             "| metric | pairs | mean delta | 95 % interval | Wilcoxon p | sign p | order effect (A-first − B-first) |",
+             f"Deltas are {b} − {a} within each pair; intervals are 95 % bootstrap intervals of the mean delta (none "
+             f"below {P.MIN_PAIRS} pairs); p-values are exact two-sided Wilcoxon signed-rank and sign tests on the "
+             f"pairs; the order effect is the mean delta of {a}-first pairs minus that of {b}-first pairs.", "",
+             f"| metric | pairs | mean delta | 95 % interval | Wilcoxon p | sign p | order effect ({a}-first − {b}-first) |",
              "|---|---|---|---|---|---|---|"]
     for c in comparisons:
-        lines.append(f"| {c.metric} | {len(c.deltas)} | {c.mean:.2f} | [{c.ci[0]:.2f}, {c.ci[1]:.2f}] | "
-                     f"{c.wilcoxon_p:.3f} | {c.sign_p:.3f} | {c.order_diff:.2f} [{c.order_ci[0]:.2f}, "
-                     f"{c.order_ci[1]:.2f}] |")
+        lines.append(f"| {c.metric} | {len(c.deltas)} | {_num(c.mean)} | [{_num(c.ci[0])}, {_num(c.ci[1])}] | "
+                     f"{_num(c.wilcoxon_p, '.3f')} | {_num(c.sign_p, '.3f')} | {_num(c.order_diff)} "
+                     f"[{_num(c.order_ci[0])}, {_num(c.order_ci[1])}] |")
     lines += ["", "| pair | order | mode | TTFC p50 ms | TTFC p99 ms | replay req/s | errors | disk onboards |",
               "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['pair']} | {r['order']} | {r['mode']} | {r['ttfc_p50_ms']:.1f} | {r['ttfc_p99_ms']:.1f} | "
-                     f"{r['throughput_rps']:.2f} | {r['errors']} | {r['onboard_disk_blocks']:g} |")
+        lines.append(f"| {r['pair']} | {r['order']} | {r['mode']} | {_num(r['ttfc_p50_ms'], '.1f')} | "
+                     f"{_num(r['ttfc_p99_ms'], '.1f')} | {_num(r['throughput_rps'])} | {r['errors']} | "
+                     f"{_num(r['onboard_disk_blocks'], 'g')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -28,7 +28,7 @@ import yaml
 from configs import load
 from configs.model import PROFILE_SWEEP_KEYS
 from configs.paths import PROJECT_ROOT, resolve
-from configs.tier_env import tier_env
+from configs.tier_env import render, tier_env
 
 from . import local
 from .demo import run_locust, say, start_simulator, stop_simulator
@@ -96,16 +96,17 @@ def write_overlay(base: dict, cfg, directory: Path, hypothesis: str, split: dict
     return path
 
 
-def restart_real_stack_b(overlay: Path, profile: str) -> None:
-    env = tier_env(load(str(overlay)), profile)
+def restart_real_stack_b(overlay: Path, profile: str, tier_mode: str = "B2") -> None:
+    env = tier_env(load(str(overlay)), profile, tier_mode=tier_mode)
     command = os.environ.get("STACK_B_RESTART_CMD")
     if command:
         say(f"  restarting Stack B: {command}")
-        subprocess.run(command, shell=True, check=True, env={**os.environ, **{k: str(v) for k, v in env.items()}})
+        kept = {k: v for k, v in os.environ.items() if env.get(k, "") is not None}
+        subprocess.run(command, shell=True, check=True, env={**kept, **{k: v for k, v in env.items() if v is not None}})
         return
     say("  restart the Stack B worker with:")
-    for k, v in env.items():
-        say(f"    export {k}={v}")
+    for line in render(env).splitlines():
+        say(f"    {line}")
     if not sys.stdin.isatty():
         raise SystemExit("error: Stack B needs a restart with new tiers; set STACK_B_RESTART_CMD for unattended sweeps")
     input("  press Enter when Stack B is back ... ")
@@ -157,14 +158,14 @@ def main(phases: list[str], config: Path | None = None) -> int:
                 for split in tier_splits(cfg, hypothesis):
                     overlay = write_overlay(base, cfg, work, hypothesis, split, hyp.profile)
                     label = ", ".join(f"{k}={v}" for k, v in split.items())
-                    want = (hyp.profile, tuple(sorted(split.items())))
+                    want = (hyp.profile, tuple(sorted(split.items())), hyp.tier_mode)
                     if real:
-                        if split and stack == "stackB":
-                            restart_real_stack_b(overlay, hyp.profile)
+                        if (split or hyp.tier_mode != "B2") and stack == "stackB":
+                            restart_real_stack_b(overlay, hyp.profile, hyp.tier_mode)
                     elif sims.get(stack) != want:
                         if stack in sims:
                             stop_simulator(sup, stack)
-                        start_simulator(load(str(overlay)), sup, overlay, stack, hyp.profile)
+                        start_simulator(load(str(overlay)), sup, overlay, stack, hyp.profile, hyp.tier_mode)
                         time.sleep(1)
                         sims[stack] = want
                     say(f"[{hypothesis} on {stack}{' ' + label if label else ''}] profile {hyp.profile}, "

@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 from configs import ConfigError, load
 from configs.errors import cli_main
+from configs.model import tier_mode
 
 from .ownership import StartError
 from .server import StackOptions, StackServer
@@ -39,8 +40,8 @@ def options_for(cfg, stack: str, args) -> StackOptions:
     strict = (stack == "B") if args.strict_fields is None else args.strict_fields
     return StackOptions(stack=stack, model=args.model or cfg.models[spec.model].handle, profile=profile,
                         engine=engine, host=args.host, port=port, kvbm_port=kvbm_port, worker_port=worker_port,
-                        seed=args.seed,
-                        strict_fields=strict, keep_tier2=args.keep_tier2)
+                        seed=args.seed, strict_fields=strict, keep_tier2=args.keep_tier2,
+                        tier_mode=tier_mode(args.tier_mode, "--tier-mode"))
 
 
 def _port(url: str, key: str) -> int:
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="reject unknown request fields such as session_id with 400 (Stack B default)")
     ap.add_argument("--no-strict-fields", dest="strict_fields", action="store_false")
     ap.add_argument("--keep-tier2", action="store_true", help="leave tier2 and adapter files on exit")
+    ap.add_argument("--tier-mode", default="B2", help="Stack B's KVBM tiers: B0 (off: no host or disk tier, no KVBM "
+                                                      "metrics), B1 (cpu_only), B2 (cpu_disk, the default)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")

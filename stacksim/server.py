@@ -51,6 +51,7 @@ class StackOptions:
     seed: int = 42
     strict_fields: bool = False
     keep_tier2: bool = False
+    tier_mode: str = "B2"      # Stack B: B0 no KVBM (no host or disk tier, no KVBM listener), B1 host only
 
 
 def openai_error(status: int, message: str, type_: str, code=None) -> web.Response:
@@ -146,7 +147,7 @@ class StackServer:
         try:
             listeners = {"API": o.port}
             if self.tiered:
-                listeners.update(KVBM=o.kvbm_port, worker=o.worker_port)
+                listeners.update(KVBM=o.kvbm_port if o.tier_mode != "B0" else None, worker=o.worker_port)
             for role, port in listeners.items():
                 if port:
                     self._socks[role] = bind(o.host, port, f"{what}: {role} listener")
@@ -169,11 +170,11 @@ class StackServer:
         self.lora = LoraStore(self.data_dir, e.lora_count, e.lora_bytes, e.max_loras, e.lora_load_ms / 1000.0, io)
         block = p.kv_block_size_bytes
         tier2 = None
-        if self.tiered and p.tier2_bytes >= block:
+        if self.tiered and o.tier_mode == "B2" and p.tier2_bytes >= block:
             tier2 = Tier2Store(self.data_dir, "kv_blocks.bin", block, p.tier2_bytes // block)
         self.kv = TieredKVCache(
             tier0_blocks=p.tier0_bytes // block,
-            tier1_blocks=p.tier1_bytes // block if self.tiered else 0,
+            tier1_blocks=p.tier1_bytes // block if self.tiered and o.tier_mode != "B0" else 0,
             tier2=tier2, policy=p.eviction_policy, block_tokens=p.kv_block_size_tokens, io=io)
         self.engine = Engine(e, self.kv, block, o.seed, io, self.lora)
         self.metrics = FrontendMetrics(self.engine, "dynamo" if self.tiered else "trtllm", o.model)
@@ -203,8 +204,9 @@ class StackServer:
             wapp.router.add_get("/metrics", lambda _r: web.Response(body=worker.exposition(),
                                                                      content_type="text/plain", charset="utf-8"))
             await self._listen(wapp, "worker")
-        log.info("stack %s serving %s on http://%s:%d%s (profile tiers: %d/%d/%d blocks, tier2 %s)", o.stack,
-                 o.model, o.host, o.port, f", KVBM metrics on :{o.kvbm_port}" if self.tiered and o.kvbm_port else "",
+        log.info("stack %s%s serving %s on http://%s:%d%s (profile tiers: %d/%d/%d blocks, tier2 %s)", o.stack,
+                 f" ({o.tier_mode})" if self.tiered else "", o.model, o.host, o.port,
+                 f", KVBM metrics on :{o.kvbm_port}" if self.tiered and o.kvbm_port and o.tier_mode != "B0" else "",
                  self.kv.capacity0, self.kv.capacity1, tier2.capacity if tier2 else 0,
                  "O_DIRECT" if tier2 and tier2.direct else ("buffered" if tier2 else "none"))
 

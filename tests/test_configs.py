@@ -225,6 +225,20 @@ def test_tier_env_is_valid_shell_and_round_trips(cfg, tmp_path):
     assert values["DYN_KVBM_METRICS"] == "true" and values["DYN_KVBM_METRICS_PORT"] == "6880"
 
 
+def test_tier_env_follows_the_tier_mode():
+    def run(mode):
+        script = ("export DYN_KVBM_CPU_CACHE_GB=stale DYN_KVBM_DISK_CACHE_DIR=stale; "
+                  f'eval "$({sys.executable} -m configs.tier_env --profile spill --tier-mode {mode})"; '
+                  'echo "$DYN_KVBM_TIER_MODE|${DYN_KVBM_CPU_CACHE_GB-unset}|${DYN_KVBM_DISK_CACHE_GB-unset}|'
+                  '${DYN_KVBM_DISK_CACHE_DIR-unset}|${DYN_KVBM_METRICS-unset}"')
+        return subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    gb = f"{2**30 / 1e9:.9f}".rstrip("0")
+    assert run("cpu_disk").startswith(f"B2|{gb}|")
+    assert run("B1").strip() == f"B1|{gb}|0|unset|true"                 # the disk tier off, the CPU tier kept
+    assert run("off").strip() == "B0|unset|unset|unset|unset"            # no KVBM at all: even stale values go
+    assert run_module("configs.tier_env", "--profile", "spill", "--tier-mode", "B9").returncode == 2
+
+
 def test_tier_env_quotes_hostile_paths(write_yaml, tmp_path):
     canary = tmp_path / "canary"
     hostile = f"/tmp/kv dir/$(touch {canary})/'q'"

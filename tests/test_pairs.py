@@ -66,3 +66,87 @@ def test_exact_tests_match_their_textbook_values():
     assert P.sign_p([1, -1, 2, -2]) == 1.0
     # n=5, ranks 1..5 with rank 1 negative: W+ = 14; P(|W+ - 7.5| >= 6.5) = 4/32
     assert P.wilcoxon_p([-1, 2, 3, 4, 5]) == 4 / 32
+
+
+# ---- `python -m rig pairs` end to end on the simulator ----------------------------------------------
+import csv  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+
+from analysis import gates as G  # noqa: E402
+from conftest import free_port, run_module  # noqa: E402
+
+
+def pairs_overlay(tmp, tier2_bytes: str = "256MiB", openai_port: int | None = None):
+    overlay = tmp / "pairs.yaml"
+    overlay.write_text(f"""results_dir: {tmp / 'results'}
+run_dir: {tmp / 'run'}
+engine: {{time_scale: 0.25, lora_count: 0}}
+stacks:
+  stackB: {{openai_base: 'http://127.0.0.1:{openai_port or free_port()}/v1', metrics_url: 'http://127.0.0.1:{free_port()}/metrics',
+            kvbm_metrics_url: 'http://127.0.0.1:{free_port()}/metrics',
+            worker_metrics_url: 'http://127.0.0.1:{free_port()}/metrics'}}
+profiles:
+  stress: {{tier0_bytes: 4MiB, tier1_bytes: 2MiB, tier2_bytes: {tier2_bytes}, tier2_path: {tmp / 't2'}}}
+loadgen: {{metrics_port: {free_port()}, ready_timeout_s: 10}}
+hypotheses:
+  H9: {{params: {{max_tokens: 8}}}}
+""")
+    return overlay
+
+
+def only(tmp, pattern):
+    [found] = (tmp / "results").glob(pattern)
+    return found
+
+
+def test_pairs_run_end_to_end_with_counterbalanced_legs(tmp_path):
+    overlay = pairs_overlay(tmp_path)
+    proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "2", "--duration-s", "3",
+                      "--concurrency", "2", "--context-tokens", "1024", timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    out = only(tmp_path, "pairs-*[0-9]Z")
+    legs = list(csv.DictReader(open(out / "legs.csv")))
+    assert [(r["pair"], r["order"], r["mode"]) for r in legs] == [
+        ("0", "B1_B2", "B1"), ("0", "B1_B2", "B2"), ("1", "B2_B1", "B2"), ("1", "B2_B1", "B1")]
+    for r in legs:
+        assert int(r["replay_requests"]) > 0 and int(r["errors"]) == 0 and r["metric_used"] == "ttfc"
+        # B2 reads back from its disk tier what B1 has to recompute; B1 has none
+        assert (float(r["onboard_disk_blocks"]) > 0) == (r["mode"] == "B2"), r
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict == {"decision_grade": False, "reasons": ["TOO_FEW_PAIRS"], "primary_metric": "ttfc_p50_ms"}
+    comparisons = json.loads((out / "comparisons.json").read_text())
+    assert [c["metric"] for c in comparisons] == ["ttfc_p50_ms", "ttfc_p95_ms", "ttfc_p99_ms", "throughput_rps"]
+    assert len(comparisons[0]["deltas"]) == 2 and comparisons[0]["ci"] == [None, None]
+    assert "B2 − B1 within each pair" in (out / "report.md").read_text()
+    runs = sorted(p.name for p in (tmp_path / "results").glob("pairs-*-p*-l*"))
+    assert len(runs) == 4 and all(json.loads((tmp_path / "results" / r / "manifest.json").read_text())["tier_mode"]
+                                  == r.rsplit("-", 1)[1] for r in runs)
+
+
+def test_the_early_gate_stops_when_b2_has_no_disk_tier(tmp_path):
+    overlay = pairs_overlay(tmp_path, tier2_bytes="0")
+    proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", "--duration-s", "2",
+                      "--concurrency", "2", "--context-tokens", "1024", timeout=240)
+    assert proc.returncode == 2 and "the first B2 leg onboarded nothing from disk" in proc.stdout
+    out = only(tmp_path, "pairs-*[0-9]Z")
+    assert json.loads((out / "verdict.json").read_text())["reasons"] == ["GATE_NO_SSD_MECHANISM_SIGNAL"]
+    assert len(list(csv.DictReader(open(out / "legs.csv")))) == 2          # what ran is kept
+
+
+def test_preflight_names_a_dead_endpoint(tmp_path):
+    overlay = pairs_overlay(tmp_path)
+    env = {**os.environ, "STACK_B_RESTART_CMD": "true"}           # a real stack that is not there
+    proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", env=env, timeout=60)
+    assert proc.returncode == 2 and "preflight failed: PREFLIGHT_FRONTEND_UNREACHABLE" in proc.stdout
+    out = only(tmp_path, "pairs-*[0-9]Z")
+    assert json.loads((out / "verdict.json").read_text())["reasons"] == ["PREFLIGHT_FRONTEND_UNREACHABLE"]
+
+
+@pytest.mark.parametrize("onboarded,read,reason", [
+    (0.0, 0.0, "OK"), (0.0, float("nan"), "OK"), (12.0, 0.0, "B1_DISK_TIER_NOT_DISABLED"),
+    (0.0, 8 * 2**20, "B1_DISK_TIER_NOT_DISABLED"), (float("nan"), float("nan"), "TELEMETRY_MISSING")])
+def test_a_b1_run_with_disk_traffic_is_flagged(onboarded, read, reason):
+    assert G.b1_disk_off(onboarded, read).reason == reason

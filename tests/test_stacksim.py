@@ -388,6 +388,23 @@ def test_a_start_that_cannot_fit_its_adapters_writes_nothing(tmp_path):
     assert not sim.data_dir.exists() and not [p for p in sim.tier2.iterdir() if p.name.startswith("stacksim")]
 
 
+@pytest.mark.parametrize("mode", ["B0", "B1"])
+def test_tier_modes_leave_out_the_tiers_they_name(tmp_path, mode):
+    with Sim(tmp_path, "B", SMALL_TIERS, args=["--tier-mode", mode]) as sim:
+        for p in [words(600, f"mode{i}") for i in range(8)]:            # enough to spill past tier0
+            requests.post(f"{sim.base}/v1/completions", json={"model": MODEL, "prompt": p, "max_tokens": 2},
+                          timeout=30).raise_for_status()
+        assert not (sim.data_dir / "kv_blocks.bin").exists()            # no disk tier in B0 or B1
+        if mode == "B0":                                                # no KVBM at all: nothing listens there
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"http://127.0.0.1:{sim.kvbm_port}/metrics", timeout=2)
+        else:
+            m = sim.metrics(port=sim.kvbm_port)
+            assert m[("kvbm_offload_blocks_d2h_total", frozenset())] > 0
+            assert m[("kvbm_offload_blocks_h2d_total", frozenset())] == 0
+            assert m[("stacksim_kv_tier_capacity_blocks", frozenset({("tier", "disk")}))] == 0
+
+
 def test_eviction_policies():
     lru = eviction.make("lru")
     for k in "abc":
