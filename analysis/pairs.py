@@ -20,6 +20,9 @@ import random
 from dataclasses import dataclass, field
 
 MIN_PAIRS = 3                 # fewer pairs than this give no interval worth printing
+# reasons said in the verdict that do not make a comparison less sound: a metric's stand-in, and a replay
+# list that differs from an earlier experiment's (this one is compared within itself)
+WARNINGS = frozenset({"METRIC_FALLBACK_TTFT", "BASELINE_MANIFEST_CHANGED"})
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,6 @@ def verdict(legs: list[Leg], comparisons: list[Comparison], mechanism_seen: bool
     for c in comparisons[1:]:
         reasons += [r for r in c.reasons if r.startswith("ORDER_EFFECT_") and r not in reasons]
     reasons += [o for o in overrides if o not in reasons]
-    blocking = [r for r in reasons if r != "METRIC_FALLBACK_TTFT"]
+    blocking = [r for r in reasons if r not in WARNINGS]
     return {"decision_grade": not blocking, "reasons": reasons or ["OK"],
             "primary_metric": primary.metric if primary else None}

@@ -14,6 +14,7 @@ ones too, filling in what they did not have.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -24,11 +25,14 @@ from pathlib import Path
 from typing import Optional
 
 # 1: the first harness; 2: schema_version itself, records of cut streams (cancelled_by_step) and
-# cached_tokens, manifest's session_id_ignored and outages
-SCHEMA_VERSION = 2
+# cached_tokens, manifest's session_id_ignored and outages; 3: records' request_hash, manifest's tier_mode
+# and request_manifest_hash (with request_manifest.jsonl)
+SCHEMA_VERSION = 3
 # what a manifest of an older version lacks, and the value that means "not known then"
 MANIFEST_DEFAULTS = (("schema_version", 1), ("blocked", None), ("notes", ()), ("steps", ()), ("end", None),
-                     ("session_id_ignored", False), ("outages", ()), ("tier_mode", None))
+                     ("session_id_ignored", False), ("outages", ()), ("tier_mode", None),
+                     ("request_manifest_hash", None))
+REQUEST_MANIFEST = "request_manifest.jsonl"
 
 
 # A request Locust cut by stopping its user (step boundary, end of run): recorded, because it was sent
@@ -71,6 +75,7 @@ class RequestRecord:
     tokens_source: Optional[str] = None     # "usage" or "counted" (chunks, when the stream sent no usage)
     prompt_tokens_target: Optional[int] = None
     cached_tokens: Optional[int] = None
+    request_hash: Optional[str] = None      # the prompt bytes and every generation parameter (request_hash())
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -95,6 +100,24 @@ class RecordWriter:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def request_hash(endpoint: str, body: dict) -> str:
+    """A request's identity: the endpoint and the whole body (prompt bytes, model, max_tokens, sampling,
+    session metadata), canonical JSON hashed. Two records with one hash asked the same thing."""
+    return hashlib.blake2b(_canonical([endpoint, body]), digest_size=12).hexdigest()
+
+
+def write_request_manifest(path: Path, entries: list[dict]) -> str:
+    """The deterministic replay list of a run, one JSON object per line, and its semantic hash: what the
+    entries say, not when or where they were written, so two runs of one workload share it."""
+    lines = [_canonical(e) for e in entries]
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return hashlib.blake2b(b"\n".join(sorted(lines)), digest_size=12).hexdigest()
 
 
 def read_records(path: Path, fields: Optional[tuple] = None):

@@ -42,6 +42,10 @@ def main(argv=None) -> int:
                          help="go on when the first B2 leg shows no SSD mechanism (then never decision-grade)")
     p_pairs.add_argument("--allow-missing-kvbm", action="store_true",
                          help="go on without KVBM metrics (then never decision-grade: TELEMETRY_MISSING)")
+    p_pairs.add_argument("--strict-baseline", action="store_true",
+                         help="stop when the replay list differs from the known-good baseline (default: warn)")
+    p_pairs.add_argument("--accept-new-baseline", action="store_true",
+                         help="make this run's replay list the known-good baseline (an audit line is appended)")
     p_dyn = sub.add_parser("dynamo", help="the real NVIDIA Dynamo (frontend + mocker engine) as a local Stack B")
     p_dyn.add_argument("action", choices=["install", "up", "down", "status"],
                        help="install into dynamo.venv; start on loopback and write <dynamo.home>/overlay.yaml; "

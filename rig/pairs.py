@@ -42,6 +42,8 @@ from .demo import run_locust, say, start_simulator, stop_simulator
 from .procs import StartError, Supervisor
 
 METRICS = ("ttfc_p50_ms", "ttfc_p95_ms", "ttfc_p99_ms", "throughput_rps")
+BASELINE_FILE = "pairs_known_good_baseline.json"       # under results_dir: workload -> replay list hash
+BASELINE_AUDIT = "pairs_baseline_audit.jsonl"           # append-only: every change of a known-good hash
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -86,6 +88,26 @@ def leg_metrics(results: Path, run_id: str) -> tuple[dict, int, str]:
              "throughput_rps": len(replay) / span, "replay_requests": len(replay)}, errors, used)
 
 
+def check_baseline(results: Path, key: str, found: str, strict: bool, accept: bool, run: str) -> list[str]:
+    """Compare the replay list's hash with the known-good one for this workload ``key``. The first one seen
+    is kept; a different one is a warning (``BASELINE_MANIFEST_CHANGED``), a stop in strict mode
+    (``BASELINE_MANIFEST_MISMATCH``), or with ``accept`` the new known-good one; every change of the
+    known-good hash is a line appended to the audit file."""
+    known_path, audit = results / BASELINE_FILE, results / BASELINE_AUDIT
+    known = json.loads(known_path.read_text()) if known_path.exists() else {}
+    previous = known.get(key)
+    if previous == found:
+        return []
+    if previous is not None and not accept:
+        return ["BASELINE_MANIFEST_MISMATCH" if strict else "BASELINE_MANIFEST_CHANGED"]
+    known[key] = found
+    known_path.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
+    with open(audit, "a") as f:
+        f.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "key": key,
+                            "previous": previous, "accepted": found, "run": run}) + "\n")
+    return []
+
+
 def preflight(cfg: Harness, need_kvbm: bool) -> list[str]:
     stack = cfg.stacks["stackB"]
     base = stack.openai_base.rsplit("/v1", 1)[0]
@@ -119,7 +141,8 @@ def _restart(cfg: Harness, sup: Supervisor, config: Path, mode: str, real: bool)
 
 
 def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: int, context_tokens: int,
-        duration_s: int, mechanism_gate: bool, allow_missing_kvbm: bool) -> int:
+        duration_s: int, mechanism_gate: bool, allow_missing_kvbm: bool, strict_baseline: bool = False,
+        accept_baseline: bool = False) -> int:
     cfg = load(str(config) if config else None)
     real = bool(os.environ.get("STACK_B_RESTART_CMD"))
     a, b = modes
@@ -151,12 +174,25 @@ def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: in
                                       ("DURATION_S", str(duration_s)), ("TIER_MODE", mode), ("RUN_ID", run_id)))
                 after = kvbm_counters(kvbm_url)
                 metrics, errors, used = leg_metrics(resolve(cfg.results_dir), run_id)
+                replay_hash = read_manifest(resolve(cfg.results_dir) / run_id / "manifest.json")[
+                    "request_manifest_hash"]
+                if not legs:
+                    baseline = replay_hash
+                    found = check_baseline(resolve(cfg.results_dir), f"H9:c{concurrency}:ctx{context_tokens}",
+                                           replay_hash, strict_baseline, accept_baseline, out.name)
+                    if "BASELINE_MANIFEST_MISMATCH" in found:
+                        return _stop(out, found, "the replay list differs from the known-good baseline "
+                                                 "(--accept-new-baseline to accept it)")
+                    flags += found
+                elif replay_hash != baseline and "REQUEST_MANIFEST_DIFFERS" not in flags:
+                    flags.append("REQUEST_MANIFEST_DIFFERS")       # the legs did not replay the same requests
                 onboard = (after["onboard_disk_blocks"] - before["onboard_disk_blocks"]) if before and after \
                     else math.nan
                 read = (after["tier2_read_bytes"] - before["tier2_read_bytes"]) if before and after else math.nan
                 leg = P.Leg(pair, "_".join(order), mode, metrics, errors, used)
                 legs.append(leg)
                 rows.append({"pair": pair, "order": leg.order, "position": position, "mode": mode, "run_id": run_id,
+                             "request_manifest_hash": replay_hash,
                              **metrics, "errors": errors, "metric_used": used, "onboard_disk_blocks": onboard,
                              "tier2_read_bytes": read, "locust_exit": code})
                 say(f"    TTFC p50 {metrics['ttfc_p50_ms']:.1f} ms, p99 {metrics['ttfc_p99_ms']:.1f} ms, "
@@ -270,4 +306,4 @@ def main(argv_args) -> int:
         return 2
     return run(Path(argv_args.config) if argv_args.config else None, argv_args.pairs, modes, argv_args.concurrency,
                argv_args.context_tokens, argv_args.duration_s, not argv_args.no_mechanism_gate,
-               argv_args.allow_missing_kvbm)
+               argv_args.allow_missing_kvbm, argv_args.strict_baseline, argv_args.accept_new_baseline)

@@ -122,8 +122,17 @@ def test_pairs_run_end_to_end_with_counterbalanced_legs(tmp_path):
     assert len(comparisons[0]["deltas"]) == 2 and comparisons[0]["ci"] == [None, None]
     assert "B2 − B1 within each pair" in (out / "report.md").read_text()
     runs = sorted(p.name for p in (tmp_path / "results").glob("pairs-*-p*-l*"))
-    assert len(runs) == 4 and all(json.loads((tmp_path / "results" / r / "manifest.json").read_text())["tier_mode"]
-                                  == r.rsplit("-", 1)[1] for r in runs)
+    manifests = [json.loads((tmp_path / "results" / r / "manifest.json").read_text()) for r in runs]
+    assert len(runs) == 4 and all(m["tier_mode"] == r.rsplit("-", 1)[1] for m, r in zip(manifests, runs))
+    # every leg replayed the same deterministic list, and every record says which request it was
+    assert len({m["request_manifest_hash"] for m in manifests}) == 1 and len({r["request_manifest_hash"]
+                                                                             for r in legs}) == 1
+    replay = [json.loads(line) for line in (tmp_path / "results" / runs[0] / "request_manifest.jsonl").open()]
+    assert replay and {"session_id", "prefix_hash", "context_tokens"} <= set(replay[0])
+    records = [json.loads(line) for line in (tmp_path / "results" / runs[0] / "requests.jsonl").open()]
+    assert all(r["request_hash"] for r in records)
+    replays = [r for r in records if r["phase"] == "replay"]
+    assert len({r["request_hash"] for r in replays}) <= len(replay)      # replays repeat the list's requests
 
 
 def test_the_early_gate_stops_when_b2_has_no_disk_tier(tmp_path):
@@ -150,3 +159,18 @@ def test_preflight_names_a_dead_endpoint(tmp_path):
     (0.0, 8 * 2**20, "B1_DISK_TIER_NOT_DISABLED"), (float("nan"), float("nan"), "TELEMETRY_MISSING")])
 def test_a_b1_run_with_disk_traffic_is_flagged(onboarded, read, reason):
     assert G.b1_disk_off(onboarded, read).reason == reason
+
+
+def test_the_replay_list_baseline_is_kept_checked_and_audited(tmp_path):
+    from rig.pairs import BASELINE_AUDIT, check_baseline
+    key = "H9:c2:ctx1024"
+    assert check_baseline(tmp_path, key, "aaa", strict=False, accept=False, run="r1") == []      # first: kept
+    assert check_baseline(tmp_path, key, "aaa", strict=True, accept=False, run="r2") == []       # same: fine
+    assert check_baseline(tmp_path, key, "bbb", strict=False, accept=False, run="r3") == ["BASELINE_MANIFEST_CHANGED"]
+    assert check_baseline(tmp_path, key, "bbb", strict=True, accept=False, run="r4") == ["BASELINE_MANIFEST_MISMATCH"]
+    assert check_baseline(tmp_path, key, "bbb", strict=True, accept=True, run="r5") == []        # accepted
+    assert check_baseline(tmp_path, key, "bbb", strict=True, accept=False, run="r6") == []
+    audit = [json.loads(line) for line in (tmp_path / BASELINE_AUDIT).read_text().splitlines()]
+    assert [(a["previous"], a["accepted"], a["run"]) for a in audit] == [(None, "aaa", "r1"), ("aaa", "bbb", "r5")]
+    assert P.verdict(legs(-20, 6), [P.compare(legs(-20, 6), "ttfc_p50_ms")], True,
+                     ("BASELINE_MANIFEST_CHANGED",))["decision_grade"] is True          # a warning, said

@@ -31,7 +31,8 @@ from locust.runners import MasterRunner, WorkerRunner
 from configs import ConfigError, RunPlan, Step, load, plan_run
 from configs.paths import check_name, resolve
 from configs.run import OVERRIDE_VARS, normalise_endpoint
-from configs.runfiles import CANCELLED_BY_STEP, Manifest, RecordWriter, RequestRecord
+from configs.runfiles import (CANCELLED_BY_STEP, REQUEST_MANIFEST, Manifest, RecordWriter, RequestRecord, request_hash,
+                              write_request_manifest)
 from rig import local, promconfig
 
 from . import cache, workloads
@@ -300,6 +301,12 @@ def _begin_run(environment) -> None:
                         "host_override": environment.host}}
     st.manifest = start_manifest(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
     st.manifest.note(sizing)
+    if st.rehydrate_manifests:          # the replay list, deterministic: its hash says two runs replayed the same
+        entries = [{"context_tokens": size, "session_id": e["session_id"], "prefix_hash": e["prefix_hash"],
+                    "words": e["words"]} for size, items in sorted(st.rehydrate_manifests.items()) for e in items]
+        st.manifest.doc["request_manifest_hash"] = write_request_manifest(
+            run_dir(st.cfg, st.run_id) / REQUEST_MANIFEST, entries)
+        st.manifest.write()
     if st.workload == "rehydrate_replay" and unknown_fields_ignored(target, st.plan.model_handle):
         st.manifest.doc["session_id_ignored"] = True
         st.manifest.note(f"session_id_ignored: the frontend answers 200 to a made-up field ({UNKNOWN_FIELD}), so "
@@ -469,7 +476,8 @@ class PlanUser(FastHttpUser):
             step=slot.index, repetition=slot.repetition, phase=slot.phase, target_concurrency=params.concurrency,
             target_context_tokens=params.context_tokens, user=self.index, worker=st.worker, endpoint=req.path,
             model=req.body["model"], adapter=req.adapter, session_id=req.session_id, turn=req.turn,
-            prefix_hash=req.prefix_hash, prompt_tokens_target=req.target_tokens)
+            prefix_hash=req.prefix_hash, prompt_tokens_target=req.target_tokens,
+            request_hash=request_hash(req.path, req.body))
         text: list[str] = []
         try:
             send(self.client, "/" + req.path, req.body, rec, req.path, text)
