@@ -200,7 +200,9 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
         doc.h(3, f"{a.run_id} — {a.verdict}")
         doc.table(pd.DataFrame([g.as_dict() for g in a.gates]))
         if not a.correlations.empty:
-            doc.p("Correlation of per-window TTFT p99 with telemetry (best lag):")
+            doc.p("Correlation of per-window TTFT p99 with telemetry at the best lag (±3 windows), with a 95 % "
+                  "block-bootstrap interval of r; no r below 20 windows, and lag_at_edge when the best lag is the "
+                  "largest searched (the true one may lie beyond):")
             doc.table(a.correlations)
     doc.h(2, "Caveats")
     doc.bullets(["Percentiles from records are exact; the Prometheus histogram p99 (ttft_p99_hist_s) comes from "

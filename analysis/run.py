@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import gates as G
-from .correlate import Correlation, best_lag, on_grid, window_p99
+from .correlate import MIN_WINDOWS, Correlation, best_lag, on_grid, window_p99
 from .knee import Knee, find_knee, saturation
 from .promdata import Source
 from .steps import CANCELLED_BY_STEP, by_step, load_run, step_table
@@ -89,23 +89,34 @@ def add_step_telemetry(table: pd.DataFrame, frames: dict) -> pd.DataFrame:
     return out
 
 
+CORRELATION_COLUMNS = ["telemetry", "pearson", "pearson_ci_low", "pearson_ci_high", "spearman", "lag_s",
+                       "lag_at_edge", "samples", "note"]
+
+
 def correlations(records: pd.DataFrame, frames: dict, start: float, end: float) -> pd.DataFrame:
+    """Per telemetry series: r with its interval at the best lag. Below MIN_WINDOWS paired windows no r is
+    given (note ``too_few_windows``); a best lag at the search edge is flagged (``lag_at_edge``)."""
     ok = records[records["ok"]] if not records.empty else records
     if ok.empty:
-        return pd.DataFrame(columns=["telemetry", "pearson", "spearman", "lag_s", "samples"])
+        return pd.DataFrame(columns=CORRELATION_COLUMNS)
     lat = window_p99(ok["start_time"].to_numpy(), ok["ttft_s"].to_numpy(), start, end, CORRELATION_WINDOW_S)
     rows = []
     for name in CORRELATE_WITH:
         s = single(frames[name])
         if s.empty:
-            rows.append({"telemetry": name, "pearson": np.nan, "spearman": np.nan, "lag_s": np.nan, "samples": 0})
+            rows.append({"telemetry": name, "pearson": np.nan, "pearson_ci_low": np.nan, "pearson_ci_high": np.nan,
+                         "spearman": np.nan, "lag_s": np.nan, "lag_at_edge": False, "samples": 0,
+                         "note": "no telemetry"})
             continue
         grid = on_grid(s, start, end)
         per_window = grid.groupby(((grid.index - start) // CORRELATION_WINDOW_S) * CORRELATION_WINDOW_S + start).mean()
         c: Correlation = best_lag(lat, per_window.reindex(lat.index), max_lag=3, step_s=CORRELATION_WINDOW_S)
-        rows.append({"telemetry": name, "pearson": c.pearson, "spearman": c.spearman, "lag_s": c.lag_s,
-                     "samples": c.samples})
-    return pd.DataFrame(rows)
+        enough = c.samples >= MIN_WINDOWS
+        rows.append({"telemetry": name, "pearson": c.pearson if enough else np.nan, "pearson_ci_low": c.ci[0],
+                     "pearson_ci_high": c.ci[1], "spearman": c.spearman if enough else np.nan,
+                     "lag_s": c.lag_s if enough else np.nan, "lag_at_edge": enough and c.at_edge,
+                     "samples": c.samples, "note": "" if enough else f"too_few_windows (< {MIN_WINDOWS})"})
+    return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
 
 
 def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,

@@ -47,8 +47,13 @@ def test_correlation_recovers_a_known_lag():
     latency = driver.shift(3) * 2 + rng.normal(scale=0.01, size=len(t))     # latency follows 0.6 s later
     c = best_lag(latency, driver, max_lag=6, step_s=0.2)
     assert c.lag_s == pytest.approx(0.6) and c.pearson > 0.95 and c.spearman > 0.9
+    assert c.ci[0] <= c.pearson <= c.ci[1] and c.ci[0] > 0.9 and not c.at_edge
     noise = pd.Series(rng.normal(size=len(t)), index=t)
-    assert abs(best_lag(latency, noise, max_lag=0).pearson) < 0.2
+    unrelated = best_lag(latency, noise, max_lag=0)
+    assert abs(unrelated.pearson) < 0.2 and unrelated.ci[0] < 0 < unrelated.ci[1]     # an interval around zero
+    assert best_lag(latency, driver, max_lag=2, step_s=0.2).at_edge          # the true lag (3) is beyond: said
+    few = best_lag(latency.iloc[:15], driver.iloc[:15], max_lag=0)
+    assert few.samples < 20 and np.isnan(few.ci[0])                          # too few windows for an interval
     slope, intercept, r2 = linear_fit([1, 2, 3, 4], [3, 5, 7, 9])
     assert (slope, intercept, r2) == pytest.approx((2, 1, 1))
 
