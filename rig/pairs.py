@@ -11,81 +11,32 @@ and the tier2 file or disk really read) stops the experiment (``GATE_NO_SSD_MECH
 ``--no-mechanism-gate``, which then marks the verdict not decision-grade. A B1 leg that read from the
 disk tier is flagged ``B1_DISK_TIER_NOT_DISABLED``.
 
-Writes ``<results_dir>/pairs-<ts>/``: legs.csv, deltas.csv, comparisons.json, verdict.json, report.md.
+Writes ``<results_dir>/pairs-<ts>/``: legs.csv, deltas.csv, comparisons.json, verdict.json, report.md, and
+per leg storage-<run_id>.json (the tier2 disk's identity and health log, the serving process's I/O, before
+and after).
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
-import os
-import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import requests
-from prometheus_client.parser import text_string_to_metric_families
-
 from analysis import gates as G
 from analysis import pairs as P
-from configs import Harness, load
+from configs import load
 from configs.model import TIER_MODES
 from configs.paths import resolve
-from configs.runfiles import CANCELLED_BY_STEP, read_manifest, read_records
-from configs.tier_env import tier_env
-from configs.vocabulary import series as S
-from configs.vocabulary import stacks as V
 
-from . import local
-from .demo import run_locust, say, start_simulator, stop_simulator
-from .procs import StartError, Supervisor
+from .demo import say
+from .legs import LegRunner
+from .procs import StartError
 
 METRICS = ("ttfc_p50_ms", "ttfc_p95_ms", "ttfc_p99_ms", "throughput_rps")
 BASELINE_FILE = "pairs_known_good_baseline.json"       # under results_dir: workload -> replay list hash
 BASELINE_AUDIT = "pairs_baseline_audit.jsonl"           # append-only: every change of a known-good hash
-
-
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else math.nan
-
-
-def kvbm_counters(url: str | None) -> dict | None:
-    """Blocks onboarded from disk and bytes read from the tier2 file, now; None when unreachable."""
-    if not url:
-        return None
-    try:
-        text = requests.get(url, timeout=5).text
-    except requests.RequestException:
-        return None
-    out = {"onboard_disk_blocks": 0.0, "tier2_read_bytes": math.nan}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name in (V.KVBM + "onboard_blocks_d2d", V.KVBM + "onboard_blocks_d2d_total"):
-                out["onboard_disk_blocks"] = s.value
-            if s.name == S.SIM_TIER2_IO.total and s.labels.get("direction") == "read":
-                out["tier2_read_bytes"] = s.value
-    return out
-
-
-def leg_metrics(results: Path, run_id: str) -> tuple[dict, int, str]:
-    """Replay-phase TTFC percentiles and throughput, errors of the whole leg, and the metric used."""
-    run = results / run_id
-    manifest = read_manifest(run / "manifest.json")
-    records = read_records(run / "requests.jsonl")
-    blocked = (manifest.get("blocked") or {}).get("reason") or ""
-    errors = sum(1 for r in records if not r["ok"] and r.get("error_class") != CANCELLED_BY_STEP
-                 and not (r.get("status") == 400 and r.get("error") and r["error"] in blocked))
-    replay = [r for r in records if r["phase"] == "replay" and r["ok"]]
-    ttfc = [r["ttft_s"] * 1000 for r in replay if r.get("ttft_s") is not None]
-    used = "ttfc"
-    if not ttfc:                       # no chunk carried text: end-to-end time stands in, and it is said
-        ttfc, used = [r["e2e_s"] * 1000 for r in replay if r.get("e2e_s") is not None], "ttft"
-    steps = [s for s in manifest.get("steps", []) if s.get("phase") == "replay"]
-    span = sum((s.get("end") or s["start"]) - s["start"] for s in steps) or math.nan
-    return ({"ttfc_p50_ms": _pct(ttfc, .5), "ttfc_p95_ms": _pct(ttfc, .95), "ttfc_p99_ms": _pct(ttfc, .99),
-             "throughput_rps": len(replay) / span, "replay_requests": len(replay)}, errors, used)
 
 
 def check_baseline(results: Path, key: str, found: str, strict: bool, accept: bool, run: str) -> list[str]:
@@ -108,97 +59,50 @@ def check_baseline(results: Path, key: str, found: str, strict: bool, accept: bo
     return []
 
 
-def preflight(cfg: Harness, need_kvbm: bool) -> list[str]:
-    stack = cfg.stacks["stackB"]
-    base = stack.openai_base.rsplit("/v1", 1)[0]
-    codes = []
-    try:
-        if requests.get(base + "/health", timeout=5).status_code != 200:
-            codes.append("PREFLIGHT_FRONTEND_UNHEALTHY")
-    except requests.RequestException:
-        return ["PREFLIGHT_FRONTEND_UNREACHABLE"]
-    try:
-        ids = [m.get("id") for m in requests.get(stack.openai_base + "/models", timeout=5).json().get("data", [])]
-    except (requests.RequestException, ValueError):
-        ids = []
-    if cfg.models[cfg.hypotheses["H9"].model].handle not in ids and cfg.models[stack.model].handle not in ids:
-        codes.append("PREFLIGHT_MODEL_NOT_REGISTERED")
-    if need_kvbm and kvbm_counters(stack.kvbm_metrics_url) is None:
-        codes.append("PREFLIGHT_KVBM_METRICS_UNREACHABLE")
-    return codes
-
-
-def _restart(cfg: Harness, sup: Supervisor, config: Path, mode: str, real: bool) -> None:
-    if real:
-        env = tier_env(cfg, cfg.hypotheses["H9"].profile, tier_mode=mode)
-        command = os.environ["STACK_B_RESTART_CMD"]
-        say(f"  restarting Stack B in {mode}: {command}")
-        kept = {k: v for k, v in os.environ.items() if env.get(k, "") is not None}
-        subprocess.run(command, shell=True, check=True, env={**kept, **{k: v for k, v in env.items() if v is not None}})
-        return
-    stop_simulator(sup, "stackB")
-    start_simulator(cfg, sup, config, "stackB", cfg.hypotheses["H9"].profile, tier_mode=mode)
-
 
 def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: int, context_tokens: int,
         duration_s: int, mechanism_gate: bool, allow_missing_kvbm: bool, strict_baseline: bool = False,
         accept_baseline: bool = False) -> int:
     cfg = load(str(config) if config else None)
-    real = bool(os.environ.get("STACK_B_RESTART_CMD"))
     a, b = modes
     ts = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = resolve(cfg.results_dir) / f"pairs-{ts}"
     out.mkdir(parents=True)
-    sup = Supervisor(local.run_dir(cfg))
+    runner = LegRunner(cfg, config, out)
     legs: list[P.Leg] = []
     rows: list[dict] = []
     flags: list[str] = []
-    running: list = []
-    kvbm_url = cfg.stacks["stackB"].kvbm_metrics_url
+    baseline = None
     say(f"{pairs} pairs of {a} and {b} (AB/BA alternating), replay concurrency {concurrency}, {context_tokens} "
         f"tokens, {duration_s} s per phase; results in {out}")
     try:
         for pair in range(pairs):
             order = (a, b) if pair % 2 == 0 else (b, a)
             for position, mode in enumerate(order):
-                _restart(cfg, sup, config, mode, real)
+                runner.restart(mode)
                 if not legs:
-                    codes = preflight(cfg, need_kvbm=not allow_missing_kvbm)
+                    codes = runner.preflight(need_kvbm=not allow_missing_kvbm)
                     if codes:
                         return _stop(out, codes, "preflight failed: " + ", ".join(codes))
-                before = kvbm_counters(kvbm_url)
-                run_id = f"pairs-{ts}-p{pair}-l{position}-{mode}"
                 say(f"[pair {pair + 1}/{pairs} leg {position + 1}: {mode}]")
-                code, _ = run_locust("H9", "stackB", config or Path(os.environ.get("HARNESS_CONFIG", "")), running,
-                                     (("CONCURRENCY", str(concurrency)), ("CONTEXT_TOKENS", str(context_tokens)),
-                                      ("DURATION_S", str(duration_s)), ("TIER_MODE", mode), ("RUN_ID", run_id)))
-                after = kvbm_counters(kvbm_url)
-                metrics, errors, used = leg_metrics(resolve(cfg.results_dir), run_id)
-                replay_hash = read_manifest(resolve(cfg.results_dir) / run_id / "manifest.json")[
-                    "request_manifest_hash"]
+                row = runner.run(mode, f"pairs-{ts}-p{pair}-l{position}-{mode}", concurrency, context_tokens,
+                                 duration_s)
                 if not legs:
-                    baseline = replay_hash
-                    found = check_baseline(resolve(cfg.results_dir), f"H9:c{concurrency}:ctx{context_tokens}",
-                                           replay_hash, strict_baseline, accept_baseline, out.name)
+                    baseline = row["request_manifest_hash"]
+                    found = check_baseline(runner.results, f"H9:c{concurrency}:ctx{context_tokens}", baseline,
+                                           strict_baseline, accept_baseline, out.name)
                     if "BASELINE_MANIFEST_MISMATCH" in found:
                         return _stop(out, found, "the replay list differs from the known-good baseline "
                                                  "(--accept-new-baseline to accept it)")
                     flags += found
-                elif replay_hash != baseline and "REQUEST_MANIFEST_DIFFERS" not in flags:
+                elif row["request_manifest_hash"] != baseline and "REQUEST_MANIFEST_DIFFERS" not in flags:
                     flags.append("REQUEST_MANIFEST_DIFFERS")       # the legs did not replay the same requests
-                onboard = (after["onboard_disk_blocks"] - before["onboard_disk_blocks"]) if before and after \
-                    else math.nan
-                read = (after["tier2_read_bytes"] - before["tier2_read_bytes"]) if before and after else math.nan
-                leg = P.Leg(pair, "_".join(order), mode, metrics, errors, used)
+                leg = P.Leg(pair, "_".join(order), mode, {m: row[m] for m in METRICS}, row["errors"],
+                            row["metric_used"])
                 legs.append(leg)
-                rows.append({"pair": pair, "order": leg.order, "position": position, "mode": mode, "run_id": run_id,
-                             "request_manifest_hash": replay_hash,
-                             **metrics, "errors": errors, "metric_used": used, "onboard_disk_blocks": onboard,
-                             "tier2_read_bytes": read, "locust_exit": code})
-                say(f"    TTFC p50 {metrics['ttfc_p50_ms']:.1f} ms, p99 {metrics['ttfc_p99_ms']:.1f} ms, "
-                    f"{metrics['replay_requests']} replayed, {errors} errors, {onboard:g} blocks onboarded from disk")
-                if mode == "B1" and G.b1_disk_off(onboard, read).status == "fail" \
-                        and "B1_DISK_TIER_NOT_DISABLED" not in flags:
+                rows.append({"pair": pair, "order": leg.order, "position": position, **row})
+                if mode == "B1" and "B1_DISK_TIER_NOT_DISABLED" not in flags and \
+                        G.b1_disk_off(row["onboard_disk_blocks"], row["tier2_read_bytes"]).status == "fail":
                     flags.append("B1_DISK_TIER_NOT_DISABLED")
                 if mode == "B2" and sum(1 for r in rows if r["mode"] == "B2") == 1 and _mechanism(rows) is False:
                     if mechanism_gate:
@@ -213,10 +117,7 @@ def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: in
         _write(out, rows, legs, [P.compare(legs, m, a, b) for m in METRICS], flags, modes)
         return 130
     finally:
-        for p in running:
-            p.wait(timeout=30)
-        if not real:
-            sup.stop_all()
+        runner.close()
     comparisons = [P.compare(legs, m, a, b) for m in METRICS]
     verdict = _write(out, rows, legs, comparisons, flags, modes)
     say(f"verdict: {'decision-grade' if verdict['decision_grade'] else 'not decision-grade'} "

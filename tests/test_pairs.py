@@ -117,6 +117,11 @@ def test_pairs_run_end_to_end_with_counterbalanced_legs(tmp_path):
         assert (float(r["onboard_disk_blocks"]) > 0) == (r["mode"] == "B2"), r
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict == {"decision_grade": False, "reasons": ["TOO_FEW_PAIRS"], "primary_metric": "ttfc_p50_ms"}
+    # storage evidence per leg: the serving process's own I/O before and after, beside the disk's identity
+    evidence = json.loads((out / f"storage-{legs[1]['run_id']}.json").read_text())
+    assert evidence["before"]["tier2_path"] == str(tmp_path / "t2")
+    assert evidence["after"]["process_io"]["read_bytes"] >= evidence["before"]["process_io"]["read_bytes"]
+    assert all(r["process_read_bytes"] != "" for r in legs)
     comparisons = json.loads((out / "comparisons.json").read_text())
     assert [c["metric"] for c in comparisons] == ["ttfc_p50_ms", "ttfc_p95_ms", "ttfc_p99_ms", "throughput_rps"]
     assert len(comparisons[0]["deltas"]) == 2 and comparisons[0]["ci"] == [None, None]

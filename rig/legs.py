@@ -1,0 +1,191 @@
+"""One leg of a tier-mode experiment: Stack B restarted in a tier mode, one H9 run (populate, thrash,
+replay) at a fixed concurrency, and what the leg showed — replay-phase TTFC and throughput, errors, the
+KVBM disk counters and the tier2 bytes really read, the replay list's hash, and the storage evidence
+(the tier2 disk's identity and health log, and the serving process's own I/O, before and after).
+
+Shared by `rig pairs` (AB/BA repeats) and `rig rehydrate` (the fixed-pressure concurrency sweep).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from configs import Harness
+from configs.paths import resolve
+from configs.runfiles import CANCELLED_BY_STEP, read_manifest, read_records
+from configs.tier_env import tier_env
+from configs.vocabulary import series as S
+from configs.vocabulary import stacks as V
+from exporters.collectors.nvme import DiskCollector
+from exporters.collectors.smart import SmartReader, pick_tool
+
+from . import local
+from .demo import run_locust, say, start_simulator, stop_simulator
+from .procs import Supervisor
+
+SIM = "stacksim-B"
+
+
+def _pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else math.nan
+
+
+def kvbm_counters(url: Optional[str]) -> Optional[dict]:
+    """Blocks onboarded from disk and bytes read from the tier2 file, now; None when unreachable."""
+    if not url:
+        return None
+    try:
+        text = requests.get(url, timeout=5).text
+    except requests.RequestException:
+        return None
+    out = {"onboard_disk_blocks": 0.0, "tier2_read_bytes": math.nan}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name in (V.KVBM + "onboard_blocks_d2d", V.KVBM + "onboard_blocks_d2d_total"):
+                out["onboard_disk_blocks"] = s.value
+            if s.name == S.SIM_TIER2_IO.total and s.labels.get("direction") == "read":
+                out["tier2_read_bytes"] = s.value
+    return out
+
+
+def leg_metrics(results: Path, run_id: str) -> tuple[dict, int, str]:
+    """Replay-phase TTFC percentiles and throughput, errors of the whole leg, and the metric used."""
+    run = results / run_id
+    manifest = read_manifest(run / "manifest.json")
+    records = read_records(run / "requests.jsonl")
+    blocked = (manifest.get("blocked") or {}).get("reason") or ""
+    errors = sum(1 for r in records if not r["ok"] and r.get("error_class") != CANCELLED_BY_STEP
+                 and not (r.get("status") == 400 and r.get("error") and r["error"] in blocked))
+    replay = [r for r in records if r["phase"] == "replay" and r["ok"]]
+    ttfc = [r["ttft_s"] * 1000 for r in replay if r.get("ttft_s") is not None]
+    used = "ttfc"
+    if not ttfc:                       # no chunk carried text: end-to-end time stands in, and it is said
+        ttfc, used = [r["e2e_s"] * 1000 for r in replay if r.get("e2e_s") is not None], "ttft"
+    steps = [s for s in manifest.get("steps", []) if s.get("phase") == "replay"]
+    span = sum((s.get("end") or s["start"]) - s["start"] for s in steps) or math.nan
+    return ({"ttfc_p50_ms": _pct(ttfc, .5), "ttfc_p95_ms": _pct(ttfc, .95), "ttfc_p99_ms": _pct(ttfc, .99),
+             "throughput_rps": len(replay) / span, "replay_requests": len(replay)}, errors, used)
+
+
+def process_io(pid: Optional[int]) -> Optional[dict]:
+    """The serving process's own storage traffic (/proc/<pid>/io): reads it caused, not the box's."""
+    if not pid:
+        return None
+    try:
+        text = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return None
+    return {k: int(v) for k, v in (line.split(": ") for line in text.splitlines()) if k in ("read_bytes",
+                                                                                                "write_bytes")}
+
+
+def storage_snapshot(tier2_path: str, pid: Optional[int]) -> dict:
+    """The tier2 disk's identity and health log (where smartctl or nvme-cli can read it) and the serving
+    process's I/O counters, at one moment: what a leg's storage claims rest on."""
+    disks = DiskCollector(tier2_path=tier2_path)
+    devices = sorted(d for d, roles in disks.roles().items() if "kv_tier2" in roles)
+    out: dict = {"tier2_path": tier2_path, "devices": {}, "process_io": process_io(pid)}
+    reader = SmartReader(lambda: [d for d in devices if d in disks.nvme_namespaces()]) if pick_tool("auto") else None
+    if reader is not None:
+        reader.refresh()
+    for dev in devices:
+        labels, capacity = disks.identity(dev)
+        out["devices"][dev] = {"model": labels[1], "serial_sha256": labels[2], "firmware": labels[3],
+                               "capacity_bytes": capacity, "health": reader.results.get(dev) if reader else None}
+    return out
+
+
+@dataclass
+class LegRunner:
+    """Runs legs against the simulated Stack B (restarted per leg) or, with STACK_B_RESTART_CMD, a real one."""
+    cfg: Harness
+    config: Optional[Path]
+    out: Path
+    running: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.real = bool(os.environ.get("STACK_B_RESTART_CMD"))
+        self.sup = Supervisor(local.run_dir(self.cfg))
+        self.results = resolve(self.cfg.results_dir)
+        self.kvbm_url = self.cfg.stacks["stackB"].kvbm_metrics_url
+        self.profile = self.cfg.hypotheses["H9"].profile
+
+    def restart(self, mode: str) -> None:
+        if self.real:
+            env = tier_env(self.cfg, self.profile, tier_mode=mode)
+            command = os.environ["STACK_B_RESTART_CMD"]
+            say(f"  restarting Stack B in {mode}: {command}")
+            kept = {k: v for k, v in os.environ.items() if env.get(k, "") is not None}
+            subprocess.run(command, shell=True, check=True, env={**kept, **{k: v for k, v in env.items()
+                                                                             if v is not None}})
+            return
+        stop_simulator(self.sup, "stackB")
+        start_simulator(self.cfg, self.sup, self.config, "stackB", self.profile, tier_mode=mode)
+
+    def serving_pid(self) -> Optional[int]:
+        if self.real:
+            pid = os.environ.get("STACK_B_PID", "")
+            return int(pid) if pid.isdigit() else None
+        return self.sup.pid_of(SIM)
+
+    def preflight(self, need_kvbm: bool) -> list[str]:
+        stack = self.cfg.stacks["stackB"]
+        base = stack.openai_base.rsplit("/v1", 1)[0]
+        codes = []
+        try:
+            if requests.get(base + "/health", timeout=5).status_code != 200:
+                codes.append("PREFLIGHT_FRONTEND_UNHEALTHY")
+        except requests.RequestException:
+            return ["PREFLIGHT_FRONTEND_UNREACHABLE"]
+        try:
+            ids = [m.get("id") for m in requests.get(stack.openai_base + "/models", timeout=5).json().get("data", [])]
+        except (requests.RequestException, ValueError):
+            ids = []
+        if self.cfg.models[stack.model].handle not in ids:
+            codes.append("PREFLIGHT_MODEL_NOT_REGISTERED")
+        if need_kvbm and kvbm_counters(self.kvbm_url) is None:
+            codes.append("PREFLIGHT_KVBM_METRICS_UNREACHABLE")
+        return codes
+
+    def run(self, mode: str, run_id: str, concurrency: int, context_tokens: int, duration_s: int) -> dict:
+        """One leg; the row of numbers it leaves (the storage evidence goes to storage-<run_id>.json)."""
+        pid = self.serving_pid()
+        tier2 = str(resolve(self.cfg.profiles[self.profile].tier2_path))
+        evidence = {"before": storage_snapshot(tier2, pid)}
+        before = kvbm_counters(self.kvbm_url)
+        config = self.config or Path(os.environ.get("HARNESS_CONFIG", ""))
+        code, _ = run_locust("H9", "stackB", config, self.running,
+                             (("CONCURRENCY", str(concurrency)), ("CONTEXT_TOKENS", str(context_tokens)),
+                              ("DURATION_S", str(duration_s)), ("TIER_MODE", mode), ("RUN_ID", run_id)))
+        after = kvbm_counters(self.kvbm_url)
+        evidence["after"] = storage_snapshot(tier2, pid)
+        (self.out / f"storage-{run_id}.json").write_text(json.dumps(evidence, indent=1) + "\n")
+        metrics, errors, used = leg_metrics(self.results, run_id)
+        io_before, io_after = evidence["before"]["process_io"], evidence["after"]["process_io"]
+        both = before is not None and after is not None
+        row = {"mode": mode, "run_id": run_id, "concurrency": concurrency,
+               "request_manifest_hash": read_manifest(self.results / run_id / "manifest.json")[
+                   "request_manifest_hash"],
+               **metrics, "errors": errors, "metric_used": used,
+               "onboard_disk_blocks": after["onboard_disk_blocks"] - before["onboard_disk_blocks"] if both else math.nan,
+               "tier2_read_bytes": after["tier2_read_bytes"] - before["tier2_read_bytes"] if both else math.nan,
+               "process_read_bytes": io_after["read_bytes"] - io_before["read_bytes"] if io_before and io_after
+               else math.nan, "locust_exit": code}
+        say(f"    TTFC p50 {row['ttfc_p50_ms']:.1f} ms, p99 {row['ttfc_p99_ms']:.1f} ms, {row['replay_requests']} "
+            f"replayed, {errors} errors, {row['onboard_disk_blocks']:g} blocks onboarded from disk")
+        return row
+
+    def close(self) -> None:
+        for p in self.running:
+            p.wait(timeout=30)
+        if not self.real:
+            self.sup.stop_all()
