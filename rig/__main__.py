@@ -1,4 +1,4 @@
-"""python -m rig up|down|status|render|demo|sweep|pairs|dynamo — the local stand-in for docker compose."""
+"""python -m rig up|down|status|render|demo|sweep|rehydrate|pairs|dynamo — the local stand-in for docker compose."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +46,12 @@ def main(argv=None) -> int:
                          help="stop when the replay list differs from the known-good baseline (default: warn)")
     p_pairs.add_argument("--accept-new-baseline", action="store_true",
                          help="make this run's replay list the known-good baseline (an audit line is appended)")
+    p_reh = sub.add_parser("rehydrate", help="the fixed-pressure rehydrate sweep: replay concurrency x tier mode, "
+                                             "knee tables, a recommended concurrency for `rig pairs`")
+    p_reh.add_argument("--modes", default="B0,B1,B2", help="tier modes to sweep (default B0,B1,B2)")
+    p_reh.add_argument("--concurrencies", default="1,2,4,8", help="replay concurrencies (default 1,2,4,8)")
+    p_reh.add_argument("--context-tokens", type=int, default=4096, help="session prefix length")
+    p_reh.add_argument("--duration-s", type=int, default=30, help="seconds per phase (populate, thrash, replay)")
     p_dyn = sub.add_parser("dynamo", help="the real NVIDIA Dynamo (frontend + mocker engine) as a local Stack B")
     p_dyn.add_argument("action", choices=["install", "up", "down", "status"],
                        help="install into dynamo.venv; start on loopback and write <dynamo.home>/overlay.yaml; "
@@ -58,6 +64,9 @@ def main(argv=None) -> int:
     if args.cmd == "demo":
         from . import demo
         return demo.main(quick=args.quick, config=Path(args.config) if args.config else demo.DEMO_CONFIG)
+    if args.cmd == "rehydrate":
+        from . import rehydrate
+        return rehydrate.main(args)
     if args.cmd == "pairs":
         from . import pairs
         return pairs.main(args)

@@ -179,3 +179,31 @@ def test_the_replay_list_baseline_is_kept_checked_and_audited(tmp_path):
     assert [(a["previous"], a["accepted"], a["run"]) for a in audit] == [(None, "aaa", "r1"), ("aaa", "bbb", "r5")]
     assert P.verdict(legs(-20, 6), [P.compare(legs(-20, 6), "ttfc_p50_ms")], True,
                      ("BASELINE_MANIFEST_CHANGED",))["decision_grade"] is True          # a warning, said
+
+
+def test_the_rehydrate_sweep_tables_every_mode_and_recommends_a_concurrency(tmp_path):
+    overlay = pairs_overlay(tmp_path)
+    proc = run_module("rig", "--config", str(overlay), "rehydrate", "--modes", "B0,B1,B2", "--concurrencies", "1,2",
+                      "--duration-s", "2", "--context-tokens", "1024", timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    out = only(tmp_path, "rehydrate-*[0-9]Z")
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert [(r["mode"], r["concurrency"]) for r in rows] == [("B0", "1"), ("B0", "2"), ("B1", "1"), ("B1", "2"),
+                                                            ("B2", "1"), ("B2", "2")]
+    assert all((float(r["onboard_disk_blocks"]) > 0) == (r["mode"] == "B2") for r in rows if r["mode"] != "B0")
+    assert all(r["onboard_disk_blocks"] == "nan" for r in rows if r["mode"] == "B0")     # no KVBM at all in B0
+    assert set(json.loads((out / "knees.json").read_text())) == {"B0", "B1", "B2"}
+    rec = json.loads((out / "recommendation.json").read_text())
+    assert rec["replay_concurrency"] in (1, 2)
+    assert "Recommended replay concurrency" in (out / "recommendation.md").read_text()
+
+
+def test_the_recommendation_needs_clean_legs_and_a_disk_signal():
+    from rig.rehydrate import recommend
+
+    def row(mode, c, p50, errors=0, onboard=10.0):
+        return {"mode": mode, "concurrency": c, "ttfc_p50_ms": p50, "errors": errors, "onboard_disk_blocks": onboard}
+    rows = [row("B1", 1, 50), row("B2", 1, 40), row("B1", 2, 80), row("B2", 2, 40, errors=3),
+            row("B1", 4, 90), row("B2", 4, 60)]
+    assert recommend(rows)["replay_concurrency"] == 4            # c=2 differs most but had errors
+    assert recommend([row("B1", 1, 50), row("B2", 1, 40, onboard=0.0)])["replay_concurrency"] is None
