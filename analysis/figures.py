@@ -92,3 +92,39 @@ def timeline(series: dict[str, pd.Series], path: Path, title: str, ylabel: str) 
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
+
+
+def pair_deltas(deltas: list[float], orders: list[str], mean: float, ci: tuple[float, float], metric: str,
+                path: Path) -> Optional[Path]:
+    """Each pair's delta (marker by order), the mean and its interval: what a paired verdict rests on."""
+    if not deltas:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (d, order) in enumerate(zip(deltas, orders)):
+        ax.plot(i, d, "o" if i % 2 == 0 else "s", color="tab:blue" if i % 2 == 0 else "tab:orange",
+                label=order if i < 2 else None)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axhline(mean, color="black", ls="--", label=f"mean {mean:.2f}")
+    if ci[0] == ci[0]:                                  # an interval exists (not nan)
+        ax.axhspan(ci[0], ci[1], color="black", alpha=0.1, label="95 % bootstrap interval")
+    ax.set_xlabel("pair")
+    ax.set_ylabel(f"delta {metric}")
+    ax.set_title(f"Per-pair delta of {metric}")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def ttfc_cdf(by_mode: dict[str, list[float]], path: Path) -> Optional[Path]:
+    """Empirical CDF of replay TTFC per tier mode, all legs of a mode pooled."""
+    by_mode = {m: sorted(v) for m, v in by_mode.items() if v}
+    if not by_mode:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mode, values in sorted(by_mode.items()):
+        ax.step(values, [(i + 1) / len(values) for i in range(len(values))], where="post",
+                label=f"{mode} (n={len(values)})")
+    ax.set_xlabel("replay TTFC (ms)")
+    ax.set_ylabel("share of requests")
+    ax.set_title("Replay TTFC by tier mode")
+    ax.legend()
+    return _save(fig, path)

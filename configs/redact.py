@@ -7,7 +7,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
-SECRET_NAME = re.compile(r"token|passw|secret|api[_-]?key|auth|credential|signature", re.I)
+# A setting or query parameter that holds a secret: named so at its end (grafana_token, api_key, password),
+# never a count that merely mentions one (context_tokens, max_tokens).
+SECRET_NAME = re.compile(r"(^|[_-])(token|auth|bearer)$|passw(or)?d$|secret$|api[_-]?key$|credentials?$|"
+                         r"authorization$|signature$", re.I)
 
 
 def url(value: str) -> str:

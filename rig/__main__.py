@@ -1,4 +1,4 @@
-"""python -m rig up|down|status|render|demo|sweep|rehydrate|pairs|dynamo — the local stand-in for docker compose."""
+"""python -m rig up|down|status|render|demo|sweep|rehydrate|pairs|pack|dynamo — the local stand-in for docker compose."""
 from __future__ import annotations
 
 import argparse
@@ -52,6 +52,10 @@ def main(argv=None) -> int:
     p_reh.add_argument("--concurrencies", default="1,2,4,8", help="replay concurrencies (default 1,2,4,8)")
     p_reh.add_argument("--context-tokens", type=int, default=4096, help="session prefix length")
     p_reh.add_argument("--duration-s", type=int, default=30, help="seconds per phase (populate, thrash, replay)")
+    p_pack = sub.add_parser("pack", help="a results pack from one `rig pairs` experiment: tables, order check, "
+                                          "verdict, figures, config snapshot, methodology")
+    p_pack.add_argument("pairs", help="the experiment: pairs-<ts> under results_dir, or its path")
+    p_pack.add_argument("--name", help="pack name under <results_dir>/publish/ (default from the experiment)")
     p_dyn = sub.add_parser("dynamo", help="the real NVIDIA Dynamo (frontend + mocker engine) as a local Stack B")
     p_dyn.add_argument("action", choices=["install", "up", "down", "status"],
                        help="install into dynamo.venv; start on loopback and write <dynamo.home>/overlay.yaml; "
@@ -64,6 +68,9 @@ def main(argv=None) -> int:
     if args.cmd == "demo":
         from . import demo
         return demo.main(quick=args.quick, config=Path(args.config) if args.config else demo.DEMO_CONFIG)
+    if args.cmd == "pack":
+        from . import pack
+        return pack.main(args)
     if args.cmd == "rehydrate":
         from . import rehydrate
         return rehydrate.main(args)

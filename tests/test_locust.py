@@ -358,6 +358,8 @@ def test_credentials_never_reach_the_run_files(rig, tmp_path):
     assert f"HTTP 401 from http://***@127.0.0.1:{httpd.server_address[1]}/api/annotations" in note
     for f in run.iterdir():
         assert "s3cret" not in f.read_text(errors="replace"), f.name
+    plan = manifest(run)["plan"]                     # a count that mentions tokens is no secret: kept
+    assert plan["steps"][0]["params"]["context_tokens"] == 256 and plan["steps"][0]["params"]["max_tokens"] > 0
     assert "s3cret" not in proc.stdout + proc.stderr
 
 

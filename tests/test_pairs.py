@@ -207,3 +207,20 @@ def test_the_recommendation_needs_clean_legs_and_a_disk_signal():
             row("B1", 4, 90), row("B2", 4, 60)]
     assert recommend(rows)["replay_concurrency"] == 4            # c=2 differs most but had errors
     assert recommend([row("B1", 1, 50), row("B2", 1, 40, onboard=0.0)])["replay_concurrency"] is None
+
+
+def test_a_results_pack_holds_tables_figures_and_methodology(tmp_path):
+    overlay = pairs_overlay(tmp_path)
+    assert run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", "--duration-s", "2", "--concurrency",
+                      "2", "--context-tokens", "1024", timeout=240).returncode == 0
+    experiment = only(tmp_path, "pairs-*[0-9]Z")
+    proc = run_module("rig", "--config", str(overlay), "pack", experiment.name, "--name", "brief")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = tmp_path / "results" / "publish" / "brief"
+    names = {p.name for p in out.iterdir()}
+    assert {"legs.csv", "deltas.csv", "comparisons.json", "verdict.json", "report.md", "order_check.json",
+            "config.json", "methodology.md", "figures"} <= names
+    assert {p.name for p in (out / "figures").iterdir()} >= {"deltas_ttfc_p50_ms.png", "ttfc_cdf.png"}
+    text = (out / "methodology.md").read_text()
+    assert "1 pairs" in text and "Replay concurrency 2, context 1024 tokens" in text and "not decision-grade" in text
+    assert run_module("rig", "--config", str(overlay), "pack", "pairs-nope").returncode == 2
