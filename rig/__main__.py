@@ -1,4 +1,4 @@
-"""python -m rig up|down|status|render|demo|sweep|rehydrate|pairs|pack|dynamo — the local stand-in for docker compose."""
+"""python -m rig up|down|status|render|demo|sweep|rehydrate|pairs|pack|hygiene|dynamo — the local stand-in for docker compose."""
 from __future__ import annotations
 
 import argparse
@@ -56,6 +56,10 @@ def main(argv=None) -> int:
                                           "verdict, figures, config snapshot, methodology")
     p_pack.add_argument("pairs", help="the experiment: pairs-<ts> under results_dir, or its path")
     p_pack.add_argument("--name", help="pack name under <results_dir>/publish/ (default from the experiment)")
+    p_hyg = sub.add_parser("hygiene", help="archive trial runs (unfinished, empty, damaged) under "
+                                           "<results_dir>/trials/; a dry run unless --execute")
+    p_hyg.add_argument("--execute", action="store_true", help="move them (default: only list them)")
+    p_hyg.add_argument("--keep", action="append", help="a run or experiment to leave alone (repeatable)")
     p_dyn = sub.add_parser("dynamo", help="the real NVIDIA Dynamo (frontend + mocker engine) as a local Stack B")
     p_dyn.add_argument("action", choices=["install", "up", "down", "status"],
                        help="install into dynamo.venv; start on loopback and write <dynamo.home>/overlay.yaml; "
@@ -68,6 +72,9 @@ def main(argv=None) -> int:
     if args.cmd == "demo":
         from . import demo
         return demo.main(quick=args.quick, config=Path(args.config) if args.config else demo.DEMO_CONFIG)
+    if args.cmd == "hygiene":
+        from . import hygiene
+        return hygiene.main(args)
     if args.cmd == "pack":
         from . import pack
         return pack.main(args)

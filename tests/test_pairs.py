@@ -224,3 +224,37 @@ def test_a_results_pack_holds_tables_figures_and_methodology(tmp_path):
     text = (out / "methodology.md").read_text()
     assert "1 pairs" in text and "Replay concurrency 2, context 1024 tokens" in text and "not decision-grade" in text
     assert run_module("rig", "--config", str(overlay), "pack", "pairs-nope").returncode == 2
+
+
+def test_hygiene_lists_then_archives_trials_and_keeps_the_rest(tmp_path):
+    results = tmp_path / "results"
+
+    def run(name, status="complete", records=1, manifest=None):
+        d = results / name
+        d.mkdir(parents=True)
+        (d / "manifest.json").write_text(manifest if manifest is not None else json.dumps(
+            {"run_id": name, "status": status, "steps": [], "start": 0, "stack": "stackB", "hypothesis": "H0"}))
+        (d / "requests.jsonl").write_text('{"ok": true}\n' * records)
+    run("h0-good")
+    run("h0-cut", status="incomplete")
+    run("h0-empty", records=0)
+    run("h0-broken", manifest="{not json")
+    run("h0-kept", status="running")
+    (results / "pairs-20260101T000000Z").mkdir()                      # an experiment that never finished
+    run("pairs-20260101T000000Z-p0-l0-B1")
+    (results / "pairs-20260102T000000Z").mkdir()                      # a finished one
+    (results / "pairs-20260102T000000Z" / "verdict.json").write_text("{}")
+    run("pairs-20260102T000000Z-p0-l0-B1")
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(f"results_dir: {results}\nrun_dir: {tmp_path / 'run'}\n")
+    dry = run_module("rig", "--config", str(overlay), "hygiene", "--keep", "h0-kept")
+    assert dry.returncode == 0 and "--execute moves them" in dry.stdout
+    listed = {line.split()[2] for line in dry.stdout.splitlines() if line.startswith("would move")}
+    assert listed == {"h0-cut", "h0-empty", "h0-broken", "pairs-20260101T000000Z", "pairs-20260101T000000Z-p0-l0-B1"}
+    assert all((results / n).exists() for n in listed)                 # a dry run moves nothing
+    done = run_module("rig", "--config", str(overlay), "hygiene", "--keep", "h0-kept", "--execute")
+    assert done.returncode == 0
+    [archive] = (results / "trials").iterdir()
+    assert {p.name for p in archive.iterdir()} == listed
+    assert {p.name for p in results.iterdir()} == {"h0-good", "h0-kept", "pairs-20260102T000000Z",
+                                                   "pairs-20260102T000000Z-p0-l0-B1", "trials"}
