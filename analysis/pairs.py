@@ -10,8 +10,9 @@ handful of pairs, large-sample formulas lie; everything here is exact or resampl
 - an **order effect**: the AB pairs' deltas against the BA pairs' (difference of means with its own
   bootstrap interval) — a difference beyond noise means the first leg warms or cools the second.
 
-A difference is *decision-grade* only when the interval excludes zero, no order effect shows, no leg had
-errors and the storage mechanism was seen; otherwise the verdict says why, in reason codes.
+A difference is *decision-grade* only when the interval excludes zero and the exact Wilcoxon test reaches
+5 % (which takes 6 pairs at least), no order effect shows, no leg had errors and the storage mechanism was
+seen; otherwise the verdict says why, in reason codes.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import random
 from dataclasses import dataclass, field
 
 MIN_PAIRS = 3                 # fewer pairs than this give no interval worth printing
+ALPHA = 0.05                  # the exact Wilcoxon test must reach this too (6 pairs at least: 2/64 = 0.031)
 # reasons said in the verdict that do not make a comparison less sound: a metric's stand-in, and a replay
 # list that differs from an earlier experiment's (this one is compared within itself)
 WARNINGS = frozenset({"METRIC_FALLBACK_TTFT", "BASELINE_MANIFEST_CHANGED"})
@@ -126,6 +128,8 @@ def compare(legs: list[Leg], metric: str, a: str = "B1", b: str = "B2") -> Compa
         c.reasons.append("TOO_FEW_PAIRS")
     elif not c.excludes_zero:
         c.reasons.append("INTERVAL_INCLUDES_ZERO")
+    elif c.wilcoxon_p >= ALPHA:          # a bootstrap of a handful of pairs is overconfident; the exact test is not
+        c.reasons.append("NOT_SIGNIFICANT")
     if not math.isnan(order_boot[0]) and not (order_boot[0] <= 0 <= order_boot[1]):
         c.reasons.append("ORDER_EFFECT_" + metric.upper())
     return c

@@ -3,28 +3,30 @@ Locust, then the report — all from configs/demo.yaml, all stopped at the end o
 
 Runs, in order: H0 on A then B (queue knee), an idle pause (the baseline H2A's flat-NVMe gate
 compares against), H2A on A and H2B on B (context growth), H4B (fio contention on the tier2 disk),
-H8 on A then B (iowait). ``--quick`` keeps H0 and H2 with shorter steps (the CI end-to-end test).
+H8 on A then B (iowait), then 6 paired B1/B2 repeats of the rehydrate replay (`rig pairs`: deltas with
+intervals and a verdict). ``--quick`` keeps H0 and H2 with shorter steps (the CI end-to-end test).
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from configs import Harness, load
+from configs import load
 from configs.paths import PROJECT_ROOT, resolve
 
 from . import local
-from .procs import StartError, Supervisor, ensure_free
+from . import pairs
+from .launch import run_locust, say, start_simulator
+from .procs import StartError, Supervisor
 
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
 IDLE_PAUSE_S = 35          # > the analysis' 30 s idle window
 SETTLE_S = 5
+PAIRS = {"pairs": 6, "concurrency": 2, "context_tokens": 1024, "duration_s": 3}   # the full demo's paired block
 
 
 @dataclass(frozen=True)
@@ -39,60 +41,6 @@ FULL = (Item("H0", "stackA"), Item("H0", "stackB"), Item("pause", ""), Item("H2A
 QUICK = (Item("H0", "stackA", (("DURATION_S", "6"),)), Item("H0", "stackB", (("DURATION_S", "6"),)),
          Item("pause", ""), Item("H2A", "stackA", (("DURATION_S", "8"),)),
          Item("H2B", "stackB", (("DURATION_S", "8"),)))
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def start_simulator(cfg: Harness, sup: Supervisor, config: Path, name: str, profile: str = "spill",
-                    tier_mode: str = "B2") -> None:
-    """The simulator for one configured stack, on that stack's ports, with ``profile``'s tiers (Stack B's in
-    ``tier_mode``)."""
-    stack = cfg.stacks[name]
-    letter = name[-1]
-    url = urlsplit(stack.openai_base)
-    cmd = [sys.executable, "-m", "stacksim", "--stack", letter, "--profile", profile, "--config", str(config),
-           "--port", str(url.port), "--log-level", "WARNING"]
-    ensure_free(url.hostname, url.port, f"the simulated {name}", "is a real stack running there? stop it, or "
-                "point the stack elsewhere in an overlay")
-    if stack.kvbm_metrics_url:
-        cmd += ["--kvbm-port", str(urlsplit(stack.kvbm_metrics_url).port)]
-    worker = urlsplit(stack.worker_metrics_url) if stack.worker_metrics_url else None
-    if worker:
-        ensure_free(worker.hostname, worker.port, f"the simulated {name}'s worker metrics",
-                    "point the stack's worker_metrics_url elsewhere in an overlay")
-    cmd += ["--worker-port", str(worker.port if worker else 0)]
-    if stack.kv_tiering:
-        cmd += ["--tier-mode", tier_mode]
-    s = sup.start(f"stacksim-{letter}", cmd, ready_url=f"{stack.openai_base}/models", cwd=PROJECT_ROOT)
-    mode = f", {tier_mode}" if stack.kv_tiering else ""
-    say(f"  simulated {name} ({profile}{mode}) on {stack.openai_base} (pid {s.pid})")
-
-
-def stop_simulator(sup: Supervisor, name: str) -> None:
-    sup.stop(f"stacksim-{name[-1]}")
-
-
-def run_locust(hypothesis: str, stack: str, config: Path, running: list, extra_env=()) -> tuple[int, str]:
-    """One locustfile, headless; its step lines are shown as they come. Returns (exit status, run id)."""
-    env = {**os.environ, "HARNESS_CONFIG": str(config), "STACK": stack, **dict(extra_env)}
-    env.pop("ENDPOINT", None)
-    proc = subprocess.Popen([sys.executable, "-m", "locust", "-f",
-                             str(PROJECT_ROOT / "locustfiles" / f"{hypothesis.lower()}.py"), "--headless",
-                             "--only-summary"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    running.append(proc)
-    run_id = ""
-    for line in proc.stdout:
-        line = line.rstrip()
-        if line.startswith(f"[{hypothesis}]") or line.startswith("error:"):
-            say("    " + line)
-            if " run " in line and "results in" in line:
-                run_id = line.split(" run ", 1)[1].split(":", 1)[0]
-    code = proc.wait()
-    running.remove(proc)
-    return code, run_id
 
 
 def main(quick: bool = False, config: Path = DEMO_CONFIG) -> int:
@@ -133,6 +81,10 @@ def main(quick: bool = False, config: Path = DEMO_CONFIG) -> int:
             if code not in (0, 1):
                 say(f"    locust exited with status {code}; going on with the next run")
         time.sleep(2)          # the last samples reach Prometheus
+        if not quick:          # the paired method in small: 6 pairs of B1 vs B2, deltas with their intervals
+            say(f"paired B1/B2 repeats ({time.monotonic() - t0:.0f} s elapsed) ...")
+            pairs.run(config, PAIRS["pairs"], ("B1", "B2"), PAIRS["concurrency"], PAIRS["context_tokens"],
+                      PAIRS["duration_s"], mechanism_gate=True, allow_missing_kvbm=False)
         say(f"writing the report ({len(run_ids)} runs) ...")
         out = resolve(cfg.results_dir) / f"demo-report-{time.strftime('%Y%m%dT%H%M%S')}"
         args = [a for r in run_ids for a in ("--run", r)]

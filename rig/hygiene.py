@@ -16,7 +16,7 @@ from configs import load
 from configs.paths import resolve
 from configs.runfiles import read_manifest
 
-from .demo import say
+from .launch import say
 
 FINISHED = {"pairs": "verdict.json", "rehydrate": "recommendation.json"}
 NOT_RUNS = {"trials", "publish", "report"}

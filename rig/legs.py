@@ -28,7 +28,7 @@ from exporters.collectors.nvme import DiskCollector
 from exporters.collectors.smart import SmartReader, pick_tool
 
 from . import local
-from .demo import run_locust, say, start_simulator, stop_simulator
+from .launch import run_locust, say, start_simulator, stop_simulator
 from .procs import Supervisor
 
 SIM = "stacksim-B"
@@ -185,7 +185,9 @@ class LegRunner:
         return row
 
     def close(self) -> None:
+        """Stops what the legs started (the simulated Stack B), nothing else: the demo's Prometheus and
+        exporters go on."""
         for p in self.running:
             p.wait(timeout=30)
         if not self.real:
-            self.sup.stop_all()
+            stop_simulator(self.sup, "stackB")

@@ -17,7 +17,7 @@ from configs import load
 from configs.paths import resolve
 from configs.runfiles import read_manifest, read_records
 
-from .demo import say
+from .launch import say
 
 COPIED = ("legs.csv", "deltas.csv", "comparisons.json", "verdict.json", "report.md")
 

@@ -30,7 +30,7 @@ from configs import load
 from configs.model import TIER_MODES
 from configs.paths import resolve
 
-from .demo import say
+from .launch import say
 from .legs import LegRunner
 from .procs import StartError
 

@@ -22,7 +22,7 @@ from configs import load
 from configs.model import tier_mode
 from configs.paths import resolve
 
-from .demo import say
+from .launch import say
 from .legs import LegRunner
 from .procs import StartError
 

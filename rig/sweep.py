@@ -31,7 +31,7 @@ from configs.paths import PROJECT_ROOT, resolve
 from configs.tier_env import render, tier_env
 
 from . import local
-from .demo import run_locust, say, start_simulator, stop_simulator
+from .launch import run_locust, say, start_simulator, stop_simulator
 from .procs import StartError, Supervisor
 
 PHASES = {

@@ -47,6 +47,12 @@ def test_a_planted_order_effect_is_flagged():
     assert not v["decision_grade"] and "ORDER_EFFECT_TTFC_P50_MS" in v["reasons"]
 
 
+def test_a_handful_of_pairs_is_not_significant_whatever_the_interval():
+    three = P.compare(legs(-20, 3), "ttfc_p50_ms")
+    assert three.excludes_zero and three.wilcoxon_p == 2 / 8 and "NOT_SIGNIFICANT" in three.reasons
+    assert not P.verdict(legs(-20, 3), [three], True)["decision_grade"]
+
+
 def test_errors_missing_mechanism_and_few_pairs_each_block():
     assert "RUN_ERRORS_PRESENT" in P.verdict(legs(-20, 6, errors=3), [P.compare(legs(-20, 6), "ttfc_p50_ms")],
                                              True)["reasons"]

@@ -1,0 +1,69 @@
+"""Starting what a rig run needs, shared by the demo, the sweep and the tier-mode experiments: a simulated
+stack on its configured ports, a headless Locust run whose step lines are shown as they come, and the one
+way the rig prints progress."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from configs import Harness
+from configs.paths import PROJECT_ROOT
+
+from .procs import Supervisor, ensure_free
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def start_simulator(cfg: Harness, sup: Supervisor, config: Path, name: str, profile: str = "spill",
+                    tier_mode: str = "B2") -> None:
+    """The simulator for one configured stack, on that stack's ports, with ``profile``'s tiers (Stack B's in
+    ``tier_mode``)."""
+    stack = cfg.stacks[name]
+    letter = name[-1]
+    url = urlsplit(stack.openai_base)
+    cmd = [sys.executable, "-m", "stacksim", "--stack", letter, "--profile", profile, "--config", str(config),
+           "--port", str(url.port), "--log-level", "WARNING"]
+    ensure_free(url.hostname, url.port, f"the simulated {name}", "is a real stack running there? stop it, or "
+                "point the stack elsewhere in an overlay")
+    if stack.kvbm_metrics_url:
+        cmd += ["--kvbm-port", str(urlsplit(stack.kvbm_metrics_url).port)]
+    worker = urlsplit(stack.worker_metrics_url) if stack.worker_metrics_url else None
+    if worker:
+        ensure_free(worker.hostname, worker.port, f"the simulated {name}'s worker metrics",
+                    "point the stack's worker_metrics_url elsewhere in an overlay")
+    cmd += ["--worker-port", str(worker.port if worker else 0)]
+    if stack.kv_tiering:
+        cmd += ["--tier-mode", tier_mode]
+    s = sup.start(f"stacksim-{letter}", cmd, ready_url=f"{stack.openai_base}/models", cwd=PROJECT_ROOT)
+    mode = f", {tier_mode}" if stack.kv_tiering else ""
+    say(f"  simulated {name} ({profile}{mode}) on {stack.openai_base} (pid {s.pid})")
+
+
+def stop_simulator(sup: Supervisor, name: str) -> None:
+    sup.stop(f"stacksim-{name[-1]}")
+
+
+def run_locust(hypothesis: str, stack: str, config: Path, running: list, extra_env=()) -> tuple[int, str]:
+    """One locustfile, headless; its step lines are shown as they come. Returns (exit status, run id)."""
+    env = {**os.environ, "HARNESS_CONFIG": str(config), "STACK": stack, **dict(extra_env)}
+    env.pop("ENDPOINT", None)
+    proc = subprocess.Popen([sys.executable, "-m", "locust", "-f",
+                             str(PROJECT_ROOT / "locustfiles" / f"{hypothesis.lower()}.py"), "--headless",
+                             "--only-summary"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    running.append(proc)
+    run_id = ""
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line.startswith(f"[{hypothesis}]") or line.startswith("error:"):
+            say("    " + line)
+            if " run " in line and "results in" in line:
+                run_id = line.split(" run ", 1)[1].split(":", 1)[0]
+    code = proc.wait()
+    running.remove(proc)
+    return code, run_id
