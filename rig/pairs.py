@@ -26,6 +26,7 @@ from pathlib import Path
 
 from analysis import gates as G
 from analysis import pairs as P
+from analysis.run import json_safe
 from configs import load
 from configs.model import TIER_MODES
 from configs.paths import resolve
@@ -149,21 +150,10 @@ def _write(out: Path, rows: list[dict], legs: list[P.Leg], comparisons: list, fl
             complete = sorted({leg.pair for leg in legs if sum(1 for x in legs if x.pair == leg.pair) == 2})
             for i, pair in enumerate(complete):
                 w.writerow([pair, orders[pair]] + [c.deltas[i] if i < len(c.deltas) else "" for c in comparisons])
-        (out / "comparisons.json").write_text(json.dumps([_plain(asdict(c)) for c in comparisons], indent=2) + "\n")
+        (out / "comparisons.json").write_text(json.dumps([json_safe(asdict(c)) for c in comparisons], indent=2) + "\n")
     (out / "verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
     (out / "report.md").write_text(_report(rows, comparisons, verdict, modes))
     return verdict
-
-
-def _plain(obj):
-    """JSON without NaN: a value that could not be computed is null."""
-    if isinstance(obj, float):
-        return None if math.isnan(obj) else obj
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def _num(x: float, spec: str = ".2f") -> str:
