@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Optional
 
 MIN_PAIRS = 3                 # fewer pairs than this give no interval worth printing
 ALPHA = 0.05                  # the exact Wilcoxon test must reach this too (6 pairs at least: 2/64 = 0.031)
@@ -35,6 +36,22 @@ class Leg:
     metrics: dict              # e.g. {"ttfc_p50_ms": ..., "ttfc_p99_ms": ..., "throughput_rps": ...}
     errors: int = 0
     metric_used: str = "ttfc"  # "ttft" where no chunk carried text
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """The storage mechanism in the B legs: KV written to the disk tier, and read back from it (onboarded and
+    the tier2 storage really read). None where no telemetry could tell."""
+    write: Optional[bool]
+    rehydrate: Optional[bool]
+
+    @property
+    def reason(self) -> Optional[str]:
+        if self.write is None and self.rehydrate is None:
+            return "TELEMETRY_MISSING"
+        if self.rehydrate:
+            return None
+        return "REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY" if self.write else "GATE_NO_SSD_MECHANISM_SIGNAL"
 
 
 @dataclass
@@ -145,16 +162,14 @@ def _order_ci(first_a: list[float], first_b: list[float], n: int = 10_000, seed:
     return (diffs[int(0.025 * n)], diffs[int(0.975 * n)])
 
 
-def verdict(legs: list[Leg], comparisons: list[Comparison], mechanism_seen: bool | None,
+def verdict(legs: list[Leg], comparisons: list[Comparison], mechanism: Mechanism,
             overrides: tuple[str, ...] = ()) -> dict:
-    """Decision-grade or not, and every reason. ``mechanism_seen`` None: no telemetry to tell."""
+    """Decision-grade or not, and every reason."""
     reasons: list[str] = []
     if any(leg.errors for leg in legs):
         reasons.append("RUN_ERRORS_PRESENT")
-    if mechanism_seen is None:
-        reasons.append("TELEMETRY_MISSING")
-    elif not mechanism_seen:
-        reasons.append("GATE_NO_SSD_MECHANISM_SIGNAL")
+    if mechanism.reason:
+        reasons.append(mechanism.reason)
     if any(leg.metric_used != "ttfc" for leg in legs):
         reasons.append("METRIC_FALLBACK_TTFT")
     primary = comparisons[0] if comparisons else None
@@ -167,4 +182,5 @@ def verdict(legs: list[Leg], comparisons: list[Comparison], mechanism_seen: bool
     reasons += [o for o in overrides if o not in reasons]
     blocking = [r for r in reasons if r not in WARNINGS]
     return {"decision_grade": not blocking, "reasons": reasons or ["OK"],
-            "primary_metric": primary.metric if primary else None}
+            "primary_metric": primary.metric if primary else None,
+            "ssd_write_signal_present": mechanism.write, "ssd_rehydrate_signal_present": mechanism.rehydrate}

@@ -40,18 +40,22 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def kvbm_counters(url: Optional[str]) -> Optional[dict]:
-    """Blocks onboarded from disk and bytes read from the tier2 file, now; None when unreachable."""
+    """Blocks offloaded to and onboarded from disk, and bytes read from the tier2 file, now; None when
+    unreachable."""
     if not url:
         return None
     try:
         text = requests.get(url, timeout=5).text
     except requests.RequestException:
         return None
-    out = {"onboard_disk_blocks": 0.0, "tier2_read_bytes": math.nan}
+    out = {"onboard_disk_blocks": 0.0, "offload_disk_blocks": 0.0, "tier2_read_bytes": math.nan}
+    to_disk = {V.KVBM + n + t for n in ("offload_blocks_h2d", "offload_blocks_d2d") for t in ("", "_total")}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             if s.name in (V.KVBM + "onboard_blocks_d2d", V.KVBM + "onboard_blocks_d2d_total"):
                 out["onboard_disk_blocks"] = s.value
+            if s.name in to_disk:
+                out["offload_disk_blocks"] += s.value
             if s.name == S.SIM_TIER2_IO.total and s.labels.get("direction") == "read":
                 out["tier2_read_bytes"] = s.value
     return out
@@ -77,15 +81,33 @@ def leg_metrics(results: Path, run_id: str) -> tuple[dict, int, str]:
 
 
 def process_io(pid: Optional[int]) -> Optional[dict]:
-    """The serving process's own storage traffic (/proc/<pid>/io): reads it caused, not the box's."""
+    """The serving process's own storage traffic: its /proc/<pid>/io (reads it caused, not the box's) and, in
+    a container, its cgroup's io.stat (the whole container: a worker's helpers too)."""
     if not pid:
         return None
     try:
         text = Path(f"/proc/{pid}/io").read_text()
     except OSError:
         return None
-    return {k: int(v) for k, v in (line.split(": ") for line in text.splitlines()) if k in ("read_bytes",
-                                                                                                "write_bytes")}
+    out = {k: int(v) for k, v in (line.split(": ") for line in text.splitlines()) if k in ("read_bytes",
+                                                                                               "write_bytes")}
+    out["cgroup"] = cgroup_io(pid)
+    return out
+
+
+def cgroup_io(pid: int) -> Optional[dict]:
+    """rbytes / wbytes summed over devices from the cgroup v2 io.stat of ``pid``'s cgroup; None without one."""
+    try:
+        line = next(x for x in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if x.startswith("0::"))
+        stat = (Path("/sys/fs/cgroup") / line[3:].lstrip("/") / "io.stat").read_text()
+    except (OSError, StopIteration):
+        return None
+    total = {"read_bytes": 0, "write_bytes": 0}
+    for row in stat.splitlines():
+        fields = dict(f.split("=", 1) for f in row.split()[1:] if "=" in f)
+        total["read_bytes"] += int(fields.get("rbytes", 0))
+        total["write_bytes"] += int(fields.get("wbytes", 0))
+    return total
 
 
 def storage_snapshot(tier2_path: str, pid: Optional[int]) -> dict:
@@ -176,6 +198,7 @@ class LegRunner:
                "request_manifest_hash": read_manifest(self.results / run_id / "manifest.json")[
                    "request_manifest_hash"],
                **metrics, "errors": errors, "metric_used": used,
+               "offload_disk_blocks": after["offload_disk_blocks"] - before["offload_disk_blocks"] if both else math.nan,
                "onboard_disk_blocks": after["onboard_disk_blocks"] - before["onboard_disk_blocks"] if both else math.nan,
                "tier2_read_bytes": after["tier2_read_bytes"] - before["tier2_read_bytes"] if both else math.nan,
                "process_read_bytes": io_after["read_bytes"] - io_before["read_bytes"] if io_before and io_after

@@ -105,11 +105,13 @@ def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: in
                 if mode == "B1" and "B1_DISK_TIER_NOT_DISABLED" not in flags and \
                         G.b1_disk_off(row["onboard_disk_blocks"], row["tier2_read_bytes"]).status == "fail":
                     flags.append("B1_DISK_TIER_NOT_DISABLED")
-                if mode == "B2" and sum(1 for r in rows if r["mode"] == "B2") == 1 and _mechanism(rows) is False:
+                gate = _mechanism(rows).reason
+                if mode == "B2" and sum(1 for r in rows if r["mode"] == "B2") == 1 and gate and \
+                        gate != "TELEMETRY_MISSING":
                     if mechanism_gate:
                         _write(out, rows, legs, [], flags, modes)
-                        return _stop(out, ["GATE_NO_SSD_MECHANISM_SIGNAL"], "the first B2 leg onboarded nothing "
-                                     "from disk: no SSD mechanism to compare (--no-mechanism-gate to go on)")
+                        return _stop(out, [gate], "the first B2 leg read nothing back from its disk tier "
+                                     f"({gate}): no SSD mechanism to compare (--no-mechanism-gate to go on)")
                     flags.append("MECHANISM_GATE_DISABLED")
     except StartError as exc:
         return _stop(out, ["PREFLIGHT_STACK_DID_NOT_START"], str(exc))
@@ -126,12 +128,15 @@ def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: in
     return 0
 
 
-def _mechanism(rows: list[dict]) -> bool | None:
+def _mechanism(rows: list[dict]) -> P.Mechanism:
+    """What the B2 legs showed: KV written to the disk tier; read back (onboarded, and the tier2 file read
+    where the target states it)."""
     b2 = [r for r in rows if r["mode"] == "B2"]
     if not b2 or all(math.isnan(r["onboard_disk_blocks"]) for r in b2):
-        return None
+        return P.Mechanism(None, None)
     read = [r["tier2_read_bytes"] for r in b2 if not math.isnan(r["tier2_read_bytes"])]
-    return any(r["onboard_disk_blocks"] > 0 for r in b2) and (not read or any(x > 0 for x in read))
+    return P.Mechanism(write=any(r["offload_disk_blocks"] > 0 for r in b2),
+                       rehydrate=any(r["onboard_disk_blocks"] > 0 for r in b2) and (not read or any(x > 0 for x in read)))
 
 
 def _write(out: Path, rows: list[dict], legs: list[P.Leg], comparisons: list, flags: list[str],

@@ -4,6 +4,8 @@ import random
 
 from analysis import pairs as P
 
+SEEN = P.Mechanism(write=True, rehydrate=True)
+
 
 def legs(effect_ms: float, n: int, noise_ms: float = 2.0, order_effect_ms: float = 0.0, seed: int = 7,
          errors: int = 0) -> list:
@@ -26,8 +28,9 @@ def test_a_known_effect_is_inside_the_interval_and_decision_grade():
     c = P.compare(data, "ttfc_p50_ms")
     assert len(c.deltas) == 8 and c.ci[0] < -20 < c.ci[1] and c.excludes_zero
     assert c.wilcoxon_p <= 2 / 2 ** 8 + 1e-12 and c.sign_p <= 2 / 2 ** 8 + 1e-12   # all 8 deltas negative
-    v = P.verdict(data, [c], mechanism_seen=True)
-    assert v == {"decision_grade": True, "reasons": ["OK"], "primary_metric": "ttfc_p50_ms"}
+    v = P.verdict(data, [c], mechanism=SEEN)
+    assert v == {"decision_grade": True, "reasons": ["OK"], "primary_metric": "ttfc_p50_ms",
+                 "ssd_write_signal_present": True, "ssd_rehydrate_signal_present": True}
 
 
 def test_no_effect_is_not_decision_grade():
@@ -35,7 +38,7 @@ def test_no_effect_is_not_decision_grade():
     c = P.compare(data, "ttfc_p50_ms")
     assert not c.excludes_zero and "INTERVAL_INCLUDES_ZERO" in c.reasons
     assert c.wilcoxon_p > 0.05
-    assert P.verdict(data, [c], mechanism_seen=True)["decision_grade"] is False
+    assert P.verdict(data, [c], mechanism=SEEN)["decision_grade"] is False
 
 
 def test_a_planted_order_effect_is_flagged():
@@ -43,26 +46,28 @@ def test_a_planted_order_effect_is_flagged():
     c = P.compare(data, "ttfc_p50_ms")
     # B1_B2 pairs: B2 second, delta -20 + 15; B2_B1 pairs: B1 second, delta -20 - 15
     assert abs(c.order_diff - 30) < 5 and "ORDER_EFFECT_TTFC_P50_MS" in c.reasons
-    v = P.verdict(data, [c], mechanism_seen=True)
+    v = P.verdict(data, [c], mechanism=SEEN)
     assert not v["decision_grade"] and "ORDER_EFFECT_TTFC_P50_MS" in v["reasons"]
 
 
 def test_a_handful_of_pairs_is_not_significant_whatever_the_interval():
     three = P.compare(legs(-20, 3), "ttfc_p50_ms")
     assert three.excludes_zero and three.wilcoxon_p == 2 / 8 and "NOT_SIGNIFICANT" in three.reasons
-    assert not P.verdict(legs(-20, 3), [three], True)["decision_grade"]
+    assert not P.verdict(legs(-20, 3), [three], SEEN)["decision_grade"]
 
 
 def test_errors_missing_mechanism_and_few_pairs_each_block():
     assert "RUN_ERRORS_PRESENT" in P.verdict(legs(-20, 6, errors=3), [P.compare(legs(-20, 6), "ttfc_p50_ms")],
-                                             True)["reasons"]
+                                             SEEN)["reasons"]
     c = P.compare(legs(-20, 6), "ttfc_p50_ms")
-    assert P.verdict(legs(-20, 6), [c], mechanism_seen=None)["reasons"] == ["TELEMETRY_MISSING"]
-    assert P.verdict(legs(-20, 6), [c], mechanism_seen=False)["reasons"] == ["GATE_NO_SSD_MECHANISM_SIGNAL"]
+    assert P.verdict(legs(-20, 6), [c], mechanism=P.Mechanism(None, None))["reasons"] == ["TELEMETRY_MISSING"]
+    assert P.verdict(legs(-20, 6), [c], mechanism=P.Mechanism(False, False))["reasons"] == ["GATE_NO_SSD_MECHANISM_SIGNAL"]
+    written_only = P.verdict(legs(-20, 6), [c], mechanism=P.Mechanism(True, False))
+    assert written_only["reasons"] == ["REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY"] and not written_only["decision_grade"]
     two = P.compare(legs(-20, 2), "ttfc_p50_ms")
     assert math.isnan(two.ci[0]) and "TOO_FEW_PAIRS" in two.reasons
     fallback = [P.Leg(x.pair, x.order, x.mode, x.metrics, metric_used="ttft") for x in legs(-20, 6)]
-    v = P.verdict(fallback, [P.compare(fallback, "ttfc_p50_ms")], True)
+    v = P.verdict(fallback, [P.compare(fallback, "ttfc_p50_ms")], SEEN)
     assert v["decision_grade"] and v["reasons"] == ["METRIC_FALLBACK_TTFT"]      # said, not blocking
 
 
@@ -122,7 +127,8 @@ def test_pairs_run_end_to_end_with_counterbalanced_legs(tmp_path):
         # B2 reads back from its disk tier what B1 has to recompute; B1 has none
         assert (float(r["onboard_disk_blocks"]) > 0) == (r["mode"] == "B2"), r
     verdict = json.loads((out / "verdict.json").read_text())
-    assert verdict == {"decision_grade": False, "reasons": ["TOO_FEW_PAIRS"], "primary_metric": "ttfc_p50_ms"}
+    assert verdict == {"decision_grade": False, "reasons": ["TOO_FEW_PAIRS"], "primary_metric": "ttfc_p50_ms",
+                       "ssd_write_signal_present": True, "ssd_rehydrate_signal_present": True}
     # storage evidence per leg: the serving process's own I/O before and after, beside the disk's identity
     evidence = json.loads((out / f"storage-{legs[1]['run_id']}.json").read_text())
     assert evidence["before"]["tier2_path"] == str(tmp_path / "t2")
@@ -150,7 +156,7 @@ def test_the_early_gate_stops_when_b2_has_no_disk_tier(tmp_path):
     overlay = pairs_overlay(tmp_path, tier2_bytes="0")
     proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", "--duration-s", "2",
                       "--concurrency", "2", "--context-tokens", "1024", timeout=240)
-    assert proc.returncode == 2 and "the first B2 leg onboarded nothing from disk" in proc.stdout
+    assert proc.returncode == 2 and "the first B2 leg read nothing back from its disk tier" in proc.stdout
     out = only(tmp_path, "pairs-*[0-9]Z")
     assert json.loads((out / "verdict.json").read_text())["reasons"] == ["GATE_NO_SSD_MECHANISM_SIGNAL"]
     assert len(list(csv.DictReader(open(out / "legs.csv")))) == 2          # what ran is kept
@@ -183,7 +189,7 @@ def test_the_replay_list_baseline_is_kept_checked_and_audited(tmp_path):
     assert check_baseline(tmp_path, key, "bbb", strict=True, accept=False, run="r6") == []
     audit = [json.loads(line) for line in (tmp_path / BASELINE_AUDIT).read_text().splitlines()]
     assert [(a["previous"], a["accepted"], a["run"]) for a in audit] == [(None, "aaa", "r1"), ("aaa", "bbb", "r5")]
-    assert P.verdict(legs(-20, 6), [P.compare(legs(-20, 6), "ttfc_p50_ms")], True,
+    assert P.verdict(legs(-20, 6), [P.compare(legs(-20, 6), "ttfc_p50_ms")], SEEN,
                      ("BASELINE_MANIFEST_CHANGED",))["decision_grade"] is True          # a warning, said
 
 
