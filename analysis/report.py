@@ -77,19 +77,24 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
         rows, knees = [], {}
         for a in h0:
             knees[a.manifest["stack"]] = a.knee
-            d = _cols(a.pooled.sort_values("concurrency")).copy()
+            level = a.knee_level if a.knee_level in ("concurrency", "arrival_rate_rps") else "concurrency"
+            d = _cols(a.pooled.sort_values(level), ("arrival_rate_rps", "shed_by_client", "schedule_lag_p99_s")).copy()
             d["p99_over_p50"] = d["ttft_p99_s"] / d["ttft_p50_s"]
             d["u_work"] = a.knee.u_work if a.knee else None
+            d["u_work_in"] = level                 # closed loop: users; open loop: requests per second
             d["knee_reason"] = a.knee.reason if a.knee else None
             d["throughput_saturation"] = a.saturation
             rows.append(d)
-            doc.bullets([f"{a.manifest['stack']}: knee rule → {a.knee.reason}, U_work = {a.knee.u_work}; "
-                         f"throughput stops growing at concurrency {a.saturation}"])
+            unit = "requests/s offered" if level == "arrival_rate_rps" else "concurrency"
+            doc.bullets([f"{a.manifest['stack']}: knee rule → {a.knee.reason if a.knee else '-'}, U_work = "
+                         f"{a.knee.u_work if a.knee else '-'} ({unit}); throughput stops growing at {unit} "
+                         f"{a.saturation}"])
         csv("uwork.csv", pd.concat(rows, ignore_index=True))
-        p = figures.percentiles_vs(_pooled(h0), "concurrency", figs / "H0_percentiles_vs_concurrency.png",
-                                   "H0: TTFT percentiles vs concurrency", knees)
+        level = h0[0].knee_level if h0[0].knee_level in ("concurrency", "arrival_rate_rps") else "concurrency"
+        p = figures.percentiles_vs(_pooled(h0), level, figs / f"H0_percentiles_vs_{level}.png",
+                                   f"H0: TTFT percentiles vs {level}", knees)
         if p:
-            doc.figure(p, "H0: TTFT p50/p95/p99 vs concurrency, knee and U_work marked")
+            doc.figure(p, f"H0: TTFT p50/p95/p99 vs {level}, knee and U_work marked")
 
     # H2: context sweeps, A vs B
     h2 = _runs(analyses, "H2A", "H2B")

@@ -10,11 +10,13 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
+from configs.runfiles import NOT_SERVER_OUTCOMES
+
 from . import gates as G
 from .correlate import MIN_WINDOWS, Correlation, best_lag, on_grid, window_p99
 from .knee import Knee, find_knee, saturation
 from .promdata import Source
-from .steps import CANCELLED_BY_STEP, by_step, load_run, step_table
+from .steps import by_step, load_run, step_table
 from .telemetry import QUERIES, pull, single, window_mean
 
 IDLE_S = 30.0                  # telemetry before the run: the idle baseline (H2A's flat-NVMe gate)
@@ -63,9 +65,11 @@ def window(manifest: dict, records: pd.DataFrame) -> tuple[float, float]:
 
 
 def level_key(manifest: dict) -> str:
-    swept = manifest["plan"]["hypothesis"]["sweep"]
-    for key in ("concurrency", "context_tokens", "reuse_ratio", "tier1_bytes", "telemetry_cadence_ms", "fio_profile",
-                "cache_state"):
+    """What the run's steps vary: the keys the steps were swept over (the environment's RATE_RPS or
+    CONCURRENCY included), else the hypothesis' own sweep."""
+    swept = set().union(*(s.get("swept") or {} for s in manifest["steps"])) or manifest["plan"]["hypothesis"]["sweep"]
+    for key in ("arrival_rate_rps", "concurrency", "context_tokens", "reuse_ratio", "tier1_bytes",
+                "telemetry_cadence_ms", "fio_profile", "cache_state"):
         if key in swept:
             return key
     return "step"
@@ -133,10 +137,10 @@ def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
         pooled = pooled.merge(means, left_on="step", right_index=True, how="left")
     key = level_key(manifest)
     knee, sat = None, None
-    if not pooled.empty and key in ("concurrency", "context_tokens"):
+    if not pooled.empty and key in ("arrival_rate_rps", "concurrency", "context_tokens"):
         ordered = pooled[pooled["phase"].isin(["run"])].sort_values(key)
         knee = find_knee(list(ordered[key]), list(ordered["ttft_p50_s"]), list(ordered["ttft_p99_s"]))
-        if key == "concurrency":
+        if key in ("concurrency", "arrival_rate_rps"):
             sat = saturation(list(ordered[key]), list(ordered["throughput_rps"]))
     corr = correlations(records, frames, start, end) if not records.empty else pd.DataFrame()
     gate_list = gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key)
@@ -176,7 +180,7 @@ def blocking_refusals(manifest: dict, records: pd.DataFrame) -> pd.Series:
 def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) -> list:
     counted = records[~blocking_refusals(manifest, records)] if not records.empty else records
     if not counted.empty:                  # streams Locust cut at a step boundary are not server errors
-        counted = counted[counted["error_class"] != CANCELLED_BY_STEP]
+        counted = counted[~counted["error_class"].isin(NOT_SERVER_OUTCOMES)]
     error_rate = float((~counted["ok"]).mean()) if not counted.empty else float("nan")
     out = G.run_state(manifest, 0.0 if math.isnan(error_rate) else error_rate)
     # alignment is judged while load runs: from the first step, not from the readiness wait before it

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from configs.runfiles import CANCELLED_BY_STEP, read_manifest, read_records
+from configs.runfiles import CANCELLED_BY_STEP, SHED_BY_CLIENT, read_manifest, read_records
 
 
 # the record fields the analysis uses; the rest (ITL lists, prompts' hashes…) stay in the file
 FIELDS = ("step", "ok", "status", "error_class", "error", "start_time", "ttft_s", "e2e_s", "prompt_tokens",
-          "completion_tokens", "cached_tokens", "phase", "session_id")
+          "completion_tokens", "cached_tokens", "phase", "session_id", "schedule_lag_s")
 
 
 def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
@@ -52,8 +52,11 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
             mine = mine[mine["start_time"] >= s["start"] + warmup_s(end - s["start"])]
         cut = mine["error_class"] == CANCELLED_BY_STEP if not mine.empty else pd.Series(dtype=bool)
         cancelled = int(cut.sum()) if len(cut) else 0
-        if cancelled:                     # cut by Locust, not by the server: neither latency nor an error
-            mine = mine[~cut]
+        shed_mask = mine["error_class"] == SHED_BY_CLIENT if not mine.empty else pd.Series(dtype=bool)
+        shed = int(shed_mask.sum()) if len(shed_mask) else 0
+        if cancelled or shed:             # cut or never sent by the client: neither latency nor a server error
+            mine = mine[~(cut | shed_mask)]
+        lags = mine["schedule_lag_s"].dropna() if not mine.empty else []
         ok = mine[mine["ok"]] if not mine.empty else mine
         duration = max(end - s["start"], 1e-9)
         row = {
@@ -62,7 +65,9 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
             "label": s["label"], "concurrency": s["target_concurrency"], "context_tokens": s["target_context_tokens"],
             "fio_profile": s.get("fio_profile") or "none", "start": s["start"], "end": end, "duration_s": duration,
             "warmup_s": warmup_s(duration), "requests": len(mine), "ok": len(ok), "errors": len(mine) - len(ok),
-            "cancelled_by_step": cancelled,
+            "cancelled_by_step": cancelled, "shed_by_client": shed,
+            "arrival_rate_rps": s.get("target_arrival_rate_rps") or 0.0,
+            "schedule_lag_p50_s": pct(lags, 0.5), "schedule_lag_p99_s": pct(lags, 0.99),
             "error_rate": (len(mine) - len(ok)) / len(mine) if len(mine) else float("nan"),
             "throughput_rps": len(ok) / (duration - warmup_s(duration)),
             "output_tokens_per_s": float(ok["completion_tokens"].fillna(0).sum()) / (duration - warmup_s(duration))
@@ -87,13 +92,15 @@ def by_step(table: pd.DataFrame) -> pd.DataFrame:
     """Repetitions of the same step pooled: median of their percentiles, and their spread."""
     if table.empty:
         return table
-    keys = ["run_id", "hypothesis", "stack", "step", "phase", "label", "concurrency", "context_tokens", "fio_profile"]
+    keys = ["run_id", "hypothesis", "stack", "step", "phase", "label", "concurrency", "context_tokens",
+            "arrival_rate_rps", "fio_profile"]
     g = table.groupby(keys, sort=False, dropna=False)
     out = g.agg(ttft_p50_s=("ttft_p50_s", "median"), ttft_p95_s=("ttft_p95_s", "median"),
                 ttft_p99_s=("ttft_p99_s", "median"), e2e_p50_s=("e2e_p50_s", "median"),
                 e2e_p95_s=("e2e_p95_s", "median"), e2e_p99_s=("e2e_p99_s", "median"),
                 throughput_rps=("throughput_rps", "median"), requests=("requests", "sum"),
                 prefix_cached_share=("prefix_cached_share", "mean"), cancelled_by_step=("cancelled_by_step", "sum"),
+                shed_by_client=("shed_by_client", "sum"), schedule_lag_p99_s=("schedule_lag_p99_s", "max"),
                 error_rate=("error_rate", "mean"), repetitions=("repetition", "nunique"),
                 ttft_p99_mean=("ttft_p99_s", "mean"), ttft_p99_std=("ttft_p99_s", "std"),
                 ttft_p99_min=("ttft_p99_s", "min"), ttft_p99_max=("ttft_p99_s", "max")).reset_index()

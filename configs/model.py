@@ -17,6 +17,9 @@ EvictionPolicy = Literal["lru", "lfu", "segmented"]
 WorkloadClass = Literal["fixed_context", "sessioned_chat", "lora_churn", "rehydrate_replay"]
 ChurnMode = Literal["uniform", "hot_cold", "round_robin"]
 CacheState = Literal["cold", "warm"]
+ArrivalProcess = Literal["poisson", "constant"]
+# Workloads whose next request does not depend on the previous answer: the ones an open loop can drive.
+OPEN_LOOP_WORKLOADS = ("fixed_context",)
 # KVBM tier modes of Stack B (the later harness' names): B0 no KVBM at all, B1 CPU (host) tier only,
 # B2 CPU + SSD tiers. Operators also write them as off / cpu_only / cpu_disk.
 TIER_MODES = ("B0", "B1", "B2")
@@ -144,6 +147,7 @@ class FioProfile:
 
 # More concurrent users than this is a typo, not a load test (one Locust worker runs a few thousand).
 MAX_CONCURRENCY = 100_000
+MAX_RATE_RPS = 100_000.0
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,11 @@ class WorkloadParams:
     lora_hot_ratio: float = 0.2
     lora_hot_prob: float = 0.8
     cache_state: CacheState = "warm"
+    # Open loop: > 0 starts requests on a schedule at this rate whatever the completions do (0: closed loop,
+    # `concurrency` users each waiting for its answer); arrivals beyond max_in_flight are shed and recorded.
+    arrival_rate_rps: float = 0.0
+    arrival_process: ArrivalProcess = "poisson"
+    max_in_flight: int = 256
 
     def __post_init__(self):
         _check(0 < self.concurrency <= MAX_CONCURRENCY, "concurrency", f"must be within 1..{MAX_CONCURRENCY}")
@@ -171,6 +180,8 @@ class WorkloadParams:
         _check(self.think_time_s >= 0, "think_time_s", "must not be negative")
         for name in ("reuse_ratio", "lora_hot_ratio", "lora_hot_prob"):
             _check(0.0 <= getattr(self, name) <= 1.0, name, "must be within 0..1")
+        _check(0 <= self.arrival_rate_rps <= MAX_RATE_RPS, "arrival_rate_rps", f"must be within 0..{MAX_RATE_RPS}")
+        _check(0 < self.max_in_flight <= MAX_CONCURRENCY, "max_in_flight", f"must be within 1..{MAX_CONCURRENCY}")
 
 
 # Parameters a sweep may vary besides the workload's own: profile fields and the fio job.

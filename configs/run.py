@@ -16,12 +16,12 @@ from typing import Mapping, Optional
 from . import checks
 from .errors import ConfigError
 from .checks import FieldError
-from .model import (FIO_SWEEP_KEY, MAX_CONCURRENCY, PROFILE_SWEEP_KEYS, Harness, Hypothesis, Profile, StackSpec,
-                    WorkloadParams, tier_mode)
+from .model import (FIO_SWEEP_KEY, MAX_CONCURRENCY, MAX_RATE_RPS, OPEN_LOOP_WORKLOADS, PROFILE_SWEEP_KEYS, Harness,
+                    Hypothesis, Profile, StackSpec, WorkloadParams, tier_mode)
 from .schema import read, to_plain
 
 OVERRIDE_VARS = ("STACK", "PROFILE", "CONCURRENCY", "CONTEXT_TOKENS", "DURATION_S", "ENDPOINT", "SEED", "MODEL",
-                 "TIER_MODE")
+                 "TIER_MODE", "RATE_RPS")
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,16 @@ def _int_list(var: str, value: str, most: int = 10**9) -> list[int]:
         items = []
     if not items or any(not 0 < v <= most for v in items):
         raise _env_error(var, value, f"a positive integer up to {most} or a comma-separated list of them")
+    return items
+
+
+def _float_list(var: str, value: str, most: float) -> list[float]:
+    try:
+        items = [float(v) for v in re.split(r"[,\s]+", value.strip()) if v]
+    except ValueError:
+        items = []
+    if not items or any(not 0 < v <= most for v in items):     # nan and inf fail this too
+        raise _env_error(var, value, f"a positive number up to {most:g} or a comma-separated list of them")
     return items
 
 
@@ -146,6 +156,22 @@ def plan_run(cfg: Harness, hypothesis_id: str, env: Mapping[str, str] | None = N
                 sweep[field] = values
             else:
                 params = dataclasses.replace(params, **{field: values[0]})
+
+    if "RATE_RPS" in env:
+        rates = _float_list("RATE_RPS", env["RATE_RPS"], MAX_RATE_RPS)
+        if "arrival_rate_rps" in sweep or len(rates) > 1:
+            sweep["arrival_rate_rps"] = rates
+        else:
+            params = dataclasses.replace(params, arrival_rate_rps=rates[0])
+    open_loop = params.arrival_rate_rps > 0 or any(v > 0 for v in sweep.get("arrival_rate_rps", []))
+    if open_loop and hyp.workload not in OPEN_LOOP_WORKLOADS:
+        raise ConfigError(f"hypothesis {key}: open-loop arrivals (arrival_rate_rps, RATE_RPS) drive only "
+                          f"{', '.join(OPEN_LOOP_WORKLOADS)} workloads; {hyp.workload} waits for each answer")
+    if open_loop:             # the rate sets the load; a concurrency sweep of closed-loop users means nothing here
+        if "CONCURRENCY" in env:
+            raise ConfigError("environment CONCURRENCY and RATE_RPS: an open loop has no users to count; "
+                              "set one of them")
+        sweep.pop("concurrency", None)
 
     duration = hyp.step_duration_s
     if "DURATION_S" in env:

@@ -26,8 +26,9 @@ from typing import Optional
 
 # 1: the first harness; 2: schema_version itself, records of cut streams (cancelled_by_step) and
 # cached_tokens, manifest's session_id_ignored and outages; 3: records' request_hash, manifest's tier_mode
-# and request_manifest_hash (with request_manifest.jsonl)
-SCHEMA_VERSION = 3
+# and request_manifest_hash (with request_manifest.jsonl); 4: open-loop records (intended_start_time,
+# schedule_lag_s, shed_by_client)
+SCHEMA_VERSION = 4
 # what a manifest of an older version lacks, and the value that means "not known then"
 MANIFEST_DEFAULTS = (("schema_version", 1), ("blocked", None), ("notes", ()), ("steps", ()), ("end", None),
                      ("session_id_ignored", False), ("outages", ()), ("tier_mode", None),
@@ -39,6 +40,10 @@ REQUEST_MANIFEST = "request_manifest.jsonl"
 # and the server counted it (Dynamo: requests_total{error_type="cancelled"}), but not a server error
 # and never part of a latency percentile.
 CANCELLED_BY_STEP = "cancelled_by_step"
+# An open-loop arrival the client did not send because max_in_flight requests were already out: recorded
+# (the schedule asked for it), never sent, so neither a server error nor a latency.
+SHED_BY_CLIENT = "shed_by_client"
+NOT_SERVER_OUTCOMES = (CANCELLED_BY_STEP, SHED_BY_CLIENT)
 
 
 @dataclass
@@ -76,6 +81,8 @@ class RequestRecord:
     prompt_tokens_target: Optional[int] = None
     cached_tokens: Optional[int] = None
     request_hash: Optional[str] = None      # the prompt bytes and every generation parameter (request_hash())
+    intended_start_time: Optional[float] = None   # open loop: when the schedule wanted the request sent
+    schedule_lag_s: Optional[float] = None  # open loop: sent this much after it was due (an overloaded client)
 
     def to_json(self) -> str:
         d = asdict(self)

@@ -409,3 +409,48 @@ def test_a_stack_that_dies_mid_run_is_an_outage_not_a_flood(rig, tmp_path):
     assert sum(o["failures"] for o in outages) >= 20
     errors = next(g for g in G.run_state(manifest, float((~records["ok"]).mean())) if g.name == "errors")
     assert errors.reason == "STACK_OUTAGE" and "outage" in errors.detail
+
+
+def test_open_loop_arrivals_keep_their_schedule_and_shed_over_the_cap(rig, tmp_path):
+    """RATE_RPS: requests start on a Poisson schedule whatever the completions do; each record says when it
+    was due and how late it left; arrivals over max_in_flight are recorded as shed, never sent."""
+    import yaml
+    from analysis.steps import load_run, step_table
+    before = set(runs(rig, "h0"))
+    proc = locust(rig, "h0", env={"STACK": "A", "RATE_RPS": "8,24", "DURATION_S": "5", "CONTEXT_TOKENS": "64"})
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    [run] = set(runs(rig, "h0")) - before
+    m = manifest(run)
+    rates = [8.0, 24.0] * m["repetitions"]                              # 2 steps x the hypothesis' repetitions
+    assert [s["swept"] for s in m["steps"]] == [{"arrival_rate_rps": r} for r in rates]
+    records = read_records(run / "requests.jsonl")
+    sent = [r for r in records if r["error_class"] != "shed_by_client"]
+    assert all(r["intended_start_time"] is not None and r["schedule_lag_s"] is not None for r in sent if r["ok"])
+    assert statistics.median(r["schedule_lag_s"] for r in sent if r["ok"]) < 0.05
+    for slot, rate in enumerate(rates):      # Poisson arrivals: the count is within a few sigma of rate x 5 s
+        n = sum(1 for r in records if r["step"] == slot)
+        assert abs(n - rate * 5) < 4 * (rate * 5) ** 0.5 + 3, (slot, n)
+    table = step_table(*load_run(run))
+    assert list(table["arrival_rate_rps"]) == rates and table["schedule_lag_p99_s"].notna().all()
+    # a cap of 2 requests in flight against a 24/s schedule of slow requests: the rest is shed, and recorded
+    doc = yaml.safe_load(rig["overlay"].read_text())
+    doc.setdefault("hypotheses", {}).setdefault("H0", {}).setdefault("params", {}).update(max_in_flight=2)
+    overlay = tmp_path / "cap.yaml"
+    overlay.write_text(yaml.safe_dump(doc))
+    before = set(runs(rig, "h0"))
+    proc = locust(rig, "h0", env={"HARNESS_CONFIG": str(overlay), "STACK": "A", "RATE_RPS": "24", "DURATION_S": "4",
+                                  "CONTEXT_TOKENS": "64"})
+    [run] = set(runs(rig, "h0")) - before
+    records = read_records(run / "requests.jsonl")
+    shed = [r for r in records if r["error_class"] == "shed_by_client"]
+    assert shed and all(r["status"] == 0 and r["intended_start_time"] for r in shed)
+    table = step_table(*load_run(run))                 # steady state only: the warm-up's records are left out
+    assert 0 < table["shed_by_client"].sum() <= len(shed) and (table["errors"] == 0).all()   # not server errors
+
+
+def test_open_loop_refuses_stateful_workloads_and_distributed_runs(rig):
+    proc = locust(rig, "h5", env={"RATE_RPS": "5", "DURATION_S": "1"})
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and "open-loop arrivals" in errors[0] and "waits for each answer" in errors[0]
+    proc = locust(rig, "h0", "--processes", "2", env={"STACK": "A", "RATE_RPS": "5", "DURATION_S": "1"})
+    assert proc.returncode == 2 and "open-loop arrivals (RATE_RPS) run in one Locust process" in proc.stderr

@@ -59,6 +59,8 @@ LOADGEN_CONCURRENCY = Series("sparkrig_loadgen_target_concurrency", "gauge", "Ta
                              RUN_LABELS)
 LOADGEN_CONTEXT = Series("sparkrig_loadgen_target_context_tokens", "gauge", "Target context of the current step",
                          RUN_LABELS)
+LOADGEN_RATE = Series("sparkrig_loadgen_target_arrival_rate", "gauge", "Target arrival rate of the current step in "
+                      "requests per second (0: closed loop)", RUN_LABELS)
 
 # ---- nvme exporter (/proc/diskstats, node_exporter's node_disk_* semantics) -------------------------
 DISK_LABELS = ("device", "role")

@@ -31,11 +31,12 @@ from locust.runners import MasterRunner, WorkerRunner
 from configs import ConfigError, RunPlan, Step, load, plan_run
 from configs.paths import check_name, resolve
 from configs.run import OVERRIDE_VARS, normalise_endpoint
-from configs.runfiles import (CANCELLED_BY_STEP, REQUEST_MANIFEST, Manifest, RecordWriter, RequestRecord, request_hash,
-                              write_request_manifest)
+from configs.runfiles import (CANCELLED_BY_STEP, REQUEST_MANIFEST, SHED_BY_CLIENT, Manifest, RecordWriter, RequestRecord,
+                              request_hash, write_request_manifest)
 from rig import local, promconfig
 
 from . import cache, workloads
+from .arrivals import OpenLoop
 from .fio import FioJob
 from .metrics import LoadgenMetrics, worker_name
 from .outage import OutageTracker
@@ -172,14 +173,15 @@ class RunState:
         self.slot = index
         slot = self.current()
         if self.metrics:
-            self.metrics.set_step(slot.index, slot.step.params.concurrency, slot.step.params.context_tokens)
+            self.metrics.set_step(slot.index, slot.step.params)
         if self.manifest is not None:                  # master / local: the run's bookkeeping
             notes = self._prepare(slot)
             self.manifest.begin_step({
                 "index": slot.index, "repetition": slot.repetition, "step": slot.step.index, "phase": slot.phase,
                 "label": slot.step.label(), "swept": slot.step.swept, "fio_profile": slot.step.fio_profile,
                 "target_concurrency": slot.step.params.concurrency,
-                "target_context_tokens": slot.step.params.context_tokens, **notes})
+                "target_context_tokens": slot.step.params.context_tokens,
+                "target_arrival_rate_rps": slot.step.params.arrival_rate_rps, **notes})
             if self.grafana:
                 problem = self.grafana.post(f"{self.plan.hypothesis_id} {self.plan.stack_name} step {slot.index}: "
                                             f"{slot.step.label()} ({slot.phase}, rep {slot.repetition + 1})",
@@ -288,6 +290,9 @@ def _begin_run(environment) -> None:
             problem = f"endpoint not ready: {problem}"
         else:
             problem, sizing = size_prompts(st.plan, st.sizer, target, st.model_context_limit())
+    if not problem and isinstance(environment.runner, MasterRunner) and \
+            any(slot.step.params.arrival_rate_rps > 0 for slot in st.slots):
+        problem = "open-loop arrivals (RATE_RPS) run in one Locust process: leave out --processes / --master"
     if problem:                                # before the run exists: nothing half-made is left behind
         st.failed = problem
         print(f"error: {problem}", file=sys.stderr, flush=True)
@@ -410,7 +415,10 @@ class PlanShape(LoadTestShape):
             st.enter_slot(index)
             if isinstance(self.runner, MasterRunner):
                 self.runner.send_message(MSG_SLOT, index)
-        users = _explicit("-u", "--users", "LOCUST_USERS", int) or st.slots[index].step.params.concurrency
+        params = st.slots[index].step.params
+        if params.arrival_rate_rps > 0:            # open loop: one dispatcher starts every request
+            return 1, 1
+        users = _explicit("-u", "--users", "LOCUST_USERS", int) or params.concurrency
         return users, _explicit("-r", "--spawn-rate", "LOCUST_SPAWN_RATE", float) or users
 
 
@@ -430,6 +438,7 @@ class PlanUser(FastHttpUser):
     abstract = True
     network_timeout = 600.0
     connection_timeout = 10.0
+    concurrency = 4096        # connections a user may hold: an open-loop dispatcher has many requests out
 
     def wait_time(self):
         """Think time between a user's requests: exponential around think_time_s, as real users' is,
@@ -448,6 +457,8 @@ class PlanUser(FastHttpUser):
         self.think = random.Random(f"{st.plan.seed}:think:{self.index}")
         self.client.base_url = st.base_url(self.environment.host)
         self.workload = self._make_workload(st)
+        self.open_loop = OpenLoop(lambda t: self._issue(st, t), lambda t: self._shed(st, t),
+                                  random.Random(f"{st.plan.seed}:arrivals:{self.index}"))
 
     def _make_workload(self, st: RunState) -> workloads.Workload:
         args = (st.plan.model_handle, self.index, st.plan.seed, st.sizer)
@@ -466,18 +477,40 @@ class PlanUser(FastHttpUser):
         if st.failed or st.writer is None:
             gevent.sleep(0.2)
             return
+        params = st.current().step.params
+        if params.arrival_rate_rps > 0:           # open loop: this user is the step's dispatcher
+            slot = st.slot
+            self.open_loop.run(params.arrival_rate_rps, params.arrival_process, params.max_in_flight,
+                               lambda: st.slot == slot and st.writer is not None and not st.failed)
+            return
+        rec = self._issue(st)
+        if delay := st.track(rec):
+            gevent.sleep(self.think.uniform(0.5, 1.0) * delay)
+
+    def on_stop(self):
+        self.open_loop.stop()
+
+    def _record(self, st: RunState, req: Optional[workloads.Request], intended: Optional[float]) -> RequestRecord:
         slot = st.current()
         params = slot.step.params
-        if isinstance(self.workload, workloads.RehydrateReplay):
-            self.workload.send_session_id = not st.session_id_refused
-        req = self.workload.next(params, slot.phase)
         rec = RequestRecord(
             run_id=st.run_id, hypothesis=st.plan.hypothesis_id, stack=st.plan.stack_name, workload=st.workload,
             step=slot.index, repetition=slot.repetition, phase=slot.phase, target_concurrency=params.concurrency,
-            target_context_tokens=params.context_tokens, user=self.index, worker=st.worker, endpoint=req.path,
-            model=req.body["model"], adapter=req.adapter, session_id=req.session_id, turn=req.turn,
-            prefix_hash=req.prefix_hash, prompt_tokens_target=req.target_tokens,
-            request_hash=request_hash(req.path, req.body))
+            target_context_tokens=params.context_tokens, user=self.index, worker=st.worker,
+            endpoint=req.path if req else "", model=req.body["model"] if req else st.plan.model_handle,
+            intended_start_time=intended)
+        if req is not None:
+            rec.adapter, rec.session_id, rec.turn, rec.prefix_hash = req.adapter, req.session_id, req.turn, \
+                req.prefix_hash
+            rec.prompt_tokens_target, rec.request_hash = req.target_tokens, request_hash(req.path, req.body)
+        return rec
+
+    def _issue(self, st: RunState, intended: Optional[float] = None) -> RequestRecord:
+        """One request of the workload, sent and recorded (``intended``: when an open loop wanted it sent)."""
+        if isinstance(self.workload, workloads.RehydrateReplay):
+            self.workload.send_session_id = not st.session_id_refused
+        req = self.workload.next(st.current().step.params, st.current().phase)
+        rec = self._record(st, req, intended)
         text: list[str] = []
         try:
             send(self.client, "/" + req.path, req.body, rec, req.path, text)
@@ -487,12 +520,20 @@ class PlanUser(FastHttpUser):
             rec.e2e_s = time.time() - rec.start_time if rec.start_time else None
             st.record(rec)
             raise
+        if intended is not None:
+            rec.schedule_lag_s = rec.start_time - intended
         st.record(rec)
         self.workload.done(req, rec.ok, "".join(text), rec.prompt_tokens)
-        if delay := st.track(rec):
-            gevent.sleep(self.think.uniform(0.5, 1.0) * delay)
         if rec.status == 400 and "session_id" in req.body and "session_id" in (rec.error or ""):
             self._session_id_refused(st, rec.error)
+        return rec
+
+    def _shed(self, st: RunState, intended: float) -> None:
+        """An arrival over max_in_flight: not sent, but recorded, so the schedule's shortfall is counted."""
+        rec = self._record(st, None, intended)
+        rec.start_time, rec.error_class = intended, SHED_BY_CLIENT
+        rec.error = f"{st.current().step.params.max_in_flight} requests already in flight (max_in_flight)"
+        st.record(rec)
 
     def _session_id_refused(self, st: RunState, error: str) -> None:
         """H9's known blocker: the frontend rejects session metadata. Record it and go on without it."""

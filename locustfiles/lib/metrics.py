@@ -47,6 +47,7 @@ class LoadgenMetrics:
         self.step = make(Gauge, S.LOADGEN_STEP)
         self.concurrency = make(Gauge, S.LOADGEN_CONCURRENCY)
         self.context = make(Gauge, S.LOADGEN_CONTEXT)
+        self.rate = make(Gauge, S.LOADGEN_RATE)
         self.server = None
         self.sd_file: Optional[Path] = None
 
@@ -71,10 +72,11 @@ class LoadgenMetrics:
                 h.observe(gap)
         self.requests.labels(**lb, status=str(record.status), error_class=record.error_class or "").inc()
 
-    def set_step(self, index: int, concurrency: int, context_tokens: int) -> None:
+    def set_step(self, index: int, params) -> None:
         self.step.labels(**self.labels).set(index)
-        self.concurrency.labels(**self.labels).set(concurrency)
-        self.context.labels(**self.labels).set(context_tokens)
+        self.concurrency.labels(**self.labels).set(params.concurrency)
+        self.context.labels(**self.labels).set(params.context_tokens)
+        self.rate.labels(**self.labels).set(params.arrival_rate_rps)
 
     def close(self) -> None:
         if self.sd_file:
