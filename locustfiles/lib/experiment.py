@@ -483,8 +483,7 @@ class PlanUser(FastHttpUser):
             self.open_loop.run(params.arrival_rate_rps, params.arrival_process, params.max_in_flight,
                                lambda: st.slot == slot and st.writer is not None and not st.failed)
             return
-        rec = self._issue(st)
-        if delay := st.track(rec):
+        if delay := self._issue(st):               # a closed-loop user backs off in an outage; a schedule does not
             gevent.sleep(self.think.uniform(0.5, 1.0) * delay)
 
     def on_stop(self):
@@ -505,8 +504,9 @@ class PlanUser(FastHttpUser):
             rec.prompt_tokens_target, rec.request_hash = req.target_tokens, request_hash(req.path, req.body)
         return rec
 
-    def _issue(self, st: RunState, intended: Optional[float] = None) -> RequestRecord:
-        """One request of the workload, sent and recorded (``intended``: when an open loop wanted it sent)."""
+    def _issue(self, st: RunState, intended: Optional[float] = None) -> float:
+        """One request of the workload, sent and recorded (``intended``: when an open loop wanted it sent);
+        returns the outage backoff the outage tracker asks for (0 when none)."""
         if isinstance(self.workload, workloads.RehydrateReplay):
             self.workload.send_session_id = not st.session_id_refused
         req = self.workload.next(st.current().step.params, st.current().phase)
@@ -526,7 +526,7 @@ class PlanUser(FastHttpUser):
         self.workload.done(req, rec.ok, "".join(text), rec.prompt_tokens)
         if rec.status == 400 and "session_id" in req.body and "session_id" in (rec.error or ""):
             self._session_id_refused(st, rec.error)
-        return rec
+        return st.track(rec)
 
     def _shed(self, st: RunState, intended: float) -> None:
         """An arrival over max_in_flight: not sent, but recorded, so the schedule's shortfall is counted."""
