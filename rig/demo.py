@@ -26,7 +26,7 @@ from .procs import StartError, Supervisor
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
 IDLE_PAUSE_S = 35          # > the analysis' 30 s idle window
 SETTLE_S = 5
-PAIRS = {"pairs": 6, "concurrency": 2, "context_tokens": 1024, "duration_s": 3}   # the full demo's paired block
+PAIRS = {"pairs": 6, "concurrency": 2, "context_tokens": 1024, "duration_s": 2}   # the full demo's paired block
 
 
 @dataclass(frozen=True)

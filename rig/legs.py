@@ -34,6 +34,10 @@ from .procs import Supervisor
 SIM = "stacksim-B"
 
 
+class LegError(Exception):
+    """A leg left no readable run (Locust failed before it, or its files are damaged): the message says which."""
+
+
 def _pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] if values else math.nan
@@ -191,12 +195,14 @@ class LegRunner:
         after = kvbm_counters(self.kvbm_url)
         evidence["after"] = storage_snapshot(tier2, pid)
         (self.out / f"storage-{run_id}.json").write_text(json.dumps(evidence, indent=1) + "\n")
-        metrics, errors, used = leg_metrics(self.results, run_id)
+        try:
+            metrics, errors, used = leg_metrics(self.results, run_id)
+            replay_hash = read_manifest(self.results / run_id / "manifest.json")["request_manifest_hash"]
+        except (OSError, ValueError) as exc:
+            raise LegError(f"leg {run_id} (locust exit {code}) left no readable run: {exc}") from None
         io_before, io_after = evidence["before"]["process_io"], evidence["after"]["process_io"]
         both = before is not None and after is not None
-        row = {"mode": mode, "run_id": run_id, "concurrency": concurrency,
-               "request_manifest_hash": read_manifest(self.results / run_id / "manifest.json")[
-                   "request_manifest_hash"],
+        row = {"mode": mode, "run_id": run_id, "concurrency": concurrency, "request_manifest_hash": replay_hash,
                **metrics, "errors": errors, "metric_used": used,
                "offload_disk_blocks": after["offload_disk_blocks"] - before["offload_disk_blocks"] if both else math.nan,
                "onboard_disk_blocks": after["onboard_disk_blocks"] - before["onboard_disk_blocks"] if both else math.nan,

@@ -32,7 +32,7 @@ from configs.model import TIER_MODES
 from configs.paths import resolve
 
 from .launch import say
-from .legs import LegRunner
+from .legs import LegError, LegRunner
 from .procs import StartError
 
 METRICS = ("ttfc_p50_ms", "ttfc_p95_ms", "ttfc_p99_ms", "throughput_rps")
@@ -115,6 +115,9 @@ def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: in
                     flags.append("MECHANISM_GATE_DISABLED")
     except StartError as exc:
         return _stop(out, ["PREFLIGHT_STACK_DID_NOT_START"], str(exc))
+    except LegError as exc:                      # what ran stays, with the reason it stopped
+        _write(out, rows, legs, [P.compare(legs, m, a, b) for m in METRICS], flags, modes)
+        return _stop(out, ["LEG_FAILED"], str(exc))
     except KeyboardInterrupt:
         say("interrupted: the legs so far stay")
         _write(out, rows, legs, [P.compare(legs, m, a, b) for m in METRICS], flags, modes)

@@ -23,7 +23,7 @@ from configs.model import tier_mode
 from configs.paths import resolve
 
 from .launch import say
-from .legs import LegRunner
+from .legs import LegError, LegRunner
 from .procs import StartError
 
 
@@ -66,6 +66,7 @@ def run(config: Path | None, modes: list[str], concurrencies: list[int], context
     out.mkdir(parents=True)
     runner = LegRunner(cfg, config, out)
     rows: list[dict] = []
+    failed = None
     say(f"rehydrate sweep: modes {', '.join(modes)} x replay concurrency {', '.join(map(str, concurrencies))}, "
         f"{context_tokens} tokens, {duration_s} s per phase; results in {out}")
     try:
@@ -81,9 +82,9 @@ def run(config: Path | None, modes: list[str], concurrencies: list[int], context
                         return 2
                 say(f"[{mode} at replay concurrency {c}]")
                 rows.append(runner.run(mode, f"rehydrate-{ts}-{mode}-c{c}", c, context_tokens, duration_s))
-    except StartError as exc:
+    except (StartError, LegError) as exc:         # the legs so far are written below all the same
         say(f"error: {exc}")
-        return 2
+        failed = str(exc)
     except KeyboardInterrupt:
         say("interrupted: the legs so far stay")
     finally:
@@ -107,7 +108,7 @@ def run(config: Path | None, modes: list[str], concurrencies: list[int], context
                   f"({rec['reason']})"]
     (out / "recommendation.md").write_text("\n".join(lines) + "\n")
     say(f"recommended replay concurrency: {rec['replay_concurrency'] or 'none'} ({rec['reason']}); {out}")
-    return 0
+    return 2 if failed else 0
 
 
 def main(args) -> int:

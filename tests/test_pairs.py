@@ -270,3 +270,12 @@ def test_hygiene_lists_then_archives_trials_and_keeps_the_rest(tmp_path):
     assert {p.name for p in archive.iterdir()} == listed
     assert {p.name for p in results.iterdir()} == {"h0-good", "h0-kept", "pairs-20260102T000000Z",
                                                    "pairs-20260102T000000Z-p0-l0-B1", "trials"}
+
+
+def test_a_leg_that_leaves_no_run_stops_the_experiment_with_its_reason(tmp_path):
+    overlay = pairs_overlay(tmp_path)
+    proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", "--context-tokens", "99999999",
+                      "--duration-s", "2", timeout=120)
+    assert proc.returncode == 2 and "left no readable run" in proc.stdout and "Traceback" not in proc.stderr
+    out = only(tmp_path, "pairs-*[0-9]Z")
+    assert json.loads((out / "verdict.json").read_text())["reasons"] == ["LEG_FAILED"]
