@@ -14,12 +14,12 @@ from .paths import dedicated_dir
 from .schema import ByteSize
 
 EvictionPolicy = Literal["lru", "lfu", "segmented"]
-WorkloadClass = Literal["fixed_context", "sessioned_chat", "lora_churn", "rehydrate_replay"]
+WorkloadClass = Literal["fixed_context", "sessioned_chat", "lora_churn", "rehydrate_replay", "trace_replay"]
 ChurnMode = Literal["uniform", "hot_cold", "round_robin"]
 CacheState = Literal["cold", "warm"]
 ArrivalProcess = Literal["poisson", "constant"]
 # Workloads whose next request does not depend on the previous answer: the ones an open loop can drive.
-OPEN_LOOP_WORKLOADS = ("fixed_context",)
+OPEN_LOOP_WORKLOADS = ("fixed_context", "trace_replay")
 # KVBM tier modes of Stack B (the later harness' names): B0 no KVBM at all, B1 CPU (host) tier only,
 # B2 CPU + SSD tiers. Operators also write them as off / cpu_only / cpu_disk.
 TIER_MODES = ("B0", "B1", "B2")
@@ -170,6 +170,11 @@ class WorkloadParams:
     arrival_rate_rps: float = 0.0
     arrival_process: ArrivalProcess = "poisson"
     max_in_flight: int = 256
+    # trace_replay: the trace (Mooncake JSONL) is the schedule and the prompts; its gaps x trace_time_scale,
+    # never faster than trace_max_rps (0: no cap); each request's output is capped at max_tokens
+    trace_file: Optional[str] = None
+    trace_time_scale: float = 1.0
+    trace_max_rps: float = 0.0
 
     def __post_init__(self):
         _check(0 < self.concurrency <= MAX_CONCURRENCY, "concurrency", f"must be within 1..{MAX_CONCURRENCY}")
@@ -182,6 +187,8 @@ class WorkloadParams:
             _check(0.0 <= getattr(self, name) <= 1.0, name, "must be within 0..1")
         _check(0 <= self.arrival_rate_rps <= MAX_RATE_RPS, "arrival_rate_rps", f"must be within 0..{MAX_RATE_RPS}")
         _check(0 < self.max_in_flight <= MAX_CONCURRENCY, "max_in_flight", f"must be within 1..{MAX_CONCURRENCY}")
+        _check(self.trace_time_scale > 0, "trace_time_scale", "must be positive")
+        _check(self.trace_max_rps >= 0, "trace_max_rps", "must not be negative")
 
 
 # Parameters a sweep may vary besides the workload's own: profile fields and the fio job.

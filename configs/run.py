@@ -21,7 +21,7 @@ from .model import (FIO_SWEEP_KEY, MAX_CONCURRENCY, MAX_RATE_RPS, OPEN_LOOP_WORK
 from .schema import read, to_plain
 
 OVERRIDE_VARS = ("STACK", "PROFILE", "CONCURRENCY", "CONTEXT_TOKENS", "DURATION_S", "ENDPOINT", "SEED", "MODEL",
-                 "TIER_MODE", "RATE_RPS")
+                 "TIER_MODE", "RATE_RPS", "TRACE_FILE")
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,11 @@ def plan_run(cfg: Harness, hypothesis_id: str, env: Mapping[str, str] | None = N
             else:
                 params = dataclasses.replace(params, **{field: values[0]})
 
+    if "TRACE_FILE" in env:
+        params = dataclasses.replace(params, trace_file=env["TRACE_FILE"])
+    if hyp.workload == "trace_replay" and not params.trace_file:
+        raise ConfigError(f"hypothesis {key}: trace_replay needs params.trace_file (or TRACE_FILE): a Mooncake "
+                          "JSONL trace, e.g. locustfiles/traces/synthetic.jsonl")
     if "RATE_RPS" in env:
         rates = _float_list("RATE_RPS", env["RATE_RPS"], MAX_RATE_RPS)
         if "arrival_rate_rps" in sweep or len(rates) > 1:

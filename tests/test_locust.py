@@ -15,7 +15,7 @@ import requests
 from conftest import ROOT, Sim, free_port, sims_overlay
 from configs.runfiles import read_records
 
-LOCUSTFILES = sorted(p.stem for p in (ROOT / "locustfiles").glob("h*.py"))
+LOCUSTFILES = sorted(p.stem for p in (ROOT / "locustfiles").glob("*.py") if p.stem not in ("adapter_proxy", "__init__"))
 MODEL = "nvidia/Llama-3.3-70B-Instruct-NVFP4"
 
 
@@ -454,3 +454,33 @@ def test_open_loop_refuses_stateful_workloads_and_distributed_runs(rig):
     assert proc.returncode == 2 and "open-loop arrivals" in errors[0] and "waits for each answer" in errors[0]
     proc = locust(rig, "h0", "--processes", "2", env={"STACK": "A", "RATE_RPS": "5", "DURATION_S": "1"})
     assert proc.returncode == 2 and "open-loop arrivals (RATE_RPS) run in one Locust process" in proc.stderr
+
+
+def test_trace_replay_follows_the_trace_schedule_lengths_and_prefix_sharing(rig, tmp_path):
+    import yaml
+    from analysis.steps import load_run, step_table
+    from locustfiles.lib import trace
+    doc = yaml.safe_load(rig["overlay"].read_text())
+    doc.setdefault("hypotheses", {})["TR"] = {"params": {"trace_time_scale": 0.1}}      # 10 x faster than the trace
+    overlay = tmp_path / "trace.yaml"
+    overlay.write_text(yaml.safe_dump(doc))
+    before = set(runs(rig, "tr"))
+    proc = locust(rig, "tr", env={"HARNESS_CONFIG": str(overlay), "DURATION_S": "6"})
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    [run] = set(runs(rig, "tr")) - before
+    records = sorted(read_records(run / "requests.jsonl"), key=lambda r: r["intended_start_time"])
+    entries = trace.load(ROOT / "locustfiles" / "traces" / "synthetic.jsonl")
+    sent = [r for r in records if r["ok"]]
+    assert len(records) > 30 and len(sent) > 0.9 * len(records)
+    # the schedule is the trace's, scaled: the first arrivals keep its gaps
+    t0, e0 = records[0]["intended_start_time"], entries[0].timestamp_ms
+    for r, e in zip(records[:10], entries[:10]):
+        assert abs((r["intended_start_time"] - t0) - (e.timestamp_ms - e0) / 1000 * 0.1) < 0.01
+    # prompt lengths are the trace's input lengths (the simulator's tokenizer counts words)
+    for r, e in zip(records[:10], entries[:10]):
+        assert r["prompt_tokens_target"] == e.input_length
+        if r["ok"]:
+            assert abs(r["prompt_tokens"] - e.input_length) <= 0.05 * e.input_length
+    # a shared system prompt and returning conversations: the stack's prefix cache serves a good share
+    table = step_table(*load_run(run))
+    assert table["prefix_cached_share"].iloc[0] > 0.2

@@ -183,3 +183,24 @@ def test_outages_back_off_and_end_when_the_stack_answers():
         t.observe(rec(0, "connection"))
     delay, ended = t.observe(rec(200, None))
     assert delay == 0.0 and ended["kind"] == "connection" and ended["failures"] == OUTAGE_AFTER
+
+
+def test_the_shipped_trace_is_what_its_script_makes_and_bad_traces_are_one_line(tmp_path):
+    import importlib.util
+
+    from conftest import ROOT
+    from locustfiles.lib import trace
+    spec = importlib.util.spec_from_file_location("make_trace", ROOT / "locustfiles" / "traces" / "make_trace.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    shipped = (ROOT / "locustfiles" / "traces" / "synthetic.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in shipped] == make.generate()
+    entries = trace.load(ROOT / "locustfiles" / "traces" / "synthetic.jsonl")
+    assert len(entries) == len(shipped) and all(e.hash_ids[:2] == (0, 1) for e in entries)   # shared system prompt
+    gaps = [g for g, _ in trace.arrivals(entries, 0.5, 0)]
+    assert gaps[1] == pytest.approx((entries[1].timestamp_ms - entries[0].timestamp_ms) / 1000 * 0.5)
+    assert min(g for g, _ in trace.arrivals(entries, 1.0, 2.0)) >= 0.5           # the rate cap
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"timestamp": 0, "input_length": 10, "output_length": 5, "hash_ids": [0]}\n{"timestamp": 1}\n')
+    with pytest.raises(ConfigError, match=r"bad.jsonl:2: expected timestamp, input_length"):
+        trace.load(bad)

@@ -36,6 +36,7 @@ from configs.runfiles import (CANCELLED_BY_STEP, REQUEST_MANIFEST, SHED_BY_CLIEN
 from rig import local, promconfig
 
 from . import cache, workloads
+from . import arrivals, trace
 from .arrivals import OpenLoop
 from .fio import FioJob
 from .metrics import LoadgenMetrics, worker_name
@@ -90,6 +91,8 @@ class RunState:
         self.worker = worker_name()
         self.rehydrate_manifests: dict[int, list[dict]] = {}
         self.adapters = self._adapters()
+        first = self.plan.steps[0].params
+        self.trace = trace.load(resolve(first.trace_file)) if self.workload == "trace_replay" else []
 
     def _model(self):
         return next((m for m in self.cfg.models.values() if m.handle == self.plan.model_handle), None)
@@ -291,7 +294,7 @@ def _begin_run(environment) -> None:
         else:
             problem, sizing = size_prompts(st.plan, st.sizer, target, st.model_context_limit())
     if not problem and isinstance(environment.runner, MasterRunner) and \
-            any(slot.step.params.arrival_rate_rps > 0 for slot in st.slots):
+            (st.trace or any(slot.step.params.arrival_rate_rps > 0 for slot in st.slots)):
         problem = "open-loop arrivals (RATE_RPS) run in one Locust process: leave out --processes / --master"
     if problem:                                # before the run exists: nothing half-made is left behind
         st.failed = problem
@@ -416,7 +419,7 @@ class PlanShape(LoadTestShape):
             if isinstance(self.runner, MasterRunner):
                 self.runner.send_message(MSG_SLOT, index)
         params = st.slots[index].step.params
-        if params.arrival_rate_rps > 0:            # open loop: one dispatcher starts every request
+        if params.arrival_rate_rps > 0 or st.trace:   # open loop: one dispatcher starts every request
             return 1, 1
         users = _explicit("-u", "--users", "LOCUST_USERS", int) or params.concurrency
         return users, _explicit("-r", "--spawn-rate", "LOCUST_SPAWN_RATE", float) or users
@@ -457,8 +460,8 @@ class PlanUser(FastHttpUser):
         self.think = random.Random(f"{st.plan.seed}:think:{self.index}")
         self.client.base_url = st.base_url(self.environment.host)
         self.workload = self._make_workload(st)
-        self.open_loop = OpenLoop(lambda t: self._issue(st, t), lambda t: self._shed(st, t),
-                                  random.Random(f"{st.plan.seed}:arrivals:{self.index}"))
+        self.open_loop = OpenLoop(lambda t, entry: self._issue(st, t, entry), lambda t: self._shed(st, t))
+        self.arrivals_rng = random.Random(f"{st.plan.seed}:arrivals:{self.index}")
 
     def _make_workload(self, st: RunState) -> workloads.Workload:
         args = (st.plan.model_handle, self.index, st.plan.seed, st.sizer)
@@ -469,6 +472,8 @@ class PlanUser(FastHttpUser):
             return workloads.SessionedChat(*args)
         if kind == "lora_churn":
             return workloads.LoraChurn(*args, st.adapters, st.plan.hypothesis.adapter_proxy)
+        if kind == "trace_replay":
+            return workloads.TraceReplay(*args)
         return workloads.RehydrateReplay(*args, st.rehydrate_manifests, not st.session_id_refused)
 
     @task
@@ -478,10 +483,19 @@ class PlanUser(FastHttpUser):
             gevent.sleep(0.2)
             return
         params = st.current().step.params
+        slot = st.slot
+
+        def this_step() -> bool:
+            return st.slot == slot and st.writer is not None and not st.failed
+        if st.trace:                               # the trace is the schedule: replayed once per step
+            if self.open_loop.run(trace.arrivals(st.trace, params.trace_time_scale, params.trace_max_rps),
+                                  params.max_in_flight, this_step):
+                while this_step():                 # the trace ended before the step: idle until it does
+                    gevent.sleep(0.2)
+            return
         if params.arrival_rate_rps > 0:           # open loop: this user is the step's dispatcher
-            slot = st.slot
-            self.open_loop.run(params.arrival_rate_rps, params.arrival_process, params.max_in_flight,
-                               lambda: st.slot == slot and st.writer is not None and not st.failed)
+            self.open_loop.run(arrivals.scheduled(params.arrival_rate_rps, params.arrival_process, self.arrivals_rng),
+                               params.max_in_flight, this_step)
             return
         if delay := self._issue(st):               # a closed-loop user backs off in an outage; a schedule does not
             gevent.sleep(self.think.uniform(0.5, 1.0) * delay)
@@ -504,12 +518,14 @@ class PlanUser(FastHttpUser):
             rec.prompt_tokens_target, rec.request_hash = req.target_tokens, request_hash(req.path, req.body)
         return rec
 
-    def _issue(self, st: RunState, intended: Optional[float] = None) -> float:
+    def _issue(self, st: RunState, intended: Optional[float] = None, entry=None) -> float:
         """One request of the workload, sent and recorded (``intended``: when an open loop wanted it sent);
         returns the outage backoff the outage tracker asks for (0 when none)."""
         if isinstance(self.workload, workloads.RehydrateReplay):
             self.workload.send_session_id = not st.session_id_refused
-        req = self.workload.next(st.current().step.params, st.current().phase)
+        params = st.current().step.params
+        req = self.workload.request_for(entry, params) if entry is not None else \
+            self.workload.next(params, st.current().phase)
         rec = self._record(st, req, intended)
         text: list[str] = []
         try:

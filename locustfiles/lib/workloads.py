@@ -16,6 +16,7 @@ from configs import WorkloadParams
 from .prompts import PromptSizer, prefix_hash
 
 REHYDRATE_PHASES = ("populate", "thrash", "replay")
+TRACE_BLOCK = 512                 # tokens per hash id in Mooncake traces
 
 
 @dataclass
@@ -194,3 +195,25 @@ def rehydrate_manifest(seed: int, sessions: int, sizer: PromptSizer, context_tok
         out.append({"session_id": f"rh-{seed}-{context_tokens}-{i:04d}", "prompt": prompt, "words": len(prompt.split()),
                     "prefix_hash": prefix_hash(prompt)})
     return out
+
+
+class TraceReplay(Workload):
+    """Requests of a production-like trace: a prompt is its blocks of TRACE_BLOCK tokens (equal ids give equal
+    text, so shared prefixes stay shared) cut to the entry's input length; the answer is the entry's output
+    length, at most the step's max_tokens. The schedule comes from the trace too (see arrivals)."""
+    name = "trace_replay"
+
+    def request_for(self, entry, params) -> Request:
+        blocks, left = [], entry.input_length
+        for block_id in entry.hash_ids:
+            if left <= 0:
+                break
+            n = min(TRACE_BLOCK, left)            # a text cut shorter is a prefix of the full block's
+            blocks.append(self.sizer.text(f"{self.seed}:trace-block:{block_id}", n))
+            left -= n
+        if left > 0:                              # longer than its blocks: the rest is its own
+            blocks.append(self.sizer.text(f"{self.seed}:trace-tail:{entry.timestamp_ms}", left))
+        prompt = " ".join(blocks)
+        body = {"model": self.model, "prompt": prompt, "max_tokens": min(entry.output_length, params.max_tokens)}
+        return Request("completions", body, len(prompt.split()), entry.input_length,
+                       prefix_hash=prefix_hash(prompt[:256]))

@@ -1,0 +1,53 @@
+"""Request traces in the Mooncake format (JSONL: ``timestamp`` ms, ``input_length``, ``output_length``,
+``hash_ids`` = ids of 512-token blocks; equal ids share a prefix), read and validated, and their arrival
+schedule: the trace's own gaps, times a scale, never faster than a rate cap."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from configs import ConfigError
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    timestamp_ms: float
+    input_length: int
+    output_length: int
+    hash_ids: tuple[int, ...]
+
+
+def load(path: Path) -> list[TraceEntry]:
+    """Every line, in timestamp order; a bad line is a ConfigError naming the file and the line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"trace {path}: cannot read it ({exc})") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+            entry = TraceEntry(float(doc["timestamp"]), int(doc["input_length"]), int(doc["output_length"]),
+                               tuple(int(h) for h in doc["hash_ids"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"trace {path}:{n}: expected timestamp, input_length, output_length and hash_ids "
+                              f"({type(exc).__name__}: {exc})") from None
+        if entry.input_length <= 0 or entry.output_length <= 0 or entry.timestamp_ms < 0:
+            raise ConfigError(f"trace {path}:{n}: lengths must be positive and the timestamp not negative")
+        out.append(entry)
+    if not out:
+        raise ConfigError(f"trace {path}: no requests in it")
+    return sorted(out, key=lambda e: e.timestamp_ms)
+
+
+def arrivals(entries: list[TraceEntry], time_scale: float, max_rps: float) -> Iterator[tuple[float, TraceEntry]]:
+    """(seconds since the previous arrival, entry): the trace's gaps x ``time_scale``, at least 1/max_rps."""
+    previous = entries[0].timestamp_ms
+    floor = 1.0 / max_rps if max_rps > 0 else 0.0
+    for e in entries:
+        yield max((e.timestamp_ms - previous) / 1000 * time_scale, floor), e
+        previous = e.timestamp_ms
