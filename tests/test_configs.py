@@ -17,7 +17,7 @@ def cfg():
 
 def test_shipped_config_loads_and_every_hypothesis_plans(cfg):
     assert set(cfg.profiles) == {"comfy", "spill", "stress"}
-    assert set(cfg.hypotheses) == {"H0", "H1", "H2A", "H2B", "H3", "H4A", "H4B", "H5", "H6", "H7", "H8", "H9"}
+    assert set(cfg.hypotheses) == {"H0", "H1", "H2A", "H2B", "H3", "H4A", "H4B", "H5", "H6", "H7", "H8", "H9", "TR"}
     for hid, hyp in cfg.hypotheses.items():
         plan = plan_run(cfg, hid, {})
         assert plan.steps, hid
