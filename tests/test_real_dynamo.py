@@ -211,3 +211,23 @@ def test_a_frontend_told_to_drop_unknown_fields_is_caught(dynamo, runs):
         sup.stop("frontend-lax")
     assert manifest["blocked"] is None and manifest["session_id_ignored"] is True
     assert not [r for r in records if r["status"] == 400]          # session_id went through, and nowhere
+
+
+def test_open_loop_and_trace_replay_against_the_real_frontend(dynamo, tmp_path):
+    """Rate mode and trace replay, on the real Dynamo 1.6.1 frontend: the schedule holds, nothing is shed
+    at these rates, and the trace's shared prefixes show up in the frontend's own cached_tokens."""
+    import yaml
+    run, manifest, records = locust(dynamo, "h0", STACK="B", RATE_RPS="4,12", CONTEXT_TOKENS="256", DURATION_S="3")
+    assert [s["swept"] for s in manifest["steps"]][:2] == [{"arrival_rate_rps": 4.0}, {"arrival_rate_rps": 12.0}]
+    ok = [r for r in records if r["ok"]]
+    assert ok and all(r["intended_start_time"] for r in ok)
+    assert not [r for r in records if r["error_class"] == "shed_by_client"]
+    assert sorted(r["schedule_lag_s"] for r in ok)[len(ok) // 2] < 0.05
+    doc = yaml.safe_load(dynamo["overlay"].read_text())
+    doc.setdefault("hypotheses", {})["TR"] = {"params": {"trace_time_scale": 0.05}, "stacks": ["stackB"]}
+    overlay = tmp_path / "trace.yaml"
+    overlay.write_text(yaml.safe_dump(doc))
+    run, manifest, records = locust(dynamo, "tr", HARNESS_CONFIG=str(overlay), DURATION_S="5")
+    ok = [r for r in records if r["ok"]]
+    assert len(ok) > 20 and all(abs(r["prompt_tokens"] - r["prompt_tokens_target"]) <= 2 for r in ok)
+    assert sum(r["cached_tokens"] or 0 for r in ok) > 0.2 * sum(r["prompt_tokens"] for r in ok)
