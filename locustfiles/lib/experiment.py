@@ -35,8 +35,7 @@ from configs.runfiles import (CANCELLED_BY_STEP, REQUEST_MANIFEST, SHED_BY_CLIEN
                               request_hash, write_request_manifest)
 from rig import local, promconfig
 
-from . import cache, workloads
-from . import arrivals, trace
+from . import arrivals, cache, trace, workloads
 from .arrivals import OpenLoop
 from .fio import FioJob
 from .metrics import LoadgenMetrics, worker_name
