@@ -8,7 +8,8 @@ handful of pairs, large-sample formulas lie; everything here is exact or resampl
 - the **Wilcoxon signed-rank** test and the **sign test**, exact (the null distribution of every sign
   assignment, counted), two-sided;
 - an **order effect**: the AB pairs' deltas against the BA pairs' (difference of means with its own
-  bootstrap interval) — a difference beyond noise means the first leg warms or cools the second.
+  bootstrap interval) — a difference beyond noise and at least a quarter of the effect means the first leg
+  warms or cools the second enough to question the comparison.
 
 A difference is *decision-grade* only when the interval excludes zero and the exact Wilcoxon test reaches
 5 % (which takes 6 pairs at least), no order effect shows, no leg had errors and the storage mechanism was
@@ -23,6 +24,9 @@ from typing import Optional
 
 MIN_PAIRS = 3                 # fewer pairs than this give no interval worth printing
 ALPHA = 0.05                  # the exact Wilcoxon test must reach this too (6 pairs at least: 2/64 = 0.031)
+# An order effect counts when its interval excludes zero and it is at least this share of the mean delta: a
+# small carry-over cancels in a counterbalanced design, one of the effect's size questions the comparison.
+ORDER_EFFECT_SHARE = 0.25
 # reasons said in the verdict that do not make a comparison less sound: a metric's stand-in, and a replay
 # list that differs from an earlier experiment's (this one is compared within itself)
 WARNINGS = frozenset({"METRIC_FALLBACK_TTFT", "BASELINE_MANIFEST_CHANGED"})
@@ -147,7 +151,8 @@ def compare(legs: list[Leg], metric: str, a: str = "B1", b: str = "B2") -> Compa
         c.reasons.append("INTERVAL_INCLUDES_ZERO")
     elif c.wilcoxon_p >= ALPHA:          # a bootstrap of a handful of pairs is overconfident; the exact test is not
         c.reasons.append("NOT_SIGNIFICANT")
-    if not math.isnan(order_boot[0]) and not (order_boot[0] <= 0 <= order_boot[1]):
+    beyond_noise = not math.isnan(order_boot[0]) and not (order_boot[0] <= 0 <= order_boot[1])
+    if beyond_noise and abs(c.order_diff) >= ORDER_EFFECT_SHARE * abs(c.mean):
         c.reasons.append("ORDER_EFFECT_" + metric.upper())
     return c
 

@@ -56,6 +56,12 @@ def test_a_handful_of_pairs_is_not_significant_whatever_the_interval():
     assert not P.verdict(legs(-20, 3), [three], SEEN)["decision_grade"]
 
 
+def test_a_small_carry_over_next_to_a_large_effect_is_not_an_order_effect():
+    data = legs(effect_ms=-40.0, n=6, order_effect_ms=3.0, noise_ms=0.5)
+    c = P.compare(data, "ttfc_p50_ms")
+    assert c.order_ci[0] > 0 and not any(r.startswith("ORDER_EFFECT") for r in c.reasons)    # seen, and small
+
+
 def test_errors_missing_mechanism_and_few_pairs_each_block():
     assert "RUN_ERRORS_PRESENT" in P.verdict(legs(-20, 6, errors=3), [P.compare(legs(-20, 6), "ttfc_p50_ms")],
                                              SEEN)["reasons"]
