@@ -4,7 +4,10 @@ The target is `python -m stacksim.fixed_timing` (first token 100 ms after the re
 every 10 ms, 8 tokens) pinned to CPU 0; each client runs pinned to CPU 1 for --seconds at 1, 64 and
 256 concurrent streams. TTFT error = measured TTFT - 100 ms (the target's own scheduling lag is in
 both columns alike); CPU per request = the client process's user+system time (os.wait4) divided by
-the requests it completed, start-up included.
+the requests it completed, start-up included. For our client the target also logs when each chunk left
+(--stamp-log), so its own lag is taken out: "recv lag" is the client's receive time of a chunk minus the
+target's send time of that chunk (first chunk, and every chunk), "target lag" the target's first chunk
+behind its schedule.
 
     python bench/client_bench.py [--seconds 30] [--levels 1,64,256] [--guidellm var/guidellm-venv/bin/guidellm]
 
@@ -54,7 +57,28 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def ours(base: str, streams: int, seconds: int, work: Path) -> tuple[float, float, float, int]:
+def receive_lags(records: list[dict], stamps: Path) -> tuple[list[float], list[float], list[float]]:
+    """(first-chunk receive lag, every chunk's receive lag, the target's first-chunk lag) in ms, joined on
+    the request's identity. A receive time is the record's start_time + ttft_s (+ the gaps after it)."""
+    sent = {}
+    for line in stamps.read_text().splitlines():
+        doc = json.loads(line)
+        sent[doc["request_hash"]] = doc
+    first, every, target = [], [], []
+    for r in records:
+        doc = sent.get(r["request_hash"])
+        if not r["ok"] or doc is None or r["ttft_s"] is None:
+            continue
+        received = [r["start_time"] + r["ttft_s"]]
+        for gap in r["itl_s"]:
+            received.append(received[-1] + gap)
+        first.append((received[0] - doc["sent"][0]) * 1000)
+        every += [(a - b) * 1000 for a, b in zip(received, doc["sent"])]
+        target.append((doc["sent"][0] - doc["first_due"]) * 1000)
+    return first, every, target
+
+
+def ours(base: str, streams: int, seconds: int, work: Path, stamps: Path) -> tuple:
     overlay = work / "overlay.yaml"
     overlay.write_text(f"results_dir: {work / 'results'}\nrun_dir: {work / 'run'}\n"
                        f"hypotheses: {{H0: {{repetitions: 1}}}}\nloadgen: {{metrics_port: {free_port()}}}\n")
@@ -62,9 +86,11 @@ def ours(base: str, streams: int, seconds: int, work: Path) -> tuple[float, floa
            "CONCURRENCY": str(streams), "DURATION_S": str(seconds), "RUN_ID": f"clientbench-{streams}"}
     cpu = run_measured(pinned(1, [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "h0.py"),
                                   "--headless", "--only-summary"]), env, work)
-    lines = (work / "results" / f"clientbench-{streams}" / "requests.jsonl").read_text().splitlines()
-    ttft = [json.loads(x)["ttft_s"] * 1000 - TTFT_MS for x in lines if json.loads(x)["ok"]]
-    return statistics.median(ttft), pct(ttft, 0.99), cpu * 1000 / len(ttft), len(ttft)
+    records = [json.loads(x) for x in (work / "results" / f"clientbench-{streams}" / "requests.jsonl").open()]
+    ttft = [r["ttft_s"] * 1000 - TTFT_MS for r in records if r["ok"]]
+    first, every, target = receive_lags(records, stamps)
+    return (statistics.median(ttft), pct(ttft, 0.99), cpu * 1000 / len(ttft), len(ttft),
+            pct(first, 0.5), pct(first, 0.99), pct(every, 0.5), pct(every, 0.99), pct(target, 0.99))
 
 
 def guidellm(binary: str, base: str, streams: int, seconds: int, work: Path) -> tuple[float, float, float, int]:
@@ -94,9 +120,11 @@ def main() -> int:
         print("note: guidellm not found; its columns stay empty (see this script's docstring to install it)",
               file=sys.stderr)
     port = free_port()
+    stamps = Path(tempfile.mkdtemp()) / "stamps.jsonl"
     server = subprocess.Popen(pinned(0, [sys.executable, "-m", "stacksim.fixed_timing", "--port", str(port),
                                          "--model", "m", "--ttft-ms", str(TTFT_MS), "--itl-ms", str(ITL_MS),
-                                         "--tokens", str(TOKENS)]), stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                                         "--tokens", str(TOKENS), "--stamp-log", str(stamps)]),
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
     rows = []
     try:
         assert server.stdout.readline().strip() == "ready"
@@ -104,7 +132,7 @@ def main() -> int:
         for streams in (int(x) for x in args.levels.split(",")):
             with tempfile.TemporaryDirectory() as tmp:
                 print(f"{streams} streams: ours ...", file=sys.stderr, flush=True)
-                mine = ours(base, streams, args.seconds, Path(tmp))
+                mine = ours(base, streams, args.seconds, Path(tmp), stamps)
                 time.sleep(1)
                 theirs = None
                 if gl:
@@ -121,6 +149,11 @@ def main() -> int:
     for streams, m, t in rows:
         theirs = f"{t[0]:12.2f} {t[1]:7.2f} {t[2]:8.2f} {t[3]:6d}" if t else f"{'-':>12} {'-':>7} {'-':>8} {'-':>6}"
         print(f"{streams:7d} | {m[0]:8.2f} {m[1]:7.2f} {m[2]:8.2f} {m[3]:6d} | {theirs}")
+    print("\nours against the target's own send stamps (ms): receive lag of the first chunk and of every chunk, "
+          "and the target's first chunk behind its schedule")
+    print(f"{'streams':>7} | {'first p50':>9} {'p99':>7} | {'every p50':>9} {'p99':>7} | {'target p99':>10}")
+    for streams, m, _t in rows:
+        print(f"{streams:7d} | {m[4]:9.2f} {m[5]:7.2f} | {m[6]:9.2f} {m[7]:7.2f} | {m[8]:10.2f}")
     return 0
 
 

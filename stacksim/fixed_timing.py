@@ -2,6 +2,11 @@
 the request arrived and the next ones every --itl-ms, whatever the load, so a client's own timing
 error can be measured (tests, and the client benchmark against guidellm).
 
+With --stamp-log, each stream's chunk send times (time.time(), written the moment each chunk leaves)
+are appended to that JSONL file under the request's identity (configs.runfiles.request_hash of its body
+without the streaming options): a client's receive time of each chunk minus these stamps is the
+client's own lag, apart from whatever lag the target itself had.
+
     python -m stacksim.fixed_timing --port 8999 --model m --ttft-ms 100 --itl-ms 10 --tokens 8
 """
 import argparse
@@ -11,6 +16,8 @@ import time
 
 from aiohttp import web
 
+from configs.runfiles import request_hash
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -19,7 +26,9 @@ def main() -> None:
     ap.add_argument("--ttft-ms", type=float, default=100)
     ap.add_argument("--itl-ms", type=float, default=10)
     ap.add_argument("--tokens", type=int, default=8)
+    ap.add_argument("--stamp-log", help="append each stream's chunk send times here (JSONL)")
     args = ap.parse_args()
+    stamps = open(args.stamp_log, "a", buffering=1) if args.stamp_log else None
 
     async def models(_request):
         return web.json_response({"object": "list", "data": [{"id": args.model, "object": "model"}]})
@@ -31,18 +40,25 @@ def main() -> None:
             return web.Response(status=499)
 
     async def stream(request):
-        t0 = time.monotonic()
+        t0, wall0 = time.monotonic(), time.time()
         body = await request.json()
         chat = request.path.endswith("/chat/completions")
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         n = min(int(body.get("max_tokens") or body.get("max_completion_tokens") or args.tokens), args.tokens)
+        sent = []
         for i in range(n):
             due = t0 + (args.ttft_ms + i * args.itl_ms) / 1000
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             choice = {"index": 0, "delta": {"content": f" t{i}"}} if chat else {"index": 0, "text": f" t{i}"}
             chunk = {"object": "chat.completion.chunk" if chat else "text_completion", "choices": [choice]}
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            sent.append(time.time())
+        if stamps is not None:
+            plain = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+            endpoint = "chat/completions" if chat else "completions"
+            stamps.write(json.dumps({"request_hash": request_hash(endpoint, plain), "sent": sent,
+                                     "first_due": wall0 + args.ttft_ms / 1000}) + "\n")
         prompt = body.get("messages") if chat else body.get("prompt", "")
         usage = {"prompt_tokens": len(json.dumps(prompt).split()), "completion_tokens": n}
         await resp.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())

@@ -85,11 +85,12 @@ def test_every_locustfile_runs_headless_and_leaves_a_manifest(rig, name):
         assert fio and json.loads((run / fio[0]["fio_output"]).read_text())["jobs"][0]["read"]["io_bytes"] > 0
 
 
-def test_ttft_matches_a_server_with_known_timing(rig):
+def test_ttft_matches_a_server_with_known_timing(rig, tmp_path):
     port = free_port()
+    stamps = tmp_path / "stamps.jsonl"
     server = subprocess.Popen([sys.executable, "-m", "stacksim.fixed_timing", "--port", str(port),
-                               "--model", "known", "--ttft-ms", "100", "--itl-ms", "10", "--tokens", "8"],
-                              stdout=subprocess.PIPE, text=True)
+                               "--model", "known", "--ttft-ms", "100", "--itl-ms", "10", "--tokens", "8",
+                               "--stamp-log", str(stamps)], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().strip() == "ready"
         before = set(runs(rig, "h0"))
@@ -108,6 +109,15 @@ def test_ttft_matches_a_server_with_known_timing(rig):
     assert abs(itl - 0.010) < 0.005, itl
     assert all(r["completion_tokens"] == 8 and r["tokens_source"] == "usage" for r in records)
     assert manifest(run)["status"] == "complete"
+    # the target's send stamps join every record by its request identity; the client's own receive lag
+    # (receive time minus send time of the same chunk) is what is left of its timing error
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("client_bench", ROOT / "bench" / "client_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    first, every, target = bench.receive_lags(records, stamps)
+    assert len(first) == len(records) and len(every) == 8 * len(records)
+    assert statistics.median(first) < 5 and min(every) > -1          # ms; never received before it was sent
 
 
 def test_records_survive_a_killed_run(rig):
