@@ -1,0 +1,245 @@
+"""What one Locust process knows about the run — the plan's slots, the records file, the metrics, the
+manifest (master / local) — shared by the shape, the users and the event handlers; and where it lives."""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from configs import ConfigError, RunPlan, Step, load, plan_run
+from configs.paths import resolve
+from configs.run import OVERRIDE_VARS, normalise_endpoint
+from configs.runfiles import Manifest, RecordWriter, RequestRecord
+from rig import local, promconfig
+
+from . import cache, trace, workloads
+from .fio import FioJob
+from .metrics import LoadgenMetrics, worker_name
+from .outage import OutageTracker
+from .prompts import PromptSizer
+from .run import GrafanaAnnotator, run_dir
+
+log = logging.getLogger("sparkrig.loadgen")
+MSG_RUN, MSG_SLOT = "sparkrig:run", "sparkrig:slot"
+
+
+@dataclass(frozen=True)
+class Slot:
+    index: int
+    repetition: int
+    step: Step
+    phase: str
+
+
+def build_slots(plan: RunPlan) -> list[Slot]:
+    phases = workloads.REHYDRATE_PHASES if plan.hypothesis.workload == "rehydrate_replay" else ("run",)
+    combos = itertools.product(range(plan.repetitions), plan.steps, phases)
+    return [Slot(i, rep, step, phase) for i, (rep, step, phase) in enumerate(combos)]
+
+
+class RunState:
+    """What one Locust process knows about the run; the shape and the users share it."""
+
+    def __init__(self, hypothesis_id: str, env: dict) -> None:
+        self.hypothesis_id = hypothesis_id
+        self.cfg = load()
+        self.env = {k: v for k, v in env.items() if k in OVERRIDE_VARS or k in ("RUN_ID", "LORA_ADAPTER_LIST")}
+        self.plan = plan_run(self.cfg, hypothesis_id, self.env)
+        self.slots = build_slots(self.plan)
+        self.slot = 0
+        self.completed = False
+        self.stop_reason: Optional[str] = None
+        self.failed: Optional[str] = None
+        self.run_id: Optional[str] = None
+        self.writer: Optional[RecordWriter] = None
+        self.metrics: Optional[LoadgenMetrics] = None
+        self.manifest: Optional[Manifest] = None
+        self.fio: Optional[FioJob] = None
+        self.proxy: Optional[subprocess.Popen] = None
+        self.grafana: Optional[GrafanaAnnotator] = None
+        self.sizer = PromptSizer(self._tokenizer())
+        self.session_id_refused = False
+        self.outages = OutageTracker()
+        self.users = itertools.count()
+        self.worker = worker_name()
+        self.rehydrate_manifests: dict[int, list[dict]] = {}
+        self.adapters = self._adapters()
+        first = self.plan.steps[0].params
+        self.trace = trace.load(resolve(first.trace_file)) if self.workload == "trace_replay" else []
+
+    def _model(self):
+        return next((m for m in self.cfg.models.values() if m.handle == self.plan.model_handle), None)
+
+    def _tokenizer(self) -> Optional[Path]:
+        """The served model's tokenizer where the config names one (models.<key>.tokenizer)."""
+        spec = self._model()
+        return resolve(spec.tokenizer) if spec and spec.tokenizer else None
+
+    def model_context_limit(self) -> Optional[int]:
+        """The model's own context length (its shape), for endpoints that publish none."""
+        spec = self._model()
+        return spec.shape.max_position_embeddings if spec and spec.shape else None
+
+    # ---- derived -----------------------------------------------------------------------------
+    @property
+    def workload(self) -> str:
+        return self.plan.hypothesis.workload
+
+    def base_url(self, host: Optional[str]) -> str:
+        if self.plan.hypothesis.adapter_proxy:
+            lg = self.cfg.loadgen
+            return f"http://{promconfig.connect_host(lg.listen)}:{lg.adapter_proxy_port}/v1"
+        return normalise_endpoint(host) if host else self.plan.openai_base
+
+    def _adapters(self) -> list[str]:
+        listing = self.env.get("LORA_ADAPTER_LIST")
+        if listing:
+            try:
+                names = [n.strip() for n in Path(listing).read_text().splitlines() if n.strip()]
+            except OSError as exc:
+                raise ConfigError(f"LORA_ADAPTER_LIST={listing}: {exc.strerror}") from None
+            return names
+        count = max((s.params.adapter_count for s in self.plan.steps), default=0)
+        return workloads.adapter_names(count)
+
+    def current(self) -> Slot:
+        return self.slots[min(self.slot, len(self.slots) - 1)]
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def open(self, run_id: str) -> None:
+        """Every process: the run's records file and metrics (served by serve_metrics)."""
+        self.run_id = run_id
+        directory = run_dir(self.cfg, run_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.writer = RecordWriter(directory / "requests.jsonl")
+        if self.workload == "rehydrate_replay":                # one session list per context size
+            sessions: dict[int, int] = {}
+            for step in self.plan.steps:
+                p = step.params
+                sessions[p.context_tokens] = max(sessions.get(p.context_tokens, 0), p.concurrency * 4)
+            self.rehydrate_manifests = {size: workloads.rehydrate_manifest(self.plan.seed, n, self.sizer, size)
+                                        for size, n in sessions.items()}
+        labels = {"run_id": run_id, "hypothesis": self.plan.hypothesis_id, "stack": self.plan.stack_name,
+                  "workload": self.workload, "worker": self.worker}
+        self.metrics = LoadgenMetrics(labels)
+
+    def serve_metrics(self, port: int) -> None:
+        lg = self.cfg.loadgen
+        try:
+            served = self.metrics.serve(lg.listen, port if port < 65536 else 0)
+        except OSError as exc:
+            log.warning("loadgen metrics not served on %s:%s (%s); retrying on a free port", lg.listen, port,
+                        exc.strerror)
+            served = self.metrics.serve(lg.listen, 0)
+        address = f"{promconfig.connect_host(lg.listen)}:{served}"
+        if served != lg.metrics_port:                       # the configured port is a static target already
+            self.metrics.sd_file = promconfig.register_loadgen(local.targets_dir(self.cfg), address,
+                                                               {"worker": self.worker})
+        log.info("loadgen metrics on http://%s/metrics", address)
+
+    def record(self, rec: RequestRecord) -> None:
+        if self.writer is None:          # the run closed while this request was in flight (process quitting)
+            return
+        self.writer.write(rec)
+        self.metrics.observe(rec)
+
+    def enter_slot(self, index: int) -> None:
+        if index == self.slot and (self.manifest is None or self.manifest.doc["steps"]):
+            return
+        self.slot = index
+        slot = self.current()
+        if self.metrics:
+            self.metrics.set_step(slot.index, slot.step.params)
+        if self.manifest is not None:                  # master / local: the run's bookkeeping
+            notes = self._prepare(slot)
+            self.manifest.begin_step({
+                "index": slot.index, "repetition": slot.repetition, "step": slot.step.index, "phase": slot.phase,
+                "label": slot.step.label(), "swept": slot.step.swept, "fio_profile": slot.step.fio_profile,
+                "target_concurrency": slot.step.params.concurrency,
+                "target_context_tokens": slot.step.params.context_tokens,
+                "target_arrival_rate_rps": slot.step.params.arrival_rate_rps, **notes})
+            if self.grafana:
+                problem = self.grafana.post(f"{self.plan.hypothesis_id} {self.plan.stack_name} step {slot.index}: "
+                                            f"{slot.step.label()} ({slot.phase}, rep {slot.repetition + 1})",
+                                            [self.plan.hypothesis_id, self.plan.stack_name, self.run_id])
+                if problem:
+                    self.manifest.note(problem)
+            print(f"[{self.plan.hypothesis_id}] step {slot.index + 1}/{len(self.slots)}: {slot.step.label()}"
+                  f"{'' if slot.phase == 'run' else ' phase ' + slot.phase} (rep {slot.repetition + 1})",
+                  file=sys.stderr, flush=True)
+
+    def _prepare(self, slot: Slot) -> dict:
+        """Side effects a step needs before its load: the fio job, cold caches."""
+        notes = {}
+        self._stop_fio()
+        if slot.step.fio_profile:
+            profile = self.cfg.fio_profiles[slot.step.fio_profile]
+            out = self.manifest.path.parent / f"fio-step{slot.index}.json"
+            self.fio = FioJob(f"contention-{slot.step.fio_profile}", profile, str(self.tier2_path(slot)), out)
+            self.fio.start()
+            notes["fio_output"] = out.name
+        if slot.step.params.cache_state == "cold":
+            notes["cold"] = cache.make_cold(self.tier2_path(slot) / "lora")
+        return notes
+
+    def _stop_fio(self) -> None:
+        if self.fio is not None:
+            err = self.fio.stop()
+            if err and self.manifest:
+                self.manifest.note(f"fio job failed: {err.splitlines()[-1]}")
+            self.fio = None
+
+    def tier2_path(self, slot: Slot) -> Path:
+        return resolve(os.environ.get("DYN_KVBM_TIER2_PATH") or slot.step.profile.tier2_path)
+
+    def track(self, rec: RequestRecord) -> float:
+        """Seconds this user should wait before its next request: 0 while the stack answers; growing
+        when it refuses connections or answers 429/503 request after request (an outage), so a closed
+        loop does not hammer a dead or overloaded stack. Outages end up in the manifest."""
+        delay, ended = self.outages.observe(rec)
+        if ended is not None:
+            self._record_outage(ended)
+        return delay
+
+    def _record_outage(self, outage: dict) -> None:
+        if self.manifest is not None:
+            self.manifest.doc.setdefault("outages", []).append(outage)
+            self.manifest.note(f"outage: {outage['failures']} requests failed ({outage['kind']}) from "
+                               f"{outage['started_at']} to {outage['ended_at']}")
+        elif self.run_id:                  # a worker process: the master's manifest is not ours to write
+            with open(run_dir(self.cfg, self.run_id) / f"outages-{self.worker}.jsonl", "a") as f:
+                f.write(json.dumps(outage) + "\n")
+
+    def close(self, complete: bool, reason: Optional[str]) -> None:
+        if (open_outage := self.outages.end()) is not None:
+            self._record_outage(open_outage)
+        self._stop_fio()
+        if self.proxy is not None:
+            self.proxy.terminate()
+            summary, _ = self.proxy.communicate(timeout=10)   # its last line says what adapter I/O it did
+            if self.manifest is not None and summary.strip():
+                self.manifest.note(f"adapter proxy: {summary.strip().splitlines()[-1]}")
+            self.proxy = None
+        if self.manifest is not None:
+            self.manifest.finish(complete, reason)
+        if self.writer:
+            self.writer.close()
+            self.writer = None           # users still running until Locust kills them stop sending (see request)
+        if self.metrics:
+            self.metrics.close()
+
+
+STATE: Optional[RunState] = None        # set by experiment(); a worker's is replaced by the master's run
+
+
+def current() -> RunState:
+    assert STATE is not None, "experiment() was not called"
+    return STATE
+
+
