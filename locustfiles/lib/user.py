@@ -48,7 +48,8 @@ class PlanUser(FastHttpUser):
         self.think = random.Random(f"{st.plan.seed}:think:{self.index}")
         self.client.base_url = st.base_url(self.environment.host)
         self.workload = self._make_workload(st)
-        self.open_loop = OpenLoop(lambda t, entry: self._issue(st, t, entry), lambda t: self._shed(st, t))
+        self.open_loop = OpenLoop(lambda t, entry: self._issue(state.current(), t, entry),
+                                  lambda t: self._shed(state.current(), t))
         self.arrivals_rng = random.Random(f"{st.plan.seed}:arrivals:{self.index}")
 
     def _make_workload(self, st: RunState) -> workloads.Workload:
