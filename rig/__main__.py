@@ -1,4 +1,4 @@
-"""python -m rig up|down|status|render|demo|sweep|rehydrate|pairs|pack|hygiene|dynamo — the local stand-in for docker compose."""
+"""python -m rig up|down|status|render|demo|sweep|ratesweep|rehydrate|pairs|pack|hygiene|dynamo — the local stand-in for docker compose."""
 from __future__ import annotations
 
 import argparse
@@ -60,6 +60,14 @@ def main(argv=None) -> int:
                                            "<results_dir>/trials/; a dry run unless --execute")
     p_hyg.add_argument("--execute", action="store_true", help="move them (default: only list them)")
     p_hyg.add_argument("--keep", action="append", help="a run or experiment to leave alone (repeatable)")
+    p_rate = sub.add_parser("ratesweep", help="open-loop rates placed between the synchronous rate and the maximum "
+                                              "throughput, both measured first (as guidellm's sweep)")
+    p_rate.add_argument("hypothesis", help="a hypothesis with an open-loop workload, e.g. H0")
+    p_rate.add_argument("--stack", default="stackB", help="stack to load (default stackB)")
+    p_rate.add_argument("--points", type=int, default=6, help="rates in the sweep (default 6)")
+    p_rate.add_argument("--max-concurrency", type=int, default=64, help="users of the maximum-throughput run")
+    p_rate.add_argument("--calibrate-s", type=int, default=20, help="seconds of each calibration run")
+    p_rate.add_argument("--duration-s", type=int, default=30, help="seconds per rate")
     p_dyn = sub.add_parser("dynamo", help="the real NVIDIA Dynamo (frontend + mocker engine) as a local Stack B")
     p_dyn.add_argument("action", choices=["install", "up", "down", "status"],
                        help="install into dynamo.venv; start on loopback and write <dynamo.home>/overlay.yaml; "
@@ -72,6 +80,9 @@ def main(argv=None) -> int:
     if args.cmd == "demo":
         from . import demo
         return demo.main(quick=args.quick, config=Path(args.config) if args.config else demo.DEMO_CONFIG)
+    if args.cmd == "ratesweep":
+        from . import ratesweep
+        return ratesweep.main(args)
     if args.cmd == "hygiene":
         from . import hygiene
         return hygiene.main(args)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, Sim, free_port, sims_overlay
+from conftest import ROOT, Sim, free_port, run_module, sims_overlay
 from configs.runfiles import read_records
 
 LOCUSTFILES = sorted(p.stem for p in (ROOT / "locustfiles").glob("*.py") if p.stem not in ("adapter_proxy", "__init__"))
@@ -494,3 +494,20 @@ def test_trace_replay_follows_the_trace_schedule_lengths_and_prefix_sharing(rig,
     # a shared system prompt and returning conversations: the stack's prefix cache serves a good share
     table = step_table(*load_run(run))
     assert table["prefix_cached_share"].iloc[0] > 0.2
+
+
+def test_a_rate_sweep_places_rates_between_the_measured_synchronous_and_maximum_rates(rig):
+    from rig.ratesweep import rates_between
+    assert rates_between(2.0, 10.0, 5) == [2.0, 4.0, 6.0, 8.0, 10.0] and rates_between(3.0, 3.0, 4) == [3.0]
+    before = set(runs(rig, "h0"))
+    proc = run_module("rig", "--config", str(rig["overlay"]), "ratesweep", "H0", "--stack", "stackA", "--points", "3",
+                      "--calibrate-s", "2", "--duration-s", "2", "--max-concurrency", "8", timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    new = sorted(set(runs(rig, "h0")) - before, key=lambda p: p.stat().st_mtime)
+    assert len(new) == 3                                       # two calibrations, then the sweep
+    sync, most = (float(line.split()[0]) for line in proc.stdout.splitlines() if line.endswith(" requests/s")
+                  and line.startswith("    "))
+    assert 0 < sync < most
+    swept = [s["swept"]["arrival_rate_rps"] for s in manifest(new[-1])["steps"]]
+    assert min(swept) == pytest.approx(round(sync, 2)) and max(swept) == pytest.approx(round(most, 2))
+    assert len(set(swept)) == 3
