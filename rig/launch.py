@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from configs import Harness
 from configs.paths import PROJECT_ROOT
+from configs.tier_env import render, tier_env
 
 from .procs import Supervisor, ensure_free
 
@@ -67,3 +68,22 @@ def run_locust(hypothesis: str, stack: str, config: Path, running: list, extra_e
     code = proc.wait()
     running.remove(proc)
     return code, run_id
+
+
+def restart_real_stack_b(cfg: Harness, profile: str, tier_mode: str = "B2") -> None:
+    """Restart a real Stack B worker with ``profile``'s tiers in ``tier_mode``: STACK_B_RESTART_CMD runs with
+    the tier variables in its environment (the ones a mode leaves out removed), or, without it, the variables
+    are printed and the operator restarts the worker by hand."""
+    env = tier_env(cfg, profile, tier_mode=tier_mode)
+    command = os.environ.get("STACK_B_RESTART_CMD")
+    if command:
+        say(f"  restarting Stack B in {tier_mode}: {command}")
+        kept = {k: v for k, v in os.environ.items() if env.get(k, "") is not None}
+        subprocess.run(command, shell=True, check=True, env={**kept, **{k: v for k, v in env.items() if v is not None}})
+        return
+    say("  restart the Stack B worker with:")
+    for line in render(env).splitlines():
+        say(f"    {line}")
+    if not sys.stdin.isatty():
+        raise SystemExit("error: Stack B needs a restart with new tiers; set STACK_B_RESTART_CMD for unattended runs")
+    input("  press Enter when Stack B is back ... ")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -18,17 +17,17 @@ from typing import Optional
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from analysis.steps import pct
 from configs import Harness
 from configs.paths import resolve
 from configs.runfiles import CANCELLED_BY_STEP, read_manifest, read_records
-from configs.tier_env import tier_env
 from configs.vocabulary import series as S
 from configs.vocabulary import stacks as V
 from exporters.collectors.nvme import DiskCollector
 from exporters.collectors.smart import SmartReader, pick_tool
 
 from . import local
-from .launch import run_locust, say, start_simulator, stop_simulator
+from .launch import restart_real_stack_b, run_locust, say, start_simulator, stop_simulator
 from .procs import Supervisor
 
 SIM = "stacksim-B"
@@ -36,11 +35,6 @@ SIM = "stacksim-B"
 
 class LegError(Exception):
     """A leg left no readable run (Locust failed before it, or its files are damaged): the message says which."""
-
-
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else math.nan
 
 
 def kvbm_counters(url: Optional[str]) -> Optional[dict]:
@@ -80,7 +74,7 @@ def leg_metrics(results: Path, run_id: str) -> tuple[dict, int, str]:
         ttfc, used = [r["e2e_s"] * 1000 for r in replay if r.get("e2e_s") is not None], "ttft"
     steps = [s for s in manifest.get("steps", []) if s.get("phase") == "replay"]
     span = sum((s.get("end") or s["start"]) - s["start"] for s in steps) or math.nan
-    return ({"ttfc_p50_ms": _pct(ttfc, .5), "ttfc_p95_ms": _pct(ttfc, .95), "ttfc_p99_ms": _pct(ttfc, .99),
+    return ({"ttfc_p50_ms": pct(ttfc, .5), "ttfc_p95_ms": pct(ttfc, .95), "ttfc_p99_ms": pct(ttfc, .99),
              "throughput_rps": len(replay) / span, "replay_requests": len(replay)}, errors, used)
 
 
@@ -147,12 +141,7 @@ class LegRunner:
 
     def restart(self, mode: str) -> None:
         if self.real:
-            env = tier_env(self.cfg, self.profile, tier_mode=mode)
-            command = os.environ["STACK_B_RESTART_CMD"]
-            say(f"  restarting Stack B in {mode}: {command}")
-            kept = {k: v for k, v in os.environ.items() if env.get(k, "") is not None}
-            subprocess.run(command, shell=True, check=True, env={**kept, **{k: v for k, v in env.items()
-                                                                             if v is not None}})
+            restart_real_stack_b(self.cfg, self.profile, mode)
             return
         stop_simulator(self.sup, "stackB")
         start_simulator(self.cfg, self.sup, self.config, "stackB", self.profile, tier_mode=mode)

@@ -28,10 +28,9 @@ import yaml
 from configs import load
 from configs.model import PROFILE_SWEEP_KEYS
 from configs.paths import PROJECT_ROOT, resolve
-from configs.tier_env import render, tier_env
 
 from . import local
-from .launch import run_locust, say, start_simulator, stop_simulator
+from .launch import restart_real_stack_b, run_locust, say, start_simulator, stop_simulator
 from .procs import StartError, Supervisor
 
 PHASES = {
@@ -96,22 +95,6 @@ def write_overlay(base: dict, cfg, directory: Path, hypothesis: str, split: dict
     return path
 
 
-def restart_real_stack_b(overlay: Path, profile: str, tier_mode: str = "B2") -> None:
-    env = tier_env(load(str(overlay)), profile, tier_mode=tier_mode)
-    command = os.environ.get("STACK_B_RESTART_CMD")
-    if command:
-        say(f"  restarting Stack B: {command}")
-        kept = {k: v for k, v in os.environ.items() if env.get(k, "") is not None}
-        subprocess.run(command, shell=True, check=True, env={**kept, **{k: v for k, v in env.items() if v is not None}})
-        return
-    say("  restart the Stack B worker with:")
-    for line in render(env).splitlines():
-        say(f"    {line}")
-    if not sys.stdin.isatty():
-        raise SystemExit("error: Stack B needs a restart with new tiers; set STACK_B_RESTART_CMD for unattended sweeps")
-    input("  press Enter when Stack B is back ... ")
-
-
 def post_run_checks(cfg, overlay: Path, hypothesis: str, run_id: str) -> dict:
     results = resolve(cfg.results_dir)
     run = results / run_id if run_id else None
@@ -161,7 +144,7 @@ def main(phases: list[str], config: Path | None = None) -> int:
                     want = (hyp.profile, tuple(sorted(split.items())), hyp.tier_mode)
                     if real:
                         if (split or hyp.tier_mode != "B2") and stack == "stackB":
-                            restart_real_stack_b(overlay, hyp.profile, hyp.tier_mode)
+                            restart_real_stack_b(load(str(overlay)), hyp.profile, hyp.tier_mode)
                     elif sims.get(stack) != want:
                         if stack in sims:
                             stop_simulator(sup, stack)
