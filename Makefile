@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus fio:fio iostat:sysstat smartctl:smartmontools docker-compose:docker-compose nats-server:nats-server
+SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus fio:fio iostat:sysstat smartctl:smartmontools docker-compose:docker-compose nats-server:nats-server victoria-metrics:victoria-metrics
 PYTEST_ARGS ?=
 
 .PHONY: help setup tools test demo sweep bench up down dynamo-up dynamo-down clean

@@ -50,16 +50,37 @@ def select_runs(results: Path, run_ids: list[str], all_runs: bool, since: str | 
     return dirs
 
 
+def of_rigs(runs: list[Path], rigs: list[str]) -> list[Path]:
+    """The runs whose manifest names one of ``rigs``."""
+    wanted = {check_name(r, "rig") for r in rigs}
+    kept = []
+    for d in runs:
+        try:
+            if read_manifest(d / "manifest.json").get("rig") in wanted:
+                kept.append(d)
+        except (ValueError, TypeError, OSError) as exc:     # one damaged run never blocks the others
+            progress(f"skipped {d.name}: {exc}")
+    if not kept:
+        raise ConfigError(f"no runs of rig {', '.join(sorted(wanted))} among the {len(runs)} selected "
+                          "(a run's rig is in its manifest.json)")
+    return kept
+
+
 @cli_main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
     ap.add_argument("--config", help="overlay YAML (default: $HARNESS_CONFIG)")
-    ap.add_argument("--prometheus", help="Prometheus URL (default: the configured local one)")
+    ap.add_argument("--prometheus", "--prometheus-url", dest="prometheus",
+                    help="Prometheus API URL: the rig's own (default, from configs) or a fleet's store such as "
+                         "VictoriaMetrics (http://store:8428)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     rep = sub.add_parser("report", help="CSVs, figures, verdict.json, report.md and report.html")
     rep.add_argument("--run", action="append", default=[], help="run id (repeatable)")
     rep.add_argument("--all", action="store_true", help="every run under results/")
     rep.add_argument("--since", help="runs started at or after this UTC date/time")
+    rep.add_argument("--rig", action="append", default=[],
+                     help="only runs of this rig (repeatable; without --run/--since: all of its runs); two or more "
+                          "put the same hypothesis side by side across rigs")
     rep.add_argument("--offline", action="store_true", help="read telemetry exported beside each run")
     rep.add_argument("--out", help="directory of the combined report (default results/report)")
     exp = sub.add_parser("export", help="save a run's telemetry beside it, for report --offline")
@@ -78,12 +99,14 @@ def main(argv=None) -> int:
                 manifest, records = load_run(run_dir)
                 start, end = window(manifest, records)
                 progress(f"exporting {run_dir.name} ...")
-                frames = pull(source, manifest["run_id"], start - 30, end, step, progress)
+                frames = pull(source, manifest, start - 30, end, step, progress)
                 export(frames, run_dir / "telemetry", {"run_id": manifest["run_id"], "prometheus": url,
                                                        "start": start - 30, "end": end, "step_s": step})
                 print(f"exported {run_dir / 'telemetry'}")
             return 0
-        runs = select_runs(results, args.run, args.all, args.since)
+        runs = select_runs(results, args.run, args.all or bool(args.rig), args.since)
+        if args.rig:
+            runs = of_rigs(runs, args.rig)
         online = None
         if not args.offline:
             online = PrometheusSource(url, progress=progress)

@@ -128,3 +128,18 @@ def ttfc_cdf(by_mode: dict[str, list[float]], path: Path) -> Optional[Path]:
     ax.set_title("Replay TTFC by tier mode")
     ax.legend()
     return _save(fig, path)
+
+
+def by_rig(pooled: pd.DataFrame, path: Path, title: str) -> Optional[Path]:
+    """TTFT p99 per step, one line per rig (runs of one rig: their median)."""
+    if pooled.empty or pooled["ttft_p99_s"].isna().all():
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for rig, d in pooled.groupby("rig", sort=True):
+        per = d.groupby("step", sort=True).agg(label=("label", "first"), p99=("ttft_p99_s", "median"))
+        ax.plot(range(len(per)), per["p99"] * 1000, "-o", label=rig)
+        ax.set_xticks(range(len(per)), per["label"], rotation=30, ha="right", fontsize=7)
+    ax.set(title=title, ylabel="TTFT p99 (ms)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="rig")
+    return _save(fig, path)

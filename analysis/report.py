@@ -10,12 +10,12 @@ import pandas as pd
 
 from configs.vocabulary import stacks as V
 
-from . import figures
+from . import figures, rigs
 from .correlate import linear_fit
 from .document import Document
 from .run import RunAnalysis, dumps, verdict_doc
 
-COLS = ["run_id", "hypothesis", "stack", "label", "concurrency", "context_tokens", "fio_profile", "requests",
+COLS = ["run_id", "rig", "hypothesis", "stack", "label", "concurrency", "context_tokens", "fio_profile", "requests",
         "error_rate", "throughput_rps", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "e2e_p50_s", "e2e_p99_s",
         "ttft_p99_hist_s", "prefix_cached_share", "nvme_reads", "nvme_r_await", "nvme_util", "iowait", "kv_onboard_disk_bytes",
         "kv_onboard_share_disk", "kv_hit_disk"]
@@ -54,7 +54,8 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
     doc.h(1, "DGX Spark storage-aware inference: report")
     doc.p(f"{len(analyses)} run(s). Latency percentiles come from the per-request records (exact); "
           "the histogram-derived p99 from Prometheus is shown beside them (ttft_p99_hist_s).")
-    doc.table(pd.DataFrame([{"run": a.run_id, "hypothesis": a.manifest["hypothesis"], "stack": a.manifest["stack"],
+    doc.table(pd.DataFrame([{"run": a.run_id, "rig": a.manifest.get("rig") or "-",
+                             "hypothesis": a.manifest["hypothesis"], "stack": a.manifest["stack"],
                              "status": a.manifest["status"], "requests": len(a.records), "verdict": a.verdict}
                             for a in analyses]))
 
@@ -199,6 +200,8 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
                          ", ".join(f"{r.label} {r.phase} {_ms(r.ttft_p50_s)}" for r in a.pooled.itertuples()) +
                          (f"; blocked: {a.manifest['blocked']['reason']}" if a.manifest.get("blocked") else "") +
                          (f"; errors: {errors.detail} ({errors.reason})" if errors else "")])
+
+    rigs.section(analyses, doc, figs, csv)
 
     doc.h(2, "Quality gates")
     for a in analyses:

@@ -129,7 +129,7 @@ def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
     progress(f"{manifest['run_id']}: {len(records)} requests, {len(manifest['steps'])} steps, status "
              f"{manifest['status']}")
     start, end = window(manifest, records)
-    frames = pull(source, manifest["run_id"], start - IDLE_S, end, step_s, progress)
+    frames = pull(source, manifest, start - IDLE_S, end, step_s, progress)
     table = add_step_telemetry(step_table(manifest, records), frames) if manifest["steps"] else pd.DataFrame()
     pooled = by_step(table)
     if not pooled.empty:
@@ -229,8 +229,8 @@ def verdict_doc(a: RunAnalysis) -> dict:
         knee = {"rule": "first of two consecutive steps with TTFT p99 > 2 x p50", "level": a.knee_level,
                 "knee_index": a.knee.knee_index, "u_work": a.knee.u_work, "reason": a.knee.reason,
                 "throughput_saturation": a.saturation}
-    return {"run_id": a.run_id, "hypothesis": a.manifest["hypothesis"], "stack": a.manifest["stack"],
-            "verdict": a.verdict, "knee": knee, "evidence": a.evidence, "gates": [g.as_dict() for g in a.gates],
+    return {"run_id": a.run_id, "rig": a.manifest.get("rig"), "hypothesis": a.manifest["hypothesis"],
+            "stack": a.manifest["stack"], "verdict": a.verdict, "knee": knee, "evidence": a.evidence, "gates": [g.as_dict() for g in a.gates],
             "telemetry_missing": telemetry_missing(a)}
 
 

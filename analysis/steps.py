@@ -60,8 +60,8 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
         ok = mine[mine["ok"]] if not mine.empty else mine
         duration = max(end - s["start"], 1e-9)
         row = {
-            "run_id": manifest["run_id"], "hypothesis": manifest["hypothesis"], "stack": manifest["stack"],
-            "slot": s["index"], "step": s["step"], "repetition": s["repetition"], "phase": s["phase"],
+            "run_id": manifest["run_id"], "rig": manifest.get("rig") or "-", "hypothesis": manifest["hypothesis"],
+            "stack": manifest["stack"], "slot": s["index"], "step": s["step"], "repetition": s["repetition"], "phase": s["phase"],
             "label": s["label"], "concurrency": s["target_concurrency"], "context_tokens": s["target_context_tokens"],
             "fio_profile": s.get("fio_profile") or "none", "start": s["start"], "end": end, "duration_s": duration,
             "warmup_s": warmup_s(duration), "requests": len(mine), "ok": len(ok), "errors": len(mine) - len(ok),
@@ -92,7 +92,7 @@ def by_step(table: pd.DataFrame) -> pd.DataFrame:
     """Repetitions of the same step pooled: median of their percentiles, and their spread."""
     if table.empty:
         return table
-    keys = ["run_id", "hypothesis", "stack", "step", "phase", "label", "concurrency", "context_tokens",
+    keys = ["run_id", "rig", "hypothesis", "stack", "step", "phase", "label", "concurrency", "context_tokens",
             "arrival_rate_rps", "fio_profile"]
     g = table.groupby(keys, sort=False, dropna=False)
     out = g.agg(ttft_p50_s=("ttft_p50_s", "median"), ttft_p95_s=("ttft_p95_s", "median"),

@@ -11,41 +11,67 @@ from configs.vocabulary import series as S
 
 from .promdata import Source
 
-# name -> (PromQL with {run_id}, needed for) ; "all" for every run, "tiered" for Stack B runs
-RUN = '{{run_id="{run_id}"}}'
+def sel(name: str, matchers: str = "") -> str:
+    """A selector of ``name`` as a query template: its matchers and the run's {scope} (see scope())."""
+    inner = ",".join(m for m in (matchers, "{scope}") if m)
+    return f"{name}{{{{{inner}}}}}"
+
+
+def agg(op: str, name: str, matchers: str = "") -> str:
+    return f"{op}({sel(name, matchers)})"
+
+
+RUN = 'run_id="{run_id}"'
+KV2, ONBOARD_DISK = 'role="kv_tier2"', 'direction="onboard",from_tier="disk"'
+# name -> (PromQL template with {run_id} and {scope}, needed for): "all" for every run, "tiered" for Stack B
 QUERIES: dict[str, tuple[str, str]] = {
-    "loadgen_step": (f"max({S.LOADGEN_STEP.name}{RUN})", "all"),
-    "ttft_p50_hist": (f"max by (step) ({R.TTFT_P50}{RUN})", "all"),
-    "ttft_p99_hist": (f"max by (step) ({R.TTFT_P99}{RUN})", "all"),
-    "nvme_reads": (f'sum({R.DISK_READS_RATE}{{{{role="kv_tier2"}}}})', "all"),
-    "nvme_read_bytes": (f'sum({R.DISK_READ_BYTES_RATE}{{{{role="kv_tier2"}}}})', "all"),
-    "nvme_r_await": (f'max({R.DISK_READ_AWAIT}{{{{role="kv_tier2"}}}})', "all"),
-    "nvme_util": (f'max({R.DISK_UTIL}{{{{role="kv_tier2"}}}})', "all"),
-    "iowait": (f"avg({R.CPU_IOWAIT_RATIO})", "all"),
-    "psi_io": (f"avg({R.PRESSURE_IO_RATIO})", "all"),
-    "kv_onboard_disk_bytes": (f'sum({R.KV_TRANSFER_BYTES_RATE}{{{{direction="onboard",from_tier="disk"}}}})', "tiered"),
-    "kv_onboard_disk_blocks": (f'sum({R.KV_TRANSFER_BLOCKS_RATE}{{{{direction="onboard",from_tier="disk"}}}})',
-                               "tiered"),
-    "kv_onboard_blocks": (f'sum({R.KV_TRANSFER_BLOCKS_RATE}{{{{direction="onboard"}}}})', "tiered"),
-    "kv_offload_disk_bytes": (f'sum({R.KV_TRANSFER_BYTES_RATE}{{{{direction="offload",to_tier="disk"}}}})', "tiered"),
+    "loadgen_step": (agg("max", S.LOADGEN_STEP.name, RUN), "all"),
+    "ttft_p50_hist": (agg("max by (step) ", R.TTFT_P50, RUN), "all"),
+    "ttft_p99_hist": (agg("max by (step) ", R.TTFT_P99, RUN), "all"),
+    "nvme_reads": (agg("sum", R.DISK_READS_RATE, KV2), "all"),
+    "nvme_read_bytes": (agg("sum", R.DISK_READ_BYTES_RATE, KV2), "all"),
+    "nvme_r_await": (agg("max", R.DISK_READ_AWAIT, KV2), "all"),
+    "nvme_util": (agg("max", R.DISK_UTIL, KV2), "all"),
+    "iowait": (agg("avg", R.CPU_IOWAIT_RATIO), "all"),
+    "psi_io": (agg("avg", R.PRESSURE_IO_RATIO), "all"),
+    "kv_onboard_disk_bytes": (agg("sum", R.KV_TRANSFER_BYTES_RATE, ONBOARD_DISK), "tiered"),
+    "kv_onboard_disk_blocks": (agg("sum", R.KV_TRANSFER_BLOCKS_RATE, ONBOARD_DISK), "tiered"),
+    "kv_onboard_blocks": (agg("sum", R.KV_TRANSFER_BLOCKS_RATE, 'direction="onboard"'), "tiered"),
+    "kv_offload_disk_bytes": (agg("sum", R.KV_TRANSFER_BYTES_RATE, 'direction="offload",to_tier="disk"'), "tiered"),
     # bytes the target read from its tier2 file, where it states them (the simulator does)
-    "tier2_file_read_bytes": (f'sum({R.KV_TIER2_FILE_BYTES_RATE}{{{{direction="read"}}}})', "optional"),
-    "kv_hit_disk": (f'max({R.KV_HIT_RATIO}{{{{tier="disk"}}}})', "tiered"),
-    "kv_hit_host": (f'max({R.KV_HIT_RATIO}{{{{tier="host"}}}})', "tiered"),
-    "kv_onboard_share_disk": (f'max({R.KV_ONBOARD_SHARE}{{{{from_tier="disk"}}}})', "tiered"),
-    "kv_block_size": (f"max({S.KV_BLOCK_SIZE_BYTES.name})", "tiered"),
-    "tier2_fetch_p95": (f'histogram_quantile(0.95, sum by (le) (rate({S.SIM_FETCH.name}_bucket{{{{tier="disk"}}}}[30s])))',
-                        "optional"),
+    "tier2_file_read_bytes": (agg("sum", R.KV_TIER2_FILE_BYTES_RATE, 'direction="read"'), "optional"),
+    "kv_hit_disk": (agg("max", R.KV_HIT_RATIO, 'tier="disk"'), "tiered"),
+    "kv_hit_host": (agg("max", R.KV_HIT_RATIO, 'tier="host"'), "tiered"),
+    "kv_onboard_share_disk": (agg("max", R.KV_ONBOARD_SHARE, 'from_tier="disk"'), "tiered"),
+    "kv_block_size": (agg("max", S.KV_BLOCK_SIZE_BYTES.name), "tiered"),
+    "tier2_fetch_p95": ("histogram_quantile(0.95, sum by (le) (rate("
+                        + sel(S.SIM_FETCH.name + "_bucket", 'tier="disk"') + "[30s])))", "optional"),
 }
+
+
+def scope(manifest: dict) -> str:
+    """The matchers that keep a run's queries to its own rig. Its rig's Prometheus stores series without the
+    rig label (external_labels are added only on the way out) and a fleet's store with it, so a series
+    matches when it carries the run's rig or none: one query works against both. A run from before rigs
+    were recorded matches every rig."""
+    out = []
+    for key in ("rig", "site"):
+        value = manifest.get(key)
+        # names are LABEL_VALUE ([A-Za-z0-9_.-]): only "." means something in a regex
+        out.append(f'{key}=~"{value.replace(".", "[.]")}|"' if value else f'{key}=~".*"')
+    return ",".join(out)
+
+
 # the three sources whose alignment the gate checks
 ALIGNMENT = {"latency": "loadgen_step", "sysmon": "nvme_reads", "kv": "kv_onboard_disk_bytes"}
 
 
-def pull(source: Source, run_id: str, start: float, end: float, step: float,
+def pull(source: Source, manifest: dict, start: float, end: float, step: float,
          progress: Callable[[str], None] = lambda _m: None) -> dict[str, pd.DataFrame]:
     frames = {}
+    where = scope(manifest)
     for name, (template, _) in QUERIES.items():
-        frames[name] = source.range(name, template.format(run_id=run_id), start, end, step)
+        frames[name] = source.range(name, template.format(run_id=manifest["run_id"], scope=where), start, end, step)
     progress(f"  {sum(len(f) for f in frames.values())} telemetry points in {len(frames)} series")
     return frames
 

@@ -1,8 +1,10 @@
 """How precise and how cheap is our Locust client, next to guidellm, against a target of known timing?
 
-The target is `python -m stacksim.fixed_timing` (first token 100 ms after the request, then one
-every 10 ms, 8 tokens) pinned to CPU 0; each client runs pinned to CPU 1 for --seconds at 1, 64 and
-256 concurrent streams. TTFT error = measured TTFT - 100 ms (the target's own scheduling lag is in
+The target is `python -m stacksim.fixed_timing` (first token 50 ms after the request, then one every
+20 ms, 64 tokens: the timing the load-model issue measured with) pinned to CPU 0; each client runs
+pinned to CPU 1 for --seconds at 1, 64 and 256 concurrent streams. With --processes N our client is
+Locust's own master and N workers, and the target --target-workers processes: the target gets the first
+CPUs, the client the rest (512 and 1024 streams want a machine with the cores). TTFT error = measured TTFT - 100 ms (the target's own scheduling lag is in
 both columns alike); CPU per request = the client process's user+system time (os.wait4) divided by
 the requests it completed, start-up included. For our client the target also logs when each chunk left
 (--stamp-log), so its own lag is taken out: "recv lag" is the client's receive time of a chunk minus the
@@ -10,6 +12,7 @@ target's send time of that chunk (first chunk, and every chunk), "target lag" th
 behind its schedule.
 
     python bench/client_bench.py [--seconds 30] [--levels 1,64,256] [--guidellm var/guidellm-venv/bin/guidellm]
+    python bench/client_bench.py --levels 512,1024 --processes 8 --target-workers 4
 
 guidellm is large (it pulls torch); install it apart:
     python3 -m venv var/guidellm-venv && var/guidellm-venv/bin/pip install guidellm
@@ -29,7 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TTFT_MS, ITL_MS, TOKENS = 100.0, 10.0, 8
+TTFT_MS, ITL_MS, TOKENS = 50.0, 20.0, 64
 
 
 def free_port() -> int:
@@ -38,8 +41,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def pinned(cpu: int, cmd: list[str]) -> list[str]:
-    return ["taskset", "-c", str(cpu), *cmd] if shutil.which("taskset") and os.cpu_count() > 1 else cmd
+def pinned(cpus: str, cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", cpus, *cmd] if shutil.which("taskset") and os.cpu_count() > 1 else cmd
+
+
+def cpu_split(target_workers: int, processes: int) -> tuple[str, str]:
+    """(the target's CPUs, the client's): the target first, the client the next ones (one core, or one
+    per Locust process and one for its master)."""
+    client = max(1, processes + 1 if processes else 1)
+    last = min(os.cpu_count() - 1, target_workers + client - 1)
+    return f"0-{target_workers - 1}", f"{min(target_workers, last)}-{last}"
 
 
 def run_measured(cmd: list[str], env: dict, cwd: Path) -> float:
@@ -78,14 +89,15 @@ def receive_lags(records: list[dict], stamps: Path) -> tuple[list[float], list[f
     return first, every, target
 
 
-def ours(base: str, streams: int, seconds: int, work: Path, stamps: Path) -> tuple:
+def ours(base: str, streams: int, seconds: int, work: Path, stamps: Path, cpus: str, processes: int) -> tuple:
     overlay = work / "overlay.yaml"
     overlay.write_text(f"results_dir: {work / 'results'}\nrun_dir: {work / 'run'}\n"
                        f"hypotheses: {{H0: {{repetitions: 1}}}}\nloadgen: {{metrics_port: {free_port()}}}\n")
     env = {**os.environ, "HARNESS_CONFIG": str(overlay), "ENDPOINT": base, "MODEL": "m",
            "CONCURRENCY": str(streams), "DURATION_S": str(seconds), "RUN_ID": f"clientbench-{streams}"}
-    cpu = run_measured(pinned(1, [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "h0.py"),
-                                  "--headless", "--only-summary"]), env, work)
+    extra = ["--processes", str(processes)] if processes else []
+    cpu = run_measured(pinned(cpus, [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "h0.py"),
+                                     "--headless", "--only-summary", *extra]), env, work)
     records = [json.loads(x) for x in (work / "results" / f"clientbench-{streams}" / "requests.jsonl").open()]
     ttft = [r["ttft_s"] * 1000 - TTFT_MS for r in records if r["ok"]]
     first, every, target = receive_lags(records, stamps)
@@ -93,14 +105,14 @@ def ours(base: str, streams: int, seconds: int, work: Path, stamps: Path) -> tup
             pct(first, 0.5), pct(first, 0.99), pct(every, 0.5), pct(every, 0.99), pct(target, 0.99))
 
 
-def guidellm(binary: str, base: str, streams: int, seconds: int, work: Path) -> tuple[float, float, float, int]:
+def guidellm(binary: str, base: str, streams: int, seconds: int, work: Path, cpus: str) -> tuple[float, float, float, int]:
     data = work / "prompts.jsonl"
     with open(data, "w") as f:
         for i in range(20000):
             f.write(json.dumps({"prompt": " ".join(f"w{i}x{j}" for j in range(64))}) + "\n")
     out = work / f"guidellm-{streams}.json"
     origin = base.rsplit("/v1", 1)[0]
-    cpu = run_measured(pinned(1, [binary, "run", "--backend", f"kind=openai_http,target={origin},model=m",
+    cpu = run_measured(pinned(cpus, [binary, "run", "--backend", f"kind=openai_http,target={origin},model=m",
                                   "--profile", f"kind=concurrent,streams={streams}",
                                   "--constraint", f"kind=max_duration,seconds={seconds}",
                                   "--data", f"kind=json_file,path={data}", "--output", f"kind=json,path={out}",
@@ -114,35 +126,41 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--levels", default="1,64,256")
     ap.add_argument("--guidellm", default=str(ROOT / "var" / "guidellm-venv" / "bin" / "guidellm"))
+    ap.add_argument("--processes", type=int, default=0, help="Locust worker processes of our client (0: one process)")
+    ap.add_argument("--target-workers", type=int, default=1, help="processes of the fixed-timing target")
     args = ap.parse_args()
+    target_cpus, client_cpus = cpu_split(args.target_workers, args.processes)
     gl = args.guidellm if Path(args.guidellm).exists() else shutil.which("guidellm")
     if not gl:
         print("note: guidellm not found; its columns stay empty (see this script's docstring to install it)",
               file=sys.stderr)
     port = free_port()
     stamps = Path(tempfile.mkdtemp()) / "stamps.jsonl"
-    server = subprocess.Popen(pinned(0, [sys.executable, "-m", "stacksim.fixed_timing", "--port", str(port),
-                                         "--model", "m", "--ttft-ms", str(TTFT_MS), "--itl-ms", str(ITL_MS),
-                                         "--tokens", str(TOKENS), "--stamp-log", str(stamps)]),
-                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    server = subprocess.Popen(pinned(target_cpus, [
+        sys.executable, "-m", "stacksim.fixed_timing", "--port", str(port), "--model", "m", "--ttft-ms", str(TTFT_MS),
+        "--itl-ms", str(ITL_MS), "--tokens", str(TOKENS), "--stamp-log", str(stamps),
+        "--workers", str(args.target_workers)]), stdout=subprocess.PIPE, text=True, cwd=ROOT)
     rows = []
     try:
-        assert server.stdout.readline().strip() == "ready"
+        for _ in range(args.target_workers):
+            assert server.stdout.readline().strip() == "ready"
         base = f"http://127.0.0.1:{port}/v1"
         for streams in (int(x) for x in args.levels.split(",")):
             with tempfile.TemporaryDirectory() as tmp:
                 print(f"{streams} streams: ours ...", file=sys.stderr, flush=True)
-                mine = ours(base, streams, args.seconds, Path(tmp), stamps)
+                mine = ours(base, streams, args.seconds, Path(tmp), stamps, client_cpus, args.processes)
                 time.sleep(1)
                 theirs = None
                 if gl:
                     print(f"{streams} streams: guidellm ...", file=sys.stderr, flush=True)
-                    theirs = guidellm(gl, base, streams, args.seconds, Path(tmp))
+                    theirs = guidellm(gl, base, streams, args.seconds, Path(tmp), client_cpus)
                 rows.append((streams, mine, theirs))
     finally:
         server.terminate()
         server.wait()
-    print(f"\ntarget: TTFT {TTFT_MS:g} ms, ITL {ITL_MS:g} ms, {TOKENS} tokens; {args.seconds} s per level; "
+    print(f"\ntarget: TTFT {TTFT_MS:g} ms, ITL {ITL_MS:g} ms, {TOKENS} tokens, {args.target_workers} process(es) on "
+          f"CPUs {target_cpus}; client on CPUs {client_cpus}"
+          f"{f', Locust --processes {args.processes}' if args.processes else ''}; {args.seconds} s per level; "
           "TTFT error in ms, client CPU in ms per request")
     print(f"{'streams':>7} | {'ours p50':>8} {'p99':>7} {'cpu/req':>8} {'reqs':>6} | "
           f"{'guidellm p50':>12} {'p99':>7} {'cpu/req':>8} {'reqs':>6}")

@@ -287,6 +287,35 @@ class ExporterSettings:
 
 
 @dataclass(frozen=True)
+class RemoteWrite:
+    """A long-term store the rig's Prometheus sends every sample to (VictoriaMetrics, Mimir, Thanos receive:
+    one contract). Credentials are files Prometheus reads itself, so no secret is in configs, the generated
+    prometheus.yml or a run's manifest. Queue settings are Prometheus' queue_config."""
+    url: str
+    username: Optional[str] = None            # basic auth, with password_file
+    password_file: Optional[str] = None
+    bearer_token_file: Optional[str] = None
+    capacity: int = 10000                     # samples buffered per shard
+    max_shards: int = 10
+    max_samples_per_send: int = 2000
+    batch_send_deadline_ms: int = 5000
+    min_backoff_ms: int = 30
+    max_backoff_ms: int = 5000                # a store that is down is retried at most this far apart
+
+    def __post_init__(self):
+        checks.http_url(self.url, "url")
+        _check("@" not in self.url.split("//", 1)[-1].split("/", 1)[0], "url",
+               "must not carry credentials; give username + password_file or bearer_token_file")
+        _check(bool(self.username) == bool(self.password_file), "password_file",
+               "basic auth needs both username and password_file")
+        _check(not (self.username and self.bearer_token_file), "bearer_token_file",
+               "give basic auth (username + password_file) or a bearer_token_file, not both")
+        for name in ("capacity", "max_shards", "max_samples_per_send", "batch_send_deadline_ms", "min_backoff_ms"):
+            _check(getattr(self, name) > 0, name, "must be positive")
+        _check(self.max_backoff_ms >= self.min_backoff_ms, "max_backoff_ms", "must be at least min_backoff_ms")
+
+
+@dataclass(frozen=True)
 class PrometheusSettings:
     """The Prometheus that `make up` / the demo start locally, and the cadence every scrape config uses."""
     listen: str
@@ -295,6 +324,7 @@ class PrometheusSettings:
     fast_interval_ms: int      # NVMe and KV tier targets (the plan's 250 ms)
     slow_interval_ms: int      # everything else (the plan's <= 1 s)
     evaluation_interval_ms: int
+    remote_write: list[RemoteWrite] = field(default_factory=list)
 
     def __post_init__(self):
         checks.listen_address(self.listen, "listen")
@@ -366,7 +396,21 @@ class Harness:
     dynamo: DynamoSettings
     results_dir: str = "results"
     run_dir: str = "var/run"        # pid files, logs, Prometheus data and scrape targets of `make up`
+    rig: Optional[str] = None       # this rig's name in a fleet (default: the host name)
+    site: Optional[str] = None
 
     def __post_init__(self):
         dedicated_dir(self.results_dir, "results_dir")
         dedicated_dir(self.run_dir, "run_dir")
+        for key in ("rig", "site"):
+            value = getattr(self, key)
+            _check(value is None or bool(checks.LABEL_VALUE.match(value)), key,
+                   f"must be letters, digits, '.', '_' or '-' (at most 63), got {value!r}")
+
+    def rig_labels(self) -> dict[str, str]:
+        """The labels that tell this rig's series and runs from another's: Prometheus' external_labels, and
+        what a run's manifest records."""
+        labels = {"rig": self.rig or checks.host_label()}
+        if self.site:
+            labels["site"] = self.site
+        return labels

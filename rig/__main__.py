@@ -131,7 +131,7 @@ def main(argv=None) -> int:
             print(f"wrote {path}")
     elif args.compose:
         out = PROJECT_ROOT / "prometheus" / "prometheus.yml"
-        out.write_text(promconfig.render(cfg, COMPOSE_RULES, COMPOSE_TARGETS))
+        out.write_text(promconfig.render(cfg, COMPOSE_RULES, COMPOSE_TARGETS, compose=True))
         print(f"wrote {out}")
     else:
         print(f"wrote {local.write_prometheus_config(cfg)}")

@@ -7,11 +7,16 @@ are appended to that JSONL file under the request's identity (configs.runfiles.r
 without the streaming options): a client's receive time of each chunk minus these stamps is the
 client's own lag, apart from whatever lag the target itself had.
 
-    python -m stacksim.fixed_timing --port 8999 --model m --ttft-ms 100 --itl-ms 10 --tokens 8
+With --workers N, N processes share the port (SO_REUSEPORT), so the target keeps its timing at a
+thousand streams on a machine with the cores; each says "ready" on stdout once it listens.
+
+    python -m stacksim.fixed_timing --port 8999 --model m --ttft-ms 50 --itl-ms 20 --tokens 64
 """
 import argparse
 import asyncio
 import json
+import os
+import signal
 import time
 
 from aiohttp import web
@@ -27,7 +32,17 @@ def main() -> None:
     ap.add_argument("--itl-ms", type=float, default=10)
     ap.add_argument("--tokens", type=int, default=8)
     ap.add_argument("--stamp-log", help="append each stream's chunk send times here (JSONL)")
+    ap.add_argument("--workers", type=int, default=1, help="processes sharing the port (default 1)")
     args = ap.parse_args()
+    if args.workers < 1:
+        ap.error("--workers must be at least 1")
+    children = []
+    for _ in range(args.workers - 1):
+        pid = os.fork()
+        if pid == 0:
+            children = None                   # a child serves as the parent does, and has no children
+            break
+        children.append(pid)
     stamps = open(args.stamp_log, "a", buffering=1) if args.stamp_log else None
 
     async def models(_request):
@@ -74,7 +89,12 @@ def main() -> None:
     async def ready(_app):
         print("ready", flush=True)
     app.on_startup.append(ready)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None)
+    try:
+        web.run_app(app, host="127.0.0.1", port=args.port, print=None, reuse_port=args.workers > 1)
+    finally:
+        for pid in children or ():            # the parent's stop (SIGTERM, Ctrl-C) stops its children
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
 
 
 if __name__ == "__main__":

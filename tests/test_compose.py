@@ -15,6 +15,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("docker-compose"), reason="dock
 
 def compose_config(**env):
     base = {k: v for k, v in os.environ.items() if k not in ("GF_SECURITY_ADMIN_PASSWORD", "DYN_KVBM_TIER2_PATH")}
+    base["SPARKRIG_RIG"] = "spark-01"
     return subprocess.run(["docker-compose", "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"),
                            "config"], capture_output=True, text=True, env={**base, **env}, cwd="/")
 
@@ -49,6 +50,12 @@ def test_images_are_pinned_and_everything_binds_loopback(resolved):
     assert services["grafana"]["environment"]["GF_SERVER_HTTP_ADDR"] == "127.0.0.1"
     assert services["exporter-gpu"]["runtime"] == "nvidia"
     assert "prometheus-data" in resolved["volumes"]
+    # the rig's name reaches external_labels through the environment; the central store is opt-in
+    assert "--enable-feature=expand-external-labels" in prom
+    assert services["prometheus"]["environment"]["SPARKRIG_RIG"] == "spark-01"
+    if "victoriametrics" in services:             # docker-compose lists profiled services in `config`
+        assert services["victoriametrics"]["profiles"] == ["store"]
+        assert "-httpListenAddr=127.0.0.1:8428" in services["victoriametrics"]["command"]
 
 
 def test_mounts_are_the_repository_config(resolved):

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import requests
+import yaml
 
 from configs import load
 from conftest import ROOT, free_port, run_module
@@ -38,7 +39,7 @@ def test_rules_are_valid_and_their_unit_tests_pass():
 
 
 def test_committed_compose_config_is_generated_and_valid():
-    expected = promconfig.render(load(), "/etc/prometheus/rules", "/etc/prometheus/targets")
+    expected = promconfig.render(load(), "/etc/prometheus/rules", "/etc/prometheus/targets", compose=True)
     assert (PROM / "prometheus.yml").read_text() == expected, "run `python -m rig render --compose`"
     check = promtool("check", "config", "--syntax-only", "prometheus.yml")
     assert check.returncode == 0, check.stdout + check.stderr
@@ -121,3 +122,47 @@ def test_a_stale_pid_file_never_kills_another_process(tmp_path):
         import os
         import signal
         os.killpg(started.pid, signal.SIGKILL)
+
+
+def test_rig_labels_and_remote_write_render_into_a_valid_config(write_yaml, tmp_path):
+    """external_labels carry the rig (and site); remote_write reads credentials from files Prometheus opens
+    itself, so no secret is in the generated file; promtool accepts the result."""
+    secret = tmp_path / "store.password"
+    secret.write_text("s3cret\n")
+    token = tmp_path / "store.token"
+    token.write_text("t0ken\n")
+    cfg = load(write_yaml(f"""rig: spark-07
+site: lab.b
+prometheus:
+  remote_write:
+    - {{url: 'https://store.example:8428/api/v1/write', username: rig, password_file: '{secret}'}}
+    - {{url: 'http://127.0.0.1:8480/insert/0/prometheus/api/v1/write', bearer_token_file: '{token}',
+       max_backoff_ms: 10000}}
+"""))
+    text = promconfig.render(cfg, str(ROOT / "prometheus" / "rules"), str(tmp_path))
+    doc = yaml.safe_load(text)
+    assert doc["global"]["external_labels"] == {"rig": "spark-07", "site": "lab.b"}
+    basic, bearer = doc["remote_write"]
+    assert basic["basic_auth"] == {"username": "rig", "password_file": str(secret)}
+    assert bearer["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
+    assert bearer["queue_config"]["max_backoff"] == "10000ms"
+    assert "s3cret" not in text and "t0ken" not in text
+    (tmp_path / "prometheus.yml").write_text(text)
+    check = promtool("check", "config", str(tmp_path / "prometheus.yml"))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("bad, blamed", [
+    ("rig: 'spark 07'", "rig: must be letters"),
+    ("prometheus: {remote_write: [{url: 'http://u:p@store:8428/api/v1/write'}]}", "must not carry credentials"),
+    ("prometheus: {remote_write: [{url: 'http://store:8428/api/v1/write', username: rig}]}",
+     "needs both username and password_file"),
+    ("prometheus: {remote_write: [{url: 'store:8428'}]}", "remote_write"),
+    ("prometheus: {remote_write: [{url: 'http://s/w', min_backoff_ms: 500, max_backoff_ms: 100}]}",
+     "at least min_backoff_ms"),
+])
+def test_bad_rig_or_remote_write_settings_are_one_line(write_yaml, bad, blamed):
+    from configs import ConfigError
+    with pytest.raises(ConfigError, match=blamed) as err:
+        load(write_yaml(bad + "\n"))
+    assert "\n" not in str(err.value)

@@ -11,9 +11,11 @@ import socket
 from pathlib import Path
 from typing import Optional
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from configs.vocabulary import series as S
+
+from .histogram import BatchHistogram
 
 
 def geometric_buckets(low: float = 0.005, high: float = 120.0, ratio: float = 1.2) -> tuple[float, ...]:
@@ -39,9 +41,16 @@ class LoadgenMetrics:
 
         def make(cls, series: S.Series, **kw):
             return cls(series.name, series.help, series.labels, registry=r, **kw)
-        self.ttft = make(Histogram, S.REQUEST_TTFT, buckets=BUCKETS)
-        self.e2e = make(Histogram, S.REQUEST_E2E, buckets=BUCKETS)
-        self.itl = make(Histogram, S.REQUEST_ITL, buckets=ITL_BUCKETS)
+
+        def histogram(series: S.Series, buckets: tuple[float, ...]) -> BatchHistogram:
+            h = BatchHistogram(series.name, series.help, series.labels, buckets)
+            r.register(h)
+            return h
+        self.histogram_labels = S.REQUEST_TTFT.labels
+        assert S.REQUEST_E2E.labels == S.REQUEST_ITL.labels == self.histogram_labels
+        self.ttft = histogram(S.REQUEST_TTFT, BUCKETS)
+        self.e2e = histogram(S.REQUEST_E2E, BUCKETS)
+        self.itl = histogram(S.REQUEST_ITL, ITL_BUCKETS)
         self.requests = make(Counter, S.REQUESTS)
         self.users = make(Gauge, S.LOADGEN_USERS)
         self.step = make(Gauge, S.LOADGEN_STEP)
@@ -64,12 +73,11 @@ class LoadgenMetrics:
     def observe(self, record) -> None:
         lb = {**self.labels, "step": str(record.step)}
         if record.ok:
+            key = tuple(lb[k] for k in self.histogram_labels)
             if record.ttft_s is not None:
-                self.ttft.labels(**lb).observe(record.ttft_s)
-            self.e2e.labels(**lb).observe(record.e2e_s)
-            h = self.itl.labels(**lb)
-            for gap in record.itl_s:
-                h.observe(gap)
+                self.ttft.observe(key, (record.ttft_s,))
+            self.e2e.observe(key, (record.e2e_s,))
+            self.itl.observe(key, record.itl_s)
         self.requests.labels(**lb, status=str(record.status), error_class=record.error_class or "").inc()
 
     def set_step(self, index: int, params) -> None:

@@ -62,6 +62,7 @@ def start_manifest(directory: Path, run_id: str, plan: RunPlan, cfg: Harness, ex
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "hypothesis": plan.hypothesis_id,
         "title": plan.hypothesis.title, "stack": plan.stack_name, "profile": plan.profile_name,
         "workload": plan.hypothesis.workload, "model": plan.model_handle, "endpoint": plan.openai_base, "tier_mode": plan.tier_mode,
+        "rig": cfg.rig_labels()["rig"], "site": cfg.site,
         "seed": plan.seed, "repetitions": plan.repetitions, "step_duration_s": plan.step_duration_s,
         "status": "running", "blocked": None, "session_id_ignored": False, "started_at": utc(now), "start": now,
         "ended_at": None, "end": None, "git": git_revision(), "host": host_facts(), "plan": plan.snapshot(),

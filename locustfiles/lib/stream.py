@@ -8,6 +8,7 @@ text chunks, E2E at the end of the stream. Token counts come from the final usag
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Optional
 
@@ -43,15 +44,26 @@ def error_message(status: int, body: bytes) -> str:
     return json.dumps(doc)[:300]
 
 
-def read_stream(response, record: RequestRecord, started: float, text: list[str]) -> None:
-    """Consume SSE lines from a geventhttpclient response as they arrive, filling ``record`` and
-    collecting the generated text (sessions send it back as the assistant's turn)."""
+# Where a chunk's text starts, found without parsing the chunk: chat's "delta":{"content":"…"} and
+# completions' "text":"…". The group is the string's first byte ('"' when the text is empty); a null,
+# "reasoning_content" or logprobs' "content":[…] never matches. Parsing every chunk cost the client's
+# one core ~4 µs a chunk; this scan ~0.4 µs.
+_TEXT_START = re.compile(rb'"(?:content|text)"\s*:\s*"(.)', re.S)
+# The chunks that must be parsed whatever the scan says: the usage chunk and a mid-stream error.
+_MUST_PARSE = re.compile(rb'"(?:usage|error)"\s*:\s*\{')
+
+
+def read_stream(response, record: RequestRecord, started: float, text: Optional[list[str]]) -> None:
+    """Consume SSE lines from a geventhttpclient response as they arrive, filling ``record``; with ``text``
+    a list, the generated text is collected too (sessions send it back as the assistant's turn), which
+    means parsing every text chunk. Without it only the usage and error chunks are parsed."""
     raw = response._response                     # FastResponse keeps the streaming socket response here
     last_text_at: Optional[float] = None
     counted = 0
     done = False
     while True:
         line = raw.readline(b"\n")
+        now = time.perf_counter()                  # at receipt, before any parsing
         if not line:
             break
         line = line.strip()
@@ -61,32 +73,39 @@ def read_stream(response, record: RequestRecord, started: float, text: list[str]
         if payload == DONE:
             done = True
             break
-        now = time.perf_counter()
-        try:
-            event = json.loads(payload)
-        except ValueError:
+        if not (payload.startswith(b"{") and payload.endswith(b"}")):
             record.error_class, record.error = "bad_stream", f"unparseable event: {payload[:80]!r}"
             return
-        if isinstance(event.get("error"), dict):        # errors sent mid-stream (vLLM, Dynamo)
-            record.error_class = "stream_error"
-            record.error = str(event["error"].get("message", event["error"]))[:300]
-            return
-        piece = chunk_text(event)
-        if piece:
-            text.append(piece)
+        start = _TEXT_START.search(payload)
+        has_text = start is not None and start.group(1) != b'"'
+        if (has_text and text is not None) or _MUST_PARSE.search(payload):
+            try:
+                event = json.loads(payload)
+            except ValueError:
+                record.error_class, record.error = "bad_stream", f"unparseable event: {payload[:80]!r}"
+                return
+            if isinstance(event.get("error"), dict):    # errors sent mid-stream (vLLM, Dynamo)
+                record.error_class = "stream_error"
+                record.error = str(event["error"].get("message", event["error"]))[:300]
+                return
+            piece = chunk_text(event)
+            has_text = bool(piece)
+            if piece and text is not None:
+                text.append(piece)
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                record.prompt_tokens = usage.get("prompt_tokens")
+                record.completion_tokens = usage.get("completion_tokens")
+                record.tokens_source = "usage"
+                details = usage.get("prompt_tokens_details") or {}
+                record.cached_tokens = details.get("cached_tokens")
+        if has_text:
             counted += 1
             if record.ttft_s is None:
                 record.ttft_s = now - started
             else:
                 record.itl_s.append(now - last_text_at)
             last_text_at = now
-        usage = event.get("usage")
-        if isinstance(usage, dict):
-            record.prompt_tokens = usage.get("prompt_tokens")
-            record.completion_tokens = usage.get("completion_tokens")
-            record.tokens_source = "usage"
-            details = usage.get("prompt_tokens_details") or {}
-            record.cached_tokens = details.get("cached_tokens")
     record.e2e_s = time.perf_counter() - started
     if record.tokens_source is None:
         record.completion_tokens, record.tokens_source = counted, "counted"
@@ -96,7 +115,8 @@ def read_stream(response, record: RequestRecord, started: float, text: list[str]
 
 def send(client, path: str, body: dict, record: RequestRecord, stats_name: str,
          text: list[str] | None = None) -> RequestRecord:
-    """POST a streaming request through a FastHttpSession and fill in ``record``.
+    """POST a streaming request through a FastHttpSession and fill in ``record`` (and ``text``, when given,
+    with the generated text).
 
     Locust's own stats get the HTTP request (failures carry the server's message), and on success
     a TTFT and an E2E entry of their own request types.
@@ -115,7 +135,7 @@ def send(client, path: str, body: dict, record: RequestRecord, stats_name: str,
             record.error = error_message(record.status, resp.content or b"")
         else:
             try:
-                read_stream(resp, record, started, text if text is not None else [])
+                read_stream(resp, record, started, text)
             except Exception as exc:                    # connection dropped mid-body
                 record.error_class, record.error = "stream_cut", f"{type(exc).__name__}: {exc}"[:300]
         record.e2e_s = record.e2e_s or time.perf_counter() - started

@@ -116,7 +116,7 @@ class PlanUser(FastHttpUser):
         req = self.workload.request_for(entry, params) if entry is not None else \
             self.workload.next(params, st.current().phase)
         rec = self._record(st, req, intended)
-        text: list[str] = []
+        text: Optional[list[str]] = [] if self.workload.wants_text else None
         try:
             send(self.client, "/" + req.path, req.body, rec, req.path, text)
         except GreenletExit:                       # Locust stopped this user mid-request (a step boundary)
@@ -128,7 +128,7 @@ class PlanUser(FastHttpUser):
         if intended is not None:
             rec.schedule_lag_s = rec.start_time - intended
         st.record(rec)
-        self.workload.done(req, rec.ok, "".join(text), rec.prompt_tokens)
+        self.workload.done(req, rec.ok, "".join(text or ()), rec.prompt_tokens)
         if rec.status == 400 and "session_id" in req.body and "session_id" in (rec.error or ""):
             self._session_id_refused(st, rec.error)
         return st.track(rec)

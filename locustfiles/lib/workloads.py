@@ -33,6 +33,7 @@ class Request:
 
 class Workload:
     name = ""
+    wants_text = False          # whether done() needs the generated text (collecting it parses every chunk)
 
     def __init__(self, model: str, user: int, seed: int, sizer: PromptSizer) -> None:
         self.model, self.user, self.seed = model, user, seed
@@ -84,6 +85,7 @@ class SessionedChat(Workload):
     """Multi-turn chat whose history grows each turn; with probability ``reuse_ratio`` a user goes
     back to one of its older sessions, whose KV others have pushed out meanwhile (rehydration)."""
     name = "sessioned_chat"
+    wants_text = True
     session_field = "user"          # OpenAI's own per-end-user field: every frontend accepts it
 
     def __init__(self, *args) -> None:
