@@ -6,7 +6,8 @@ pinned to CPU 1 for --seconds at 1, 64 and 256 concurrent streams. With --proces
 Locust's own master and N workers, and the target --target-workers processes: the target gets the first
 CPUs, the client the rest (512 and 1024 streams want a machine with the cores). TTFT error = measured TTFT - 100 ms (the target's own scheduling lag is in
 both columns alike); CPU per request = the client process's user+system time (os.wait4) divided by
-the requests it completed, start-up included. For our client the target also logs when each chunk left
+the requests it completed, start-up included, and "steady": the process tree's CPU while the load runs
+over the requests completed meanwhile. For our client the target also logs when each chunk left
 (--stamp-log), so its own lag is taken out: "recv lag" is the client's receive time of a chunk minus the
 target's send time of that chunk (first chunk, and every chunk), "target lag" the target's first chunk
 behind its schedule.
@@ -31,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 TTFT_MS, ITL_MS, TOKENS = 50.0, 20.0, 64
 
@@ -53,10 +56,29 @@ def cpu_split(target_workers: int, processes: int) -> tuple[str, str]:
     return f"0-{target_workers - 1}", f"{min(target_workers, last)}-{last}"
 
 
-def run_measured(cmd: list[str], env: dict, cwd: Path) -> float:
-    """Run to completion; return the child's CPU seconds (user + system)."""
+def tree_cpu(proc: psutil.Process) -> float:
+    """CPU seconds (user + system) of a process and its live children (Locust's workers)."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_measured(cmd: list[str], env: dict, cwd: Path, samples: list | None = None) -> float:
+    """Run to completion; return the child's CPU seconds (user + system, its reaped children included).
+    With ``samples``, (wall time, CPU seconds so far) of the process tree is appended every 0.5 s."""
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    watched = psutil.Process(proc.pid)
+    while True:
+        pid, status, usage = os.wait4(proc.pid, 0 if samples is None else os.WNOHANG)
+        if pid:
+            break
+        samples.append((time.time(), tree_cpu(watched)))
+        time.sleep(0.5)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{cmd[0:4]} exited with {proc.returncode}")
@@ -96,13 +118,31 @@ def ours(base: str, streams: int, seconds: int, work: Path, stamps: Path, cpus: 
     env = {**os.environ, "HARNESS_CONFIG": str(overlay), "ENDPOINT": base, "MODEL": "m",
            "CONCURRENCY": str(streams), "DURATION_S": str(seconds), "RUN_ID": f"clientbench-{streams}"}
     extra = ["--processes", str(processes)] if processes else []
+    samples: list[tuple[float, float]] = []
     cpu = run_measured(pinned(cpus, [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "h0.py"),
-                                     "--headless", "--only-summary", *extra]), env, work)
+                                     "--headless", "--only-summary", *extra]), env, work, samples)
     records = [json.loads(x) for x in (work / "results" / f"clientbench-{streams}" / "requests.jsonl").open()]
     ttft = [r["ttft_s"] * 1000 - TTFT_MS for r in records if r["ok"]]
     first, every, target = receive_lags(records, stamps)
     return (statistics.median(ttft), pct(ttft, 0.99), cpu * 1000 / len(ttft), len(ttft),
-            pct(first, 0.5), pct(first, 0.99), pct(every, 0.5), pct(every, 0.99), pct(target, 0.99))
+            pct(first, 0.5), pct(first, 0.99), pct(every, 0.5), pct(every, 0.99), pct(target, 0.99),
+            steady_cpu_ms(records, samples))
+
+
+def steady_cpu_ms(records: list[dict], samples: list[tuple[float, float]]) -> float:
+    """CPU per request while the load runs, start-up and shut-down left out: the CPU the process tree
+    spent between two samples, over the requests that completed between them (the first 3 s of load,
+    while users ramp up, and the last second left out)."""
+    done = sorted(r["start_time"] + r["e2e_s"] for r in records if r["ok"])
+    if not done:
+        return float("nan")
+    lo, hi = min(r["start_time"] for r in records) + 3, done[-1] - 1
+    inside = [(t, c) for t, c in samples if lo <= t <= hi]
+    if len(inside) < 2:
+        return float("nan")
+    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    n = sum(1 for t in done if t0 < t <= t1)
+    return (c1 - c0) * 1000 / n if n else float("nan")
 
 
 def guidellm(binary: str, base: str, streams: int, seconds: int, work: Path, cpus: str) -> tuple[float, float, float, int]:
@@ -142,8 +182,12 @@ def main() -> int:
         "--workers", str(args.target_workers)]), stdout=subprocess.PIPE, text=True, cwd=ROOT)
     rows = []
     try:
-        for _ in range(args.target_workers):
-            assert server.stdout.readline().strip() == "ready"
+        ready = 0
+        for line in server.stdout:              # every target process says "ready" once it listens
+            ready += line.strip() == "ready"
+            if ready == args.target_workers:
+                break
+        assert ready == args.target_workers, "the fixed-timing target did not start"
         base = f"http://127.0.0.1:{port}/v1"
         for streams in (int(x) for x in args.levels.split(",")):
             with tempfile.TemporaryDirectory() as tmp:
@@ -162,11 +206,12 @@ def main() -> int:
           f"CPUs {target_cpus}; client on CPUs {client_cpus}"
           f"{f', Locust --processes {args.processes}' if args.processes else ''}; {args.seconds} s per level; "
           "TTFT error in ms, client CPU in ms per request")
-    print(f"{'streams':>7} | {'ours p50':>8} {'p99':>7} {'cpu/req':>8} {'reqs':>6} | "
+    print(f"{'streams':>7} | {'ours p50':>8} {'p99':>7} {'cpu/req':>8} {'steady':>7} {'reqs':>6} | "
           f"{'guidellm p50':>12} {'p99':>7} {'cpu/req':>8} {'reqs':>6}")
     for streams, m, t in rows:
         theirs = f"{t[0]:12.2f} {t[1]:7.2f} {t[2]:8.2f} {t[3]:6d}" if t else f"{'-':>12} {'-':>7} {'-':>8} {'-':>6}"
-        print(f"{streams:7d} | {m[0]:8.2f} {m[1]:7.2f} {m[2]:8.2f} {m[3]:6d} | {theirs}")
+        print(f"{streams:7d} | {m[0]:8.2f} {m[1]:7.2f} {m[2]:8.2f} {m[9]:7.2f} {m[3]:6d} | {theirs}")
+    print("(cpu/req: the whole run, start-up included, over its requests; steady: while the load runs)")
     print("\nours against the target's own send stamps (ms): receive lag of the first chunk and of every chunk, "
           "and the target's first chunk behind its schedule")
     print(f"{'streams':>7} | {'first p50':>9} {'p99':>7} | {'every p50':>9} {'p99':>7} | {'target p99':>10}")

@@ -87,7 +87,7 @@ def main() -> None:
     app.router.add_post("/v1/chat/completions", completions)
 
     async def ready(_app):
-        print("ready", flush=True)
+        os.write(1, b"ready\n")              # one write: N processes share the pipe
     app.on_startup.append(ready)
     try:
         web.run_app(app, host="127.0.0.1", port=args.port, print=None, reuse_port=args.workers > 1)

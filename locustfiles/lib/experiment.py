@@ -9,6 +9,7 @@ user that sends (or, in an open loop, dispatches) requests is ``user``.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -111,7 +112,19 @@ def _stop_on_sigterm(environment) -> None:
     environment.runner.quit()
 
 
+def quiet_gc() -> None:
+    """Keep the garbage collector out of the measurement. Everything alive at the start (Locust, the plan,
+    prompts, the tokenizer) is moved out of the collector's reach (gc.freeze), and young collections run
+    ten times less often: a full collection over those objects stopped the event loop for ~50 ms in a
+    15 s run at 256 streams — every chunk arriving meanwhile took it as client lag. Records and chunks
+    hold no reference cycles, so reference counting frees them as before."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(7000, 10, 10)
+
+
 def _on_test_start(environment, **_kw) -> None:
+    quiet_gc()
     st = state.current()
     if not isinstance(environment.runner, WorkerRunner):
         # SIGTERM ends the run as Ctrl-C does: steps closed, manifest `incomplete` with its reason. Locust's
