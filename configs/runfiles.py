@@ -97,10 +97,16 @@ class RecordWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._lock = threading.Lock()
 
-    def write(self, record: RequestRecord) -> None:
+    def write(self, record: RequestRecord) -> bytes:
+        """Append one record (one write: several processes may share the file); returns the line."""
         line = (record.to_json() + "\n").encode()
+        self.write_lines(line)
+        return line
+
+    def write_lines(self, lines: bytes) -> None:
+        """Append complete lines written elsewhere (a worker's records, gathered by the master)."""
         with self._lock:
-            os.write(self._fd, line)
+            os.write(self._fd, lines)
 
     def close(self) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -37,6 +38,11 @@ def _hostport(url: str) -> tuple[str, str]:
 def connect_host(listen: str) -> str:
     """Where to reach a service that listens on ``listen`` (all interfaces: via loopback)."""
     return "127.0.0.1" if listen in ("0.0.0.0", "::") else listen
+
+
+def advertise_host(listen: str) -> str:
+    """Where another host reaches a service that listens on ``listen`` (all interfaces: this host's name)."""
+    return socket.getfqdn() if listen in ("0.0.0.0", "::") else listen
 
 
 def jobs(cfg: Harness) -> list[Job]:

@@ -174,7 +174,58 @@ def test_distributed_run_is_one_consistent_run(rig):
     with open(f"{prefix}_stats.csv") as f:
         stats = {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
     assert int(stats[("E2E", "completions")]["Request Count"]) == sum(r["ok"] for r in records)
+    copies = [r for f in (run / "workers").glob("*.jsonl") for r in read_records(f)]     # each worker's own
+    assert sorted(map(json.dumps, copies)) == sorted(map(json.dumps, records))
     assert manifest(run)["status"] == "complete" and manifest(run)["locust"]["mode"] == "master"
+
+
+def test_a_worker_on_another_host_sends_its_records_and_metrics_to_the_master(rig, tmp_path):
+    """Master and worker as separate processes with their own working directory, config and results
+    directory (what two hosts have; not --processes): the worker's records reach the master's
+    requests.jsonl through Locust's messages, its own copy stays on its side, and the master announces the
+    worker's metrics to its Prometheus."""
+    import yaml
+    doc = yaml.safe_load(rig["overlay"].read_text())
+    home = tmp_path / "worker-host"
+    home.mkdir()
+    worker_port = free_port()
+    doc.update(results_dir=str(home / "results"), run_dir=str(home / "run"))
+    doc["loadgen"] = {**doc["loadgen"], "metrics_port": worker_port - 1}     # worker 0 serves on metrics_port + 1
+    (home / "overlay.yaml").write_text(yaml.safe_dump(doc))
+    master_port = free_port()
+    before = set(runs(rig, "h2b"))
+    master = locust(rig, "h2b", "--master", "--expect-workers", "1", "--master-bind-port", str(master_port),
+                    env={"DURATION_S": "3", "CONTEXT_TOKENS": "256"}, wait=False)
+    worker = subprocess.Popen([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "h2b.py"), "--worker",
+                               "--master-host", "127.0.0.1", "--master-port", str(master_port)], cwd=home,
+                              env={**os.environ, "HARNESS_CONFIG": str(home / "overlay.yaml"), "MODEL": "l70b"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    targets = rig["tmp"] / "run" / "prometheus" / "targets"
+    announced = []
+    try:
+        while master.poll() is None:
+            announced += [json.loads(f.read_text()) for f in targets.glob("loadgen-*.json")
+                          if f.name.endswith(f"_{worker_port}.json")]
+            time.sleep(0.2)
+        out = master.stdout.read()
+        assert master.returncode == 0, out[-3000:]
+        assert worker.wait(timeout=60) == 0
+    finally:
+        for p in (master, worker):
+            if p.poll() is None:
+                p.kill()
+    [run] = set(runs(rig, "h2b")) - before
+    records = read_records(run / "requests.jsonl")
+    assert records and len({r["worker"] for r in records}) == 1
+    assert any(r["error_class"] == "cancelled_by_step" for r in records)   # cut at the end, and still sent
+    [copy] = (home / "results" / run.name / "workers").glob("*.jsonl")
+    assert sorted(map(json.dumps, read_records(copy))) == sorted(map(json.dumps, records))
+    assert not (home / "results" / run.name / "requests.jsonl").exists()
+    assert manifest(run)["status"] == "complete" and manifest(run)["locust"]["mode"] == "master"
+    assert not [n for n in manifest(run)["notes"] if "did not all reach the master" in n["text"]]
+    assert announced and announced[0][0]["targets"] == [f"127.0.0.1:{worker_port}"]
+    assert announced[0][0]["labels"]["worker"] == records[0]["worker"]
+    assert not list(targets.glob(f"loadgen-*_{worker_port}.json"))      # withdrawn when the run ended
 
 
 def listening_addresses(port: int) -> list[str]:

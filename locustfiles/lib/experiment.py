@@ -25,7 +25,7 @@ from configs.paths import check_name
 from configs.run import normalise_endpoint
 from configs.runfiles import REQUEST_MANIFEST, write_request_manifest
 
-from . import state
+from . import gather, state
 from .preflight import UNKNOWN_FIELD, size_prompts, unknown_fields_ignored
 from .run import GrafanaAnnotator, new_run_id, run_dir, start_manifest, wait_for_model
 from .shape import PlanShape
@@ -141,14 +141,20 @@ def _on_test_start(environment, **_kw) -> None:
 
 def _on_test_stop(environment, **_kw) -> None:
     st = state.current()
-    if isinstance(environment.runner, WorkerRunner) or st.manifest is None:
+    if isinstance(environment.runner, WorkerRunner):
+        gather.flush(st, final=True)      # before Locust tells the master this worker stopped
         return
+    if st.manifest is None:
+        return
+    if isinstance(environment.runner, MasterRunner):
+        gather.finish_workers(environment.runner, st)
     reason = st.failed or (None if st.completed else st.stop_reason or "stopped before the last step ended")
     st.close(st.completed and not st.failed, reason)
 
 
 def _on_quitting(environment, **_kw) -> None:
     st = state.current()
+    gather.flush(st)
     st.close(st.completed and not st.failed, st.failed or "process quit before the last step ended")
 
 
@@ -157,10 +163,11 @@ def _on_run_message(environment, msg, **_kw) -> None:
     data = msg.data
     st = state.STATE = RunState(state.current().hypothesis_id, data["env"])
     st.sizer.restore(data["sizing"])
-    st.open(data["run_id"])
+    st.open(data["run_id"], worker=True)
     # worker N (Locust's index from the master) on metrics_port + 1 + N: predictable, so firewall-able
-    st.serve_metrics(st.cfg.loadgen.metrics_port + 1 + environment.runner.worker_index)
+    address = st.serve_metrics(st.cfg.loadgen.metrics_port + 1 + environment.runner.worker_index)
     st.metrics.count_users(environment.runner)
+    gather.start_worker(environment, st, address)
     st.enter_slot(data["slot"])
 
 
@@ -172,7 +179,10 @@ def _on_init(environment, **_kw) -> None:
     if isinstance(environment.runner, WorkerRunner):
         environment.runner.register_message(MSG_RUN, _on_run_message)
         environment.runner.register_message(MSG_SLOT, _on_slot_message)
+        gather.register_worker(environment.runner)
     elif environment.runner is not None:
+        if isinstance(environment.runner, MasterRunner):
+            gather.register_master(environment.runner)
         _begin_run(environment)
 
 

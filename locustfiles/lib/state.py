@@ -10,7 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from configs import ConfigError, RunPlan, Step, load, plan_run
 from configs.paths import resolve
@@ -27,6 +27,8 @@ from .run import GrafanaAnnotator, run_dir
 
 log = logging.getLogger("sparkrig.loadgen")
 MSG_RUN, MSG_SLOT = "sparkrig:run", "sparkrig:slot"
+# worker -> master: records, a run file's line (outages, blocked), a worker's metrics address (gather.py)
+MSG_RECORDS, MSG_RUN_FILE, MSG_METRICS = "sparkrig:records", "sparkrig:run_file", "sparkrig:metrics"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,10 @@ class RunState:
         self.failed: Optional[str] = None
         self.run_id: Optional[str] = None
         self.writer: Optional[RecordWriter] = None
+        self.outbox: Optional[list[bytes]] = None     # a worker's records not yet sent to the master
+        self.to_master: Optional[Callable[[str, object], None]] = None   # a worker's runner.send_message
+        self.announced: list[Path] = []               # file_sd files a master wrote for its workers
+        self.workers_pending: set[str] = set()        # a master's workers whose last records have not come
         self.metrics: Optional[LoadgenMetrics] = None
         self.manifest: Optional[Manifest] = None
         self.fio: Optional[FioJob] = None
@@ -112,12 +118,18 @@ class RunState:
         return self.slots[min(self.slot, len(self.slots) - 1)]
 
     # ---- lifecycle -----------------------------------------------------------------------------
-    def open(self, run_id: str) -> None:
-        """Every process: the run's records file and metrics (served by serve_metrics)."""
+    def open(self, run_id: str, worker: bool = False) -> None:
+        """Every process: the run's records file and metrics (served by serve_metrics). A worker, on this
+        host or another, keeps its own copy of its records (workers/<name>.jsonl, written as they end)
+        and sends them to the master, which writes the run's requests.jsonl (gather.py)."""
         self.run_id = run_id
         directory = run_dir(self.cfg, run_id)
         directory.mkdir(parents=True, exist_ok=True)
-        self.writer = RecordWriter(directory / "requests.jsonl")
+        if worker:
+            self.writer = RecordWriter(directory / "workers" / f"{self.worker}.jsonl")
+            self.outbox = []
+        else:
+            self.writer = RecordWriter(directory / "requests.jsonl")
         if self.workload == "rehydrate_replay":                # one session list per context size
             sessions: dict[int, int] = {}
             for step in self.plan.steps:
@@ -129,7 +141,9 @@ class RunState:
                   "workload": self.workload, "worker": self.worker}
         self.metrics = LoadgenMetrics(labels)
 
-    def serve_metrics(self, port: int) -> None:
+    def serve_metrics(self, port: int) -> str:
+        """Serve this process' metrics and announce them to this host's Prometheus; returns the address
+        another host reaches them at."""
         lg = self.cfg.loadgen
         try:
             served = self.metrics.serve(lg.listen, port if port < 65536 else 0)
@@ -142,12 +156,24 @@ class RunState:
             self.metrics.sd_file = promconfig.register_loadgen(local.targets_dir(self.cfg), address,
                                                                {"worker": self.worker})
         log.info("loadgen metrics on http://%s/metrics", address)
+        return f"{promconfig.advertise_host(lg.listen)}:{served}"
 
     def record(self, rec: RequestRecord) -> None:
         if self.writer is None:          # the run closed while this request was in flight (process quitting)
             return
-        self.writer.write(rec)
+        line = self.writer.write(rec)
+        if self.outbox is not None:
+            self.outbox.append(line)
         self.metrics.observe(rec)
+
+    def run_file_line(self, name: str, line: str) -> None:
+        """Append a line to a file of the run directory: here on the master or a local run, through the
+        master from a worker (whose run directory may be on another host)."""
+        if self.to_master is not None:
+            self.to_master(MSG_RUN_FILE, {"name": name, "line": line})
+        else:
+            with open(run_dir(self.cfg, self.run_id) / name, "a") as f:
+                f.write(line + "\n")
 
     def enter_slot(self, index: int) -> None:
         if index == self.slot and (self.manifest is None or self.manifest.doc["steps"]):
@@ -213,8 +239,7 @@ class RunState:
             self.manifest.note(f"outage: {outage['failures']} requests failed ({outage['kind']}) from "
                                f"{outage['started_at']} to {outage['ended_at']}")
         elif self.run_id:                  # a worker process: the master's manifest is not ours to write
-            with open(run_dir(self.cfg, self.run_id) / f"outages-{self.worker}.jsonl", "a") as f:
-                f.write(json.dumps(outage) + "\n")
+            self.run_file_line(f"outages-{self.worker}.jsonl", json.dumps(outage))
 
     def close(self, complete: bool, reason: Optional[str]) -> None:
         if (open_outage := self.outages.end()) is not None:
@@ -233,6 +258,8 @@ class RunState:
             self.writer = None           # users still running until Locust kills them stop sending (see request)
         if self.metrics:
             self.metrics.close()
+        for path in self.announced:
+            path.unlink(missing_ok=True)
 
 
 STATE: Optional[RunState] = None        # set by experiment(); a worker's is replaced by the master's run

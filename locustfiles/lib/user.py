@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from pathlib import Path
 from typing import Optional
 
 import gevent
@@ -18,7 +17,6 @@ from configs.runfiles import CANCELLED_BY_STEP, SHED_BY_CLIENT, RequestRecord, r
 
 from . import arrivals, state, trace, workloads
 from .arrivals import OpenLoop
-from .run import run_dir
 from .state import RunState
 from .stream import send
 
@@ -149,6 +147,6 @@ class PlanUser(FastHttpUser):
             if st.manifest is not None:
                 st.manifest.block(reason)
             else:
-                Path(run_dir(st.cfg, st.run_id) / f"blocked-{st.worker}.txt").write_text(reason + "\n")
+                st.run_file_line(f"blocked-{st.worker}.txt", reason)
 
 
