@@ -61,6 +61,7 @@ bench: setup
 	$(PY) bench/client_bench.py
 	$(PY) bench/report_bench.py
 	$(PY) bench/soak_bench.py
+	$(PY) bench/fleet_sizing.py
 
 sweep: setup
 	$(PY) -m rig sweep
