@@ -54,6 +54,11 @@ class Source:
 
 
 class PrometheusSource(Source):
+    # points per series and query: Prometheus' limit. VictoriaMetrics allows 30,000, and estimates how far
+    # back a point may look from the samples inside the query's window: chunks of a few scrape intervals
+    # come back with holes there (seen with 7-point chunks), ours are 11,000 points.
+    max_points = MAX_POINTS
+
     def __init__(self, url: str, retries: int = 4, backoff_s: float = 0.5, timeout_s: int = 60,
                  progress: Callable[[str], None] | None = None) -> None:
         retry = Retry(total=retries, backoff_factor=backoff_s, status_forcelist=(500, 502, 503, 504),
@@ -72,7 +77,7 @@ class PrometheusSource(Source):
 
     def range(self, name, query, start, end, step):
         parts = []
-        for a, b in chunks(start, end, step):
+        for a, b in chunks(start, end, step, self.max_points):
             try:
                 result = self.client.custom_query_range(
                     query, datetime.fromtimestamp(a, timezone.utc), datetime.fromtimestamp(b, timezone.utc),
