@@ -230,8 +230,8 @@ def verdict_doc(a: RunAnalysis) -> dict:
                 "knee_index": a.knee.knee_index, "u_work": a.knee.u_work, "reason": a.knee.reason,
                 "throughput_saturation": a.saturation}
     return {"run_id": a.run_id, "rig": a.manifest.get("rig"), "hypothesis": a.manifest["hypothesis"],
-            "stack": a.manifest["stack"], "verdict": a.verdict, "knee": knee, "evidence": a.evidence, "gates": [g.as_dict() for g in a.gates],
-            "telemetry_missing": telemetry_missing(a)}
+            "stack": a.manifest["stack"], "verdict": a.verdict, "knee": knee, "evidence": a.evidence,
+            "gates": [g.as_dict() for g in a.gates], "telemetry_missing": telemetry_missing(a)}
 
 
 def telemetry_missing(a: RunAnalysis) -> list[str]:

@@ -61,8 +61,8 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
         duration = max(end - s["start"], 1e-9)
         row = {
             "run_id": manifest["run_id"], "rig": manifest.get("rig") or "-", "hypothesis": manifest["hypothesis"],
-            "stack": manifest["stack"], "slot": s["index"], "step": s["step"], "repetition": s["repetition"], "phase": s["phase"],
-            "label": s["label"], "concurrency": s["target_concurrency"], "context_tokens": s["target_context_tokens"],
+            "stack": manifest["stack"], "slot": s["index"], "step": s["step"], "repetition": s["repetition"],
+            "phase": s["phase"], "label": s["label"], "concurrency": s["target_concurrency"], "context_tokens": s["target_context_tokens"],
             "fio_profile": s.get("fio_profile") or "none", "start": s["start"], "end": end, "duration_s": duration,
             "warmup_s": warmup_s(duration), "requests": len(mine), "ok": len(ok), "errors": len(mine) - len(ok),
             "cancelled_by_step": cancelled, "shed_by_client": shed,

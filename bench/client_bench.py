@@ -4,16 +4,16 @@ The target is `python -m stacksim.fixed_timing` (first token 50 ms after the req
 20 ms, 64 tokens: the timing the load-model issue measured with) pinned to CPU 0; each client runs
 pinned to CPU 1 for --seconds at 1, 64 and 256 concurrent streams. With --processes N our client is
 Locust's own master and N workers, and the target --target-workers processes: the target gets the first
-CPUs, the client the rest (512 and 1024 streams want a machine with the cores). TTFT error = measured TTFT - 100 ms (the target's own scheduling lag is in
-both columns alike); CPU per request = the client process's user+system time (os.wait4) divided by
-the requests it completed, start-up included, and "steady": the process tree's CPU while the load runs
-over the requests completed meanwhile. For our client the target also logs when each chunk left
+CPUs, the client the rest (512 and 1024 streams want a machine with the cores). TTFT error = measured
+TTFT - 50 ms (the target's own scheduling lag is in both columns alike); CPU per request = the client
+process's user+system time (os.wait4) divided by the requests it completed, start-up included, and
+"steady": the process tree's CPU while the load runs over the requests completed meanwhile. For our client the target also logs when each chunk left
 (--stamp-log), so its own lag is taken out: "recv lag" is the client's receive time of a chunk minus the
 target's send time of that chunk (first chunk, and every chunk), "target lag" the target's first chunk
 behind its schedule.
 
     python bench/client_bench.py [--seconds 30] [--levels 1,64,256] [--guidellm var/guidellm-venv/bin/guidellm]
-    python bench/client_bench.py --levels 512,1024 --processes 8 --target-workers 4
+    python bench/client_bench.py --levels 512,1024 --processes 8 --target-workers 6
 
 guidellm is large (it pulls torch); install it apart:
     python3 -m venv var/guidellm-venv && var/guidellm-venv/bin/pip install guidellm

@@ -88,3 +88,11 @@ def test_ports_come_from_env_and_must_match_configs(tmp_path):
     assert refused.returncode == 2 and "PROMETHEUS_PORT=9191 in .env but 9090 in configs" in refused.stderr
     env["PROMETHEUS_PORT"] = str(load().prometheus.port)
     assert run_module("rig", "render", "--targets-dir", str(tmp_path / "t"), env=env).returncode == 0
+    # the rig's name too, where configs set one (unset there: .env's name stands)
+    overlay = tmp_path / "rig.yaml"
+    overlay.write_text("rig: spark-07\n")
+    env.update(SPARKRIG_RIG="spark-08", HARNESS_CONFIG=str(overlay))
+    refused = run_module("rig", "render", "--targets-dir", str(tmp_path / "t"), env=env)
+    assert refused.returncode == 2 and "SPARKRIG_RIG=spark-08 in .env but spark-07 in configs" in refused.stderr
+    env["SPARKRIG_RIG"] = "spark-07"
+    assert run_module("rig", "render", "--targets-dir", str(tmp_path / "t"), env=env).returncode == 0
