@@ -50,19 +50,22 @@ def select_runs(results: Path, run_ids: list[str], all_runs: bool, since: str | 
     return dirs
 
 
-def of_rigs(runs: list[Path], rigs: list[str]) -> list[Path]:
-    """The runs whose manifest names one of ``rigs``."""
-    wanted = {check_name(r, "rig") for r in rigs}
+def of_fleet(runs: list[Path], rigs: list[str], sites: list[str]) -> list[Path]:
+    """The runs whose manifest names one of ``rigs`` (when given) and one of ``sites`` (when given)."""
+    wanted = {"rig": {check_name(r, "rig") for r in rigs}, "site": {check_name(s, "site") for s in sites}}
     kept = []
     for d in runs:
         try:
-            if read_manifest(d / "manifest.json").get("rig") in wanted:
-                kept.append(d)
+            m = read_manifest(d / "manifest.json")
         except (ValueError, TypeError, OSError) as exc:     # one damaged run never blocks the others
             progress(f"skipped {d.name}: {exc}")
+            continue
+        if all(not names or m.get(key) in names for key, names in wanted.items()):
+            kept.append(d)
     if not kept:
-        raise ConfigError(f"no runs of rig {', '.join(sorted(wanted))} among the {len(runs)} selected "
-                          "(a run's rig is in its manifest.json)")
+        asked = "; ".join(f"{key} {', '.join(sorted(names))}" for key, names in wanted.items() if names)
+        raise ConfigError(f"no runs of {asked} among the {len(runs)} selected (a run's rig and site are in its "
+                          "manifest.json)")
     return kept
 
 
@@ -81,6 +84,7 @@ def main(argv=None) -> int:
     rep.add_argument("--rig", action="append", default=[],
                      help="only runs of this rig (repeatable; without --run/--since: all of its runs); two or more "
                           "put the same hypothesis side by side across rigs")
+    rep.add_argument("--site", action="append", default=[], help="only runs of rigs at this site (repeatable)")
     rep.add_argument("--offline", action="store_true", help="read telemetry exported beside each run")
     rep.add_argument("--out", help="directory of the combined report (default results/report)")
     exp = sub.add_parser("export", help="save a run's telemetry beside it, for report --offline")
@@ -104,9 +108,10 @@ def main(argv=None) -> int:
                                                        "start": start - 30, "end": end, "step_s": step})
                 print(f"exported {run_dir / 'telemetry'}")
             return 0
-        runs = select_runs(results, args.run, args.all or bool(args.rig), args.since)
-        if args.rig:
-            runs = of_rigs(runs, args.rig)
+        fleet = bool(args.rig or args.site)
+        runs = select_runs(results, args.run, args.all or fleet, args.since)
+        if fleet:
+            runs = of_fleet(runs, args.rig, args.site)
         online = None
         if not args.offline:
             online = PrometheusSource(url, progress=progress)

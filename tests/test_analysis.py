@@ -231,3 +231,28 @@ def test_refusals_behind_a_block_are_not_errors_but_other_failures_are():
                                       "Internal server error", "boom"]})
     assert blocking_refusals(manifest, records).tolist() == [True, False, False, False]
     assert not blocking_refusals({}, records).any()
+
+
+def test_runs_are_chosen_by_rig_and_site_and_each_query_is_scoped_to_its_rig(tmp_path):
+    """--rig / --site keep the runs whose manifests name them (a damaged one is skipped with a line); a
+    run's queries match its rig's series or unlabelled ones (the rig's own Prometheus), any rig for a run
+    from before rigs were recorded."""
+    from analysis.__main__ import of_fleet
+    from analysis.telemetry import QUERIES, scope
+    from configs import ConfigError
+    for name, rig, site in (("a", "spark-01", "lab.a"), ("b", "spark-02", "lab.a"), ("c", "spark-03", None)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"run_id": name, "start": 1.0, "stack": "stackB",
+                                                                    "hypothesis": "H0", "rig": rig, "site": site}))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "manifest.json").write_text("{not json")
+    runs = sorted(tmp_path.iterdir())
+    assert [d.name for d in of_fleet(runs, ["spark-01", "spark-03"], [])] == ["a", "c"]
+    assert [d.name for d in of_fleet(runs, [], ["lab.a"])] == ["a", "b"]
+    with pytest.raises(ConfigError, match="no runs of rig spark-03; site lab.a"):
+        of_fleet(runs, ["spark-03"], ["lab.a"])
+    where = scope({"rig": "spark.01", "site": None})
+    assert where == 'rig=~"spark[.]01|",site=~".*"'
+    assert scope({}) == 'rig=~".*",site=~".*"'
+    query = QUERIES["nvme_reads"][0].format(run_id="r", scope=where)
+    assert query.endswith('{role="kv_tier2",rig=~"spark[.]01|",site=~".*"})')
