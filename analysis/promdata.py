@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 import pandas as pd
 import requests
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 MAX_POINTS = 11_000
@@ -54,17 +54,17 @@ class Source:
 
 
 class PrometheusSource(Source):
-    # points per series and query: Prometheus' limit. VictoriaMetrics allows 30,000, and estimates how far
-    # back a point may look from the samples inside the query's window: chunks of a few scrape intervals
-    # come back with holes there (seen with 7-point chunks), ours are 11,000 points.
-    max_points = MAX_POINTS
+    max_points = MAX_POINTS        # per series and query: Prometheus' limit (VictoriaMetrics allows 30,000)
 
     def __init__(self, url: str, retries: int = 4, backoff_s: float = 0.5, timeout_s: int = 60,
                  progress: Callable[[str], None] | None = None) -> None:
         retry = Retry(total=retries, backoff_factor=backoff_s, status_forcelist=(500, 502, 503, 504),
                       allowed_methods=("GET", "POST"))
-        self.url = url
-        self.client = PrometheusConnect(url=url, retry=retry, timeout=timeout_s)
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, HTTPAdapter(max_retries=retry))
         self.progress = progress or (lambda _m: None)
         self.frames: dict[str, pd.DataFrame] = {}
 
@@ -78,20 +78,32 @@ class PrometheusSource(Source):
     def range(self, name, query, start, end, step):
         parts = []
         for a, b in chunks(start, end, step, self.max_points):
+            # start and end to the millisecond: a client that rounds them to whole seconds (as
+            # prometheus-api-client did) moves every chunk off the step grid, and points go missing where
+            # chunks meet
+            form = {"query": query, "start": f"{a:.3f}", "end": f"{b:.3f}", "step": f"{round(step * 1000)}ms"}
             try:
-                result = self.client.custom_query_range(
-                    query, datetime.fromtimestamp(a, timezone.utc), datetime.fromtimestamp(b, timezone.utc),
-                    f"{round(step * 1000)}ms")
-            except PrometheusApiClientException as exc:
-                raise TelemetryError(f"query {name!r} failed: {str(exc).splitlines()[0][:200]}") from None
+                resp = self.session.post(f"{self.url}/api/v1/query_range", data=form, timeout=self.timeout_s)
             except requests.RequestException as exc:
                 raise TelemetryError(f"Prometheus at {self.url} stopped answering ({type(exc).__name__})") from None
+            if resp.status_code != 200:
+                raise TelemetryError(f"query {name!r} failed: HTTP {resp.status_code}: {api_error(resp)}")
+            result = resp.json()["data"]["result"]
             parts.append(to_frame(result))
-        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+        parts = [p for p in parts if not p.empty] or [pd.DataFrame(columns=COLUMNS)]
+        frame = pd.concat(parts, ignore_index=True).astype({"time": float, "series": str, "value": float})
         frame = frame.drop_duplicates(["time", "series"]).sort_values("time", ignore_index=True)
         self.frames[name] = frame
         self.progress(f"  {name}: {frame['series'].nunique()} series, {len(frame)} points")
         return frame
+
+
+def api_error(resp: requests.Response) -> str:
+    """The query API's own words ({"error": ...}), or the start of the body."""
+    try:
+        return str(resp.json().get("error"))[:200]
+    except ValueError:
+        return resp.text.strip().splitlines()[0][:200] if resp.text.strip() else "no body"
 
 
 class FileSource(Source):

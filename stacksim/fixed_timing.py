@@ -2,13 +2,13 @@
 the request arrived and the next ones every --itl-ms, whatever the load, so a client's own timing
 error can be measured (tests, and the client benchmark against guidellm).
 
-With --stamp-log, each stream's chunk send times (time.time(), written the moment each chunk leaves)
-are appended to that JSONL file under the request's identity (configs.runfiles.request_hash of its body
-without the streaming options): a client's receive time of each chunk minus these stamps is the
-client's own lag, apart from whatever lag the target itself had.
+With --stamp-log, each stream's chunk send times (time.time(), taken as each chunk is handed to the
+socket) are appended to that JSONL file under the request's identity (configs.runfiles.request_hash of
+its body without the streaming options): a client's receive time of each chunk minus these stamps is
+the client's own lag, apart from whatever lag the target itself had.
 
 With --workers N, N processes share the port (SO_REUSEPORT), so the target keeps its timing at a
-thousand streams on a machine with the cores; each says "ready" on stdout once it listens.
+thousand streams on a machine with the cores; each says "ready" on stdout as it starts.
 
     python -m stacksim.fixed_timing --port 8999 --model m --ttft-ms 50 --itl-ms 20 --tokens 64
 """
@@ -67,8 +67,9 @@ def main() -> None:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             choice = {"index": 0, "delta": {"content": f" t{i}"}} if chat else {"index": 0, "text": f" t{i}"}
             chunk = {"object": "chat.completion.chunk" if chat else "text_completion", "choices": [choice]}
-            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            sent.append(time.time())
+            data = f"data: {json.dumps(chunk)}\n\n".encode()
+            sent.append(time.time())          # before the write: a client cannot receive a chunk earlier
+            await resp.write(data)
         if stamps is not None:
             plain = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
             endpoint = "chat/completions" if chat else "completions"
