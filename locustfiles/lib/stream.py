@@ -53,6 +53,10 @@ _TEXT_START = re.compile(rb'"(?:content|text)"\s*:\s*"(.)', re.S)
 _MUST_PARSE = re.compile(rb'"(?:usage|error)"\s*:\s*\{')
 
 
+def _unparseable(record: RequestRecord, payload: bytes) -> None:
+    record.error_class, record.error = "bad_stream", f"unparseable event: {payload[:80]!r}"
+
+
 def read_stream(response, record: RequestRecord, started: float, text: Optional[list[str]]) -> None:
     """Consume SSE lines from a geventhttpclient response as they arrive, filling ``record``; with ``text``
     a list, the generated text is collected too (sessions send it back as the assistant's turn), which
@@ -74,7 +78,7 @@ def read_stream(response, record: RequestRecord, started: float, text: Optional[
             done = True
             break
         if not (payload.startswith(b"{") and payload.endswith(b"}")):
-            record.error_class, record.error = "bad_stream", f"unparseable event: {payload[:80]!r}"
+            _unparseable(record, payload)
             return
         start = _TEXT_START.search(payload)
         has_text = start is not None and start.group(1) != b'"'
@@ -82,7 +86,7 @@ def read_stream(response, record: RequestRecord, started: float, text: Optional[
             try:
                 event = json.loads(payload)
             except ValueError:
-                record.error_class, record.error = "bad_stream", f"unparseable event: {payload[:80]!r}"
+                _unparseable(record, payload)
                 return
             if isinstance(event.get("error"), dict):    # errors sent mid-stream (vLLM, Dynamo)
                 record.error_class = "stream_error"
