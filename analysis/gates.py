@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .correlate import GRID_S
-from .telemetry import ALIGNMENT, single
+from .telemetry import ALIGNMENT, ALIGNMENT_TARGETS, raw_name
 
 
 @dataclass(frozen=True)
@@ -26,26 +26,51 @@ class Gate:
         return d
 
 
+def scraped_times(frames: dict[str, pd.DataFrame], source: str) -> np.ndarray:
+    """When ``source`` was really scraped with its target up (ALIGNMENT: raw samples, not a range query's
+    lookback fill), sorted."""
+    frame = frames.get(raw_name(source))
+    if frame is None or frame.empty:
+        return np.array([])
+    want = ALIGNMENT[source][1]
+    if want is not None:
+        frame = frame[frame["value"] == want]
+    return np.unique(frame["time"].to_numpy(dtype=float))
+
+
+def fresh_share(times: np.ndarray, start: float, end: float, stale_s: float = 2.0) -> float:
+    """Share of the 200 ms grid over [start, end) with a sample no older than ``stale_s``."""
+    grid = np.arange(start, end, GRID_S)
+    if not len(grid) or not len(times):
+        return 0.0
+    idx = np.searchsorted(times, grid, side="right") - 1
+    fresh = (idx >= 0) & (grid - times[np.clip(idx, 0, None)] <= stale_s)
+    return float(fresh.mean())
+
+
+# below this share a source was not there at all (a last scrape or two at the run's edge aside)
+ALIGNMENT_SEEN_MIN = 0.10
+
+
 def alignment(frames: dict[str, pd.DataFrame], start: float, end: float, tiered: bool,
               stale_s: float = 2.0) -> Gate:
     """Share of the 200 ms grid where each source has a sample no older than ``stale_s`` (two scrapes
-    of the slowest, 1 s, job: one late scrape is jitter, two are a gap)."""
-    grid = np.arange(start, end, GRID_S)
+    of the slowest, 1 s, job: one late scrape is jitter, two are a gap). Samples are the ones really
+    scraped, with their target up: a Prometheus outage or a KVBM that stopped answering is a gap here
+    even where a range query or a frozen counter would show a value."""
     shares, missing = {}, []
-    for source, name in ALIGNMENT.items():
+    for source in ALIGNMENT:
         if source == "kv" and not tiered:
             continue
-        s = single(frames.get(name, pd.DataFrame(columns=["time", "series", "value"])))
-        if s.empty:
-            missing.append(name)
-            continue
-        t = s.index.to_numpy()
-        idx = np.searchsorted(t, grid, side="right") - 1
-        fresh = (idx >= 0) & (grid - t[np.clip(idx, 0, None)] <= stale_s)
-        shares[source] = float(fresh.mean()) if len(grid) else 0.0
+        share = fresh_share(scraped_times(frames, source), start, end, stale_s)
+        if share < ALIGNMENT_SEEN_MIN:
+            missing.append(source)
+        else:
+            shares[source] = share
     if missing:
-        return Gate("aligned_samples", "missing", "TELEMETRY_MISSING", "no samples for " + ", ".join(missing),
-                    tuple(missing))
+        return Gate("aligned_samples", "missing", "TELEMETRY_MISSING",
+                    "nothing scraped from " + "; ".join(ALIGNMENT_TARGETS[m] for m in missing),
+                    tuple(raw_name(m) for m in missing))
     low = {k: v for k, v in shares.items() if v < 0.95}
     detail = ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
     return Gate("aligned_samples", "fail" if low else "pass", "GATE_ALIGNMENT_LOW" if low else "OK", detail)
@@ -106,33 +131,73 @@ def tier2_hits_at_knee(share: float, label: Optional[str], onboarded: float) -> 
 
 # Bytes actually read must back at least this share of the bytes KVBM says it onboarded from disk.
 READ_BACKING_MIN = 0.5
+# KVBM's target must have answered this share of the run for its counters to say anything: a counter
+# frozen while its target was down reads as "nothing moved", which nobody measured.
+KVBM_UP_MIN = 0.5
 
 
-def mechanism(written: float, read: float, file_read: float, device_read: float) -> Gate:
-    """KVBM's counters say what it believes it moved; the pass needs bytes that were really read: from the
-    tier2 file where the target states them (the simulator), else from the disk holding the tier2
-    directory. A claim nothing backs fails; a claim nothing can check is missing telemetry."""
+@dataclass(frozen=True)
+class DiskReads:
+    """Bytes really read that could back a claim of KV onboarded from disk, most attributable first: the
+    serving process's own (/proc/<pid>/io), the simulator's count for its tier2 file, and the kv_tier2
+    device's, which every reader of that disk moves. nan where not observed."""
+    process: float = math.nan
+    file: float = math.nan
+    device: float = math.nan
+    other_readers: str = ""        # why the device's reads are known not to be the stack's alone (fio ran)
+
+    def backing(self) -> tuple[float, str]:
+        if not math.isnan(self.process):
+            return self.process, "the serving process (its /proc/<pid>/io)"
+        if not math.isnan(self.file):
+            return self.file, "the tier2 file"
+        if math.isnan(self.device) or self.other_readers:
+            return math.nan, ""
+        return self.device, "the kv_tier2 disk (unattributed: any reader of that disk counts)"
+
+
+def kvbm_down(kv_up_share: float) -> Optional[str]:
+    """Why KVBM's counters cannot be taken as measured, or None."""
+    if math.isnan(kv_up_share):
+        return None
+    if kv_up_share < KVBM_UP_MIN:
+        return (f"KVBM's metrics answered only {kv_up_share:.0%} of the run ({ALIGNMENT_TARGETS['kv']}): its "
+                "counters held still, which is not a measured zero")
+    return None
+
+
+def mechanism(written: float, read: float, reads: DiskReads, kv_up_share: float = math.nan) -> Gate:
+    """KVBM's counters say what it believes it moved; the pass needs bytes that were really read, by the
+    serving process where that is observed. KV read back from a tier written before this run (H4B after
+    H2B) is the mechanism too, so "nothing written" fails only when nothing was read either. A claim
+    nothing backs fails; a claim nothing can check, or counters from a target that was down, is missing
+    telemetry."""
+    down = kvbm_down(kv_up_share)
+    if down:
+        return Gate("ssd_mechanism", "missing", "TELEMETRY_MISSING", down, ("kv_target_up",))
     if math.isnan(written) and math.isnan(read):
         return Gate("ssd_mechanism", "missing", "TELEMETRY_MISSING", "no KV tier telemetry",
                     ("kv_offload_disk_bytes", "kv_onboard_disk_bytes"))
-    if not written > 0:
-        return Gate("ssd_mechanism", "fail", "GATE_NO_SSD_MECHANISM_SIGNAL", "no KV bytes written to the disk tier")
     if not read > 0:
+        if not written > 0:
+            return Gate("ssd_mechanism", "fail", "GATE_NO_SSD_MECHANISM_SIGNAL",
+                        "no KV bytes written to or read from the disk tier")
         return Gate("ssd_mechanism", "fail", "REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY",
                     f"{written / 2**20:.1f} MiB written to the disk tier, nothing read back")
-    backing, where = (file_read, "the tier2 file") if not math.isnan(file_read) else \
-        (device_read, "the kv_tier2 disk")
+    backing, where = reads.backing()
     if math.isnan(backing):
+        why = f"; the kv_tier2 disk's reads cannot stand in: {reads.other_readers}" if reads.other_readers else ""
         return Gate("ssd_mechanism", "missing", "TELEMETRY_MISSING",
-                    f"KVBM reports {read / 2**20:.1f} MiB onboarded from disk, but neither the tier2 file's nor the "
-                    "kv_tier2 disk's reads are observed", ("tier2_file_read_bytes", "nvme_read_bytes"))
+                    f"KVBM reports {read / 2**20:.1f} MiB onboarded from disk, but the serving process's reads "
+                    f"are not observed{why}", ("serving_read_bytes",))
     if backing < READ_BACKING_MIN * read:
         return Gate("ssd_mechanism", "fail", "DISK_READS_NOT_BACKED",
                     f"KVBM reports {read / 2**20:.1f} MiB onboarded from disk, but only {backing / 2**20:.1f} MiB "
-                    f"were read from {where}")
+                    f"were read by {where}")
+    wrote = f"{written / 2**20:.1f} MiB written, " if written > 0 else "nothing written in this run (a tier written " \
+                                                                       "earlier), "
     return Gate("ssd_mechanism", "pass", "OK",
-                f"disk tier: {written / 2**20:.1f} MiB written, {read / 2**20:.1f} MiB read back "
-                f"({backing / 2**20:.1f} MiB read from {where})")
+                f"disk tier: {wrote}{read / 2**20:.1f} MiB read back ({backing / 2**20:.1f} MiB read by {where})")
 
 
 # A B1 (CPU tier only) run that moved more than this through the disk tier has a disk tier after all.

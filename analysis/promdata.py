@@ -52,6 +52,11 @@ class Source:
     def range(self, name: str, query: str, start: float, end: float, step: float) -> pd.DataFrame:
         raise NotImplementedError
 
+    def samples(self, name: str, selector: str, start: float, end: float) -> pd.DataFrame:
+        """The raw samples of ``selector`` in [start, end], each at the time it was scraped or evaluated:
+        what was really there, where a range query repeats the last value for 5 minutes of lookback."""
+        raise NotImplementedError
+
 
 class PrometheusSource(Source):
     max_points = MAX_POINTS        # per series and query: Prometheus' limit (VictoriaMetrics allows 30,000)
@@ -98,6 +103,29 @@ class PrometheusSource(Source):
         return frame
 
 
+    # raw samples per instant query: an hour of a 250 ms series is 14,400 samples, far under the query limit
+    SAMPLES_SPAN_S = 3600.0
+
+    def samples(self, name, selector, start, end):
+        parts, t = [], start
+        while t < end:
+            b = min(end, t + self.SAMPLES_SPAN_S)
+            form = {"query": f"{selector}[{round((b - t) * 1000)}ms]", "time": f"{b:.3f}"}
+            try:
+                resp = self.session.post(f"{self.url}/api/v1/query", data=form, timeout=self.timeout_s)
+            except requests.RequestException as exc:
+                raise TelemetryError(f"Prometheus at {self.url} stopped answering ({type(exc).__name__})") from None
+            if resp.status_code != 200:
+                raise TelemetryError(f"query {name!r} failed: HTTP {resp.status_code}: {api_error(resp)}")
+            parts.append(to_frame(resp.json()["data"]["result"]))
+            t = b
+        parts = [p for p in parts if not p.empty] or [pd.DataFrame(columns=COLUMNS)]
+        frame = pd.concat(parts, ignore_index=True).astype({"time": float, "series": str, "value": float})
+        frame = frame.drop_duplicates(["time", "series"]).sort_values("time", ignore_index=True)
+        self.frames[name] = frame
+        return frame
+
+
 def api_error(resp: requests.Response) -> str:
     """The query API's own words ({"error": ...}), or the start of the body."""
     try:
@@ -120,6 +148,9 @@ class FileSource(Source):
             return pd.DataFrame(columns=COLUMNS)
         frame = pd.read_csv(path)
         return frame[(frame["time"] >= start) & (frame["time"] <= end)].reset_index(drop=True)
+
+    def samples(self, name, selector, start, end):
+        return self.range(name, selector, start, end, 0.0)
 
 
 def export(frames: dict[str, pd.DataFrame], directory: Path, meta: dict) -> None:

@@ -17,7 +17,7 @@ from .correlate import MIN_WINDOWS, Correlation, best_lag, on_grid, window_p99
 from .knee import Knee, find_knee, saturation
 from .promdata import Source
 from .steps import by_step, load_run, step_table
-from .telemetry import QUERIES, pull, single, window_mean
+from .telemetry import QUERIES, pull, raw_name, single, window_mean
 
 IDLE_S = 30.0                  # telemetry before the run: the idle baseline (H2A's flat-NVMe gate)
 WARMUP_S = 5.0                 # rate windows of the recording rules need this long inside a step
@@ -162,7 +162,8 @@ def evidence(frames: dict, start: float, end: float, tiered: bool) -> dict:
     if tiered:
         out.update(tier2_read_bytes=total(frames, "kv_onboard_disk_bytes", start, end),
                    tier2_written_bytes=total(frames, "kv_offload_disk_bytes", start, end),
-                   tier2_file_read_bytes=total(frames, "tier2_file_read_bytes", start, end))
+                   tier2_file_read_bytes=total(frames, "tier2_file_read_bytes", start, end),
+                   serving_process_read_bytes=total(frames, "serving_read_bytes", start, end))
     else:
         out.update(tier2_read_bytes=0.0, tier2_written_bytes=0.0, note="no KV disk tier on this stack")
     return out
@@ -207,9 +208,24 @@ def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) 
     if tiered and hyp in STORAGE_CLAIMS and manifest.get("tier_mode") in (None, "B2"):   # B0/B1: no disk tier
         out.append(G.mechanism(total(frames, "kv_offload_disk_bytes", start, end),
                                total(frames, "kv_onboard_disk_bytes", start, end),
-                               total(frames, "tier2_file_read_bytes", start, end),
-                               total(frames, "nvme_read_bytes", start, end)))
+                               disk_reads(manifest, frames, start, end), kv_up_share(frames, start, end)))
     return out
+
+
+def disk_reads(manifest: dict, frames: dict, start: float, end: float) -> G.DiskReads:
+    """The bytes really read over the run that could back a KV-from-disk claim (gates.DiskReads)."""
+    fio = sorted({s["fio_profile"] for s in manifest["steps"] if s.get("fio_profile") not in (None, "none")})
+    return G.DiskReads(process=total(frames, "serving_read_bytes", start, end),
+                       file=total(frames, "tier2_file_read_bytes", start, end),
+                       device=total(frames, "nvme_read_bytes", start, end),
+                       other_readers=f"fio ({', '.join(fio)}) read the same disk in this run" if fio else "")
+
+
+def kv_up_share(frames: dict, start: float, end: float) -> float:
+    """Share of the run KVBM's target answered its scrapes; nan where the exporter never said."""
+    if frames.get(raw_name("kv")) is None or frames[raw_name("kv")].empty:
+        return float("nan")
+    return G.fresh_share(G.scraped_times(frames, "kv"), start, end)
 
 
 def write(analysis: RunAnalysis, out: Path) -> dict[str, Path]:

@@ -23,6 +23,7 @@ from configs.paths import resolve
 from configs.runfiles import CANCELLED_BY_STEP, read_manifest, read_records
 from configs.vocabulary import series as S
 from configs.vocabulary import stacks as V
+from exporters.collectors import procio
 from exporters.collectors.nvme import DiskCollector
 from exporters.collectors.smart import SmartReader, pick_tool
 
@@ -79,33 +80,13 @@ def leg_metrics(results: Path, run_id: str) -> tuple[dict, int, str]:
 
 
 def process_io(pid: Optional[int]) -> Optional[dict]:
-    """The serving process's own storage traffic: its /proc/<pid>/io (reads it caused, not the box's) and, in
-    a container, its cgroup's io.stat (the whole container: a worker's helpers too)."""
+    """The serving process's own storage traffic (exporters.collectors.procio: the exporter reads the same)."""
     if not pid:
         return None
-    try:
-        text = Path(f"/proc/{pid}/io").read_text()
-    except OSError:
-        return None
-    out = {k: int(v) for k, v in (line.split(": ") for line in text.splitlines()) if k in ("read_bytes",
-                                                                                               "write_bytes")}
-    out["cgroup"] = cgroup_io(pid)
+    out = procio.proc_io(pid)
+    if out is not None:
+        out["cgroup"] = procio.cgroup_io(pid)
     return out
-
-
-def cgroup_io(pid: int) -> Optional[dict]:
-    """rbytes / wbytes summed over devices from the cgroup v2 io.stat of ``pid``'s cgroup; None without one."""
-    try:
-        line = next(x for x in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if x.startswith("0::"))
-        stat = (Path("/sys/fs/cgroup") / line[3:].lstrip("/") / "io.stat").read_text()
-    except (OSError, StopIteration):
-        return None
-    total = {"read_bytes": 0, "write_bytes": 0}
-    for row in stat.splitlines():
-        fields = dict(f.split("=", 1) for f in row.split()[1:] if "=" in f)
-        total["read_bytes"] += int(fields.get("rbytes", 0))
-        total["write_bytes"] += int(fields.get("wbytes", 0))
-    return total
 
 
 def storage_snapshot(tier2_path: str, pid: Optional[int]) -> dict:
@@ -177,8 +158,7 @@ class LegRunner:
         tier2 = str(resolve(self.cfg.profiles[self.profile].tier2_path))
         evidence = {"before": storage_snapshot(tier2, pid)}
         before = kvbm_counters(self.kvbm_url)
-        config = self.config or Path(os.environ.get("HARNESS_CONFIG", ""))
-        code, _ = run_locust("H9", "stackB", config, self.running,
+        code, _ = run_locust("H9", "stackB", self.config, self.running,
                              (("CONCURRENCY", str(concurrency)), ("CONTEXT_TOKENS", str(context_tokens)),
                               ("DURATION_S", str(duration_s)), ("TIER_MODE", mode), ("RUN_ID", run_id)))
         after = kvbm_counters(self.kvbm_url)

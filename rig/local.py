@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Iterable, Optional
 
 from configs import ConfigError, Harness
 from configs.paths import PROJECT_ROOT, ensure_data_dir
+from exporters.registry import NAMES
 
 from . import promconfig
 from .procs import StartError, Started, Supervisor, ensure_free
 
 RULES_DIR = PROJECT_ROOT / "prometheus" / "rules"
-EXPORTERS = ("nvme", "uma", "gpu", "kvbm")
 
 
 def run_dir(cfg: Harness) -> Path:
@@ -48,11 +49,26 @@ def start_prometheus(cfg: Harness, sup: Supervisor) -> Started:
     config = write_prometheus_config(cfg)
     cmd = [binary, f"--config.file={config}", f"--storage.tsdb.path={config.parent / 'data'}",
            f"--storage.tsdb.retention.time={p.retention}", f"--web.listen-address={p.listen}:{p.port}"]
-    return sup.start("prometheus", cmd, ready_url=f"{prometheus_url(cfg)}/-/ready", timeout_s=60)
+    started = sup.start("prometheus", cmd, ready_url=f"{prometheus_url(cfg)}/-/ready", timeout_s=60)
+    wait_for_targets(cfg)
+    return started
+
+
+def wait_for_targets(cfg: Harness, timeout_s: float = 15.0) -> None:
+    """Ready is not scraping: Prometheus applies file_sd targets a few seconds after it starts, and a run
+    begun before then loses its first seconds of telemetry. Wait until every job lists its targets."""
+    from locustfiles.lib.watch import target_health
+    wanted = {j.name for j in promconfig.jobs(cfg)}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        health = target_health(prometheus_url(cfg)) or {}
+        if wanted <= set(health):
+            return
+        time.sleep(0.25)
 
 
 def start_exporters(cfg: Harness, sup: Supervisor, overlay: Optional[str], profile: str,
-                    names: Iterable[str] = EXPORTERS) -> list[Started]:
+                    names: Iterable[str] = NAMES) -> list[Started]:
     started = []
     for name in names:
         port = cfg.exporters.ports[name]
@@ -70,7 +86,7 @@ def up(cfg: Harness, overlay: Optional[str], profile: str) -> list[Started]:
     """Start the exporters and Prometheus. On a running stack it says so and touches nothing; when a start
     fails it stops only what this call started."""
     sup = Supervisor(run_dir(cfg))
-    ours = [f"exporter-{name}" for name in EXPORTERS] + ["prometheus"]
+    ours = [f"exporter-{name}" for name in NAMES] + ["prometheus"]
     if running := [name for name in ours if sup.pid_of(name) is not None]:
         raise StartError(f"already running: {', '.join(running)} (pid files in {sup.pids}); `make down` first")
     try:

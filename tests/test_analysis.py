@@ -166,19 +166,31 @@ def test_no_onboarding_is_no_signal_not_a_low_share():
 
 
 def test_ssd_mechanism_passes_only_on_bytes_really_read():
-    nan, mib = float("nan"), 2**20
+    nan, mib, R = float("nan"), 2**20, G.DiskReads
     # KVBM claims 40 MiB onboarded from disk; the tier2 file gave 0 bytes (a full filesystem's failed reads)
-    unbacked = G.mechanism(100 * mib, 40 * mib, file_read=0.0, device_read=nan)
+    unbacked = G.mechanism(100 * mib, 40 * mib, R(file=0.0))
     assert (unbacked.status, unbacked.reason) == ("fail", "DISK_READS_NOT_BACKED")
-    assert "only 0.0 MiB were read from the tier2 file" in unbacked.detail
-    backed = G.mechanism(100 * mib, 40 * mib, file_read=40 * mib, device_read=nan)
-    assert backed.status == "pass"
-    # a real rig: no file counter, the kv_tier2 disk's reads back the claim
-    assert G.mechanism(100 * mib, 40 * mib, file_read=nan, device_read=38 * mib).status == "pass"
-    assert G.mechanism(100 * mib, 40 * mib, file_read=nan, device_read=1 * mib).reason == "DISK_READS_NOT_BACKED"
-    unseen = G.mechanism(100 * mib, 40 * mib, file_read=nan, device_read=nan)
+    assert "only 0.0 MiB were read by the tier2 file" in unbacked.detail
+    assert G.mechanism(100 * mib, 40 * mib, R(file=40 * mib)).status == "pass"
+    # the serving process's own reads come first: the disk's may be anyone's
+    assert G.mechanism(100 * mib, 40 * mib, R(process=0.0, device=400 * mib)).reason == "DISK_READS_NOT_BACKED"
+    assert G.mechanism(100 * mib, 40 * mib, R(process=39 * mib)).status == "pass"
+    # a real rig without process reads: the kv_tier2 disk's reads back the claim, said to be unattributed,
+    # and only where nothing else is known to read that disk
+    disk = G.mechanism(100 * mib, 40 * mib, R(device=38 * mib))
+    assert disk.status == "pass" and "unattributed" in disk.detail
+    assert G.mechanism(100 * mib, 40 * mib, R(device=1 * mib)).reason == "DISK_READS_NOT_BACKED"
+    fio = G.mechanism(100 * mib, 40 * mib, R(device=400 * mib, other_readers="fio (heavy) read the same disk"))
+    assert (fio.status, fio.reason) == ("missing", "TELEMETRY_MISSING") and "fio" in fio.detail
+    unseen = G.mechanism(100 * mib, 40 * mib, R())
     assert (unseen.status, unseen.reason) == ("missing", "TELEMETRY_MISSING")      # never a pass on a claim alone
-    assert G.mechanism(100 * mib, 0.0, nan, nan).reason == "REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY"
+    assert G.mechanism(100 * mib, 0.0, R()).reason == "REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY"
+    # read back from a tier written before this run (H4B after H2B): the mechanism, when backed
+    assert G.mechanism(0.0, 40 * mib, R(process=40 * mib)).status == "pass"
+    assert G.mechanism(0.0, 0.0, R()).reason == "GATE_NO_SSD_MECHANISM_SIGNAL"
+    # counters of a KVBM that was down most of the run are no measurement
+    down = G.mechanism(0.0, 0.0, R(), kvbm_up_share=0.1)
+    assert (down.status, down.reason) == ("missing", "TELEMETRY_MISSING") and "DYN_KVBM_METRICS" in down.detail
 
 
 def test_report_from_real_runs_and_offline_export(observed, tmp_path):

@@ -35,6 +35,7 @@ MEMORY_AVAILABLE_RATIO = "instance:sparkrig_memory_available:ratio"
 MEMORY_USED = "instance:sparkrig_memory_used:bytes"
 PRESSURE_IO_RATIO = "instance:sparkrig_pressure_io_waiting:ratio_rate30s"
 PRESSURE_MEMORY_RATIO = "instance:sparkrig_pressure_memory_waiting:ratio_rate30s"
+PROCESS_READ_BYTES_RATE = "process:sparkrig_process_read_bytes:rate5s"
 
 KV_TRANSFER_BYTES_RATE = "tier:sparkrig_kv_transfer_bytes:rate5s"
 KV_TIER2_FILE_BYTES_RATE = "direction:sparkrig_kv_tier2_file_bytes:rate5s"
@@ -120,6 +121,8 @@ over Locust worker processes; and the knee test's p99/p50 ratio.""", (
         Rule(MEMORY_USED, f"{S.MEM_TOTAL.name} - {S.MEM_AVAILABLE.name}"),
         Rule(PRESSURE_IO_RATIO, f"rate({S.PRESSURE_IO_WAITING.total}[30s])"),
         Rule(PRESSURE_MEMORY_RATIO, f"rate({S.PRESSURE_MEMORY_WAITING.total}[30s])"),
+        Rule(PROCESS_READ_BYTES_RATE, f"sum by (instance, process) (rate({S.PROCESS_READ_BYTES.total}[5s]))",
+             "bytes the serving processes themselves had read from storage: what backs a KV-from-disk claim"),
     )),
     RuleFile("kv", "sparkrig_kv", """\
 KV tiers from the kvbm exporter's normalised series: bytes and blocks per second per tier pair,

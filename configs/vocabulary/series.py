@@ -62,6 +62,15 @@ LOADGEN_CONTEXT = Series("sparkrig_loadgen_target_context_tokens", "gauge", "Tar
 LOADGEN_RATE = Series("sparkrig_loadgen_target_arrival_rate", "gauge", "Target arrival rate of the current step in "
                       "requests per second (0: closed loop)", RUN_LABELS)
 
+# ---- every exporter (exporters/scrape.py: node_exporter's node_scrape_collector_*) -------------------
+SCRAPE_COLLECTOR_SUCCESS = Series("sparkrig_scrape_collector_success", "gauge",
+                                  "1 when the collector's last scrape succeeded (0: its series are left out)",
+                                  ("collector",))
+SCRAPE_COLLECTOR_DURATION = Series("sparkrig_scrape_collector_duration_seconds", "gauge",
+                                   "Time the collector's last scrape took", ("collector",))
+PROCFS_PARSE_ERRORS = Series("sparkrig_procfs_parse_errors", "counter",
+                             "Damaged lines of a procfs file skipped (the file's other lines are read)", ("file",))
+
 # ---- nvme exporter (/proc/diskstats, node_exporter's node_disk_* semantics) -------------------------
 DISK_LABELS = ("device", "role")
 # (diskstats field, metric name, help, scale): counters
@@ -150,6 +159,13 @@ CPU_SECONDS = Series("sparkrig_cpu_seconds", "counter", "CPU time summed over al
 CPU_COUNT = Series("sparkrig_cpu_count", "gauge", "Online CPUs")
 PROCESS_RSS = Series("sparkrig_process_resident_memory_bytes", "gauge", "RSS of matching processes", ("process",))
 PROCESS_COUNT = Series("sparkrig_process_count", "gauge", "Number of matching processes", ("process",))
+# /proc/<pid>/io read_bytes / write_bytes: what the process itself caused the storage layer to move. Bytes the
+# rig may attribute to a serving process, where device-wide counters move for every reader of the disk.
+PROCESS_READ_BYTES = Series("sparkrig_process_read_bytes", "counter",
+                            "Bytes matching processes caused to be read from storage (/proc/<pid>/io)", ("process",))
+PROCESS_WRITTEN_BYTES = Series("sparkrig_process_written_bytes", "counter",
+                               "Bytes matching processes caused to be written to storage (/proc/<pid>/io)",
+                               ("process",))
 PROCESS_GPU_MEMORY = Series("sparkrig_process_gpu_memory_bytes", "gauge",
                             "GPU memory NVML attributes to matching processes (part of UMA on GB10)", ("process",))
 
