@@ -22,6 +22,11 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def shown(name: str) -> str:
+    """A run directory's name on one line: quoted where it holds a newline or another unprintable character."""
+    return name if name.isprintable() else repr(name)
+
+
 def select_runs(results: Path, run_ids: list[str], all_runs: bool, since: str | None) -> list[Path]:
     if run_ids:
         dirs = [results / check_name(r, "run id") for r in run_ids]
@@ -35,7 +40,7 @@ def select_runs(results: Path, run_ids: list[str], all_runs: bool, since: str | 
             try:
                 starts[d] = float(read_manifest(d / "manifest.json")["start"])
             except (ValueError, TypeError) as exc:          # one damaged run never blocks the others
-                progress(f"skipped {d.name}: {exc}")
+                progress(f"skipped {shown(d.name)}: {exc}")
     dirs = sorted(starts, key=starts.get)
     if since:
         try:
@@ -58,7 +63,7 @@ def of_fleet(runs: list[Path], rigs: list[str], sites: list[str]) -> list[Path]:
         try:
             m = read_manifest(d / "manifest.json")
         except (ValueError, TypeError, OSError) as exc:     # one damaged run never blocks the others
-            progress(f"skipped {d.name}: {exc}")
+            progress(f"skipped {shown(d.name)}: {exc}")
             continue
         if all(not names or m.get(key) in names for key, names in wanted.items()):
             kept.append(d)

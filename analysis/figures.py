@@ -2,6 +2,7 @@
 or None when it has nothing to draw."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -11,12 +12,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from configs.paths import open_file  # noqa: E402
+
 from .correlate import linear_fit  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
+    """Written through open_file: a figure has the harness's file mode whatever the umask."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with os.fdopen(open_file(path), "wb") as f:
+        fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
     return path
 

@@ -6,24 +6,45 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 
+PLAN_RULE = "test plan: TTFT p99 > 2 x p50 on two consecutive steps"
+SATURATION_RULE = "saturation: throughput grows < 10 % while TTFT p50 grows > 50 % (every request waits alike)"
+
+
 @dataclass(frozen=True)
 class Knee:
-    knee_index: Optional[int]      # first step of two consecutive steps with p99 > ratio x p50
-    u_work: Optional[float]        # the load level one step below the knee
-    reason: str                    # "knee", "no_knee" (U_work >= the highest level tried) or "knee_at_first_step"
+    knee_index: Optional[int]      # the step where the knee rule first holds
+    u_work: Optional[float]        # the load level one step below the knee; None without a knee
+    reason: str                    # "knee", "saturation", "no_knee" (none in the tested range), "knee_at_first_step"
+    rule: str = PLAN_RULE          # which rule found it
+
+    @property
+    def said(self) -> str:
+        """U_work in words: never a level that no rule picked."""
+        if self.u_work is not None:
+            return f"U_work = {self.u_work:g} ({self.rule})"
+        return "knee at the first step: no U_work" if self.reason == "knee_at_first_step" else \
+            "no knee in the tested range: no U_work"
 
 
-def find_knee(levels: Sequence[float], p50: Sequence[float], p99: Sequence[float], ratio: float = 2.0,
-              consecutive: int = 2) -> Knee:
-    """Knee = first step where p99 > ratio x p50 holds for ``consecutive`` steps in a row; U_work = the
-    level one step below. A single noisy step does not make a knee."""
+def find_knee(levels: Sequence[float], p50: Sequence[float], p99: Sequence[float],
+              throughput: Optional[Sequence[float]] = None, ratio: float = 2.0, consecutive: int = 2,
+              min_gain: float = 0.10, p50_growth: float = 1.5) -> Knee:
+    """The test plan's rule first: knee = first step where p99 > ratio x p50 holds for ``consecutive`` steps in
+    a row (a single noisy step does not make a knee); U_work = the level one step below. A queue that slows
+    every request alike keeps p99/p50 low while p50 climbs, so where throughput is given, saturation counts
+    too: the first step whose throughput grows less than ``min_gain`` while p50 grows by ``p50_growth``. With
+    neither, there is no knee in the tested range and no U_work (the highest level tried is not one)."""
     over = [not (math.isnan(a) or math.isnan(b)) and b > ratio * a for a, b in zip(p50, p99)]
     for i in range(len(over) - consecutive + 1):
         if all(over[i:i + consecutive]):
             if i == 0:
                 return Knee(0, None, "knee_at_first_step")
             return Knee(i, levels[i - 1], "knee")
-    return Knee(None, levels[-1] if levels else None, "no_knee")
+    for i in range(1, len(levels) if throughput is not None else 0):
+        prev, cur = throughput[i - 1], throughput[i]
+        if prev > 0 and (cur - prev) / prev < min_gain and p50[i] > p50_growth * p50[i - 1]:
+            return Knee(i, levels[i - 1], "saturation", SATURATION_RULE)
+    return Knee(None, None, "no_knee")
 
 
 def saturation(levels: Sequence[float], throughput: Sequence[float], min_gain: float = 0.10) -> Optional[float]:

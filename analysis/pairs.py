@@ -27,6 +27,33 @@ ALPHA = 0.05                  # the exact Wilcoxon test must reach this too (6 p
 # An order effect counts when its interval excludes zero and it is at least this share of the mean delta: a
 # small carry-over cancels in a counterbalanced design, one of the effect's size questions the comparison.
 ORDER_EFFECT_SHARE = 0.25
+# every reason code a paired experiment (rig pairs, rig rehydrate) can give, and what it means; the fault
+# suite (tests/faults) holds at least one case per code
+REASONS = {
+    "OK": "decision-grade: nothing below applies",
+    "TOO_FEW_PAIRS": f"fewer than {MIN_PAIRS} complete pairs: no interval",
+    "INTERVAL_INCLUDES_ZERO": "the bootstrap interval of the mean delta includes zero",
+    "NOT_SIGNIFICANT": "the exact Wilcoxon test does not reach 5 % (it cannot with fewer than 6 pairs)",
+    "ORDER_EFFECT_<METRIC>": "AB and BA pairs differ beyond noise by at least a quarter of the effect",
+    "RUN_ERRORS_PRESENT": "a leg had failed requests",
+    "METRIC_FALLBACK_TTFT": "no chunk carried text: end-to-end time stood in for TTFC (a warning)",
+    "NO_COMPARISON": "no metric could be compared",
+    "TELEMETRY_MISSING": "the B legs' KVBM counters, or the reads that back them, were not observed",
+    "GATE_NO_SSD_MECHANISM_SIGNAL": "the B legs wrote nothing to and read nothing from the disk tier",
+    "REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY": "the B legs wrote to the disk tier and read nothing back",
+    "DISK_READS_NOT_BACKED": "KVBM counted disk onboards but the serving process read nothing from storage",
+    "B1_DISK_TIER_NOT_DISABLED": "a B1 (CPU tier only) leg moved data through the disk tier",
+    "MECHANISM_GATE_DISABLED": "the early mechanism gate failed and --no-mechanism-gate went on",
+    "REQUEST_MANIFEST_DIFFERS": "the legs did not replay the same requests",
+    "BASELINE_MANIFEST_MISMATCH": "the replay list differs from the accepted baseline (--strict-baseline)",
+    "BASELINE_MANIFEST_CHANGED": "the replay list differs from an earlier experiment's (a warning)",
+    "LEG_FAILED": "a leg left no readable run; the legs before it are kept",
+    "PREFLIGHT_STACK_DID_NOT_START": "Stack B could not be (re)started in a tier mode",
+    "PREFLIGHT_FRONTEND_UNREACHABLE": "the frontend does not answer",
+    "PREFLIGHT_FRONTEND_UNHEALTHY": "the frontend's /health is not healthy",
+    "PREFLIGHT_MODEL_NOT_REGISTERED": "the frontend lists no model",
+    "PREFLIGHT_KVBM_METRICS_UNREACHABLE": "KVBM's metrics do not answer (DYN_KVBM_METRICS=true on the worker)",
+}
 # reasons said in the verdict that do not make a comparison less sound: a metric's stand-in, and a replay
 # list that differs from an earlier experiment's (this one is compared within itself)
 WARNINGS = frozenset({"METRIC_FALLBACK_TTFT", "BASELINE_MANIFEST_CHANGED"})
@@ -44,17 +71,21 @@ class Leg:
 
 @dataclass(frozen=True)
 class Mechanism:
-    """The storage mechanism in the B legs: KV written to the disk tier, and read back from it (onboarded and
-    the tier2 storage really read). None where no telemetry could tell."""
+    """The storage mechanism in the B legs: KV written to the disk tier, and read back from it. ``rehydrate``
+    is KVBM's word (blocks onboarded from disk); ``backed`` whether bytes were really read to serve them (the
+    serving process's /proc/<pid>/io, or the simulator's count for its tier2 file). KVBM's counters alone
+    are no mechanism: they count disk hits whose transfer failed (ai-dynamo/dynamo #15079). None where no
+    telemetry could tell."""
     write: Optional[bool]
     rehydrate: Optional[bool]
+    backed: Optional[bool] = None
 
     @property
     def reason(self) -> Optional[str]:
         if self.write is None and self.rehydrate is None:
             return "TELEMETRY_MISSING"
         if self.rehydrate:
-            return None
+            return {True: None, False: "DISK_READS_NOT_BACKED"}.get(self.backed, "TELEMETRY_MISSING")
         return "REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY" if self.write else "GATE_NO_SSD_MECHANISM_SIGNAL"
 
 
@@ -188,4 +219,5 @@ def verdict(legs: list[Leg], comparisons: list[Comparison], mechanism: Mechanism
     blocking = [r for r in reasons if r not in WARNINGS]
     return {"decision_grade": not blocking, "reasons": reasons or ["OK"],
             "primary_metric": primary.metric if primary else None,
-            "ssd_write_signal_present": mechanism.write, "ssd_rehydrate_signal_present": mechanism.rehydrate}
+            "ssd_write_signal_present": mechanism.write, "ssd_rehydrate_signal_present": mechanism.rehydrate,
+            "ssd_rehydrate_backed_by_reads": mechanism.backed}

@@ -8,6 +8,7 @@ from typing import Callable
 
 import pandas as pd
 
+from configs.paths import make_dir
 from configs.vocabulary import stacks as V
 
 from . import figures, rigs
@@ -46,9 +47,8 @@ def _ms(v: float) -> str:
 
 
 def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None]) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    figs = out / "figures"
-    figs.mkdir(exist_ok=True)
+    make_dir(out, exist_ok=True)                      # the harness's modes, whatever the umask
+    figs = make_dir(out / "figures", exist_ok=True)
     written: dict[str, Path] = {}
     doc = Document()
     doc.h(1, "DGX Spark storage-aware inference: report")
@@ -87,9 +87,10 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
             d["throughput_saturation"] = a.saturation
             rows.append(d)
             unit = "requests/s offered" if level == "arrival_rate_rps" else "concurrency"
-            doc.bullets([f"{a.manifest['stack']}: knee rule → {a.knee.reason if a.knee else '-'}, U_work = "
-                         f"{a.knee.u_work if a.knee else '-'} ({unit}); throughput stops growing at {unit} "
-                         f"{a.saturation}"])
+            grows = f"throughput stops growing at {unit} {a.saturation:g}" if a.saturation is not None else \
+                "throughput grows across the tested range"
+            doc.bullets([f"{a.run_id} ({a.manifest['stack']}): {a.knee.said if a.knee else 'no steps to judge'} "
+                         f"({unit}); {grows}"])
         csv("uwork.csv", pd.concat(rows, ignore_index=True))
         level = h0[0].knee_level if h0[0].knee_level in ("concurrency", "arrival_rate_rps") else "concurrency"
         p = figures.percentiles_vs(_pooled(h0), level, figs / f"H0_percentiles_vs_{level}.png",

@@ -139,7 +139,8 @@ def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
     knee, sat = None, None
     if not pooled.empty and key in ("arrival_rate_rps", "concurrency", "context_tokens"):
         ordered = pooled[pooled["phase"].isin(["run"])].sort_values(key)
-        knee = find_knee(list(ordered[key]), list(ordered["ttft_p50_s"]), list(ordered["ttft_p99_s"]))
+        knee = find_knee(list(ordered[key]), list(ordered["ttft_p50_s"]), list(ordered["ttft_p99_s"]),
+                         list(ordered["throughput_rps"]) if key in ("concurrency", "arrival_rate_rps") else None)
         if key in ("concurrency", "arrival_rate_rps"):
             sat = saturation(list(ordered[key]), list(ordered["throughput_rps"]))
     corr = correlations(records, frames, start, end) if not records.empty else pd.DataFrame()
@@ -242,7 +243,7 @@ def write(analysis: RunAnalysis, out: Path) -> dict[str, Path]:
 def verdict_doc(a: RunAnalysis) -> dict:
     knee = None
     if a.knee is not None:
-        knee = {"rule": "first of two consecutive steps with TTFT p99 > 2 x p50", "level": a.knee_level,
+        knee = {"rule": a.knee.rule, "level": a.knee_level,
                 "knee_index": a.knee.knee_index, "u_work": a.knee.u_work, "reason": a.knee.reason,
                 "throughput_saturation": a.saturation}
     return {"run_id": a.run_id, "rig": a.manifest.get("rig"), "hypothesis": a.manifest["hypothesis"],

@@ -44,6 +44,8 @@ QUERIES: dict[str, tuple[str, str]] = {
     "kv_hit_host": (agg("max", R.KV_HIT_RATIO, 'tier="host"'), "tiered"),
     "kv_onboard_share_disk": (agg("max", R.KV_ONBOARD_SHARE, 'from_tier="disk"'), "tiered"),
     "kv_block_size": (agg("max", S.KV_BLOCK_SIZE_BYTES.name), "tiered"),
+    # bytes the stack's own serving process had read from storage (/proc/<pid>/io via the uma exporter)
+    "serving_read_bytes": (agg("sum", R.PROCESS_READ_BYTES_RATE, 'process="{stack}"'), "optional"),
     "tier2_fetch_p95": ("histogram_quantile(0.95, sum by (le) (rate("
                         + sel(S.SIM_FETCH.name + "_bucket", 'tier="disk"') + "[30s])))", "optional"),
 }
@@ -62,16 +64,38 @@ def scope(manifest: dict) -> str:
     return ",".join(out)
 
 
-# the three sources whose alignment the gate checks
-ALIGNMENT = {"latency": "loadgen_step", "sysmon": "nvme_reads", "kv": "kv_onboard_disk_bytes"}
+# the three sources whose alignment the gate checks, as raw samples (a range query would fill a scrape gap
+# from 5 minutes of lookback): a selector, and the value a sample must have to count (None: any). A raw
+# sample exists only for a scrape that succeeded; the KVBM exporter answers while KVBM does not, so kv
+# counts the samples where its target was up.
+ALIGNMENT = {"latency": (sel(S.LOADGEN_STEP.name, RUN), None),
+             "sysmon": (sel(S.DISK_READS.total, KV2), None),
+             "kv": (sel(S.KVBM_UP.name, 'target="kvbm"'), 1.0)}
+# what each source is, for a gate's words when it is missing
+ALIGNMENT_TARGETS = {"latency": "the load generator's metrics (loadgen job)",
+                     "sysmon": "the nvme exporter's kv_tier2 disk series",
+                     "kv": f"KVBM's metrics ({S.KVBM_UP.name}{{target=\"kvbm\"}}; the worker needs "
+                           "DYN_KVBM_METRICS=true and its metrics port reachable)"}
+
+
+def raw_name(source: str) -> str:
+    return f"raw_{source}"
+
+
+def quote(value: str) -> str:
+    """A label value inside a PromQL double-quoted string: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def pull(source: Source, manifest: dict, start: float, end: float, step: float,
          progress: Callable[[str], None] = lambda _m: None) -> dict[str, pd.DataFrame]:
     frames = {}
     where = scope(manifest)
+    names = {"run_id": quote(manifest["run_id"]), "stack": quote(manifest.get("stack") or ""), "scope": where}
     for name, (template, _) in QUERIES.items():
-        frames[name] = source.range(name, template.format(run_id=manifest["run_id"], scope=where), start, end, step)
+        frames[name] = source.range(name, template.format(**names), start, end, step)
+    for src, (template, _) in ALIGNMENT.items():
+        frames[raw_name(src)] = source.samples(raw_name(src), template.format(**names), start, end)
     progress(f"  {sum(len(f) for f in frames.values())} telemetry points in {len(frames)} series")
     return frames
 

@@ -8,6 +8,7 @@ import re
 import socket
 from urllib.parse import urlsplit
 
+from . import redact
 from .errors import ConfigError
 
 
@@ -51,16 +52,21 @@ def listen_address(value: str, key: str) -> None:
 
 
 def http_url(value: str, key: str) -> None:
-    """An http(s) URL with a host, a valid port if one is given, and no query or fragment."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FieldError(key, f"must be an http(s) URL with a host, such as http://127.0.0.1:9000/v1, got {value!r}")
+    """An http(s) URL with a host, a valid port if one is given, and no query or fragment. The message shows
+    the value with its credentials masked."""
+    shown = redact.url(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:                         # an unclosed [ in the host
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FieldError(key, f"must be an http(s) URL with a host, such as http://127.0.0.1:9000/v1, got {shown!r}")
     try:
         parts.port
     except ValueError:
-        raise FieldError(key, f"has an invalid port (1-65535): {value!r}") from None
+        raise FieldError(key, f"has an invalid port (1-65535): {shown!r}") from None
     if parts.query or parts.fragment:
-        raise FieldError(key, f"must not carry a query or fragment: {value!r}")
+        raise FieldError(key, f"must not carry a query or fragment: {shown!r}")
 
 
 def prometheus_duration(value: str, key: str) -> None:

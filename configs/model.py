@@ -404,7 +404,7 @@ class Harness:
         dedicated_dir(self.run_dir, "run_dir")
         for key in ("rig", "site"):
             value = getattr(self, key)
-            _check(value is None or bool(checks.LABEL_VALUE.match(value)), key,
+            _check(value is None or bool(checks.LABEL_VALUE.fullmatch(value)), key,
                    f"must be letters, digits, '.', '_' or '-' (at most 63), got {value!r}")
 
     def rig_labels(self) -> dict[str, str]:

@@ -14,20 +14,28 @@ SECRET_NAME = re.compile(r"(^|[_-])(token|auth|bearer)$|passw(or)?d$|secret$|api
 
 
 def url(value: str) -> str:
+    """``value`` with its user:password@ and its secret-named query parameters masked, however its scheme is
+    spelled (urlsplit reads ``HTTP://`` as ``http``) and whatever its port is (an invalid one stays as written)."""
     try:
         parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
+    except ValueError:                    # e.g. an unclosed [ in the host: masked whole if it may hold a user
         return value if "@" not in value else MASK
-    netloc = parts.netloc
-    if parts.username is not None or parts.password is not None:
-        host = parts.hostname or ""
-        netloc = f"{MASK}@{'[' + host + ']' if ':' in host else host}{f':{port}' if port else ''}"
+    _user, at, hostport = parts.netloc.rpartition("@")
+    netloc = f"{MASK}@{hostport}" if at else parts.netloc
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(k, MASK if SECRET_NAME.search(k) else v) for k, v in pairs], safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _is_url(value: str) -> bool:
+    """``scheme://host...`` in any spelling of any scheme: what ``url`` is for."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "://" in value
+    return bool(parts.scheme and parts.netloc)
 
 
 def plain(obj: Any) -> Any:
@@ -36,6 +44,6 @@ def plain(obj: Any) -> Any:
         return {k: (MASK if isinstance(k, str) and SECRET_NAME.search(k) and v else plain(v)) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [plain(v) for v in obj]
-    if isinstance(obj, str) and obj.startswith(("http://", "https://")):
+    if isinstance(obj, str) and _is_url(obj):
         return url(obj)
     return obj

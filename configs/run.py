@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from . import checks
+from . import checks, redact
 from .errors import ConfigError
 from .checks import FieldError
 from .model import (FIO_SWEEP_KEY, MAX_CONCURRENCY, MAX_RATE_RPS, OPEN_LOOP_WORKLOADS, PROFILE_SWEEP_KEYS, Harness,
@@ -57,7 +57,7 @@ class RunPlan:
 
 
 def _env_error(var: str, value: str, expected: str) -> ConfigError:
-    return ConfigError(f"environment {var}={value!r}: expected {expected}")
+    return ConfigError(f"environment {var}={redact.plain(value)!r}: expected {expected}")
 
 
 def _int_list(var: str, value: str, most: int = 10**9) -> list[int]:

@@ -9,20 +9,33 @@ every record that finished before the kill. The manifest is rewritten atomically
 rename) at every change, so whatever kills the run leaves a valid one: ``status`` is ``running`` until
 the end, then ``complete`` or ``incomplete``.
 
+When the manifest cannot be written at the end (a full filesystem), ``STOPPED`` beside it says how the run
+ended: creating a file needs no room for its data, and its name alone says the run is over.
+
+The process writing a run or an experiment holds ``writer.lock`` in its directory (flock, for its whole
+life; the kernel lets go when it dies): :func:`claim` tells a live writer's directory from an abandoned
+one, so nothing moves or reuses a directory while its writer is alive.
+
 ``schema_version`` in the manifest names what a run's files hold; :func:`read_manifest` reads older
 ones too, filling in what they did not have.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
+
+from .checks import LABEL_VALUE
+from .paths import check_name, make_dir, open_file, write_file
 
 # 1: the first harness; 2: schema_version itself, records of cut streams (cancelled_by_step) and
 # cached_tokens, manifest's session_id_ignored and outages; 3: records' request_hash, manifest's tier_mode
@@ -34,6 +47,8 @@ MANIFEST_DEFAULTS = (("schema_version", 1), ("blocked", None), ("notes", ()), ("
                      ("session_id_ignored", False), ("outages", ()), ("tier_mode", None),
                      ("request_manifest_hash", None), ("rig", None), ("site", None))
 REQUEST_MANIFEST = "request_manifest.jsonl"
+STOPPED = "STOPPED"
+WRITER_LOCK = "writer.lock"
 
 
 # A request Locust cut by stopping its user (step boundary, end of run): recorded, because it was sent
@@ -92,9 +107,9 @@ class RequestRecord:
 
 class RecordWriter:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(path.parent, exist_ok=True)
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = open_file(path, os.O_WRONLY | os.O_APPEND)
         self._lock = threading.Lock()
 
     def write(self, record: RequestRecord) -> bytes:
@@ -129,7 +144,7 @@ def write_request_manifest(path: Path, entries: list[dict]) -> str:
     """The deterministic replay list of a run, one JSON object per line, and its semantic hash: what the
     entries say, not when or where they were written, so two runs of one workload share it."""
     lines = [_canonical(e) for e in entries]
-    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    write_file(path, b"".join(line + b"\n" for line in lines))
     return hashlib.blake2b(b"\n".join(sorted(lines)), digest_size=12).hexdigest()
 
 
@@ -164,24 +179,40 @@ class Manifest:
 
     def write(self) -> None:
         tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.doc, indent=1, default=str) + "\n")
-        os.replace(tmp, self.path)
+        try:
+            write_file(tmp, json.dumps(self.doc, indent=1, default=str) + "\n")
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)        # the last good manifest stays, without a torn copy beside it
+            raise
+
+    def _save(self) -> None:
+        """A write in the middle of the run. Where the filesystem refuses it the document stays whole in
+        memory for the next write, and finish() says so if that one fails too: the bookkeeping never stops
+        the run (nor the closing of it) halfway."""
+        with contextlib.suppress(OSError):
+            self.write()
+
+    def update(self, **fields) -> None:
+        """Set top-level fields mid-run (what the telemetry watch saw, say), saved as _save() saves."""
+        self.doc.update(fields)
+        self._save()
 
     def begin_step(self, entry: dict) -> None:
         now = time.time()
         if self.doc["steps"] and self.doc["steps"][-1]["end"] is None:
             self.doc["steps"][-1].update(end=now, ended_at=utc(now))
         self.doc["steps"].append({**entry, "start": now, "started_at": utc(now), "end": None, "ended_at": None})
-        self.write()
+        self._save()
 
     def note(self, text: str) -> None:
         self.doc["notes"].append({"at": utc(time.time()), "text": text})
-        self.write()
+        self._save()
 
     def block(self, reason: str) -> None:
         if self.doc["blocked"] is None:
             self.doc["blocked"] = {"reason": reason, "at": utc(time.time())}
-            self.write()
+            self._save()
 
     def finish(self, complete: bool, reason: Optional[str] = None) -> None:
         if self.doc["end"] is not None:
@@ -192,7 +223,58 @@ class Manifest:
         self.doc.update(status="complete" if complete else "incomplete", end=now, ended_at=utc(now))
         if reason:
             self.doc["stop_reason"] = reason
-        self.write()
+        try:
+            self.write()
+        except OSError as exc:
+            self._mark_stopped(exc)
+
+    def _mark_stopped(self, exc: OSError) -> None:
+        """The manifest could not be written: STOPPED says how the run ended, or, where not even that can be
+        written, stderr does."""
+        text = (f"{self.doc['status']}: {self.doc.get('stop_reason') or 'every step ran'}; manifest.json not "
+                f"written ({exc.strerror})")
+        try:
+            fd = open_file(self.path.parent / STOPPED)
+            try:
+                os.write(fd, (text + "\n").encode())
+            finally:
+                os.close(fd)
+        except OSError as marker:
+            print(f"run {self.doc['run_id']} {text}; {STOPPED} not written either ({marker.strerror})",
+                  file=sys.stderr, flush=True)
+
+
+def hold_writer_lock(directory: Path) -> Optional[int]:
+    """Take ``directory``'s writer lock for the rest of this process's life (the descriptor is never closed:
+    the kernel releases it at exit, however the process ends). None when a live process holds it."""
+    fd = open_file(directory / WRITER_LOCK, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def claim(directory: Path) -> Iterator[bool]:
+    """True while no live process writes ``directory`` (and none can start to, until the block ends); False
+    when its writer is alive. A directory without a lock file never had a writer that takes one."""
+    try:
+        fd = os.open(directory / WRITER_LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        free = True
+    except BlockingIOError:
+        free = False
+    try:
+        yield free
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def read_manifest(path: Path) -> dict:
@@ -207,4 +289,8 @@ def read_manifest(path: Path) -> dict:
     if doc.get("schema_version", 1) > SCHEMA_VERSION:
         raise ValueError(f"{path} has schema_version {doc['schema_version']}; this harness reads up to "
                          f"{SCHEMA_VERSION}")
+    check_name(doc["run_id"], "manifest run_id")         # what queries and paths are built from
+    for key in ("rig", "site"):
+        if doc.get(key) is not None and not (isinstance(doc[key], str) and LABEL_VALUE.fullmatch(doc[key])):
+            raise ValueError(f"{path}: invalid {key} {doc[key]!r} (letters, digits, '.', '_' or '-')")
     return {**{k: list(v) if isinstance(v, tuple) else v for k, v in MANIFEST_DEFAULTS}, **doc}

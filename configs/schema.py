@@ -11,6 +11,7 @@ import math
 import typing
 from typing import Any, Callable, Literal, Union, get_args, get_origin
 
+from . import redact
 from .errors import ConfigError
 from .sizes import parse_size
 
@@ -28,6 +29,11 @@ def dotted(path: tuple) -> str:
 
 def fail(where: Where, path: tuple, message: str) -> ConfigError:
     return ConfigError(f"{where(path)}: {dotted(path)}: {message}")
+
+
+def _shown(value: Any) -> str:
+    """A value as a message quotes it: credentials in URLs masked."""
+    return repr(redact.plain(value))
 
 
 def _type_name(tp: Any) -> str:
@@ -66,22 +72,22 @@ def read(tp: Any, value: Any, path: tuple, where: Where) -> Any:
                 return read(alt, value, path, where)
             except ConfigError as exc:
                 errors.append(exc)
-        raise errors[0] if len(inner) == 1 else fail(where, path, f"expected {_type_name(tp)}, got {value!r}")
+        raise errors[0] if len(inner) == 1 else fail(where, path, f"expected {_type_name(tp)}, got {_shown(value)}")
     if origin is Literal:
         allowed = get_args(tp)
         if isinstance(value, str):
             for a in allowed:
                 if a.lower() == value.lower():
                     return a
-        raise fail(where, path, f"expected {_type_name(tp)}, got {value!r}")
+        raise fail(where, path, f"expected {_type_name(tp)}, got {_shown(value)}")
     if origin is list:
         if not isinstance(value, list):
-            raise fail(where, path, f"expected {_type_name(tp)}, got {value!r}")
+            raise fail(where, path, f"expected {_type_name(tp)}, got {_shown(value)}")
         (item,) = get_args(tp)
         return tuple(read(item, v, path + (i,), where) for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            raise fail(where, path, f"expected {_type_name(tp)}, got {value!r}")
+            raise fail(where, path, f"expected {_type_name(tp)}, got {_shown(value)}")
         _, item = get_args(tp)
         return {str(k): read(item, v, path + (str(k),), where) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
@@ -95,20 +101,20 @@ def read(tp: Any, value: Any, path: tuple, where: Where) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):          # YAML's .nan and .inf: never a meaningful setting
-                raise fail(where, path, f"expected a finite number, got {value!r}")
+                raise fail(where, path, f"expected a finite number, got {_shown(value)}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
             return value
     else:  # pragma: no cover - a schema bug, not a user error
         raise TypeError(f"unsupported schema type {tp!r}")
-    raise fail(where, path, f"expected {_type_name(tp)}, got {value!r}")
+    raise fail(where, path, f"expected {_type_name(tp)}, got {_shown(value)}")
 
 
 def build(cls: type, data: Any, path: tuple, where: Where) -> Any:
     """Instantiate dataclass ``cls`` from mapping ``data``; unknown and missing keys are errors."""
     if not isinstance(data, dict):
-        raise fail(where, path, f"expected a mapping, got {data!r}")
+        raise fail(where, path, f"expected a mapping, got {_shown(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(map(str, data)) - set(fields))

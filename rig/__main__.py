@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     p_up.add_argument("--profile", default="spill", help="profile whose tier2_path and block size the exporters use")
     sub.add_parser("down", help="stop everything `up` (or the demo) started")
     sub.add_parser("status", help="list running processes and their logs")
-    p_demo = sub.add_parser("demo", help="the end-to-end demo on simulated stacks (configs/demo.yaml)")
+    p_demo = sub.add_parser("demo", help="the end-to-end demo on simulated stacks (configs/demo.yaml; --config or "
+                                          "$HARNESS_CONFIG layered over it)")
     p_demo.add_argument("--quick", action="store_true", help="H0 and H2 only, shorter steps (CI)")
     p_sweep = sub.add_parser("sweep", help="the v3.3 sweep playbook: phases A, B, C and the H9 check")
     p_sweep.add_argument("--phase", action="append", choices=["A", "B", "C", "H9"],
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "demo":
         from . import demo
-        return demo.main(quick=args.quick, config=Path(args.config) if args.config else demo.DEMO_CONFIG)
+        return demo.main(quick=args.quick, overlay=args.config)
     if args.cmd == "ratesweep":
         from . import ratesweep
         return ratesweep.main(args)

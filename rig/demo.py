@@ -1,5 +1,6 @@
 """`make demo`: simulated Stack A and B, the exporters, a local Prometheus, the demo sweeps through
-Locust, then the report — all from configs/demo.yaml, all stopped at the end or on Ctrl-C, results kept.
+Locust, then the report — all from configs/demo.yaml (with $HARNESS_CONFIG or --config layered over it),
+all stopped at the end or on Ctrl-C, results kept.
 
 Runs, in order: H0 on A then B (queue knee), an idle pause (the baseline H2A's flat-NVMe gate
 compares against), H2A on A and H2B on B (context growth), H4B (fio contention on the tier2 disk),
@@ -8,14 +9,19 @@ intervals and a verdict). ``--quick`` keeps H0 and H2 with shorter steps (the CI
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from configs import load
+import yaml
+
+from configs import Harness, load
+from configs.loader import DEFAULT_FILES, OVERLAY_ENV, merge, read_yaml
 from configs.paths import PROJECT_ROOT, resolve
 
 from . import local
@@ -43,8 +49,22 @@ QUICK = (Item("H0", "stackA", (("DURATION_S", "6"),)), Item("H0", "stackB", (("D
          Item("H2B", "stackB", (("DURATION_S", "8"),)))
 
 
-def main(quick: bool = False, config: Path = DEMO_CONFIG) -> int:
-    cfg = load(str(config))
+def demo_config(overlay: Optional[str] = None) -> tuple[Harness, Path]:
+    """The demo's configuration — the shipped files, configs/demo.yaml over them, then the operator's overlay
+    (``overlay``, else $HARNESS_CONFIG) over that, layered as ``configs.load`` layers them, so a ports-only
+    overlay changes the ports and nothing else — and the one overlay file every process the demo starts
+    reads (each takes one): demo.yaml and that overlay merged, under the demo's run directory. Loaded from
+    the files first, so a mistake names the file that made it."""
+    user = overlay or os.environ.get(OVERLAY_ENV) or None
+    cfg = load(user, files=(*DEFAULT_FILES, DEMO_CONFIG))
+    merged, _ = merge((str(p), read_yaml(p)) for p in (DEMO_CONFIG, *([Path(user)] if user else [])))
+    path = local.run_dir(cfg) / "demo-config.yaml"
+    path.write_text(yaml.safe_dump(merged, sort_keys=False))
+    return cfg, path
+
+
+def main(quick: bool = False, overlay: Optional[str] = None) -> int:
+    cfg, config = demo_config(overlay)
     sup = Supervisor(local.run_dir(cfg))
     running: list[subprocess.Popen] = []
     interrupted = []

@@ -5,6 +5,11 @@ recorded request, one whose manifest is damaged, or a `rig pairs` / `rig rehydra
 never reached its verdict (with the legs that belong to it). Dry run by default: it lists what it would
 move and why; ``--execute`` moves them under ``<results_dir>/trials/<tag>/``. ``--keep`` names runs to
 leave alone. Nothing is ever deleted.
+
+A run or experiment whose writer is alive is no trial however it looks (``running`` is what a live run's
+manifest says): its writer holds the directory's writer lock, and hygiene skips it, and every leg of a live
+experiment, with a line saying so. A directory is moved while hygiene holds that lock itself, so no writer
+can start in it meanwhile.
 """
 from __future__ import annotations
 
@@ -13,8 +18,8 @@ import time
 from pathlib import Path
 
 from configs import load
-from configs.paths import resolve
-from configs.runfiles import read_manifest
+from configs.paths import make_dir, resolve
+from configs.runfiles import WRITER_LOCK, claim, read_manifest
 
 from .launch import say
 
@@ -22,8 +27,14 @@ FINISHED = {"pairs": "verdict.json", "rehydrate": "recommendation.json"}
 NOT_RUNS = {"trials", "publish", "report"}
 
 
-def trials(results: Path, keep: set[str]) -> list[tuple[Path, str]]:
-    """(directory, reason) for every trial under ``results``."""
+def _live(d: Path) -> bool:
+    with claim(d) as free:
+        return not free
+
+
+def trials(results: Path, keep: set[str]) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """(directory, reason) for every trial under ``results``, and (directory, why) for those that look like
+    trials but are held by a live writer: a live run or experiment, and the legs of a live experiment."""
     found = []
     experiments = {}
     for d in sorted(p for p in results.iterdir() if p.is_dir() and p.name not in NOT_RUNS):
@@ -50,7 +61,17 @@ def trials(results: Path, keep: set[str]) -> list[tuple[Path, str]]:
         owner = next((e for e in unfinished if d.name.startswith(e + "-")), None)
         if owner and d.name not in keep and all(d != f for f, _ in found):
             found.append((d, f"a leg of the unfinished {owner}"))
-    return found
+    live = {e for e in unfinished if _live(results / e)}
+    movable, held = [], []
+    for d, reason in found:
+        owner = next((e for e in live if d.name.startswith(e + "-")), None)
+        if d.name in live or _live(d):
+            held.append((d, f"live: its writer holds {WRITER_LOCK}"))
+        elif owner:
+            held.append((d, f"a leg of the live {owner}"))
+        else:
+            movable.append((d, reason))
+    return movable, held
 
 
 def main(args) -> int:
@@ -59,15 +80,21 @@ def main(args) -> int:
     if not results.is_dir():
         say(f"nothing to do: {results} does not exist")
         return 0
-    found = trials(results, set(args.keep or ()))
+    found, held = trials(results, set(args.keep or ()))
+    for d, why in held:
+        say(f"skipping {d.name} ({why})")
     if not found:
         say(f"{results}: no trial runs")
         return 0
     target = results / "trials" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     for d, reason in found:
-        say(f"{'moving' if args.execute else 'would move'} {d.name} ({reason})")
-        if args.execute:
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(d), str(target / d.name))
+        with claim(d) as free:            # held while moving: no writer starts in it meanwhile
+            if not free:
+                say(f"skipping {d.name} (live: its writer started meanwhile)")
+                continue
+            say(f"{'moving' if args.execute else 'would move'} {d.name} ({reason})")
+            if args.execute:
+                make_dir(target, exist_ok=True)
+                shutil.move(str(d), str(target / d.name))
     say(f"{len(found)} trial runs {'moved to ' + str(target) if args.execute else 'found; --execute moves them'}")
     return 0

@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Optional
 from urllib.parse import urlsplit
 
 from configs import Harness
-from configs.paths import PROJECT_ROOT
+from configs.paths import PROJECT_ROOT, make_dir, resolve
+from configs.runfiles import hold_writer_lock
 from configs.tier_env import render, tier_env
 
 from .procs import Supervisor, ensure_free
@@ -20,15 +23,25 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def start_simulator(cfg: Harness, sup: Supervisor, config: Path, name: str, profile: str = "spill",
+def experiment_dir(cfg: Harness, kind: str) -> tuple[Path, str]:
+    """``<results_dir>/<kind>-<time>/`` for one experiment and its time stamp: made by this process, which
+    holds its writer lock to the end (never released: the kernel lets go when the process ends), so
+    `rig hygiene` leaves a live experiment and its legs where they are."""
+    ts = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = make_dir(resolve(cfg.results_dir) / f"{kind}-{ts}")
+    hold_writer_lock(out)
+    return out, ts
+
+
+def start_simulator(cfg: Harness, sup: Supervisor, config: Optional[Path], name: str, profile: str = "spill",
                     tier_mode: str = "B2") -> None:
     """The simulator for one configured stack, on that stack's ports, with ``profile``'s tiers (Stack B's in
-    ``tier_mode``)."""
+    ``tier_mode``); ``config`` None: it reads what this process reads (``configs.load``)."""
     stack = cfg.stacks[name]
     letter = name[-1]
     url = urlsplit(stack.openai_base)
-    cmd = [sys.executable, "-m", "stacksim", "--stack", letter, "--profile", profile, "--config", str(config),
-           "--port", str(url.port), "--log-level", "WARNING"]
+    cmd = [sys.executable, "-m", "stacksim", "--stack", letter, "--profile", profile,
+           *(("--config", str(config)) if config else ()), "--port", str(url.port), "--log-level", "WARNING"]
     ensure_free(url.hostname, url.port, f"the simulated {name}", "is a real stack running there? stop it, or "
                 "point the stack elsewhere in an overlay")
     if stack.kvbm_metrics_url:
@@ -49,9 +62,10 @@ def stop_simulator(sup: Supervisor, name: str) -> None:
     sup.stop(f"stacksim-{name[-1]}")
 
 
-def run_locust(hypothesis: str, stack: str, config: Path, running: list, extra_env=()) -> tuple[int, str]:
-    """One locustfile, headless; its step lines are shown as they come. Returns (exit status, run id)."""
-    env = {**os.environ, "HARNESS_CONFIG": str(config), "STACK": stack, **dict(extra_env)}
+def run_locust(hypothesis: str, stack: str, config: Optional[Path], running: list, extra_env=()) -> tuple[int, str]:
+    """One locustfile, headless; its step lines are shown as they come. Returns (exit status, run id).
+    ``config`` None: Locust reads what this process reads ($HARNESS_CONFIG if set, else the shipped configs)."""
+    env = {**os.environ, **({"HARNESS_CONFIG": str(config)} if config else {}), "STACK": stack, **dict(extra_env)}
     env.pop("ENDPOINT", None)
     proc = subprocess.Popen([sys.executable, "-m", "locust", "-f",
                              str(PROJECT_ROOT / "locustfiles" / f"{hypothesis.lower()}.py"), "--headless",

@@ -60,6 +60,15 @@ def kvbm_counters(url: Optional[str]) -> Optional[dict]:
     return out
 
 
+def increase(before: Optional[float], after: Optional[float]) -> tuple[float, bool]:
+    """How much a counter grew over a leg, and whether it was reset meanwhile. A counter that went backwards
+    started again from zero (its process restarted): what it counts now is the growth since, as Prometheus'
+    increase() and the exporter's Monotonic take it — a lower bound, never a negative count."""
+    if before is None or after is None or math.isnan(before) or math.isnan(after):
+        return math.nan, False
+    return (after - before, False) if after >= before else (after, True)
+
+
 def leg_metrics(results: Path, run_id: str) -> tuple[dict, int, str]:
     """Replay-phase TTFC percentiles and throughput, errors of the whole leg, and the metric used."""
     run = results / run_id
@@ -170,14 +179,13 @@ class LegRunner:
         except (OSError, ValueError) as exc:
             raise LegError(f"leg {run_id} (locust exit {code}) left no readable run: {exc}") from None
         io_before, io_after = evidence["before"]["process_io"], evidence["after"]["process_io"]
-        both = before is not None and after is not None
+        kv = {k: increase(before and before[k], after and after[k])
+              for k in ("offload_disk_blocks", "onboard_disk_blocks", "tier2_read_bytes")}
         row = {"mode": mode, "run_id": run_id, "concurrency": concurrency, "request_manifest_hash": replay_hash,
-               **metrics, "errors": errors, "metric_used": used,
-               "offload_disk_blocks": after["offload_disk_blocks"] - before["offload_disk_blocks"] if both else math.nan,
-               "onboard_disk_blocks": after["onboard_disk_blocks"] - before["onboard_disk_blocks"] if both else math.nan,
-               "tier2_read_bytes": after["tier2_read_bytes"] - before["tier2_read_bytes"] if both else math.nan,
-               "process_read_bytes": io_after["read_bytes"] - io_before["read_bytes"] if io_before and io_after
-               else math.nan, "locust_exit": code}
+               **metrics, "errors": errors, "metric_used": used, **{k: v for k, (v, _) in kv.items()},
+               "process_read_bytes": increase(io_before and io_before["read_bytes"],
+                                              io_after and io_after["read_bytes"])[0],
+               "counter_reset": any(reset for _, reset in kv.values()), "locust_exit": code}
         say(f"    TTFC p50 {row['ttfc_p50_ms']:.1f} ms, p99 {row['ttfc_p99_ms']:.1f} ms, {row['replay_requests']} "
             f"replayed, {errors} errors, {row['onboard_disk_blocks']:g} blocks onboarded from disk")
         return row

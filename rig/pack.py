@@ -4,17 +4,21 @@ Writes ``<results_dir>/publish/<name>/`` with the summary tables (legs, per-pair
 the order check, the verdict, figures (each pair's delta with the interval; the CDF of replay TTFC per
 tier mode), the configuration snapshot and a methodology text generated from what was run — so the
 pack says what it is without the harness beside it.
+
+Every path it builds — from ``--name``, the experiment argument, or what legs.csv says (the default name's
+concurrency, the legs' run ids) — must lie under ``results_dir``, or the pack is refused with one
+``error:`` line (exit 2). A pack of the same name is replaced only when the rig made it (its marker file):
+any other directory there is left as it is.
 """
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 from analysis import figures
 from configs import load
-from configs.paths import resolve
+from configs.paths import fresh_owned_dir, inside, make_dir, resolve, safe_join, write_file
 from configs.runfiles import read_manifest, read_records
 
 from .launch import say
@@ -62,22 +66,19 @@ def _revision(git) -> str:
 
 def pack(results: Path, experiment: Path, name: str) -> Path:
     legs = list(csv.DictReader(open(experiment / "legs.csv")))
+    runs = {r["run_id"]: safe_join(results, r["run_id"]) for r in legs}        # before anything is written
     comparisons = json.loads((experiment / "comparisons.json").read_text())
     verdict = json.loads((experiment / "verdict.json").read_text())
-    out = results / "publish" / name
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "figures").mkdir(parents=True)
-    for f in COPIED:
-        shutil.copy2(experiment / f, out / f)
-    for f in experiment.glob("storage-*.json"):
-        shutil.copy2(f, out / f.name)
-    (out / "order_check.json").write_text(json.dumps(
+    out = fresh_owned_dir(safe_join(results / "publish", name))
+    make_dir(out / "figures")
+    for f in [experiment / f for f in COPIED] + sorted(experiment.glob("storage-*.json")):
+        write_file(out / f.name, f.read_bytes())
+    write_file(out / "order_check.json", json.dumps(
         [{"metric": c["metric"], "order_diff": c["order_diff"], "order_ci": c["order_ci"],
           "order_effect": f"ORDER_EFFECT_{c['metric'].upper()}" in c["reasons"]} for c in comparisons], indent=2) + "\n")
-    manifest = read_manifest(results / legs[0]["run_id"] / "manifest.json")
-    (out / "config.json").write_text(json.dumps({"plan": manifest.get("plan"), "config": manifest.get("config")},
-                                                indent=1) + "\n")
+    manifest = read_manifest(runs[legs[0]["run_id"]] / "manifest.json")
+    write_file(out / "config.json", json.dumps({"plan": manifest.get("plan"), "config": manifest.get("config")},
+                                               indent=1) + "\n")
     orders = {int(r["pair"]): r["order"] for r in legs}
     for c in comparisons:
         ci = tuple(float("nan") if x is None else x for x in c["ci"])
@@ -86,18 +87,18 @@ def pack(results: Path, experiment: Path, name: str) -> Path:
                             out / "figures" / f"deltas_{c['metric']}.png")
     by_mode: dict[str, list[float]] = {}
     for r in legs:
-        for rec in read_records(results / r["run_id"] / "requests.jsonl", ("phase", "ok", "ttft_s")):
+        for rec in read_records(runs[r["run_id"]] / "requests.jsonl", ("phase", "ok", "ttft_s")):
             if rec["phase"] == "replay" and rec["ok"] and rec["ttft_s"] is not None:
                 by_mode.setdefault(r["mode"], []).append(rec["ttft_s"] * 1000)
     figures.ttfc_cdf(by_mode, out / "figures" / "ttfc_cdf.png")
-    (out / "methodology.md").write_text(methodology(legs, comparisons, verdict, manifest))
+    write_file(out / "methodology.md", methodology(legs, comparisons, verdict, manifest))
     return out
 
 
 def main(args) -> int:
     cfg = load(args.config)
     results = resolve(cfg.results_dir)
-    experiment = Path(args.pairs) if "/" in args.pairs else results / args.pairs
+    experiment = inside(results, Path(args.pairs) if "/" in args.pairs else results / args.pairs)
     if not (experiment / "legs.csv").exists() or not (experiment / "comparisons.json").exists():
         say(f"error: {experiment} is not a finished `rig pairs` experiment (no legs.csv or comparisons.json)")
         return 2

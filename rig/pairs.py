@@ -29,9 +29,8 @@ from analysis import pairs as P
 from analysis.run import json_safe
 from configs import load
 from configs.model import TIER_MODES
-from configs.paths import resolve
 
-from .launch import say
+from .launch import experiment_dir, say
 from .legs import LegError, LegRunner
 from .procs import StartError
 
@@ -66,9 +65,7 @@ def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: in
         accept_baseline: bool = False) -> int:
     cfg = load(str(config) if config else None)
     a, b = modes
-    ts = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = resolve(cfg.results_dir) / f"pairs-{ts}"
-    out.mkdir(parents=True)
+    out, ts = experiment_dir(cfg, "pairs")
     runner = LegRunner(cfg, config, out)
     legs: list[P.Leg] = []
     rows: list[dict] = []
@@ -132,14 +129,18 @@ def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: in
 
 
 def _mechanism(rows: list[dict]) -> P.Mechanism:
-    """What the B2 legs showed: KV written to the disk tier; read back (onboarded, and the tier2 file read
-    where the target states it)."""
+    """What the B2 legs showed: KV written to the disk tier; onboarded from it (KVBM's counters); and backed
+    by bytes really read — the serving process's own reads where observed, else the simulator's tier2 file
+    count (analysis.gates.DiskReads holds the same order for a single run)."""
     b2 = [r for r in rows if r["mode"] == "B2"]
     if not b2 or all(math.isnan(r["onboard_disk_blocks"]) for r in b2):
         return P.Mechanism(None, None)
-    read = [r["tier2_read_bytes"] for r in b2 if not math.isnan(r["tier2_read_bytes"])]
-    return P.Mechanism(write=any(r["offload_disk_blocks"] > 0 for r in b2),
-                       rehydrate=any(r["onboard_disk_blocks"] > 0 for r in b2) and (not read or any(x > 0 for x in read)))
+    claimed = [r for r in b2 if r["onboard_disk_blocks"] > 0]
+    reads = [G.DiskReads(process=r.get("process_read_bytes", math.nan), file=r["tier2_read_bytes"]).backing()[0]
+             for r in claimed]
+    seen = [x for x in reads if not math.isnan(x)]
+    return P.Mechanism(write=any(r["offload_disk_blocks"] > 0 for r in b2), rehydrate=bool(claimed),
+                       backed=any(x > 0 for x in seen) if seen else None)
 
 
 def _write(out: Path, rows: list[dict], legs: list[P.Leg], comparisons: list, flags: list[str],

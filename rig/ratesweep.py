@@ -6,7 +6,6 @@ closed loop of --max-concurrency users), each one short run; then one open-loop 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from configs import load
@@ -34,7 +33,7 @@ def rates_between(low: float, high: float, points: int) -> list[float]:
 
 
 def main(args) -> int:
-    config = Path(args.config) if args.config else Path(os.environ.get("HARNESS_CONFIG", ""))
+    config = Path(args.config) if args.config else None       # none: $HARNESS_CONFIG or the shipped configs
     cfg = load(args.config)
     results = resolve(cfg.results_dir)
     running: list = []

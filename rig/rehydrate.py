@@ -14,15 +14,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import time
 from pathlib import Path
 
 from analysis.knee import find_knee
 from configs import load
 from configs.model import tier_mode
-from configs.paths import resolve
 
-from .launch import say
+from .launch import experiment_dir, say
 from .legs import LegError, LegRunner
 from .procs import StartError
 
@@ -61,9 +59,7 @@ def knees(rows: list[dict]) -> dict:
 
 def run(config: Path | None, modes: list[str], concurrencies: list[int], context_tokens: int, duration_s: int) -> int:
     cfg = load(str(config) if config else None)
-    ts = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = resolve(cfg.results_dir) / f"rehydrate-{ts}"
-    out.mkdir(parents=True)
+    out, ts = experiment_dir(cfg, "rehydrate")
     runner = LegRunner(cfg, config, out)
     rows: list[dict] = []
     failed = None

@@ -325,8 +325,8 @@ class StackServer:
         except TooLong as exc:
             log.info("engine failed an over-length prompt: %s", exc)
             return await self._engine_failure(request, stream, endpoint, started)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, web.HTTPRequestEntityTooLarge, BadRequest,
-                UnknownModel, Rejected) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, web.HTTPRequestEntityTooLarge,
+                web.RequestPayloadError, BadRequest, UnknownModel, Rejected) as exc:
             if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
                 stream, status, message, type_ = False, 400, f"invalid JSON body: {exc}", "BadRequestError"
             elif isinstance(exc, RecursionError):
@@ -334,6 +334,9 @@ class StackServer:
             elif isinstance(exc, web.HTTPRequestEntityTooLarge):
                 stream, status, type_ = False, 413, "BadRequestError"
                 message = f"request body larger than {MAX_BODY_BYTES // 2**20} MiB"
+            elif isinstance(exc, web.RequestPayloadError):      # aiohttp's: not its Content-Encoding, bad chunks
+                stream, status, type_ = False, 400, "BadRequestError"
+                message = f"request body unreadable: {getattr(exc.__cause__, 'message', exc)}"
             elif isinstance(exc, BadRequest):
                 status, message, type_ = 400, str(exc), "BadRequestError"
             elif isinstance(exc, UnknownModel):
@@ -345,6 +348,11 @@ class StackServer:
             else:
                 resp = openai_error(status, message, type_, "model_not_found" if status == 404 else
                                     getattr(exc, "code", None))
+            if isinstance(exc, web.RequestPayloadError):
+                # what follows on the wire is no HTTP we can read: the connection ends with this answer, and
+                # aiohttp does not read on into the broken body after it (its 'Unhandled exception' traceback)
+                resp.force_close()
+                request.content.feed_eof()
             self.metrics.observe(endpoint=endpoint, stream=stream, code=resp.status, ttft=None, itls=[],
                                  duration=time.monotonic() - started, prompt_tokens=0, completion_tokens=0,
                                  queue_s=0.0, finish_reason=None)

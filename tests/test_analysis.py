@@ -15,6 +15,7 @@ from analysis.correlate import best_lag, linear_fit, on_grid
 from analysis.knee import find_knee, saturation
 from analysis.promdata import MAX_POINTS, FileSource, PrometheusSource, TelemetryError, chunks, export
 from analysis.run import analyse, dumps, verdict_doc
+from faultcase import fault
 from conftest import free_port, run_module
 
 LEVELS = [1, 2, 4, 8, 16, 32]
@@ -27,7 +28,7 @@ def test_knee_at_two_consecutive_steps():
 
 def test_single_noisy_spike_is_not_a_knee():
     k = find_knee(LEVELS, [1] * 6, [1.5, 3.0, 1.5, 1.6, 1.7, 1.8])
-    assert k.reason == "no_knee" and k.u_work == 32
+    assert k.reason == "no_knee" and k.u_work is None and "no knee in the tested range" in k.said
 
 
 def test_knee_at_the_first_step_has_no_u_work():
@@ -148,6 +149,7 @@ def test_verdict_json_has_no_nan():
     assert json.loads(dumps(doc)) == {"a": None, "b": [1.0, None], "c": None, "d": {"e": 2.5}}
 
 
+@fault("run.blocked", "a blocked run (the frontend rejects session_id) whose requests also failed", "blocked says BLOCKED; errors still fails RUN_ERRORS_PRESENT and the verdict is fail", ("gate:blocked=BLOCKED", "gate:errors=RUN_ERRORS_PRESENT"))
 def test_blocked_never_hides_an_error_rate():
     blocked = G.Gate("blocked", "blocked", "BLOCKED", "the frontend rejects session_id")
     failing = G.run_state({"status": "complete", "blocked": {"reason": "x"}}, error_rate=1.0)

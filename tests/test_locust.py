@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from faultcase import fault
 from conftest import ROOT, Sim, free_port, run_module, sims_overlay
+from analysis import gates as G
 from configs.runfiles import read_records
 
 LOCUSTFILES = sorted(p.stem for p in (ROOT / "locustfiles").glob("*.py") if p.stem not in ("adapter_proxy", "__init__"))
@@ -141,6 +143,7 @@ def test_records_survive_a_killed_run(rig):
     assert m["status"] == "running" and m["steps"][0]["end"] is None     # valid JSON, visibly unfinished
 
 
+@fault("run.signal", "Ctrl-C or SIGTERM to a Locust run mid-step", "manifest incomplete with its stop_reason; run_complete fails RUN_INCOMPLETE", ("gate:run_complete=RUN_INCOMPLETE",))
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_marks_the_run_incomplete(rig, sig):
     before = set(runs(rig, "h2a"))
@@ -157,6 +160,7 @@ def test_ctrl_c_or_sigterm_marks_the_run_incomplete(rig, sig):
     [run] = set(runs(rig, "h2a")) - before
     m = manifest(run)
     assert m["status"] == "incomplete" and m["stop_reason"] and m["end"] is not None, m["status"]
+    assert G.run_state(m, 0.0)[0].reason == "RUN_INCOMPLETE"
     assert read_records(run / "requests.jsonl")
 
 
@@ -433,10 +437,11 @@ def test_a_bad_run_id_is_one_line(rig):
     assert set(runs(rig, "h2b")) == before
 
 
+@fault("run.session_id", "an H9 run against a frontend that accepts session_id and drops it", "session_id fails SESSION_ID_IGNORED", ("gate:session_id=SESSION_ID_IGNORED",))
 def test_a_frontend_that_drops_unknown_fields_is_flagged_for_h9(rig, tmp_path):
     """Dynamo with DYN_IGNORE_OPENAI_FE_UNSUPPORTED_FIELDS=true answers 200 to session_id and drops it:
     not blocked, yet nothing reaches KVBM. A made-up field answered 200 too gives it away."""
-    from analysis import gates as G
+
     with Sim(tmp_path, "B", args=("--no-strict-fields",)) as lax:
         before = set(runs(rig, "h9"))
         proc = locust(rig, "h9", env={"ENDPOINT": f"{lax.base}/v1", "DURATION_S": "1", "CONTEXT_TOKENS": "256"})
@@ -449,10 +454,11 @@ def test_a_frontend_that_drops_unknown_fields_is_flagged_for_h9(rig, tmp_path):
     assert G.verdict(G.run_state(m, 0.0)) == "fail"
 
 
+@fault("run.stackdied", "the stack dies mid-run (connection refused)", "users back off; the outage is in the manifest; errors fails STACK_OUTAGE", ("gate:errors=STACK_OUTAGE",))
 def test_a_stack_that_dies_mid_run_is_an_outage_not_a_flood(rig, tmp_path):
     """Connection refusals in a row make users back off; the manifest holds the outage and the errors
     gate names it (the issue saw ~77k records in 48 s without any pause)."""
-    from analysis import gates as G
+
     from analysis.steps import load_run
     with Sim(tmp_path, "B") as dying:
         before = set(runs(rig, "h2b"))

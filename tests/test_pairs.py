@@ -3,8 +3,9 @@ import math
 import random
 
 from analysis import pairs as P
+from faultcase import fault
 
-SEEN = P.Mechanism(write=True, rehydrate=True)
+SEEN = P.Mechanism(write=True, rehydrate=True, backed=True)
 
 
 def legs(effect_ms: float, n: int, noise_ms: float = 2.0, order_effect_ms: float = 0.0, seed: int = 7,
@@ -23,6 +24,7 @@ def legs(effect_ms: float, n: int, noise_ms: float = 2.0, order_effect_ms: float
     return out
 
 
+@fault("pairs.OK", "eight clean pairs with a 20 ms effect", "decision-grade, reasons OK", ("pairs:OK",))
 def test_a_known_effect_is_inside_the_interval_and_decision_grade():
     data = legs(effect_ms=-20.0, n=8)
     c = P.compare(data, "ttfc_p50_ms")
@@ -30,9 +32,11 @@ def test_a_known_effect_is_inside_the_interval_and_decision_grade():
     assert c.wilcoxon_p <= 2 / 2 ** 8 + 1e-12 and c.sign_p <= 2 / 2 ** 8 + 1e-12   # all 8 deltas negative
     v = P.verdict(data, [c], mechanism=SEEN)
     assert v == {"decision_grade": True, "reasons": ["OK"], "primary_metric": "ttfc_p50_ms",
-                 "ssd_write_signal_present": True, "ssd_rehydrate_signal_present": True}
+                 "ssd_write_signal_present": True, "ssd_rehydrate_signal_present": True,
+                 "ssd_rehydrate_backed_by_reads": True}
 
 
+@fault("pairs.zero", "two modes the stack cannot tell apart (no effect)", "not decision-grade: INTERVAL_INCLUDES_ZERO", ("pairs:INTERVAL_INCLUDES_ZERO",))
 def test_no_effect_is_not_decision_grade():
     data = legs(effect_ms=0.0, n=8, noise_ms=5.0, seed=3)
     c = P.compare(data, "ttfc_p50_ms")
@@ -41,6 +45,7 @@ def test_no_effect_is_not_decision_grade():
     assert P.verdict(data, [c], mechanism=SEEN)["decision_grade"] is False
 
 
+@fault("pairs.order", "the first leg of each pair warms the second", "ORDER_EFFECT_<METRIC>, not decision-grade", ("pairs:ORDER_EFFECT_<METRIC>",))
 def test_a_planted_order_effect_is_flagged():
     data = legs(effect_ms=-20.0, n=8, order_effect_ms=15.0)
     c = P.compare(data, "ttfc_p50_ms")
@@ -50,6 +55,7 @@ def test_a_planted_order_effect_is_flagged():
     assert not v["decision_grade"] and "ORDER_EFFECT_TTFC_P50_MS" in v["reasons"]
 
 
+@fault("pairs.few", "three pairs whose interval excludes zero", "NOT_SIGNIFICANT: the exact Wilcoxon test cannot reach 5 %", ("pairs:NOT_SIGNIFICANT",))
 def test_a_handful_of_pairs_is_not_significant_whatever_the_interval():
     three = P.compare(legs(-20, 3), "ttfc_p50_ms")
     assert three.excludes_zero and three.wilcoxon_p == 2 / 8 and "NOT_SIGNIFICANT" in three.reasons
@@ -62,6 +68,7 @@ def test_a_small_carry_over_next_to_a_large_effect_is_not_an_order_effect():
     assert c.order_ci[0] > 0 and not any(r.startswith("ORDER_EFFECT") for r in c.reasons)    # seen, and small
 
 
+@fault("pairs.blocking", "legs with errors; no KVBM telemetry; no disk traffic; writes only; two pairs; no text chunks", "each its own reason; only the TTFT stand-in is a warning", ("pairs:RUN_ERRORS_PRESENT", "pairs:TELEMETRY_MISSING", "pairs:GATE_NO_SSD_MECHANISM_SIGNAL", "pairs:REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY", "pairs:TOO_FEW_PAIRS", "pairs:METRIC_FALLBACK_TTFT"))
 def test_errors_missing_mechanism_and_few_pairs_each_block():
     assert "RUN_ERRORS_PRESENT" in P.verdict(legs(-20, 6, errors=3), [P.compare(legs(-20, 6), "ttfc_p50_ms")],
                                              SEEN)["reasons"]
@@ -134,7 +141,8 @@ def test_pairs_run_end_to_end_with_counterbalanced_legs(tmp_path):
         assert (float(r["onboard_disk_blocks"]) > 0) == (r["mode"] == "B2"), r
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict == {"decision_grade": False, "reasons": ["TOO_FEW_PAIRS"], "primary_metric": "ttfc_p50_ms",
-                       "ssd_write_signal_present": True, "ssd_rehydrate_signal_present": True}
+                       "ssd_write_signal_present": True, "ssd_rehydrate_signal_present": True,
+                 "ssd_rehydrate_backed_by_reads": True}
     # storage evidence per leg: the serving process's own I/O before and after, beside the disk's identity
     evidence = json.loads((out / f"storage-{legs[1]['run_id']}.json").read_text())
     assert evidence["before"]["tier2_path"] == str(tmp_path / "t2")
@@ -158,6 +166,7 @@ def test_pairs_run_end_to_end_with_counterbalanced_legs(tmp_path):
     assert len({r["request_hash"] for r in replays}) <= len(replay)      # replays repeat the list's requests
 
 
+@fault("pairs.early", "the first B2 leg reads nothing back from a disk tier", "the experiment stops with GATE_NO_SSD_MECHANISM_SIGNAL", ("pairs:GATE_NO_SSD_MECHANISM_SIGNAL",))
 def test_the_early_gate_stops_when_b2_has_no_disk_tier(tmp_path):
     overlay = pairs_overlay(tmp_path, tier2_bytes="0")
     proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", "--duration-s", "2",
@@ -168,6 +177,7 @@ def test_the_early_gate_stops_when_b2_has_no_disk_tier(tmp_path):
     assert len(list(csv.DictReader(open(out / "legs.csv")))) == 2          # what ran is kept
 
 
+@fault("pairs.dead", "`rig pairs` against a frontend that does not answer", "stops before any leg: PREFLIGHT_FRONTEND_UNREACHABLE", ("pairs:PREFLIGHT_FRONTEND_UNREACHABLE",))
 def test_preflight_names_a_dead_endpoint(tmp_path):
     overlay = pairs_overlay(tmp_path)
     env = {**os.environ, "STACK_B_RESTART_CMD": "true"}           # a real stack that is not there
@@ -177,6 +187,7 @@ def test_preflight_names_a_dead_endpoint(tmp_path):
     assert json.loads((out / "verdict.json").read_text())["reasons"] == ["PREFLIGHT_FRONTEND_UNREACHABLE"]
 
 
+@fault("pairs.b1", "a B1 leg (CPU tier only) onboards from disk or reads the tier2 file", "B1_DISK_TIER_NOT_DISABLED; the b1_disk_off gate fails", ("pairs:B1_DISK_TIER_NOT_DISABLED", "gate:b1_disk_off=B1_DISK_TIER_NOT_DISABLED"))
 @pytest.mark.parametrize("onboarded,read,reason", [
     (0.0, 0.0, "OK"), (0.0, float("nan"), "OK"), (12.0, 0.0, "B1_DISK_TIER_NOT_DISABLED"),
     (0.0, 8 * 2**20, "B1_DISK_TIER_NOT_DISABLED"), (float("nan"), float("nan"), "TELEMETRY_MISSING")])
@@ -184,6 +195,7 @@ def test_a_b1_run_with_disk_traffic_is_flagged(onboarded, read, reason):
     assert G.b1_disk_off(onboarded, read).reason == reason
 
 
+@fault("pairs.baseline", "the replay list differs from an earlier experiment", "BASELINE_MANIFEST_CHANGED (warning), BASELINE_MANIFEST_MISMATCH with --strict-baseline", ("pairs:BASELINE_MANIFEST_CHANGED", "pairs:BASELINE_MANIFEST_MISMATCH"))
 def test_the_replay_list_baseline_is_kept_checked_and_audited(tmp_path):
     from rig.pairs import BASELINE_AUDIT, check_baseline
     key = "H9:c2:ctx1024"
@@ -278,6 +290,7 @@ def test_hygiene_lists_then_archives_trials_and_keeps_the_rest(tmp_path):
                                                    "pairs-20260102T000000Z-p0-l0-B1", "trials"}
 
 
+@fault("pairs.leg", "a leg leaves no readable run", "LEG_FAILED; the legs before it are kept", ("pairs:LEG_FAILED",))
 def test_a_leg_that_leaves_no_run_stops_the_experiment_with_its_reason(tmp_path):
     overlay = pairs_overlay(tmp_path)
     proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", "--context-tokens", "99999999",

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily
 
 from configs.vocabulary import series as S
 
-from .procfs import parse_diskstats
+from .procfs import ProcReader, parse_diskstats
 
 FACTS_TTL_S = 10.0
 NVME_NAMESPACE = re.compile(r"^nvme\d+n\d+$")
@@ -56,7 +56,8 @@ def _read(path: Path) -> Optional[str]:
 class DiskCollector:
     def __init__(self, procfs: str = "/proc", sysfs: str = "/sys", exclude: str = "", tier2_path: Optional[str] = None,
                  root_path: str = "/", devnum: Callable[[str], tuple[int, int]] = _devnum) -> None:
-        self.procfs, self.sysfs = Path(procfs), Path(sysfs)
+        self.sysfs = Path(sysfs)
+        self.proc = ProcReader(procfs, ("diskstats",))
         self.exclude = re.compile(exclude) if exclude else None
         self.tier2_path, self.root_path = tier2_path, root_path
         self.devnum = devnum
@@ -76,7 +77,7 @@ class DiskCollector:
         return roles
 
     def disks(self) -> dict[str, dict]:
-        stats = parse_diskstats((self.procfs / "diskstats").read_text())
+        stats = self.proc.parse("diskstats", parse_diskstats)
         return {d: s for d, s in stats.items() if not (self.exclude and self.exclude.match(d))}
 
     def nvme_namespaces(self) -> list[str]:
@@ -134,6 +135,7 @@ class DiskCollector:
             for r in sorted(rs):
                 role_info.add_metric([dev, r], 1)
         yield role_info
+        yield self.proc.family()
         if self.tier2_path:
             try:
                 fs = os.statvfs(_existing(self.tier2_path))

@@ -17,7 +17,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from configs.vocabulary import series as S
 
-from .procfs import parse_meminfo, parse_pressure, parse_stat_cpu, parse_vmstat
+from .procfs import ProcReader, parse_meminfo, parse_pressure, parse_stat_cpu, parse_vmstat
+from .procio import proc_io
 
 log = logging.getLogger("exporters.uma")
 COUNT_FIELDS = re.compile(r"^HugePages_")
@@ -34,6 +35,7 @@ class UmaCollector:
                  gpu_memory: Optional[Callable[[], Optional[dict[int, int]]]] = None) -> None:
         """``gpu_memory`` gives GPU memory by pid (NVML), or None when it cannot tell."""
         self.procfs = Path(procfs)
+        self.proc = ProcReader(procfs, ("meminfo", "vmstat", "stat", *(f"pressure/{r}" for r in S.PSI_RESOURCES)))
         self.gpu_memory = gpu_memory
         self.page = os.sysconf("SC_PAGE_SIZE")
         self._matches: dict[str, tuple[str, ...]] = {}
@@ -52,18 +54,19 @@ class UmaCollector:
         yield from self._vmstat()
         yield from self._pressure()
         yield from self._cpu()
+        yield self.proc.family()
         if self.processes:
-            yield from self._process_memory()
+            yield from self._processes()
 
     def _meminfo(self):
-        for field, value in parse_meminfo((self.procfs / "meminfo").read_text()).items():
+        for field, value in self.proc.parse("meminfo", parse_meminfo).items():
             if COUNT_FIELDS.match(field):
                 yield GaugeMetricFamily(S.MEMORY(metric_name(field)), f"{field} from /proc/meminfo", value)
             else:
                 yield GaugeMetricFamily(S.MEMORY(metric_name(field) + "_bytes"), f"{field} from /proc/meminfo", value)
 
     def _vmstat(self):
-        stats = parse_vmstat((self.procfs / "vmstat").read_text())
+        stats = self.proc.parse("vmstat", parse_vmstat)
         for field, doc in S.VMSTAT.fields.items():
             if field in stats:
                 yield CounterMetricFamily(S.VMSTAT(field), doc, stats[field])
@@ -74,7 +77,7 @@ class UmaCollector:
         ok = True
         for resource in S.PSI_RESOURCES:
             try:
-                psi = parse_pressure((self.procfs / "pressure" / resource).read_text())
+                psi = self.proc.parse(f"pressure/{resource}", parse_pressure)
             except OSError as exc:
                 ok = False
                 self._warn_once("psi", f"PSI unavailable ({exc.strerror}: {exc.filename}); "
@@ -92,7 +95,7 @@ class UmaCollector:
         yield from totals
 
     def _cpu(self):
-        modes, cpus = parse_stat_cpu((self.procfs / "stat").read_text(), self.ticks)
+        modes, cpus = self.proc.parse("stat", parse_stat_cpu, self.ticks)
         fam = S.CPU_SECONDS.family()
         for mode, seconds in modes.items():
             fam.add_metric([mode], seconds)
@@ -121,9 +124,11 @@ class UmaCollector:
         self._matches = fresh
         return {pid: names for pid, names in fresh.items() if names}
 
-    def _process_memory(self):
+    def _processes(self):
+        """RSS, count, GPU memory and storage bytes of each name's matching processes. The byte counters
+        are sums over live pids: one that exits takes its bytes with it, which rate() reads as a reset."""
         rss = {name: 0 for name in self.processes}
-        count, gpu = dict(rss), dict(rss)
+        count, gpu, read, written = dict(rss), dict(rss), dict(rss), dict(rss)
         by_pid = self.gpu_memory() if self.gpu_memory else None
         for pid, matched in self._matching_pids().items():
             try:
@@ -131,16 +136,22 @@ class UmaCollector:
                     resident = int(f.read().split()[1]) * self.page
             except (OSError, IndexError, ValueError):
                 continue
+            io = proc_io(pid, self.procfs) or {}
+            if not io:
+                self._warn_once("io", f"cannot read {self.procfs}/{pid}/io (needs root for another user's "
+                                      f"process): {S.PROCESS_READ_BYTES.total} leaves it out")
             for name in matched:
                 count[name] += 1
                 rss[name] += resident
                 gpu[name] += (by_pid or {}).get(int(pid), 0)
-        r, c = S.PROCESS_RSS.family(), S.PROCESS_COUNT.family()
-        for name in self.processes:
-            r.add_metric([name], rss[name])
-            c.add_metric([name], count[name])
-        yield r
-        yield c
+                read[name] += io.get("read_bytes", 0)
+                written[name] += io.get("write_bytes", 0)
+        families = [S.PROCESS_RSS.family(), S.PROCESS_COUNT.family(), S.PROCESS_READ_BYTES.family(),
+                    S.PROCESS_WRITTEN_BYTES.family()]
+        for fam, values in zip(families, (rss, count, read, written)):
+            for name in self.processes:
+                fam.add_metric([name], values[name])
+        yield from families
         if by_pid is not None:
             g = S.PROCESS_GPU_MEMORY.family()
             for name in self.processes:

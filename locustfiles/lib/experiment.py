@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import gevent
 from locust import events
@@ -25,9 +26,9 @@ from configs.paths import check_name
 from configs.run import normalise_endpoint
 from configs.runfiles import REQUEST_MANIFEST, write_request_manifest
 
-from . import gather, state
+from . import gather, state, watch
 from .preflight import UNKNOWN_FIELD, size_prompts, unknown_fields_ignored
-from .run import GrafanaAnnotator, new_run_id, run_dir, start_manifest, wait_for_model
+from .run import GrafanaAnnotator, expected_bytes, new_run_id, run_dir, space_problem, start_manifest, wait_for_model
 from .shape import PlanShape
 from .state import MSG_RUN, MSG_SLOT, RunState
 from .user import PlanUser
@@ -48,10 +49,17 @@ def _start_proxy(st: RunState) -> None:
     st.manifest.note(f"adapter proxy: {line.strip()}")
 
 
+def _room_problem(environment, st: RunState) -> str | None:
+    """One line when the results filesystem cannot hold the records this run is expected to write."""
+    need = expected_bytes([slot.step.params for slot in st.slots], st.plan.step_duration_s,
+                          getattr(environment.parsed_options, "run_time", None), len(st.trace))
+    return space_problem(st.cfg, need)
+
+
 def _begin_run(environment) -> None:
-    """Master / local, at init, before any user exists: run directory, manifest, metrics, endpoint
-    check and adapter proxy. Done here because test_start runs inside Locust's spawning greenlet,
-    which the shape's next tick may kill while a slow check is still waiting."""
+    """Master / local, at init, before any user exists: room for the records, run directory (refused when it
+    exists), manifest, metrics, endpoint check and adapter proxy. Done here because test_start runs inside
+    Locust's spawning greenlet, which the shape's next tick may kill while a slow check is still waiting."""
     st = state.current()
     target = normalise_endpoint(environment.host) if environment.host else st.plan.openai_base
     sizing, run_id = "", None
@@ -64,16 +72,22 @@ def _begin_run(environment) -> None:
         if problem is not None:
             problem = f"endpoint not ready: {problem}"
         else:
-            problem, sizing = size_prompts(st.plan, st.sizer, target, st.model_context_limit())
+            problem, sizing = size_prompts(st.plan, st.sizer, target, st.model_context_limit(), st.trace)
     if not problem and isinstance(environment.runner, MasterRunner) and \
             (st.trace or any(slot.step.params.arrival_rate_rps > 0 for slot in st.slots)):
         problem = "open-loop arrivals (RATE_RPS) run in one Locust process: leave out --processes / --master"
+    problem = problem or _room_problem(environment, st)
+    if not problem:
+        try:
+            st.open(run_id)
+        except ConfigError as exc:             # the run directory exists: someone else's run, left as it is
+            problem = str(exc)
     if problem:                                # before the run exists: nothing half-made is left behind
         st.failed = problem
         print(f"error: {problem}", file=sys.stderr, flush=True)
         environment.process_exit_code = 2
         return
-    st.open(run_id)
+    served = time.time()
     st.serve_metrics(st.cfg.loadgen.metrics_port)
     if not isinstance(environment.runner, MasterRunner):
         st.metrics.count_users(environment.runner)
@@ -81,6 +95,8 @@ def _begin_run(environment) -> None:
                         "host_override": environment.host}}
     st.manifest = start_manifest(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
     st.manifest.note(sizing)
+    st.manifest.update(telemetry=watch.preflight(st.cfg, st.plan.stack_name, served,
+                                                 wait_s=3 * st.cfg.prometheus.slow_interval_ms / 1000 + 1))
     if st.rehydrate_manifests:          # the replay list, deterministic: its hash says two runs replayed the same
         entries = [{"context_tokens": size, "session_id": e["session_id"], "prefix_hash": e["prefix_hash"],
                     "words": e["words"]} for size, items in sorted(st.rehydrate_manifests.items()) for e in items]
@@ -137,6 +153,8 @@ def _on_test_start(environment, **_kw) -> None:
         environment.runner.send_message(MSG_RUN, {"run_id": st.run_id, "env": st.env, "slot": st.slot,
                                                   "sizing": st.sizer.state()})
     st.enter_slot(st.slot)
+    st.watch = gevent.spawn(watch.Watch(st.cfg, st.plan.stack_name,
+                                        lambda outages: st.manifest.update(telemetry_outages=outages)).run)
 
 
 def _on_test_stop(environment, **_kw) -> None:
@@ -144,8 +162,12 @@ def _on_test_stop(environment, **_kw) -> None:
     if isinstance(environment.runner, WorkerRunner):
         gather.flush(st, final=True)      # before Locust tells the master this worker stopped
         return
+    if st.failed:                         # a run that stopped for its own files (records not written) says so
+        environment.process_exit_code = 2
     if st.manifest is None:
         return
+    if getattr(st, "watch", None) is not None:
+        st.watch.kill()
     if isinstance(environment.runner, MasterRunner):
         gather.finish_workers(environment.runner, st)
     reason = st.failed or (None if st.completed else st.stop_reason or "stopped before the last step ended")
@@ -186,10 +208,12 @@ def _on_init(environment, **_kw) -> None:
         _begin_run(environment)
 
 
-def _loopback_master(parser) -> None:
-    """Locust's master listens on every interface by default; ours on loopback (what --processes needs)
-    unless --master-bind-host or LOCUST_MASTER_BIND_HOST says otherwise, as every listener of the rig."""
-    parser.set_defaults(master_bind_host="127.0.0.1")
+def _loopback_listeners(parser) -> None:
+    """Locust's master and its web UI listen on every interface by default; ours on loopback (what
+    --processes and a browser on this host need) unless --master-bind-host / LOCUST_MASTER_BIND_HOST or
+    --web-host / LOCUST_WEB_HOST say otherwise, as every listener of the rig: the UI starts and stops runs
+    and shows the endpoint, for anyone who can reach it."""
+    parser.set_defaults(master_bind_host="127.0.0.1", web_host="127.0.0.1")
 
 
 def experiment(hypothesis_id: str) -> tuple[type, type]:
@@ -199,7 +223,7 @@ def experiment(hypothesis_id: str) -> tuple[type, type]:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
-    events.init_command_line_parser.add_listener(_loopback_master)
+    events.init_command_line_parser.add_listener(_loopback_listeners)
     events.init.add_listener(_on_init)
     events.test_start.add_listener(_on_test_start)
     events.test_stop.add_listener(_on_test_stop)

@@ -5,7 +5,8 @@ master/worker messages, so nothing relies on a shared file system.
 A worker writes each record to its own copy (workers/<name>.jsonl in its run directory, as the request
 ends: a killed worker keeps them) and sends them to the master twice a second and when it stops; the
 master appends them to the run's requests.jsonl. Lines of run files (outages, blocked reasons) and the
-worker's metrics address travel the same way; the master announces that address to its Prometheus.
+worker's metrics address travel the same way; the master announces that address to its Prometheus when it
+is one of this host's (``metrics_target``).
 
 At the end of a headless run Locust's master fires test_stop before it even tells the workers to quit, so
 the master asks them first (MSG_FINISH: stop your users, send the rest, the cut requests included) and
@@ -13,8 +14,11 @@ waits, bounded, for each one's last batch before it closes the run.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import time
+from typing import Optional
 
 import gevent
 
@@ -79,7 +83,7 @@ def finish_workers(runner, st: RunState, timeout_s: float = FINISH_TIMEOUT_S) ->
 def _records(environment, msg, **_kw) -> None:
     st = state.current()
     if st.writer is not None and msg.data["lines"]:
-        st.writer.write_lines(msg.data["lines"])
+        st.write_lines(msg.data["lines"])
     if msg.data["final"]:
         st.workers_pending.discard(msg.data["worker"])
 
@@ -94,12 +98,45 @@ def _run_file(environment, msg, **_kw) -> None:
         st.manifest.block(line)
 
 
+def metrics_target(address, client_id: str, listen: str) -> Optional[str]:
+    """``address`` if this master may have its Prometheus scrape it for the worker ``client_id``, else None.
+
+    The rule is the strictest one the master can check. Locust does not tell it where a worker's connection
+    comes from (its ROUTER socket hands over the routing id the worker chose, ``<hostname>_<uuid>``), and
+    everything in the message, that id included, is the worker's own word: any address it names on another
+    host could be anyone's. What the master can vouch for is its own host, so it accepts only a worker
+    that says it runs here (its id's host part is this host's name: a worker elsewhere left on loopback does
+    not get this host scraped in its place) naming a loopback address or the host this master's own
+    metrics are reached at (``loadgen.listen``). A worker on another host announces itself to its own
+    host's Prometheus (``RunState.serve_metrics``). ``address`` is host:port with a port of 1-65535, and no
+    more: it also names the file_sd file."""
+    if not isinstance(address, str):
+        return None
+    host, _, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536) or \
+            client_id.rpartition("_")[0] != socket.gethostname():
+        return None
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    ours = {promconfig.connect_host(listen), promconfig.advertise_host(listen)}
+    return address if loopback or host in ours else None
+
+
 def _metrics(environment, msg, **_kw) -> None:
     st = state.current()
     address, worker = msg.data["address"], msg.data["worker"]
-    if st.run_id is not None:
-        st.workers_pending.add(worker)
-        st.announced.append(promconfig.register_loadgen(local.targets_dir(st.cfg), address, {"worker": worker}))
+    if st.run_id is None:
+        return
+    st.workers_pending.add(worker)
+    target = metrics_target(address, msg.node_id, st.cfg.loadgen.listen)
+    if target is None:
+        log.warning("worker %s (%s) gave %r as its metrics address: not announced to this host's Prometheus, "
+                    "which scrapes only this host's addresses for workers", worker, msg.node_id, address)
+        return
+    st.announced.append(promconfig.register_loadgen(local.targets_dir(st.cfg), target, {"worker": worker}))
 
 
 def register_master(runner) -> None:

@@ -13,6 +13,7 @@ import requests
 
 from configs import ConfigError, RunPlan
 
+from . import trace
 from .prompts import PromptSizer
 
 
@@ -40,12 +41,20 @@ def prompt_sizes(plan: RunPlan) -> list[int]:
     return sorted({s.params.context_tokens for s in plan.steps})
 
 
-def context_problem(plan: RunPlan, limit: Optional[int]) -> Optional[str]:
-    """A step whose prompt plus answer cannot fit the served context, in one line; None when all fit."""
+def context_problem(plan: RunPlan, limit: Optional[int], entries: list = ()) -> Optional[str]:
+    """A step whose prompt plus answer cannot fit the served context, in one line; None when all fit. A trace
+    replay's prompts are its ``entries``' (the trace loaded), so each is checked instead, naming its line."""
     if not limit:
         return None
     for step in plan.steps:
         p = step.params
+        if entries:
+            e = trace.too_long(entries, limit, p.max_tokens)
+            if e is not None:
+                return (f"trace {p.trace_file}:{e.line}: input_length {e.input_length} + "
+                        f"{min(e.output_length, p.max_tokens)} answer tokens exceed the context length {limit} of "
+                        f"{plan.model_handle}; shorten or drop that entry")
+            continue
         answers = p.max_tokens * (p.session_turns if plan.hypothesis.workload == "sessioned_chat" else 1)
         if p.context_tokens + answers > limit:
             return (f"step {step.index} ({step.label()}): context_tokens {p.context_tokens} + {answers} answer tokens "
@@ -76,12 +85,14 @@ def prober(base: str, model: str) -> Callable[[str], Optional[int]]:
     return probe
 
 
-def size_prompts(plan: RunPlan, sizer: PromptSizer, base: str, model_limit: Optional[int]) -> tuple[Optional[str], str]:
-    """(problem, manifest note): check the plan against the context the endpoint serves — or, where it
-    publishes none, the model's own (``model_limit``, its max_position_embeddings), so an absurd
-    CONTEXT_TOKENS never builds gigabytes of prompt — and calibrate the sizer."""
+def size_prompts(plan: RunPlan, sizer: PromptSizer, base: str, model_limit: Optional[int],
+                 entries: list = ()) -> tuple[Optional[str], str]:
+    """(problem, manifest note): check the plan (a trace replay: its ``entries``) against the context the
+    endpoint serves — or, where it publishes none, the model's own (``model_limit``, its
+    max_position_embeddings), so an absurd CONTEXT_TOKENS or input_length never builds gigabytes of
+    prompt — and calibrate the sizer."""
     served = context_limit(served_card(base, plan.model_handle))
-    problem = context_problem(plan, served or model_limit)
+    problem = context_problem(plan, served or model_limit, entries)
     if problem:
         return problem, ""
     try:

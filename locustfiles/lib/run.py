@@ -1,11 +1,14 @@
-"""One run as the load generator starts it: its id, its directory under results/, the manifest's
-first document (plan, config, host, git), the endpoint's readiness and Grafana step annotations.
-The files themselves follow configs.runfiles."""
+"""One run as the load generator starts it: its id, its directory under results/ (room for it checked first),
+the manifest's first document (plan, config, host, git), the endpoint's readiness and Grafana step
+annotations. The files themselves follow configs.runfiles."""
 from __future__ import annotations
 
+import math
 import os
 import platform
 import random
+import resource
+import shutil
 import socket
 import subprocess
 import time
@@ -15,10 +18,14 @@ from typing import Optional
 
 import requests
 
-from configs import Harness, RunPlan, redact
-from configs.paths import PROJECT_ROOT, check_name, ensure_data_dir, safe_join
-from configs.runfiles import SCHEMA_VERSION, Manifest, utc
+from configs import ConfigError, Harness, RunPlan, WorkloadParams, redact
+from configs.paths import PROJECT_ROOT, check_name, ensure_data_dir, make_dir, safe_join
+from configs.runfiles import SCHEMA_VERSION, WRITER_LOCK, Manifest, hold_writer_lock, utc
 from configs.schema import to_plain
+
+# What a run's records take: a record's line without its chunk gaps (about 720 bytes with every field set),
+# one more gap per output token (itl_s), and the requests a closed-loop user is taken to send a second.
+RECORD_BYTES, GAP_BYTES, CLOSED_LOOP_RPS = 720, 9, 1.0
 
 
 def new_run_id(plan: RunPlan) -> str:
@@ -28,6 +35,57 @@ def new_run_id(plan: RunPlan) -> str:
 
 def run_dir(cfg: Harness, run_id: str) -> Path:
     return safe_join(ensure_data_dir(cfg.results_dir), check_name(run_id, "run id"))
+
+
+def create_run_dir(cfg: Harness, run_id: str, reuse: bool) -> tuple[Path, int]:
+    """The run's directory, made by this process (one os.mkdir: of two runs started with one RUN_ID, one
+    gets it and the other is refused), and its writer lock, held for the process's life. An existing
+    directory is refused, untouched, unless ``reuse`` (RUN_ID_REUSE=1) — and even then while its writer lives."""
+    directory = run_dir(cfg, run_id)
+    try:
+        make_dir(directory)
+    except FileExistsError:
+        if not reuse:
+            raise ConfigError(f"run {run_id} exists already ({directory}): a RUN_ID names one run; choose another "
+                              "RUN_ID, or set RUN_ID_REUSE=1 to add this run to it") from None
+    lock = hold_writer_lock(directory)
+    if lock is None:
+        raise ConfigError(f"run {run_id} is being written by a live process (it holds {directory / WRITER_LOCK})")
+    return directory, lock
+
+
+def expected_bytes(steps: list[WorkloadParams], step_s: float, run_time: Optional[float], trace_requests: int) -> int:
+    """The records a run is expected to write, in bytes: per slot, in order and cut at Locust's ``-t``, its
+    requests (a trace's, an open loop's rate x time, or a closed loop's users x time at CLOSED_LOOP_RPS each,
+    think time added) times a record's size for the step's max_tokens."""
+    total, left = 0.0, run_time or math.inf
+    for p in steps:
+        t = min(step_s, left)
+        if t <= 0:
+            break
+        left -= t
+        if trace_requests:
+            n = trace_requests
+        elif p.arrival_rate_rps > 0:
+            n = p.arrival_rate_rps * t
+        else:
+            n = p.concurrency * t / (1 / CLOSED_LOOP_RPS + p.think_time_s)
+        total += n * (RECORD_BYTES + GAP_BYTES * p.max_tokens)
+    return int(total)
+
+
+def space_problem(cfg: Harness, need: int) -> Optional[str]:
+    """One line when the results filesystem (or this process's file-size limit, ulimit -f) cannot hold the
+    records the run is expected to write: said before the run directory exists, not found out mid-run."""
+    results = ensure_data_dir(cfg.results_dir)
+    room = shutil.disk_usage(results).free
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        room = min(room, limit)
+    if room >= need:
+        return None
+    return (f"{results} has room for {room / 2**20:.2f} MiB of records, but this run is expected to write "
+            f"{need / 2**20:.2f} MiB: free space there, or shorten the run (DURATION_S, CONCURRENCY, -t)")
 
 
 def git_revision() -> dict:

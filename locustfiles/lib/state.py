@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from configs import ConfigError, RunPlan, Step, load, plan_run
-from configs.paths import resolve
+from configs.paths import make_dir, open_file, resolve
 from configs.run import OVERRIDE_VARS, normalise_endpoint
 from configs.runfiles import Manifest, RecordWriter, RequestRecord
 from rig import local, promconfig
@@ -23,7 +23,7 @@ from .fio import FioJob
 from .metrics import LoadgenMetrics, worker_name
 from .outage import OutageTracker
 from .prompts import PromptSizer
-from .run import GrafanaAnnotator, run_dir
+from .run import GrafanaAnnotator, create_run_dir, run_dir
 
 log = logging.getLogger("sparkrig.loadgen")
 MSG_RUN, MSG_SLOT = "sparkrig:run", "sparkrig:slot"
@@ -51,7 +51,8 @@ class RunState:
     def __init__(self, hypothesis_id: str, env: dict) -> None:
         self.hypothesis_id = hypothesis_id
         self.cfg = load()
-        self.env = {k: v for k, v in env.items() if k in OVERRIDE_VARS or k in ("RUN_ID", "LORA_ADAPTER_LIST")}
+        self.env = {k: v for k, v in env.items()
+                    if k in OVERRIDE_VARS or k in ("RUN_ID", "RUN_ID_REUSE", "LORA_ADAPTER_LIST")}
         self.plan = plan_run(self.cfg, hypothesis_id, self.env)
         self.slots = build_slots(self.plan)
         self.slot = 0
@@ -60,6 +61,7 @@ class RunState:
         self.failed: Optional[str] = None
         self.run_id: Optional[str] = None
         self.writer: Optional[RecordWriter] = None
+        self.lock: Optional[int] = None               # the run directory's writer lock, held until exit
         self.outbox: Optional[list[bytes]] = None     # a worker's records not yet sent to the master
         self.to_master: Optional[Callable[[str, object], None]] = None   # a worker's runner.send_message
         self.announced: list[Path] = []               # file_sd files a master wrote for its workers
@@ -119,17 +121,19 @@ class RunState:
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def open(self, run_id: str, worker: bool = False) -> None:
-        """Every process: the run's records file and metrics (served by serve_metrics). A worker, on this
-        host or another, keeps its own copy of its records (workers/<name>.jsonl, written as they end)
-        and sends them to the master, which writes the run's requests.jsonl (gather.py)."""
-        self.run_id = run_id
-        directory = run_dir(self.cfg, run_id)
-        directory.mkdir(parents=True, exist_ok=True)
+        """Every process: the run's records file and metrics (served by serve_metrics). The master (or a
+        local run) creates the run directory and holds its writer lock (create_run_dir: ConfigError when
+        it exists). A worker, on this host or another, keeps its own copy of its records
+        (workers/<name>.jsonl, written as they end) and sends them to the master, which writes the run's
+        requests.jsonl (gather.py)."""
         if worker:
+            directory = make_dir(run_dir(self.cfg, run_id), exist_ok=True)
             self.writer = RecordWriter(directory / "workers" / f"{self.worker}.jsonl")
             self.outbox = []
         else:
+            directory, self.lock = create_run_dir(self.cfg, run_id, self.env.get("RUN_ID_REUSE") == "1")
             self.writer = RecordWriter(directory / "requests.jsonl")
+        self.run_id = run_id
         if self.workload == "rehydrate_replay":                # one session list per context size
             sessions: dict[int, int] = {}
             for step in self.plan.steps:
@@ -161,10 +165,31 @@ class RunState:
     def record(self, rec: RequestRecord) -> None:
         if self.writer is None:          # the run closed while this request was in flight (process quitting)
             return
-        line = self.writer.write(rec)
+        try:
+            line = self.writer.write(rec)
+        except OSError as exc:
+            self.unwritten(exc)
+            return
         if self.outbox is not None:
             self.outbox.append(line)
         self.metrics.observe(rec)
+
+    def write_lines(self, lines: bytes) -> None:
+        """The master: a worker's records, appended to the run's requests.jsonl."""
+        try:
+            self.writer.write_lines(lines)
+        except OSError as exc:
+            self.unwritten(exc)
+
+    def unwritten(self, exc: OSError) -> None:
+        """A record could not be written (a full filesystem, a file-size limit): the run cannot keep what
+        it measures, so it stops — one error: line, the shape ends the run at its next tick (within a
+        second), users send nothing more, and the manifest (or STOPPED) keeps the reason. Never raised into
+        the users: raised inside a cut request's GreenletExit handler, it kept Locust's users alive."""
+        if self.failed:
+            return
+        self.failed = f"records not written to {self.writer.path} ({exc.strerror}): the run stopped there"
+        print(f"error: {self.failed}", file=sys.stderr, flush=True)
 
     def run_file_line(self, name: str, line: str) -> None:
         """Append a line to a file of the run directory: here on the master or a local run, through the
@@ -172,7 +197,7 @@ class RunState:
         if self.to_master is not None:
             self.to_master(MSG_RUN_FILE, {"name": name, "line": line})
         else:
-            with open(run_dir(self.cfg, self.run_id) / name, "a") as f:
+            with os.fdopen(open_file(run_dir(self.cfg, self.run_id) / name, os.O_WRONLY | os.O_APPEND), "a") as f:
                 f.write(line + "\n")
 
     def enter_slot(self, index: int) -> None:

@@ -1,0 +1,51 @@
+"""The collectors an exporter can serve, by name: what ``--collectors`` accepts, what ``python -m
+exporters.<name>`` serves alone and what ``rig up`` starts, after node_exporter's registry of collector
+factories (collector/collector.go, ``registerCollector``). Each builder imports its collector itself, so
+reading the names costs no collector's imports."""
+from __future__ import annotations
+
+import os
+
+from configs import ConfigError
+from configs.paths import resolve
+
+
+def nvme(args, cfg, nvml) -> list:
+    from .collectors.nvme import DiskCollector
+    from .collectors.smart import SmartReader
+    tier2 = args.tier2_path or str(resolve(cfg.profiles[args.profile].tier2_path))
+    disks = DiskCollector(args.procfs, args.sysfs, args.disk_exclude or cfg.exporters.disk_exclude, tier2)
+    if cfg.exporters.smart_tool == "off":
+        return [disks]
+    smart = SmartReader(disks.nvme_namespaces, cfg.exporters.smart_tool, cfg.exporters.smart_interval_s)
+    smart.start()
+    return [disks, smart]
+
+
+def uma(args, cfg, nvml) -> list:
+    from .collectors.uma import UmaCollector
+    return [UmaCollector(args.procfs, cfg.exporters.processes, nvml.memory_by_pid)]
+
+
+def gpu(args, cfg, nvml) -> list:
+    from .collectors.gpu import GpuCollector
+    return [GpuCollector(nvml)]
+
+
+def kvbm(args, cfg, nvml) -> list:
+    from .collectors.kvbm import BlockSize, KvbmCollector
+    tiered = next((s for s in cfg.stacks.values() if s.kvbm_metrics_url), None)
+    kvbm_url = args.kvbm_url or os.environ.get("KVBM_URL") or (tiered.kvbm_metrics_url if tiered else None)
+    if not kvbm_url:
+        raise ConfigError("no KVBM URL: give --kvbm-url or set kvbm_metrics_url on a stack in configs")
+    frontend = args.frontend_url if args.frontend_url is not None else (tiered.metrics_url if tiered else None)
+    worker = args.worker_url if args.worker_url is not None else (tiered.worker_metrics_url if tiered else None)
+    profile = cfg.profiles[args.profile]
+    shape = cfg.models[tiered.model].shape if tiered else None
+    block = BlockSize(profile.kv_block_size_bytes, profile.kv_block_size_tokens, shape)
+    return [KvbmCollector(kvbm_url, frontend or None, block, cfg.exporters.kvbm_timeout_s,
+                          worker_url=worker or None)]
+
+
+BUILDERS = {"nvme": nvme, "uma": uma, "gpu": gpu, "kvbm": kvbm}
+NAMES = tuple(BUILDERS)

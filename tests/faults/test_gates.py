@@ -1,0 +1,56 @@
+"""Gate faults that crafted per-step tables show exactly: repetitions that disagree, an NVMe that is not
+flat, and a queue that saturates every request alike (no p99/p50 knee)."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from analysis import gates as G
+from analysis.knee import SATURATION_RULE, find_knee
+from faultcase import fault
+
+
+def pooled(p99s: list[list[float]]) -> pd.DataFrame:
+    """A by_step table: one row per step from each step's p99 in each repetition."""
+    rows = []
+    for i, reps in enumerate(p99s):
+        s = pd.Series(reps)
+        rows.append({"label": f"concurrency={2 ** i}", "repetitions": len(reps), "ttft_p99_mean": s.mean(),
+                     "ttft_p99_std": s.std(), "ttft_p99_min": s.min(), "ttft_p99_max": s.max(),
+                     "ttft_p99_cov": s.std() / s.mean()})
+    return pd.DataFrame(rows)
+
+
+@fault("gate.repro", "three repetitions of a step whose TTFT p99 are 0.50, 0.80 and 1.20 s (another load on the box)",
+       "cov_p99 fails COV_P99_HIGH and reproducibility_p99 fails REPRO_P99_SPREAD, naming the step",
+       ("gate:cov_p99=COV_P99_HIGH", "gate:reproducibility_p99=REPRO_P99_SPREAD"))
+def test_repetitions_that_disagree_fail_both_gates():
+    cov, repro = G.repetitions(pooled([[0.30, 0.31, 0.30], [0.50, 0.80, 1.20]]))
+    assert (cov.status, cov.reason) == ("fail", "COV_P99_HIGH") and "concurrency=2" in cov.detail
+    assert (repro.status, repro.reason) == ("fail", "REPRO_P99_SPREAD") and "concurrency=2" in repro.detail
+    steady = G.repetitions(pooled([[0.30, 0.301, 0.302]]))
+    assert [g.status for g in steady] == ["pass", "pass"]
+
+
+@fault("gate.nvme_flat", "an H2A (UMA-only) run during which something reads the kv_tier2 disk at 200 r/s; or no "
+       "idle baseline was scraped", "h2a_nvme_flat fails H2A_NVME_NOT_FLAT; without samples TELEMETRY_MISSING",
+       ("gate:h2a_nvme_flat=H2A_NVME_NOT_FLAT", "gate:h2a_nvme_flat=TELEMETRY_MISSING"))
+def test_an_nvme_that_is_not_flat_fails_h2a():
+    assert G.nvme_flat(200.0, 10.0).reason == "H2A_NVME_NOT_FLAT"
+    assert G.nvme_flat(12.0, 10.0).status == "pass"
+    assert G.nvme_flat(12.0, math.nan).reason == "TELEMETRY_MISSING"
+
+
+@fault("23.B9", "an H0 run whose TTFT p50 rises 25 ms → 2 s while throughput falls 8.4 → 6.5 req/s (p99 stays "
+       "under 2 x p50); and a run with no knee at all",
+       "U_work from the saturation rule, named as such; with no knee: no U_work, 'no knee in the tested range'",
+       ("report:U_work rule named", "report:no knee, no U_work"))
+def test_saturation_that_hits_every_request_is_a_knee():
+    levels, p50 = [1, 2, 4, 8, 16, 32], [0.025, 0.026, 0.030, 0.200, 0.900, 2.0]
+    p99 = [x * 1.5 for x in p50]
+    k = find_knee(levels, p50, p99, throughput=[1.3, 2.6, 5.0, 8.4, 7.9, 6.5])
+    assert (k.reason, k.u_work, k.rule) == ("saturation", 8, SATURATION_RULE)
+    assert "U_work = 8" in k.said and "saturation" in k.said
+    none = find_knee(levels, [0.025] * 6, [0.03] * 6, throughput=[1, 2, 4, 8, 16, 32])
+    assert none.u_work is None and none.said == "no knee in the tested range: no U_work"

@@ -1,0 +1,137 @@
+"""Faults of the paired experiments (`rig pairs`, `rig rehydrate`) that need no full experiment: the legs'
+rows, KVBM counters that restart mid-leg, and the preflight against a frontend that answers wrongly."""
+from __future__ import annotations
+
+import json
+import math
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from analysis import pairs as P
+from conftest import run_module
+from faultcase import fault
+
+NAN = math.nan
+
+
+def b2(onboard=0.0, offload=0.0, tier2=NAN, process=NAN) -> dict:
+    return {"mode": "B2", "onboard_disk_blocks": onboard, "offload_disk_blocks": offload, "tier2_read_bytes": tier2,
+            "process_read_bytes": process}
+
+
+@fault("23.B3", "`rig pairs` on a real Stack B: KVBM's counters say blocks came from disk, but the serving process "
+       "read nothing (or its reads are not observed)",
+       "DISK_READS_NOT_BACKED, or TELEMETRY_MISSING where no reads are observed: not decision-grade",
+       ("pairs:DISK_READS_NOT_BACKED", "pairs:TELEMETRY_MISSING"))
+def test_kvbm_counters_alone_are_no_mechanism():
+    from rig.pairs import _mechanism
+    assert _mechanism([b2(onboard=300, offload=200, process=0.0)]).reason == "DISK_READS_NOT_BACKED"
+    unseen = _mechanism([b2(onboard=300, offload=200)])
+    assert unseen.reason == "TELEMETRY_MISSING" and unseen.rehydrate and unseen.backed is None
+    assert _mechanism([b2(onboard=300, offload=200, process=40e6)]).reason is None
+    assert _mechanism([b2(onboard=300, offload=200, tier2=40e6)]).reason is None     # the simulator's own count
+    # the serving process's reads come first: a tier2 file count cannot stand in for reads it did not do
+    assert _mechanism([b2(onboard=300, offload=200, tier2=40e6, process=0.0)]).reason == "DISK_READS_NOT_BACKED"
+    v = P.verdict([], [], _mechanism([b2(onboard=300, process=0.0)]))
+    assert not v["decision_grade"] and "DISK_READS_NOT_BACKED" in v["reasons"]
+    assert v["ssd_rehydrate_signal_present"] and v["ssd_rehydrate_backed_by_reads"] is False
+
+
+@fault("23.B5", "KVBM restarts mid-leg and its counters start again from zero (after < before)",
+       "the leg counts the growth since the restart (never a negative block count) and says counter_reset",
+       ("pairs:GATE_NO_SSD_MECHANISM_SIGNAL",))
+def test_a_counter_reset_mid_leg_is_no_negative_count():
+    from rig.legs import increase
+    from rig.pairs import _mechanism
+    assert increase(5000.0, 1986.0) == (1986.0, True)
+    assert increase(100.0, 100.0) == (0.0, False)
+    assert math.isnan(increase(None, 3.0)[0]) and math.isnan(increase(NAN, 3.0)[0])
+    # the leg that lost 3014 blocks to a reset onboarded 1986 since: a mechanism, not an early stop
+    onboard, _ = increase(5000.0, 1986.0)
+    assert _mechanism([b2(onboard=onboard, offload=10.0, process=8e6)]).reason is None
+    assert _mechanism([b2(onboard=0.0, offload=0.0)]).reason == "GATE_NO_SSD_MECHANISM_SIGNAL"
+
+
+@fault("pairs.flags", "no metric could be compared; the early gate overridden; legs that replayed other requests",
+       "NO_COMPARISON, MECHANISM_GATE_DISABLED and REQUEST_MANIFEST_DIFFERS each keep the verdict from "
+       "decision grade", ("pairs:NO_COMPARISON", "pairs:MECHANISM_GATE_DISABLED", "pairs:REQUEST_MANIFEST_DIFFERS"))
+def test_flags_block_decision_grade():
+    seen = P.Mechanism(True, True, True)
+    assert P.verdict([], [], seen)["reasons"] == ["NO_COMPARISON"]
+    for flag in ("MECHANISM_GATE_DISABLED", "REQUEST_MANIFEST_DIFFERS"):
+        v = P.verdict([], [], seen, (flag,))
+        assert flag in v["reasons"] and not v["decision_grade"]
+
+
+class Frontend:
+    """A frontend that answers /health with ``health`` and lists ``models``; KVBM's port is closed."""
+
+    def __init__(self, health: int, models: list[str]):
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = json.dumps({"data": [{"id": m} for m in models]} if self.path.endswith("/models")
+                                  else {"status": "x"}).encode()
+                self.send_response(health if self.path == "/health" else 200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_a):
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@fault("pairs.preflight", "a Stack B frontend that says unhealthy, lists no model, and whose KVBM metrics are closed",
+       "PREFLIGHT_FRONTEND_UNHEALTHY, PREFLIGHT_MODEL_NOT_REGISTERED and PREFLIGHT_KVBM_METRICS_UNREACHABLE, "
+       "before any leg", ("pairs:PREFLIGHT_FRONTEND_UNHEALTHY", "pairs:PREFLIGHT_MODEL_NOT_REGISTERED",
+                          "pairs:PREFLIGHT_KVBM_METRICS_UNREACHABLE"))
+def test_preflight_says_what_is_wrong(tmp_path, monkeypatch):
+    from configs import load
+    from rig.legs import LegRunner
+    fe = Frontend(503, [])
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(f"""results_dir: {tmp_path / 'results'}
+run_dir: {tmp_path / 'run'}
+stacks:
+  stackB: {{openai_base: '{fe.base}/v1', metrics_url: '{fe.base}/metrics',
+            kvbm_metrics_url: 'http://127.0.0.1:{closed_port()}/metrics'}}
+""")
+    monkeypatch.delenv("STACK_B_RESTART_CMD", raising=False)
+    runner = LegRunner(load(str(overlay)), overlay, tmp_path)
+    assert runner.preflight(need_kvbm=True) == ["PREFLIGHT_FRONTEND_UNHEALTHY", "PREFLIGHT_MODEL_NOT_REGISTERED",
+                                                "PREFLIGHT_KVBM_METRICS_UNREACHABLE"]
+    fe.server.shutdown()
+
+
+@fault("pairs.nostart", "the simulated Stack B cannot start for a leg (its port is taken by something else)",
+       "the experiment stops with PREFLIGHT_STACK_DID_NOT_START and says why in one line",
+       ("pairs:PREFLIGHT_STACK_DID_NOT_START",))
+def test_a_stack_that_cannot_start_stops_the_experiment(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(f"""results_dir: {tmp_path / 'results'}
+run_dir: {tmp_path / 'run'}
+stacks:
+  stackB: {{openai_base: 'http://127.0.0.1:{port}/v1', metrics_url: 'http://127.0.0.1:{port}/metrics',
+            kvbm_metrics_url: 'http://127.0.0.1:{closed_port()}/metrics'}}
+""")
+    try:
+        proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", timeout=120)
+    finally:
+        busy.close()
+    verdicts = list((tmp_path / "results").glob("pairs-*/verdict.json"))
+    assert verdicts, proc.stdout + proc.stderr
+    assert json.loads(verdicts[0].read_text())["reasons"] == ["PREFLIGHT_STACK_DID_NOT_START"], proc.stdout
+    assert "Traceback" not in proc.stderr
