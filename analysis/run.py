@@ -56,12 +56,26 @@ class RunAnalysis:
         return G.verdict(self.gates)
 
 
+# a run's start precedes its first request by its readiness wait, and its end follows its last by the
+# closing of the last step: never by more than this
+WINDOW_SLACK_S = 3600.0
+
+
 def window(manifest: dict, records: pd.DataFrame) -> tuple[float, float]:
+    """The run's telemetry window: from its start to its end (a killed run: its last record), bounded by its
+    records. A manifest whose start or end lies hours from every record (``start: 1.0``) would ask
+    Prometheus for decades of points: one line instead."""
     start = manifest["start"]
     end = manifest.get("end")
-    if end is None:                      # a killed run: up to its last record
-        end = float((records["start_time"] + records["e2e_s"].fillna(0)).max()) if not records.empty else start
-    return start, max(end, start + 1)
+    if not records.empty:
+        first = float(records["start_time"].min())
+        last = float((records["start_time"] + records["e2e_s"].fillna(0)).max())
+        if first - start > WINDOW_SLACK_S or (end is not None and end - last > WINDOW_SLACK_S) or \
+                (end is not None and end < first):
+            raise ValueError(f"manifest window {start:.0f}..{end} does not hold its records "
+                             f"({first:.0f}..{last:.0f}): the manifest is damaged")
+        end = last if end is None else end
+    return start, max(end if end is not None else start, start + 1)
 
 
 def level_key(manifest: dict) -> str:

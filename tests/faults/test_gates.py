@@ -54,3 +54,16 @@ def test_saturation_that_hits_every_request_is_a_knee():
     assert "U_work = 8" in k.said and "saturation" in k.said
     none = find_knee(levels, [0.025] * 6, [0.03] * 6, throughput=[1, 2, 4, 8, 16, 32])
     assert none.u_work is None and none.said == "no knee in the tested range: no U_work"
+
+
+@fault("23.D1", "a manifest with `start: 1.0` (about 800,000 range queries per series)",
+       "one line: the manifest window does not hold its records; the report goes on with the other runs",
+       ("report:damaged window refused",))
+def test_a_window_far_from_its_records_is_one_line():
+    import pytest
+    from analysis.run import window
+    records = pd.DataFrame({"start_time": [1_700_000_000.0, 1_700_000_010.0], "e2e_s": [1.0, 2.0]})
+    assert window({"start": 1_699_999_990.0, "end": 1_700_000_020.0}, records) == (1_699_999_990.0, 1_700_000_020.0)
+    assert window({"start": 1_699_999_990.0, "end": None}, records) == (1_699_999_990.0, 1_700_000_012.0)
+    with pytest.raises(ValueError, match="does not hold its records"):
+        window({"start": 1.0, "end": 1_700_000_020.0}, records)
