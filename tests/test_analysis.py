@@ -191,7 +191,7 @@ def test_ssd_mechanism_passes_only_on_bytes_really_read():
     assert G.mechanism(0.0, 40 * mib, R(process=40 * mib)).status == "pass"
     assert G.mechanism(0.0, 0.0, R()).reason == "GATE_NO_SSD_MECHANISM_SIGNAL"
     # counters of a KVBM that was down most of the run are no measurement
-    down = G.mechanism(0.0, 0.0, R(), kvbm_up_share=0.1)
+    down = G.mechanism(0.0, 0.0, R(), kv_up_share=0.1)
     assert (down.status, down.reason) == ("missing", "TELEMETRY_MISSING") and "DYN_KVBM_METRICS" in down.detail
 
 
