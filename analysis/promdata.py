@@ -86,22 +86,11 @@ class PrometheusSource(Source):
             # start and end to the millisecond: a client that rounds them to whole seconds (as
             # prometheus-api-client did) moves every chunk off the step grid, and points go missing where
             # chunks meet
-            form = {"query": query, "start": f"{a:.3f}", "end": f"{b:.3f}", "step": f"{round(step * 1000)}ms"}
-            try:
-                resp = self.session.post(f"{self.url}/api/v1/query_range", data=form, timeout=self.timeout_s)
-            except requests.RequestException as exc:
-                raise TelemetryError(f"Prometheus at {self.url} stopped answering ({type(exc).__name__})") from None
-            if resp.status_code != 200:
-                raise TelemetryError(f"query {name!r} failed: HTTP {resp.status_code}: {api_error(resp)}")
-            result = resp.json()["data"]["result"]
-            parts.append(to_frame(result))
-        parts = [p for p in parts if not p.empty] or [pd.DataFrame(columns=COLUMNS)]
-        frame = pd.concat(parts, ignore_index=True).astype({"time": float, "series": str, "value": float})
-        frame = frame.drop_duplicates(["time", "series"]).sort_values("time", ignore_index=True)
-        self.frames[name] = frame
+            parts.append(self._ask(name, "query_range", {"query": query, "start": f"{a:.3f}", "end": f"{b:.3f}",
+                                                         "step": f"{round(step * 1000)}ms"}))
+        frame = self._stitch(name, parts)
         self.progress(f"  {name}: {frame['series'].nunique()} series, {len(frame)} points")
         return frame
-
 
     # raw samples per instant query: an hour of a 250 ms series is 14,400 samples, far under the query limit
     SAMPLES_SPAN_S = 3600.0
@@ -110,15 +99,23 @@ class PrometheusSource(Source):
         parts, t = [], start
         while t < end:
             b = min(end, t + self.SAMPLES_SPAN_S)
-            form = {"query": f"{selector}[{round((b - t) * 1000)}ms]", "time": f"{b:.3f}"}
-            try:
-                resp = self.session.post(f"{self.url}/api/v1/query", data=form, timeout=self.timeout_s)
-            except requests.RequestException as exc:
-                raise TelemetryError(f"Prometheus at {self.url} stopped answering ({type(exc).__name__})") from None
-            if resp.status_code != 200:
-                raise TelemetryError(f"query {name!r} failed: HTTP {resp.status_code}: {api_error(resp)}")
-            parts.append(to_frame(resp.json()["data"]["result"]))
+            parts.append(self._ask(name, "query", {"query": f"{selector}[{round((b - t) * 1000)}ms]",
+                                                   "time": f"{b:.3f}"}))
             t = b
+        return self._stitch(name, parts)
+
+    def _ask(self, name: str, api: str, form: dict) -> pd.DataFrame:
+        """One query API call as a frame; a Prometheus that fails it is one line."""
+        try:
+            resp = self.session.post(f"{self.url}/api/v1/{api}", data=form, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise TelemetryError(f"Prometheus at {self.url} stopped answering ({type(exc).__name__})") from None
+        if resp.status_code != 200:
+            raise TelemetryError(f"query {name!r} failed: HTTP {resp.status_code}: {api_error(resp)}")
+        return to_frame(resp.json()["data"]["result"])
+
+    def _stitch(self, name: str, parts: list[pd.DataFrame]) -> pd.DataFrame:
+        """Chunks into one frame, one dtype whatever came back empty, each point once."""
         parts = [p for p in parts if not p.empty] or [pd.DataFrame(columns=COLUMNS)]
         frame = pd.concat(parts, ignore_index=True).astype({"time": float, "series": str, "value": float})
         frame = frame.drop_duplicates(["time", "series"]).sort_values("time", ignore_index=True)

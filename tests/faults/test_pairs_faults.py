@@ -90,6 +90,18 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+def stack_b_overlay(tmp_path, base: str):
+    """An overlay putting Stack B's frontend at ``base`` and its KVBM metrics on a closed port."""
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(f"""results_dir: {tmp_path / 'results'}
+run_dir: {tmp_path / 'run'}
+stacks:
+  stackB: {{openai_base: '{base}/v1', metrics_url: '{base}/metrics',
+            kvbm_metrics_url: 'http://127.0.0.1:{closed_port()}/metrics'}}
+""")
+    return overlay
+
+
 @fault("pairs.preflight", "a Stack B frontend that says unhealthy, lists no model, and whose KVBM metrics are closed",
        "PREFLIGHT_FRONTEND_UNHEALTHY, PREFLIGHT_MODEL_NOT_REGISTERED and PREFLIGHT_KVBM_METRICS_UNREACHABLE, "
        "before any leg", ("pairs:PREFLIGHT_FRONTEND_UNHEALTHY", "pairs:PREFLIGHT_MODEL_NOT_REGISTERED",
@@ -98,13 +110,7 @@ def test_preflight_says_what_is_wrong(tmp_path, monkeypatch):
     from configs import load
     from rig.legs import LegRunner
     fe = Frontend(503, [])
-    overlay = tmp_path / "o.yaml"
-    overlay.write_text(f"""results_dir: {tmp_path / 'results'}
-run_dir: {tmp_path / 'run'}
-stacks:
-  stackB: {{openai_base: '{fe.base}/v1', metrics_url: '{fe.base}/metrics',
-            kvbm_metrics_url: 'http://127.0.0.1:{closed_port()}/metrics'}}
-""")
+    overlay = stack_b_overlay(tmp_path, fe.base)
     monkeypatch.delenv("STACK_B_RESTART_CMD", raising=False)
     runner = LegRunner(load(str(overlay)), overlay, tmp_path)
     assert runner.preflight(need_kvbm=True) == ["PREFLIGHT_FRONTEND_UNHEALTHY", "PREFLIGHT_MODEL_NOT_REGISTERED",
@@ -120,13 +126,7 @@ def test_a_stack_that_cannot_start_stops_the_experiment(tmp_path):
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     port = busy.getsockname()[1]
-    overlay = tmp_path / "o.yaml"
-    overlay.write_text(f"""results_dir: {tmp_path / 'results'}
-run_dir: {tmp_path / 'run'}
-stacks:
-  stackB: {{openai_base: 'http://127.0.0.1:{port}/v1', metrics_url: 'http://127.0.0.1:{port}/metrics',
-            kvbm_metrics_url: 'http://127.0.0.1:{closed_port()}/metrics'}}
-""")
+    overlay = stack_b_overlay(tmp_path, f"http://127.0.0.1:{port}")
     try:
         proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", timeout=120)
     finally:
