@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from faultcase import fault
-from conftest import ROOT, Sim, free_port, run_module, sims_overlay
+from conftest import ROOT, Sim, free_port, free_port_below, run_module, sims_overlay
 from analysis import gates as G
 from configs.runfiles import read_records
 
@@ -27,6 +27,8 @@ def rig(tmp_path_factory):
     writes under a temporary directory and small fio files."""
     tmp = tmp_path_factory.mktemp("locust")
     with Sim(tmp, "A", time_scale=0.25) as a, Sim(tmp, "B", time_scale=0.25) as b:
+        # the adapter proxy's port lies below Linux's ephemeral range (32768-60999): a metrics server that falls
+        # back to a free port (bind to 0) can be handed a port free_port() picked and released, and once took it
         overlay = sims_overlay(tmp, a, b, f"""profiles:
   comfy: {{tier2_path: {tmp / 't2'}}}
   spill: {{tier2_path: {tmp / 't2'}}}
@@ -34,7 +36,7 @@ def rig(tmp_path_factory):
 fio_profiles:
   moderate: {{size: 16MiB}}
   heavy: {{size: 16MiB}}
-loadgen: {{metrics_port: {free_port()}, adapter_proxy_port: {free_port()}, ready_timeout_s: 10}}
+loadgen: {{metrics_port: {free_port()}, adapter_proxy_port: {free_port_below(32768)}, ready_timeout_s: 10}}
 """)
         yield {"tmp": tmp, "overlay": overlay, "a": a, "b": b}
 
