@@ -232,6 +232,10 @@ def run_state(manifest: dict, error_rate: float) -> list[Gate]:
                    f"requests failed in a row over {lasted:.0f} s, the load backed off")
     gates.append(Gate("errors", "pass" if errors_ok else "fail",
                       "OK" if errors_ok else "STACK_OUTAGE" if outages else "RUN_ERRORS_PRESENT", detail))
+    if lost := manifest.get("loadgen_outages"):
+        gates.append(Gate("loadgen", "fail", "LOADGEN_WORKER_LOST", "; ".join(
+            f"worker {o['worker']} lost in slot {o['slot']}: {o['users_left']} of {o['target_concurrency']} users "
+            "went on" for o in lost) + ": the steps from then ran below their target load"))
     if manifest.get("blocked"):
         gates.append(Gate("blocked", "blocked", "BLOCKED", manifest["blocked"]["reason"]))
     if manifest.get("session_id_ignored"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +19,8 @@ import pandas as pd
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+from configs.paths import make_dir, open_file, write_file
 
 MAX_POINTS = 11_000
 COLUMNS = ["time", "series", "value"]
@@ -151,12 +154,12 @@ class FileSource(Source):
 
 
 def export(frames: dict[str, pd.DataFrame], directory: Path, meta: dict) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dir(directory, exist_ok=True)
     for name, frame in frames.items():
-        with gzip.open(directory / f"{name}.csv.gz", "wt") as f:
+        with os.fdopen(open_file(directory / f"{name}.csv.gz"), "wb") as raw, gzip.open(raw, "wt") as f:
             frame.to_csv(f, index=False)
-    (directory / "meta.json").write_text(json.dumps({**meta, "exported_at": time.time(),
-                                                     "series": sorted(frames)}, indent=1) + "\n")
+    write_file(directory / "meta.json", json.dumps({**meta, "exported_at": time.time(), "series": sorted(frames)},
+                                                   indent=1) + "\n")
 
 
 def labels(series_key: str) -> dict:

@@ -16,8 +16,8 @@ from .correlate import linear_fit
 from .document import Document
 from .run import RunAnalysis, dumps, verdict_doc
 
-COLS = ["run_id", "rig", "hypothesis", "stack", "label", "concurrency", "context_tokens", "fio_profile", "requests",
-        "error_rate", "throughput_rps", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "e2e_p50_s", "e2e_p99_s",
+COLS = ["run_id", "rig", "hypothesis", "stack", "label", "concurrency", "concurrency_observed", "context_tokens",
+        "fio_profile", "requests", "error_rate", "throughput_rps", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "e2e_p50_s", "e2e_p99_s",
         "ttft_p99_hist_s", "prefix_cached_share", "nvme_reads", "nvme_r_await", "nvme_util", "iowait", "kv_onboard_disk_bytes",
         "kv_onboard_share_disk", "kv_hit_disk"]
 

@@ -47,7 +47,7 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for s in manifest["steps"]:
         end = s["end"] if s["end"] is not None else manifest.get("end") or s["start"]
-        mine = records[records["step"] == s["index"]] if not records.empty else records
+        sent = mine = records[records["step"] == s["index"]] if not records.empty else records
         if not mine.empty:
             mine = mine[mine["start_time"] >= s["start"] + warmup_s(end - s["start"])]
         cut = mine["error_class"] == CANCELLED_BY_STEP if not mine.empty else pd.Series(dtype=bool)
@@ -62,7 +62,8 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
         row = {
             "run_id": manifest["run_id"], "rig": manifest.get("rig") or "-", "hypothesis": manifest["hypothesis"],
             "stack": manifest["stack"], "slot": s["index"], "step": s["step"], "repetition": s["repetition"],
-            "phase": s["phase"], "label": s["label"], "concurrency": s["target_concurrency"], "context_tokens": s["target_context_tokens"],
+            "phase": s["phase"], "label": s["label"], "concurrency": s["target_concurrency"],
+            "context_tokens": s["target_context_tokens"],
             "fio_profile": s.get("fio_profile") or "none", "start": s["start"], "end": end, "duration_s": duration,
             "warmup_s": warmup_s(duration), "requests": len(mine), "ok": len(ok), "errors": len(mine) - len(ok),
             "cancelled_by_step": cancelled, "shed_by_client": shed,
@@ -70,6 +71,7 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
             "schedule_lag_p50_s": pct(lags, 0.5), "schedule_lag_p99_s": pct(lags, 0.99),
             "error_rate": (len(mine) - len(ok)) / len(mine) if len(mine) else float("nan"),
             "throughput_rps": len(ok) / (duration - warmup_s(duration)),
+            "concurrency_observed": in_flight(sent, s["start"] + warmup_s(duration), end),
             "output_tokens_per_s": float(ok["completion_tokens"].fillna(0).sum()) / (duration - warmup_s(duration))
             if len(ok) else 0.0,
         }
@@ -88,6 +90,17 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def in_flight(records: pd.DataFrame, start: float, end: float) -> float:
+    """The mean number of requests in flight over [start, end] (Little's law: their time inside the window
+    over its length). A closed loop with no think time keeps it at its user count; a load generator that
+    lost users (a worker killed) or could not keep up shows below it."""
+    if records.empty or end <= start:
+        return float("nan")
+    began = records["start_time"].astype(float)
+    ended = began + records["e2e_s"].astype(float).fillna(0.0)
+    return float((np.minimum(ended, end) - np.maximum(began, start)).clip(lower=0).sum() / (end - start))
+
+
 def by_step(table: pd.DataFrame) -> pd.DataFrame:
     """Repetitions of the same step pooled: median of their percentiles, and their spread."""
     if table.empty:
@@ -99,6 +112,7 @@ def by_step(table: pd.DataFrame) -> pd.DataFrame:
                 ttft_p99_s=("ttft_p99_s", "median"), e2e_p50_s=("e2e_p50_s", "median"),
                 e2e_p95_s=("e2e_p95_s", "median"), e2e_p99_s=("e2e_p99_s", "median"),
                 throughput_rps=("throughput_rps", "median"), requests=("requests", "sum"),
+                concurrency_observed=("concurrency_observed", "median"),
                 prefix_cached_share=("prefix_cached_share", "mean"), cancelled_by_step=("cancelled_by_step", "sum"),
                 shed_by_client=("shed_by_client", "sum"), schedule_lag_p99_s=("schedule_lag_p99_s", "max"),
                 error_rate=("error_rate", "mean"), repetitions=("repetition", "nunique"),

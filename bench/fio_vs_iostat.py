@@ -130,7 +130,7 @@ def main() -> int:
         stop.set()
         if iostat:
             iostat.terminate()
-        sup.stop_all()
+        sup.stop_mine()
         for f in work.glob("fio.dat"):
             f.unlink()
     print(f"\n{device} (role=kv_tier2: {'yes' if role['data']['result'] else 'NO'}), "

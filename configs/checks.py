@@ -47,7 +47,7 @@ def listen_address(value: str, key: str) -> None:
         return
     except ValueError:
         pass
-    if not _HOSTNAME.match(value):
+    if not _HOSTNAME.fullmatch(value):
         raise FieldError(key, f"must be an IP address such as 127.0.0.1 or a host name, got {value!r}")
 
 
@@ -70,5 +70,5 @@ def http_url(value: str, key: str) -> None:
 
 
 def prometheus_duration(value: str, key: str) -> None:
-    if not value or not _DURATION.match(value) or not re.search(r"[1-9]", value):
+    if not value or not _DURATION.fullmatch(value) or not re.search(r"[1-9]", value):
         raise FieldError(key, f"must be a Prometheus duration such as 15d, 12h or 1w2d, got {value!r}")

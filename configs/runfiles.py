@@ -200,10 +200,20 @@ class Manifest:
 
     def begin_step(self, entry: dict) -> None:
         now = time.time()
-        if self.doc["steps"] and self.doc["steps"][-1]["end"] is None:
-            self.doc["steps"][-1].update(end=now, ended_at=utc(now))
+        self._end_step(now)
         self.doc["steps"].append({**entry, "start": now, "started_at": utc(now), "end": None, "ended_at": None})
         self._save()
+
+    def end_step(self) -> None:
+        """The last step ends now, not when the run is closed after waiting for workers' last records."""
+        if self._end_step(time.time()):
+            self._save()
+
+    def _end_step(self, now: float) -> bool:
+        if self.doc["steps"] and self.doc["steps"][-1]["end"] is None:
+            self.doc["steps"][-1].update(end=now, ended_at=utc(now))
+            return True
+        return False
 
     def note(self, text: str) -> None:
         self.doc["notes"].append({"at": utc(time.time()), "text": text})
@@ -218,8 +228,7 @@ class Manifest:
         if self.doc["end"] is not None:
             return
         now = time.time()
-        if self.doc["steps"] and self.doc["steps"][-1]["end"] is None:
-            self.doc["steps"][-1].update(end=now, ended_at=utc(now))
+        self._end_step(now)
         self.doc.update(status="complete" if complete else "incomplete", end=now, ended_at=utc(now))
         if reason:
             self.doc["stop_reason"] = reason

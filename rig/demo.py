@@ -10,7 +10,6 @@ intervals and a verdict). ``--quick`` keeps H0 and H2 with shorter steps (the CI
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from configs.paths import PROJECT_ROOT, resolve
 
 from . import local
 from . import pairs
-from .launch import run_locust, say, start_simulator
+from .launch import Interrupt, Interrupted, end_locust, run_locust, say, start_simulator
 from .procs import StartError, Supervisor
 
 DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
@@ -67,67 +66,62 @@ def main(quick: bool = False, overlay: Optional[str] = None) -> int:
     cfg, config = demo_config(overlay)
     sup = Supervisor(local.run_dir(cfg))
     running: list[subprocess.Popen] = []
-    interrupted = []
-
-    def on_signal(signum, _frame):
-        interrupted.append(signum)
-        for p in running:
-            p.send_signal(signal.SIGINT)
-        raise KeyboardInterrupt
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     items = QUICK if quick else FULL
     run_ids: list[str] = []
     t0 = time.monotonic()
-    try:
-        say("starting the simulated stacks, the exporters and Prometheus ...")
-        for name in ("stackA", "stackB"):
-            start_simulator(cfg, sup, config, name)
-        for s in local.up(cfg, str(config), "spill"):
-            say(f"  {s.name} (pid {s.pid}, log {s.log})")
-        say(f"  Prometheus: {local.prometheus_url(cfg)}")
-        time.sleep(SETTLE_S)           # first scrapes in, so the first run's telemetry starts with it
-        runs = [i for i in items if i.hypothesis != "pause"]
-        n = 0
-        for item in items:
-            if item.hypothesis == "pause":
-                say(f"idle {IDLE_PAUSE_S} s: the disk baseline H2A is compared against")
-                time.sleep(IDLE_PAUSE_S)
-                continue
-            n += 1
-            say(f"[{n}/{len(runs)}] {item.hypothesis} on {item.stack} ({time.monotonic() - t0:.0f} s elapsed)")
-            code, run_id = run_locust(item.hypothesis, item.stack, config, running, item.env)
-            if run_id:
-                run_ids.append(run_id)
-            if code not in (0, 1):
-                say(f"    locust exited with status {code}; going on with the next run")
-        time.sleep(2)          # the last samples reach Prometheus
-        if not quick:          # the paired method in small: 6 pairs of B1 vs B2, deltas with their intervals
-            say(f"paired B1/B2 repeats ({time.monotonic() - t0:.0f} s elapsed) ...")
-            pairs.run(config, PAIRS["pairs"], ("B1", "B2"), PAIRS["concurrency"], PAIRS["context_tokens"],
-                      PAIRS["duration_s"], mechanism_gate=True, allow_missing_kvbm=False)
-        say(f"writing the report ({len(run_ids)} runs) ...")
-        out = resolve(cfg.results_dir) / f"demo-report-{time.strftime('%Y%m%dT%H%M%S')}"
-        args = [a for r in run_ids for a in ("--run", r)]
-        rep = subprocess.run([sys.executable, "-m", "analysis", "--config", str(config), "report", *args, "--out",
-                              str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True)
-        if rep.returncode != 0:
-            say(rep.stderr.strip().splitlines()[-1] if rep.stderr.strip() else "analysis failed")
+    with Interrupt(running) as stop:
+        try:
+            say("starting the simulated stacks, the exporters and Prometheus ...")
+            for name in ("stackA", "stackB"):
+                start_simulator(cfg, sup, config, name)
+            for s in local.up(cfg, str(config), "spill"):
+                say(f"  {s.name} (pid {s.pid}, log {s.log})")
+            say(f"  Prometheus: {local.prometheus_url(cfg)}")
+            stop.sleep(SETTLE_S)           # first scrapes in, so the first run's telemetry starts with it
+            runs = [i for i in items if i.hypothesis != "pause"]
+            n = 0
+            for item in items:
+                stop.check()
+                if item.hypothesis == "pause":
+                    say(f"idle {IDLE_PAUSE_S} s: the disk baseline H2A is compared against")
+                    stop.sleep(IDLE_PAUSE_S)
+                    continue
+                n += 1
+                say(f"[{n}/{len(runs)}] {item.hypothesis} on {item.stack} ({time.monotonic() - t0:.0f} s elapsed)")
+                code, run_id = run_locust(item.hypothesis, item.stack, config, running, item.env)
+                if run_id:
+                    run_ids.append(run_id)
+                if code not in (0, 1):
+                    say(f"    locust exited with status {code}; going on with the next run")
+            stop.check()
+            time.sleep(2)          # the last samples reach Prometheus
+            if not quick:          # the paired method in small: 6 pairs of B1 vs B2, deltas with their intervals
+                say(f"paired B1/B2 repeats ({time.monotonic() - t0:.0f} s elapsed) ...")
+                code = pairs.run(config, PAIRS["pairs"], ("B1", "B2"), PAIRS["concurrency"],
+                                 PAIRS["context_tokens"], PAIRS["duration_s"], mechanism_gate=True,
+                                 allow_missing_kvbm=False)
+                if code > 128:     # interrupted there: its own handler had the signal
+                    raise Interrupted(code - 128)
+            say(f"writing the report ({len(run_ids)} runs) ...")
+            out = resolve(cfg.results_dir) / f"demo-report-{time.strftime('%Y%m%dT%H%M%S')}"
+            args = [a for r in run_ids for a in ("--run", r)]
+            rep = subprocess.run([sys.executable, "-m", "analysis", "--config", str(config), "report", *args, "--out",
+                                  str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True)
+            if rep.returncode != 0:
+                say(rep.stderr.strip().splitlines()[-1] if rep.stderr.strip() else "analysis failed")
+                return 1
+            say(rep.stdout.strip())
+            say(f"demo finished in {time.monotonic() - t0:.0f} s; results: {resolve(cfg.results_dir)}")
+            return 0
+        except StartError as exc:
+            say(f"error: {exc}")
             return 1
-        say(rep.stdout.strip())
-        say(f"demo finished in {time.monotonic() - t0:.0f} s; results: {resolve(cfg.results_dir)}")
-        return 0
-    except StartError as exc:
-        say(f"error: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted: stopping everything; the results recorded so far stay under "
-            f"{resolve(cfg.results_dir)}")
-        return 130
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        for p in running:
-            p.wait(timeout=30)
-        stopped = sup.stop_all()
-        if stopped:
-            say("stopped " + ", ".join(stopped))
+        except (Interrupted, KeyboardInterrupt) as exc:
+            say("interrupted: stopping what the demo started; the results recorded so far stay under "
+                f"{resolve(cfg.results_dir)}")
+            return getattr(exc, "code", 130)
+        finally:
+            end_locust(running)
+            stopped = sup.stop_mine()
+            if stopped:
+                say("stopped " + ", ".join(stopped))

@@ -4,6 +4,7 @@ way the rig prints progress."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from configs.paths import PROJECT_ROOT, make_dir, resolve
 from configs.runfiles import hold_writer_lock
 from configs.tier_env import render, tier_env
 
-from .procs import Supervisor, ensure_free
+from .procs import StartError, Supervisor, ensure_free
 
 
 def say(message: str) -> None:
@@ -39,6 +40,7 @@ def start_simulator(cfg: Harness, sup: Supervisor, config: Optional[Path], name:
     ``tier_mode``); ``config`` None: it reads what this process reads (``configs.load``)."""
     stack = cfg.stacks[name]
     letter = name[-1]
+    sup.refuse_running(f"stacksim-{letter}")
     url = urlsplit(stack.openai_base)
     cmd = [sys.executable, "-m", "stacksim", "--stack", letter, "--profile", profile,
            *(("--config", str(config)) if config else ()), "--port", str(url.port), "--log-level", "WARNING"]
@@ -59,7 +61,75 @@ def start_simulator(cfg: Harness, sup: Supervisor, config: Optional[Path], name:
 
 
 def stop_simulator(sup: Supervisor, name: str) -> None:
-    sup.stop(f"stacksim-{name[-1]}")
+    """The simulator this process started for ``name``; one another command started runs on (and the start
+    that follows says it is there)."""
+    if sup.mine(sim := f"stacksim-{name[-1]}"):
+        sup.stop(sim)
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM came while legs ran: the caller keeps what finished and says the result is partial."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.code = 128 + signum
+
+
+class Interrupt:
+    """Ctrl-C and SIGTERM while the rig runs Locust: each Locust run lives in its own session (so a terminal's
+    Ctrl-C never reaches it unasked), so the signal is forwarded to it as SIGTERM, which ends its run as
+    `incomplete` with its records; the command goes on until that run has ended and its leg is written, then
+    ``check()`` raises Interrupted. A second signal stops at once (KeyboardInterrupt)."""
+
+    def __init__(self, running: list) -> None:
+        self.running = running
+        self.signum: Optional[int] = None
+
+    def __enter__(self) -> "Interrupt":
+        self.old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.old.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, _frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        say(f"{signal.Signals(signum).name}: stopping once the running leg has ended and is written "
+            "(again to stop at once)")
+        for p in self.running:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    def sleep(self, seconds: float) -> None:
+        """A pause that a signal ends."""
+        deadline = time.monotonic() + seconds
+        while self.signum is None and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        self.check()
+
+
+def end_locust(running: list, timeout_s: float = 30.0) -> None:
+    """Whatever Locust run is still going gets SIGTERM and, ``timeout_s`` later, SIGKILL to its session: a
+    command that stops leaves no load generator behind."""
+    for p in running:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for p in list(running):
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        running.remove(p)
 
 
 def run_locust(hypothesis: str, stack: str, config: Optional[Path], running: list, extra_env=()) -> tuple[int, str]:
@@ -93,7 +163,10 @@ def restart_real_stack_b(cfg: Harness, profile: str, tier_mode: str = "B2") -> N
     if command:
         say(f"  restarting Stack B in {tier_mode}: {command}")
         kept = {k: v for k, v in os.environ.items() if env.get(k, "") is not None}
-        subprocess.run(command, shell=True, check=True, env={**kept, **{k: v for k, v in env.items() if v is not None}})
+        done = subprocess.run(command, shell=True, env={**kept, **{k: v for k, v in env.items() if v is not None}})
+        if done.returncode != 0:
+            raise StartError(f"STACK_B_RESTART_CMD exited with status {done.returncode}: Stack B not restarted "
+                             f"in {tier_mode}")
         return
     say("  restart the Stack B worker with:")
     for line in render(env).splitlines():

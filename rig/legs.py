@@ -28,7 +28,7 @@ from exporters.collectors.nvme import DiskCollector
 from exporters.collectors.smart import SmartReader, pick_tool
 
 from . import local
-from .launch import restart_real_stack_b, run_locust, say, start_simulator, stop_simulator
+from .launch import end_locust, restart_real_stack_b, run_locust, say, start_simulator, stop_simulator
 from .procs import Supervisor
 
 SIM = "stacksim-B"
@@ -175,7 +175,8 @@ class LegRunner:
         (self.out / f"storage-{run_id}.json").write_text(json.dumps(evidence, indent=1) + "\n")
         try:
             metrics, errors, used = leg_metrics(self.results, run_id)
-            replay_hash = read_manifest(self.results / run_id / "manifest.json")["request_manifest_hash"]
+            manifest = read_manifest(self.results / run_id / "manifest.json")
+            replay_hash = manifest["request_manifest_hash"]
         except (OSError, ValueError) as exc:
             raise LegError(f"leg {run_id} (locust exit {code}) left no readable run: {exc}") from None
         io_before, io_after = evidence["before"]["process_io"], evidence["after"]["process_io"]
@@ -185,7 +186,8 @@ class LegRunner:
                **metrics, "errors": errors, "metric_used": used, **{k: v for k, (v, _) in kv.items()},
                "process_read_bytes": increase(io_before and io_before["read_bytes"],
                                               io_after and io_after["read_bytes"])[0],
-               "counter_reset": any(reset for _, reset in kv.values()), "locust_exit": code}
+               "counter_reset": any(reset for _, reset in kv.values()), "locust_exit": code,
+               "run_status": manifest["status"]}
         say(f"    TTFC p50 {row['ttfc_p50_ms']:.1f} ms, p99 {row['ttfc_p99_ms']:.1f} ms, {row['replay_requests']} "
             f"replayed, {errors} errors, {row['onboard_disk_blocks']:g} blocks onboarded from disk")
         return row
@@ -193,7 +195,6 @@ class LegRunner:
     def close(self) -> None:
         """Stops what the legs started (the simulated Stack B), nothing else: the demo's Prometheus and
         exporters go on."""
-        for p in self.running:
-            p.wait(timeout=30)
+        end_locust(self.running)
         if not self.real:
             stop_simulator(self.sup, "stackB")

@@ -30,7 +30,7 @@ from analysis.run import json_safe
 from configs import load
 from configs.model import TIER_MODES
 
-from .launch import experiment_dir, say
+from .launch import Interrupt, Interrupted, experiment_dir, say
 from .legs import LegError, LegRunner
 from .procs import StartError
 
@@ -73,54 +73,58 @@ def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: in
     baseline = None
     say(f"{pairs} pairs of {a} and {b} (AB/BA alternating), replay concurrency {concurrency}, {context_tokens} "
         f"tokens, {duration_s} s per phase; results in {out}")
-    try:
-        for pair in range(pairs):
-            order = (a, b) if pair % 2 == 0 else (b, a)
-            for position, mode in enumerate(order):
-                runner.restart(mode)
-                if not legs:
-                    codes = runner.preflight(need_kvbm=not allow_missing_kvbm)
-                    if codes:
-                        return _stop(out, codes, "preflight failed: " + ", ".join(codes))
-                say(f"[pair {pair + 1}/{pairs} leg {position + 1}: {mode}]")
-                row = runner.run(mode, f"pairs-{ts}-p{pair}-l{position}-{mode}", concurrency, context_tokens,
-                                 duration_s)
-                if not legs:
-                    baseline = row["request_manifest_hash"]
-                    found = check_baseline(runner.results, f"H9:c{concurrency}:ctx{context_tokens}", baseline,
-                                           strict_baseline, accept_baseline, out.name)
-                    if "BASELINE_MANIFEST_MISMATCH" in found:
-                        return _stop(out, found, "the replay list differs from the known-good baseline "
-                                                 "(--accept-new-baseline to accept it)")
-                    flags += found
-                elif row["request_manifest_hash"] != baseline and "REQUEST_MANIFEST_DIFFERS" not in flags:
-                    flags.append("REQUEST_MANIFEST_DIFFERS")       # the legs did not replay the same requests
-                leg = P.Leg(pair, "_".join(order), mode, {m: row[m] for m in METRICS}, row["errors"],
-                            row["metric_used"])
-                legs.append(leg)
-                rows.append({"pair": pair, "order": leg.order, "position": position, **row})
-                if mode == "B1" and "B1_DISK_TIER_NOT_DISABLED" not in flags and \
-                        G.b1_disk_off(row["onboard_disk_blocks"], row["tier2_read_bytes"]).status == "fail":
-                    flags.append("B1_DISK_TIER_NOT_DISABLED")
-                gate = _mechanism(rows).reason
-                if mode == "B2" and sum(1 for r in rows if r["mode"] == "B2") == 1 and gate and \
-                        gate != "TELEMETRY_MISSING":
-                    if mechanism_gate:
-                        _write(out, rows, legs, [], flags, modes)
-                        return _stop(out, [gate], "the first B2 leg read nothing back from its disk tier "
-                                     f"({gate}): no SSD mechanism to compare (--no-mechanism-gate to go on)")
-                    flags.append("MECHANISM_GATE_DISABLED")
-    except StartError as exc:
-        return _stop(out, ["PREFLIGHT_STACK_DID_NOT_START"], str(exc))
-    except LegError as exc:                      # what ran stays, with the reason it stopped
-        _write(out, rows, legs, [P.compare(legs, m, a, b) for m in METRICS], flags, modes)
-        return _stop(out, ["LEG_FAILED"], str(exc))
-    except KeyboardInterrupt:
-        say("interrupted: the legs so far stay")
-        _write(out, rows, legs, [P.compare(legs, m, a, b) for m in METRICS], flags, modes)
-        return 130
-    finally:
-        runner.close()
+    with Interrupt(runner.running) as stop:
+        try:
+            for pair in range(pairs):
+                order = (a, b) if pair % 2 == 0 else (b, a)
+                for position, mode in enumerate(order):
+                    stop.check()
+                    runner.restart(mode)
+                    if not rows:
+                        codes = runner.preflight(need_kvbm=not allow_missing_kvbm)
+                        if codes:
+                            return _stop(out, codes, "preflight failed: " + ", ".join(codes))
+                    say(f"[pair {pair + 1}/{pairs} leg {position + 1}: {mode}]")
+                    row = runner.run(mode, f"pairs-{ts}-p{pair}-l{position}-{mode}", concurrency, context_tokens,
+                                     duration_s)
+                    rows.append({"pair": pair, "order": "_".join(order), "position": position, **row})
+                    if row["run_status"] != "complete":     # cut short: kept in legs.csv, compared with nothing
+                        continue
+                    if not legs:
+                        baseline = row["request_manifest_hash"]
+                        found = check_baseline(runner.results, f"H9:c{concurrency}:ctx{context_tokens}", baseline,
+                                               strict_baseline, accept_baseline, out.name)
+                        if "BASELINE_MANIFEST_MISMATCH" in found:
+                            return _stop(out, found, "the replay list differs from the known-good baseline "
+                                                     "(--accept-new-baseline to accept it)")
+                        flags += found
+                    elif row["request_manifest_hash"] != baseline and "REQUEST_MANIFEST_DIFFERS" not in flags:
+                        flags.append("REQUEST_MANIFEST_DIFFERS")       # the legs did not replay the same requests
+                    legs.append(P.Leg(pair, "_".join(order), mode, {m: row[m] for m in METRICS}, row["errors"],
+                                      row["metric_used"]))
+                    if mode == "B1" and "B1_DISK_TIER_NOT_DISABLED" not in flags and \
+                            G.b1_disk_off(row["onboard_disk_blocks"], row["tier2_read_bytes"]).status == "fail":
+                        flags.append("B1_DISK_TIER_NOT_DISABLED")
+                    gate = _mechanism(rows).reason
+                    if mode == "B2" and sum(1 for r in rows if r["mode"] == "B2") == 1 and gate and \
+                            gate != "TELEMETRY_MISSING":
+                        if mechanism_gate:
+                            _write(out, rows, legs, [], flags, modes)
+                            return _stop(out, [gate], "the first B2 leg read nothing back from its disk tier "
+                                         f"({gate}): no SSD mechanism to compare (--no-mechanism-gate to go on)")
+                        flags.append("MECHANISM_GATE_DISABLED")
+            stop.check()
+        except StartError as exc:
+            return _stop(out, ["PREFLIGHT_STACK_DID_NOT_START"], str(exc))
+        except LegError as exc:                      # what ran stays, with the reason it stopped
+            _write(out, rows, legs, [P.compare(legs, m, a, b) for m in METRICS], flags, modes)
+            return _stop(out, ["LEG_FAILED"], str(exc))
+        except (Interrupted, KeyboardInterrupt) as exc:
+            _write(out, rows, legs, [P.compare(legs, m, a, b) for m in METRICS], flags + ["INTERRUPTED"], modes)
+            say(f"interrupted: {len(legs)} finished leg(s) of {2 * pairs} kept in {out}; not decision-grade")
+            return getattr(exc, "code", 130)
+        finally:
+            runner.close()
     comparisons = [P.compare(legs, m, a, b) for m in METRICS]
     verdict = _write(out, rows, legs, comparisons, flags, modes)
     say(f"verdict: {'decision-grade' if verdict['decision_grade'] else 'not decision-grade'} "

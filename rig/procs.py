@@ -60,33 +60,54 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _me() -> str:
+    """This process as a pid file's owner field: pid and start time, so a recycled pid is no owner."""
+    return f"{os.getpid()} {_start_time(os.getpid())}"
+
+
 class Supervisor:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.pids = run_dir / "pids"
         self.logs = run_dir / "logs"
 
-    def pid_of(self, name: str) -> Optional[int]:
-        """The pid of the process this supervisor started as ``name``, while that very process lives: a pid
-        file whose pid now belongs to another process (or that records no start time) is stale."""
+    def _record(self, name: str) -> tuple[Optional[int], Optional[str]]:
+        """The live process a pid file names (a pid whose start time no longer matches, or a file that records
+        none, is stale: None), and who started it (``owner``: its pid and start time)."""
         try:
-            pid_text, started = (self.pids / f"{name}.pid").read_text().split()
+            pid_text, started, *owner = (self.pids / f"{name}.pid").read_text().split()
             pid = int(pid_text)
         except (OSError, ValueError):
-            return None
-        return pid if _alive(pid) and _start_time(pid) == started else None
+            return None, None
+        return (pid if _alive(pid) and _start_time(pid) == started else None), " ".join(owner) or None
+
+    def pid_of(self, name: str) -> Optional[int]:
+        return self._record(name)[0]
+
+    def mine(self, name: str) -> bool:
+        """Whether this process started the running ``name``: a command stops only what it started, so a
+        refused `rig demo` leaves `rig up`'s Prometheus alone and a second `rig pairs` the first one's stack."""
+        pid, owner = self._record(name)
+        return pid is not None and owner == _me()
+
+    def refuse_running(self, name: str) -> None:
+        """Before a start: one ``name`` at a time, whoever started it (two `rig pairs` sharing one Stack B
+        would restart it under each other's legs)."""
+        pid, owner = self._record(name)
+        if pid is not None:
+            by = "" if owner == _me() else f", started by another command (pid {owner.split()[0] if owner else '?'})"
+            raise StartError(f"{name} is already running (pid {pid}{by}); wait for it to end, or `make down`")
 
     def start(self, name: str, cmd: list[str], ready_url: Optional[str] = None, timeout_s: float = 30.0,
               cwd: Optional[Path] = None, env: Optional[dict] = None) -> Started:
         self.pids.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
-        if (pid := self.pid_of(name)) is not None:
-            raise StartError(f"{name} is already running (pid {pid}); run `make down` first")
+        self.refuse_running(name)
         log = self.logs / f"{name}.log"
         with open(log, "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
                                     env=env, start_new_session=True)   # Ctrl-C in the terminal is ours to handle
-        (self.pids / f"{name}.pid").write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
+        (self.pids / f"{name}.pid").write_text(f"{proc.pid} {_start_time(proc.pid)} {_me()}\n")
         deadline = time.monotonic() + timeout_s
         while ready_url:
             if proc.poll() is not None:
@@ -127,8 +148,14 @@ class Supervisor:
         return {p.stem: pid for p in sorted(self.pids.glob("*.pid")) if (pid := self.pid_of(p.stem)) is not None}
 
     def stop_all(self) -> list[str]:
+        """Everything the pid files name, whoever started it: `make down`, the operator's own word."""
         names = sorted(p.stem for p in self.pids.glob("*.pid")) if self.pids.exists() else []
         return [n for n in reversed(names) if self.stop(n)]
+
+    def stop_mine(self) -> list[str]:
+        """What this process started, newest first; the rest keeps running."""
+        names = sorted(p.stem for p in self.pids.glob("*.pid")) if self.pids.exists() else []
+        return [n for n in reversed(names) if self.mine(n) and self.stop(n)]
 
 
 def _reap(pid: int) -> None:

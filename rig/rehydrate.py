@@ -20,21 +20,23 @@ from analysis.knee import find_knee
 from configs import load
 from configs.model import tier_mode
 
-from .launch import experiment_dir, say
+from .launch import Interrupt, Interrupted, experiment_dir, say
 from .legs import LegError, LegRunner
 from .procs import StartError
 
 
 def recommend(rows: list[dict], a: str = "B1", b: str = "B2") -> dict:
-    """The concurrency with the largest |TTFC p50 of b − a| among those where both ran without errors and b
-    onboarded from disk; the smallest such concurrency on a tie. None (with the reason) when none qualifies."""
+    """The concurrency with the largest |TTFC p50 of b − a| among those where both ran to the end without
+    errors and b onboarded from disk; the smallest such concurrency on a tie. None (with the reason) when none
+    qualifies."""
     by = {(r["mode"], r["concurrency"]): r for r in rows}
     candidates = []
     for (mode, c), rb in sorted(by.items()):
         ra = by.get((a, c))
         if mode != b or ra is None:
             continue
-        clean = not ra["errors"] and not rb["errors"] and rb["onboard_disk_blocks"] > 0
+        clean = not ra["errors"] and not rb["errors"] and rb["onboard_disk_blocks"] > 0 and \
+            ra["run_status"] == rb["run_status"] == "complete"
         delta = rb["ttfc_p50_ms"] - ra["ttfc_p50_ms"]
         if clean and not math.isnan(delta):
             candidates.append((abs(delta), -c, c, delta))
@@ -62,35 +64,42 @@ def run(config: Path | None, modes: list[str], concurrencies: list[int], context
     out, ts = experiment_dir(cfg, "rehydrate")
     runner = LegRunner(cfg, config, out)
     rows: list[dict] = []
-    failed = None
     say(f"rehydrate sweep: modes {', '.join(modes)} x replay concurrency {', '.join(map(str, concurrencies))}, "
         f"{context_tokens} tokens, {duration_s} s per phase; results in {out}")
-    try:
-        for mode in modes:
-            for c in concurrencies:
-                runner.restart(mode)
-                if not rows:
-                    codes = runner.preflight(need_kvbm=mode != "B0")
-                    if codes:
-                        say(f"error: preflight failed: {', '.join(codes)}")
-                        (out / "recommendation.json").write_text(json.dumps({"replay_concurrency": None,
-                                                                             "reason": codes}, indent=2) + "\n")
-                        return 2
-                say(f"[{mode} at replay concurrency {c}]")
-                rows.append(runner.run(mode, f"rehydrate-{ts}-{mode}-c{c}", c, context_tokens, duration_s))
-    except (StartError, LegError) as exc:         # the legs so far are written below all the same
-        say(f"error: {exc}")
-        failed = str(exc)
-    except KeyboardInterrupt:
-        say("interrupted: the legs so far stay")
-    finally:
-        runner.close()
+    stopped = None
+    with Interrupt(runner.running) as stop:
+        try:
+            for mode in modes:
+                for c in concurrencies:
+                    stop.check()
+                    runner.restart(mode)
+                    if not rows:
+                        codes = runner.preflight(need_kvbm=mode != "B0")
+                        if codes:
+                            say(f"error: preflight failed: {', '.join(codes)}")
+                            (out / "recommendation.json").write_text(json.dumps({"replay_concurrency": None,
+                                                                                 "reason": codes}, indent=2) + "\n")
+                            return 2
+                    say(f"[{mode} at replay concurrency {c}]")
+                    rows.append(runner.run(mode, f"rehydrate-{ts}-{mode}-c{c}", c, context_tokens, duration_s))
+            stop.check()
+        except (StartError, LegError) as exc:         # the legs so far are written below all the same
+            say(f"error: {exc}")
+            stopped = (2, str(exc))
+        except (Interrupted, KeyboardInterrupt) as exc:
+            stopped = (getattr(exc, "code", 130), "INTERRUPTED")
+        finally:
+            runner.close()
     if rows:
         with open(out / "sweep.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
     table, rec = knees(rows), recommend(rows)
+    if stopped:      # a partial sweep's knee is no knee: what it would say is kept, and no recommendation
+        rec = {"replay_concurrency": None, "reason": f"the sweep stopped after {len(rows)} of "
+               f"{len(modes) * len(concurrencies)} legs ({stopped[1]}): no recommendation from a partial sweep",
+               "partial": rec}
     (out / "knees.json").write_text(json.dumps(table, indent=2) + "\n")
     (out / "recommendation.json").write_text(json.dumps(rec, indent=2) + "\n")
     lines = ["# Rehydrate sweep (fixed pressure)", "",
@@ -104,7 +113,7 @@ def run(config: Path | None, modes: list[str], concurrencies: list[int], context
                   f"({rec['reason']})"]
     (out / "recommendation.md").write_text("\n".join(lines) + "\n")
     say(f"recommended replay concurrency: {rec['replay_concurrency'] or 'none'} ({rec['reason']}); {out}")
-    return 2 if failed else 0
+    return stopped[0] if stopped else 0
 
 
 def main(args) -> int:

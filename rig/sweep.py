@@ -30,7 +30,8 @@ from configs.model import PROFILE_SWEEP_KEYS
 from configs.paths import PROJECT_ROOT, resolve
 
 from . import local
-from .launch import restart_real_stack_b, run_locust, say, start_simulator, stop_simulator
+from .launch import (Interrupt, Interrupted, end_locust, restart_real_stack_b, run_locust, say, start_simulator,
+                     stop_simulator)
 from .procs import StartError, Supervisor
 
 PHASES = {
@@ -131,47 +132,49 @@ def main(phases: list[str], config: Path | None = None) -> int:
     outcomes: list[Outcome] = []
     running: list = []
     sims: dict[str, tuple] = {}
-    try:
-        say("starting the exporters and Prometheus ...")
-        local.up(cfg, str(base_overlay), "spill")
-        for phase in phases:
-            say(f"== phase {phase}")
-            for hypothesis, stack in PHASES[phase]:
-                hyp = cfg.hypotheses[hypothesis]
-                for split in tier_splits(cfg, hypothesis):
-                    overlay = write_overlay(base, cfg, work, hypothesis, split, hyp.profile)
-                    label = ", ".join(f"{k}={v}" for k, v in split.items())
-                    want = (hyp.profile, tuple(sorted(split.items())), hyp.tier_mode)
-                    if real:
-                        if (split or hyp.tier_mode != "B2") and stack == "stackB":
-                            restart_real_stack_b(load(str(overlay)), hyp.profile, hyp.tier_mode)
-                    elif sims.get(stack) != want:
-                        if stack in sims:
-                            stop_simulator(sup, stack)
-                        start_simulator(load(str(overlay)), sup, overlay, stack, hyp.profile, hyp.tier_mode)
-                        time.sleep(1)
-                        sims[stack] = want
-                    say(f"[{hypothesis} on {stack}{' ' + label if label else ''}] profile {hyp.profile}, "
-                        f"{hyp.repetitions} repetition(s)")
-                    code, run_id = run_locust(hypothesis, stack, overlay, running)
-                    o = Outcome(hypothesis, stack, label, run_id)
-                    o.checks = post_run_checks(cfg, overlay, hypothesis, run_id)
-                    verdict = resolve(cfg.results_dir) / run_id / "report" / "verdict.json" if run_id else None
-                    if verdict and verdict.exists():
-                        o.verdict = json.loads(verdict.read_text())[run_id]["verdict"]
-                    for name, ok in o.checks.items():
-                        say(f"    [{'x' if ok else ' '}] {name}")
-                    outcomes.append(o)
-    except StartError as exc:
-        say(f"error: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        say("interrupted: stopping; results so far stay")
-        return 130
-    finally:
-        for p in running:
-            p.wait(timeout=30)
-        sup.stop_all()
+    with Interrupt(running) as stop:
+        try:
+            say("starting the exporters and Prometheus ...")
+            local.up(cfg, str(base_overlay), "spill")
+            for phase in phases:
+                say(f"== phase {phase}")
+                for hypothesis, stack in PHASES[phase]:
+                    hyp = cfg.hypotheses[hypothesis]
+                    for split in tier_splits(cfg, hypothesis):
+                        stop.check()
+                        overlay = write_overlay(base, cfg, work, hypothesis, split, hyp.profile)
+                        label = ", ".join(f"{k}={v}" for k, v in split.items())
+                        want = (hyp.profile, tuple(sorted(split.items())), hyp.tier_mode)
+                        if real:
+                            if (split or hyp.tier_mode != "B2") and stack == "stackB":
+                                restart_real_stack_b(load(str(overlay)), hyp.profile, hyp.tier_mode)
+                        elif sims.get(stack) != want:
+                            if stack in sims:
+                                stop_simulator(sup, stack)
+                            start_simulator(load(str(overlay)), sup, overlay, stack, hyp.profile, hyp.tier_mode)
+                            time.sleep(1)
+                            sims[stack] = want
+                        say(f"[{hypothesis} on {stack}{' ' + label if label else ''}] profile {hyp.profile}, "
+                            f"{hyp.repetitions} repetition(s)")
+                        code, run_id = run_locust(hypothesis, stack, overlay, running)
+                        o = Outcome(hypothesis, stack, label, run_id)
+                        o.checks = post_run_checks(cfg, overlay, hypothesis, run_id)
+                        verdict = resolve(cfg.results_dir) / run_id / "report" / "verdict.json" if run_id else None
+                        if verdict and verdict.exists():
+                            o.verdict = json.loads(verdict.read_text())[run_id]["verdict"]
+                        for name, ok in o.checks.items():
+                            say(f"    [{'x' if ok else ' '}] {name}")
+                        outcomes.append(o)
+            stop.check()
+        except StartError as exc:
+            say(f"error: {exc}")
+            return 1
+        except (Interrupted, KeyboardInterrupt) as exc:
+            say("interrupted: stopping what the sweep started; results so far stay")
+            return getattr(exc, "code", 130)
+        finally:
+            end_locust(running)
+            sup.stop_mine()
     say("\nsweep summary")
     for o in outcomes:
         failed = [k for k, ok in o.checks.items() if not ok]

@@ -159,3 +159,22 @@ hypotheses: {{H2A: {{repetitions: 2}}, H2B: {{repetitions: 2}}}}
                    "at": start + 12, "overlay": overlay, "results": tmp / "results"}
         finally:
             run_module("rig", "--config", str(overlay), "down")
+
+
+def pairs_overlay(tmp, tier2_bytes: str = "256MiB", openai_port: int | None = None):
+    """An overlay for `rig pairs` and `rig rehydrate` legs on a small simulated Stack B under ``tmp``."""
+    overlay = tmp / "pairs.yaml"
+    overlay.write_text(f"""results_dir: {tmp / 'results'}
+run_dir: {tmp / 'run'}
+engine: {{time_scale: 0.25, lora_count: 0}}
+stacks:
+  stackB: {{openai_base: 'http://127.0.0.1:{openai_port or free_port()}/v1', metrics_url: 'http://127.0.0.1:{free_port()}/metrics',
+            kvbm_metrics_url: 'http://127.0.0.1:{free_port()}/metrics',
+            worker_metrics_url: 'http://127.0.0.1:{free_port()}/metrics'}}
+profiles:
+  stress: {{tier0_bytes: 4MiB, tier1_bytes: 2MiB, tier2_bytes: {tier2_bytes}, tier2_path: {tmp / 't2'}}}
+loadgen: {{metrics_port: {free_port()}, ready_timeout_s: 10}}
+hypotheses:
+  H9: {{params: {{max_tokens: 8}}}}
+""")
+    return overlay

@@ -100,25 +100,7 @@ import os  # noqa: E402
 import pytest  # noqa: E402
 
 from analysis import gates as G  # noqa: E402
-from conftest import free_port, run_module  # noqa: E402
-
-
-def pairs_overlay(tmp, tier2_bytes: str = "256MiB", openai_port: int | None = None):
-    overlay = tmp / "pairs.yaml"
-    overlay.write_text(f"""results_dir: {tmp / 'results'}
-run_dir: {tmp / 'run'}
-engine: {{time_scale: 0.25, lora_count: 0}}
-stacks:
-  stackB: {{openai_base: 'http://127.0.0.1:{openai_port or free_port()}/v1', metrics_url: 'http://127.0.0.1:{free_port()}/metrics',
-            kvbm_metrics_url: 'http://127.0.0.1:{free_port()}/metrics',
-            worker_metrics_url: 'http://127.0.0.1:{free_port()}/metrics'}}
-profiles:
-  stress: {{tier0_bytes: 4MiB, tier1_bytes: 2MiB, tier2_bytes: {tier2_bytes}, tier2_path: {tmp / 't2'}}}
-loadgen: {{metrics_port: {free_port()}, ready_timeout_s: 10}}
-hypotheses:
-  H9: {{params: {{max_tokens: 8}}}}
-""")
-    return overlay
+from conftest import pairs_overlay, run_module  # noqa: E402
 
 
 def only(tmp, pattern):
@@ -231,11 +213,12 @@ def test_the_rehydrate_sweep_tables_every_mode_and_recommends_a_concurrency(tmp_
 def test_the_recommendation_needs_clean_legs_and_a_disk_signal():
     from rig.rehydrate import recommend
 
-    def row(mode, c, p50, errors=0, onboard=10.0):
-        return {"mode": mode, "concurrency": c, "ttfc_p50_ms": p50, "errors": errors, "onboard_disk_blocks": onboard}
+    def row(mode, c, p50, errors=0, onboard=10.0, status="complete"):
+        return {"mode": mode, "concurrency": c, "ttfc_p50_ms": p50, "errors": errors, "onboard_disk_blocks": onboard,
+                "run_status": status}
     rows = [row("B1", 1, 50), row("B2", 1, 40), row("B1", 2, 80), row("B2", 2, 40, errors=3),
-            row("B1", 4, 90), row("B2", 4, 60)]
-    assert recommend(rows)["replay_concurrency"] == 4            # c=2 differs most but had errors
+            row("B1", 4, 90), row("B2", 4, 60), row("B1", 8, 90), row("B2", 8, 10, status="incomplete")]
+    assert recommend(rows)["replay_concurrency"] == 4        # c=2 and c=8 differ more: errors, a leg cut short
     assert recommend([row("B1", 1, 50), row("B2", 1, 40, onboard=0.0)])["replay_concurrency"] is None
 
 

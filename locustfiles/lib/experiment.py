@@ -152,6 +152,7 @@ def _on_test_start(environment, **_kw) -> None:
     if isinstance(environment.runner, MasterRunner):
         environment.runner.send_message(MSG_RUN, {"run_id": st.run_id, "env": st.env, "slot": st.slot,
                                                   "sizing": st.sizer.state()})
+        st.worker_watch = gevent.spawn(gather.watch_workers, environment.runner, st)
     st.enter_slot(st.slot)
     st.watch = gevent.spawn(watch.Watch(st.cfg, st.plan.stack_name,
                                         lambda outages: st.manifest.update(telemetry_outages=outages)).run)
@@ -166,8 +167,9 @@ def _on_test_stop(environment, **_kw) -> None:
         environment.process_exit_code = 2
     if st.manifest is None:
         return
-    if getattr(st, "watch", None) is not None:
-        st.watch.kill()
+    for greenlet in (st.watch, st.worker_watch):
+        if greenlet is not None:
+            greenlet.kill()
     if isinstance(environment.runner, MasterRunner):
         gather.finish_workers(environment.runner, st)
     reason = st.failed or (None if st.completed else st.stop_reason or "stopped before the last step ended")

@@ -17,12 +17,15 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import sys
 import time
 from typing import Optional
 
 import gevent
+from locust.runners import STATE_MISSING
 
 from configs.paths import check_name
+from configs.runfiles import utc
 from rig import local, promconfig
 
 from . import state
@@ -67,8 +70,55 @@ def _finish(environment, msg, **_kw) -> None:
     gevent.spawn(environment.runner.stop)          # its test_stop sends the last batch (gather.flush)
 
 
+def watch_workers(runner, st: RunState, every_s: float = 1.0) -> None:
+    """Master, as a greenlet for the whole run: a worker that stops sending heartbeats (killed, its host
+    gone) is an outage of the load generator. Locust marks it missing after HEARTBEAT_LIVENESS seconds and
+    drops its users, so the step runs on below its target; that is said on the console and kept in the
+    manifest (``loadgen_outages``: the worker, the step, the users it had), and its last records are not
+    waited for at the end (its own copy holds them)."""
+    users: dict[str, int] = {}
+    lost: dict[str, dict] = {}
+    while True:
+        gevent.sleep(every_s)
+        clients = {c.id: c for c in runner.clients.all}
+        for cid, client in clients.items():
+            if client.state != STATE_MISSING:
+                users[cid] = sum(client.user_classes_count.values())
+                if cid in lost and lost[cid]["end"] is None:          # it came back (a stall, not a death)
+                    _lost_end(st, lost[cid])
+        for cid in set(users) - set(lost):
+            if cid not in clients or clients[cid].state == STATE_MISSING:
+                lost[cid] = _lost(runner, st, cid, users[cid])
+
+
+def _lost(runner, st: RunState, cid: str, had: int) -> dict:
+    now = time.time()
+    name = st.worker_names.get(cid, cid)
+    st.workers_pending.discard(name)
+    step = st.current()
+    outage = {"kind": "worker_lost", "worker": name, "slot": step.index, "users_lost": had,
+              "users_left": runner.user_count, "target_concurrency": step.step.params.concurrency,
+              "start": now, "started_at": utc(now), "end": None, "ended_at": None}
+    print(f"[{st.plan.hypothesis_id}] load-generator worker {name} lost (no heartbeat): step {step.index + 1} goes on "
+          f"with {runner.user_count} of {step.step.params.concurrency} users; recorded as an outage of the load "
+          "generator", file=sys.stderr, flush=True)
+    if st.manifest is not None:
+        st.manifest.update(loadgen_outages=[*(st.manifest.doc.get("loadgen_outages") or []), outage])
+    return outage
+
+
+def _lost_end(st: RunState, outage: dict) -> None:
+    now = time.time()
+    outage.update(end=now, ended_at=utc(now))
+    if st.manifest is not None:
+        st.manifest.update(loadgen_outages=st.manifest.doc.get("loadgen_outages"))
+
+
 def finish_workers(runner, st: RunState, timeout_s: float = FINISH_TIMEOUT_S) -> None:
-    """Master: ask every worker for its last records and wait for them, at most ``timeout_s``."""
+    """Master: ask every worker for its last records and wait for them, at most ``timeout_s``; the last
+    step ends before the wait."""
+    if st.manifest is not None:
+        st.manifest.end_step()
     if not st.workers_pending:
         return
     runner.send_message(MSG_FINISH)
@@ -131,6 +181,7 @@ def _metrics(environment, msg, **_kw) -> None:
     if st.run_id is None:
         return
     st.workers_pending.add(worker)
+    st.worker_names[msg.node_id] = worker
     target = metrics_target(address, msg.node_id, st.cfg.loadgen.listen)
     if target is None:
         log.warning("worker %s (%s) gave %r as its metrics address: not announced to this host's Prometheus, "

@@ -66,6 +66,9 @@ class RunState:
         self.to_master: Optional[Callable[[str, object], None]] = None   # a worker's runner.send_message
         self.announced: list[Path] = []               # file_sd files a master wrote for its workers
         self.workers_pending: set[str] = set()        # a master's workers whose last records have not come
+        self.worker_names: dict[str, str] = {}        # a master's Locust client ids -> the workers' names
+        self.watch = None                             # greenlets of the master / local run: telemetry,
+        self.worker_watch = None                      # and the workers' heartbeats (watch.py, gather.py)
         self.metrics: Optional[LoadgenMetrics] = None
         self.manifest: Optional[Manifest] = None
         self.fio: Optional[FioJob] = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -134,4 +135,15 @@ def test_a_stack_that_cannot_start_stops_the_experiment(tmp_path):
     verdicts = list((tmp_path / "results").glob("pairs-*/verdict.json"))
     assert verdicts, proc.stdout + proc.stderr
     assert json.loads(verdicts[0].read_text())["reasons"] == ["PREFLIGHT_STACK_DID_NOT_START"], proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_failing_restart_command_is_one_line(tmp_path):
+    """A real Stack B whose STACK_B_RESTART_CMD fails: the same stop, with the command's status, no traceback."""
+    overlay = stack_b_overlay(tmp_path, f"http://127.0.0.1:{closed_port()}")
+    proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1",
+                      env={**os.environ, "STACK_B_RESTART_CMD": "exit 3"}, timeout=60)
+    assert proc.returncode == 2 and "STACK_B_RESTART_CMD exited with status 3" in proc.stdout, proc.stdout
+    [verdict] = (tmp_path / "results").glob("pairs-*/verdict.json")
+    assert json.loads(verdict.read_text())["reasons"] == ["PREFLIGHT_STACK_DID_NOT_START"]
     assert "Traceback" not in proc.stderr
