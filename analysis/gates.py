@@ -222,8 +222,8 @@ def run_state(manifest: dict, error_rate: float) -> list[Gate]:
     complete = manifest["status"] == "complete"
     gates.append(Gate("run_complete", "pass" if complete else "fail", "OK" if complete else "RUN_INCOMPLETE",
                       manifest.get("stop_reason") or manifest["status"]))
-    errors_ok = not error_rate > 0.05
     outages = manifest.get("outages") or []
+    errors_ok = not error_rate > 0.05 and not outages       # a stack that was out is no clean run, whatever the rate
     detail = f"{error_rate:.1%} of requests failed"
     if outages:
         kinds = ", ".join(sorted({o["kind"] for o in outages}))

@@ -14,7 +14,8 @@ SATURATION_RULE = "saturation: throughput grows < 10 % while TTFT p50 grows > 50
 class Knee:
     knee_index: Optional[int]      # the step where the knee rule first holds
     u_work: Optional[float]        # the load level one step below the knee; None without a knee
-    reason: str                    # "knee", "saturation", "no_knee" (none in the tested range), "knee_at_first_step"
+    reason: str                    # "knee", "saturation", "no_knee" (none in the tested range), "knee_at_first_step",
+                                   # "outage" (a level ran only while the stack or load generator was out)
     rule: str = PLAN_RULE          # which rule found it
 
     @property
@@ -22,6 +23,8 @@ class Knee:
         """U_work in words: never a level that no rule picked."""
         if self.u_work is not None:
             return f"U_work = {self.u_work:g} ({self.rule})"
+        if self.reason == "outage":
+            return "no knee: every repetition of a level was touched by an outage (left out): no U_work"
         return "knee at the first step: no U_work" if self.reason == "knee_at_first_step" else \
             "no knee in the tested range: no U_work"
 

@@ -48,6 +48,8 @@ REASONS = {
     "BASELINE_MANIFEST_MISMATCH": "the replay list differs from the accepted baseline (--strict-baseline)",
     "BASELINE_MANIFEST_CHANGED": "the replay list differs from an earlier experiment's (a warning)",
     "LEG_FAILED": "a leg left no readable run; the legs before it are kept",
+    "LEG_BLOCKED": "a leg ran blocked (the frontend refused what the workload needs, e.g. session_id)",
+    "MODES_NOT_DISTINCT": "no leg showed KVBM at all: both tier modes ran the same stack, no delta is a finding",
     "INTERRUPTED": "Ctrl-C or SIGTERM ended the experiment; the legs that finished are kept and compared",
     "PREFLIGHT_STACK_DID_NOT_START": "Stack B could not be (re)started in a tier mode",
     "PREFLIGHT_FRONTEND_UNREACHABLE": "the frontend does not answer",

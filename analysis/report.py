@@ -17,9 +17,9 @@ from .document import Document
 from .run import RunAnalysis, dumps, verdict_doc
 
 COLS = ["run_id", "rig", "hypothesis", "stack", "label", "concurrency", "concurrency_observed", "context_tokens",
-        "fio_profile", "requests", "error_rate", "throughput_rps", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "e2e_p50_s", "e2e_p99_s",
-        "ttft_p99_hist_s", "prefix_cached_share", "nvme_reads", "nvme_r_await", "nvme_util", "iowait", "kv_onboard_disk_bytes",
-        "kv_onboard_share_disk", "kv_hit_disk"]
+        "fio_profile", "requests", "error_rate", "throughput_rps", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s",
+        "e2e_p50_s", "e2e_p99_s", "ttft_p99_hist_s", "ttft_p99_hist_reason", "prefix_cached_share", "nvme_reads",
+        "nvme_r_await", "nvme_util", "iowait", "kv_onboard_disk_bytes", "kv_onboard_share_disk", "kv_hit_disk"]
 
 
 def _cols(frame: pd.DataFrame, extra: tuple = ()) -> pd.DataFrame:
@@ -53,7 +53,8 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
     doc = Document()
     doc.h(1, "DGX Spark storage-aware inference: report")
     doc.p(f"{len(analyses)} run(s). Latency percentiles come from the per-request records (exact); "
-          "the histogram-derived p99 from Prometheus is shown beside them (ttft_p99_hist_s).")
+          "the histogram-derived p99 from Prometheus is shown beside them (ttft_p99_hist_s; empty, with "
+          "ttft_p99_hist_reason, where a step is shorter than its rule's rate window).")
     doc.table(pd.DataFrame([{"run": a.run_id, "rig": a.manifest.get("rig") or "-",
                              "hypothesis": a.manifest["hypothesis"], "stack": a.manifest["stack"],
                              "status": a.manifest["status"], "requests": len(a.records), "verdict": a.verdict}
@@ -115,11 +116,9 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
         for a in h2:
             last = a.pooled.sort_values("context_tokens").iloc[-1]
             doc.bullets([f"{a.manifest['hypothesis']} {a.manifest['stack']}: at {int(last['context_tokens'])} tokens "
-                         f"p99 {_ms(last['ttft_p99_s'])}, kv_tier2 disk {last['nvme_reads']:.1f} r/s, "
-                         f"tier2 onboard {last['kv_onboard_disk_bytes'] / 2**20:.2f} MiB/s"
-                         if not math.isnan(last["kv_onboard_disk_bytes"]) else
-                         f"{a.manifest['hypothesis']} {a.manifest['stack']}: at {int(last['context_tokens'])} tokens "
-                         f"p99 {_ms(last['ttft_p99_s'])}, kv_tier2 disk {last['nvme_reads']:.1f} r/s"])
+                         f"p99 {_ms(last['ttft_p99_s'])}, {a.disk_label} {last['nvme_reads']:.1f} r/s"
+                         + (f", tier2 onboard {last['kv_onboard_disk_bytes'] / 2**20:.2f} MiB/s"
+                            if a.kv_tier_observed and not math.isnan(last["kv_onboard_disk_bytes"]) else "")])
 
     # H4: QoS under fio
     h4 = _runs(analyses, "H4A", "H4B")
@@ -212,6 +211,9 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
             doc.p("Correlation of per-window TTFT p99 with telemetry at the best lag (±3 windows), with a 95 % "
                   "block-bootstrap interval of r; no r below 20 windows, and lag_at_edge when the best lag is the "
                   "largest searched (the true one may lie beyond):")
+            if not a.kv_tier_observed:
+                doc.p(f"{a.run_id}: no KV tier observed on this stack, so the disk rows are the host's disk, "
+                      "which anything else on the machine moves too: not evidence of a storage effect.")
             doc.table(a.correlations)
     doc.h(2, "Caveats")
     doc.bullets(["Percentiles from records are exact; the Prometheus histogram p99 (ttft_p99_hist_s) comes from "

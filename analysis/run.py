@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from configs.runfiles import NOT_SERVER_OUTCOMES
+from configs.vocabulary.rules import LATENCY_WINDOW_S
 
 from . import gates as G
 from .correlate import MIN_WINDOWS, Correlation, best_lag, on_grid, window_p99
@@ -46,6 +47,13 @@ class RunAnalysis:
     tiered: bool = False
     evidence: dict = field(default_factory=dict)
     frames: dict = field(repr=False, default_factory=dict)
+    kv_tier_observed: bool = False       # a KV tier's own telemetry answered: disk figures speak of it
+
+    @property
+    def disk_label(self) -> str:
+        """What the disk figures are about: with no KV tier observed, the disk labelled kv_tier2 is just the
+        host's disk, which any other reader (a pip install, the journal) moves too."""
+        return "kv_tier2 disk" if self.kv_tier_observed else "host disk, no KV tier observed"
 
     @property
     def run_id(self) -> str:
@@ -90,19 +98,28 @@ def level_key(manifest: dict) -> str:
 
 
 def add_step_telemetry(table: pd.DataFrame, frames: dict) -> pd.DataFrame:
+    """Each step's telemetry over its measured window (from its warm-up's end, and at least the rate
+    windows' WARMUP_S in). The histogram p99 only where the step outlasts its rule's window; elsewhere it
+    is left empty with the reason (on 20 s steps it read 0.74 s against an exact 0.118 s)."""
     out = table.copy()
     for name in STEP_TELEMETRY:
-        out[name] = [window_mean(frames[name], r.start + min(WARMUP_S, r.duration_s / 2), r.end)
+        out[name] = [window_mean(frames[name], r.start + max(r.warmup_s, min(WARMUP_S, r.duration_s / 2)), r.end)
                      for r in out.itertuples()]
     hist = frames.get("ttft_p99_hist")
-    values = []
+    values, reasons = [], []
     for r in out.itertuples():
-        if hist is None or hist.empty:
+        begin = r.start + max(r.warmup_s, LATENCY_WINDOW_S)
+        reason = "" if begin < r.end else \
+            f"step of {r.duration_s:.0f} s within the histogram rule's {LATENCY_WINDOW_S} s window"
+        if reason or hist is None or hist.empty:
             values.append(float("nan"))
+            reasons.append(reason or "no histogram series")
             continue
         mine = hist[hist["series"].str.contains(f'"step":"{r.slot}"', regex=False)]
-        values.append(window_mean(mine, r.start + min(WARMUP_S, r.duration_s / 2), r.end))
+        values.append(window_mean(mine, begin, r.end))
+        reasons.append("")
     out["ttft_p99_hist_s"] = values
+    out["ttft_p99_hist_reason"] = reasons
     out["ttft_p99_hist_minus_exact_s"] = out["ttft_p99_hist_s"] - out["ttft_p99_s"]
     return out
 
@@ -111,9 +128,15 @@ CORRELATION_COLUMNS = ["telemetry", "pearson", "pearson_ci_low", "pearson_ci_hig
                        "lag_at_edge", "samples", "note"]
 
 
-def correlations(records: pd.DataFrame, frames: dict, start: float, end: float) -> pd.DataFrame:
+STORAGE_SERIES = ("nvme_r_await", "nvme_reads", "nvme_util", "kv_onboard_disk_bytes")
+NOT_EVIDENCE = "host disk, no KV tier observed: not evidence of a storage effect"
+
+
+def correlations(records: pd.DataFrame, frames: dict, start: float, end: float,
+                 kv_tier_observed: bool = True) -> pd.DataFrame:
     """Per telemetry series: r with its interval at the best lag. Below MIN_WINDOWS paired windows no r is
-    given (note ``too_few_windows``); a best lag at the search edge is flagged (``lag_at_edge``)."""
+    given (note ``too_few_windows``); a best lag at the search edge is flagged (``lag_at_edge``). Without a
+    KV tier observed, the storage series' rows say they are no evidence (note ``NOT_EVIDENCE``)."""
     ok = records[records["ok"]] if not records.empty else records
     if ok.empty:
         return pd.DataFrame(columns=CORRELATION_COLUMNS)
@@ -133,8 +156,26 @@ def correlations(records: pd.DataFrame, frames: dict, start: float, end: float) 
         rows.append({"telemetry": name, "pearson": c.pearson if enough else np.nan, "pearson_ci_low": c.ci[0],
                      "pearson_ci_high": c.ci[1], "spearman": c.spearman if enough else np.nan,
                      "lag_s": c.lag_s if enough else np.nan, "lag_at_edge": enough and c.at_edge,
-                     "samples": c.samples, "note": "" if enough else f"too_few_windows (< {MIN_WINDOWS})"})
+                     "samples": c.samples, "note": "; ".join(n for n in (
+                         "" if enough else f"too_few_windows (< {MIN_WINDOWS})",
+                         "" if kv_tier_observed or name not in STORAGE_SERIES else NOT_EVIDENCE) if n)})
     return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+
+
+def knee_of(table: pd.DataFrame, pooled: pd.DataFrame, key: str) -> tuple[Optional[Knee], Optional[float]]:
+    """The knee and the saturation level over the levels' repetitions that no outage touched (``pooled``
+    holds only those): a level whose every repetition ran while the stack or the load generator was out
+    gives no knee at all, rather than one drawn across the gap it leaves."""
+    if table.empty or key not in ("arrival_rate_rps", "concurrency", "context_tokens"):
+        return None, None
+    ordered = pooled[pooled["phase"] == "run"].sort_values(key) if not pooled.empty else pooled
+    if set(table.loc[table["phase"] == "run", key]) - set(ordered[key] if not ordered.empty else ()):
+        return Knee(None, None, "outage"), None
+    if pooled.empty:
+        return None, None
+    throughput = list(ordered["throughput_rps"]) if key in ("concurrency", "arrival_rate_rps") else None
+    knee = find_knee(list(ordered[key]), list(ordered["ttft_p50_s"]), list(ordered["ttft_p99_s"]), throughput)
+    return knee, saturation(list(ordered[key]), throughput) if throughput is not None else None
 
 
 def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
@@ -145,22 +186,19 @@ def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
     start, end = window(manifest, records)
     frames = pull(source, manifest, start - IDLE_S, end, step_s, progress)
     table = add_step_telemetry(step_table(manifest, records), frames) if manifest["steps"] else pd.DataFrame()
-    pooled = by_step(table)
+    touched = table["outage_s"] > 0 if not table.empty else pd.Series(dtype=bool)
+    pooled = by_step(table[~touched] if not table.empty else table)   # an outage's steps are no steady state
     if not pooled.empty:
-        means = table.groupby("step")[list(STEP_TELEMETRY) + ["ttft_p99_hist_s"]].mean()
+        by = table.groupby("step")
+        means = by[list(STEP_TELEMETRY) + ["ttft_p99_hist_s"]].mean().join(by["ttft_p99_hist_reason"].first())
         pooled = pooled.merge(means, left_on="step", right_index=True, how="left")
     key = level_key(manifest)
-    knee, sat = None, None
-    if not pooled.empty and key in ("arrival_rate_rps", "concurrency", "context_tokens"):
-        ordered = pooled[pooled["phase"].isin(["run"])].sort_values(key)
-        knee = find_knee(list(ordered[key]), list(ordered["ttft_p50_s"]), list(ordered["ttft_p99_s"]),
-                         list(ordered["throughput_rps"]) if key in ("concurrency", "arrival_rate_rps") else None)
-        if key in ("concurrency", "arrival_rate_rps"):
-            sat = saturation(list(ordered[key]), list(ordered["throughput_rps"]))
-    corr = correlations(records, frames, start, end) if not records.empty else pd.DataFrame()
+    knee, sat = knee_of(table, pooled, key)
+    observed = tiered and kv_up_share(frames, start, end) >= G.KVBM_UP_MIN     # nan (never said): False
+    corr = correlations(records, frames, start, end, observed) if not records.empty else pd.DataFrame()
     gate_list = gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key)
     return RunAnalysis(run_dir, manifest, records, table, pooled, knee, key, sat, corr, gate_list, tiered,
-                       evidence(frames, start, end, tiered), frames)
+                       evidence(frames, start, end, tiered), frames, observed)
 
 
 def total(frames: dict, name: str, start: float, end: float) -> float:

@@ -11,7 +11,7 @@ from configs.runfiles import CANCELLED_BY_STEP, SHED_BY_CLIENT, read_manifest, r
 
 # the record fields the analysis uses; the rest (ITL lists, prompts' hashes…) stay in the file
 FIELDS = ("step", "ok", "status", "error_class", "error", "start_time", "ttft_s", "e2e_s", "prompt_tokens",
-          "completion_tokens", "cached_tokens", "phase", "session_id", "schedule_lag_s")
+          "completion_tokens", "cached_tokens", "phase", "session_id", "schedule_lag_s", "users_active")
 
 
 def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
@@ -42,14 +42,29 @@ def warmup_s(duration_s: float) -> float:
 WARMUP_S, WARMUP_SHARE = 5.0, 0.2
 
 
+def outages(manifest: dict) -> list[tuple[float, float]]:
+    """Spans when the stack (429/5xx/404 for the model, refused connections) or the load generator (a lost
+    worker) was out; one still open at the end lasts to the run's end."""
+    last = manifest.get("end") or float("inf")
+    return [(o["start"], o.get("end") or last)
+            for o in (manifest.get("outages") or []) + (manifest.get("loadgen_outages") or [])]
+
+
 def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
     """One row per manifest step (slot): its window, swept parameters and exact steady-state latency."""
     rows = []
+    spans = outages(manifest)
     for s in manifest["steps"]:
         end = s["end"] if s["end"] is not None else manifest.get("end") or s["start"]
+        # the warm-up runs from when the load reached its target (runs before at_target was recorded: the
+        # step's start); a step that never reached it has no steady state to measure
+        reached = s.get("at_target", s["start"])
+        measured_from = reached + warmup_s(end - reached) if reached is not None else end
         sent = mine = records[records["step"] == s["index"]] if not records.empty else records
+        off_target = int((sent["start_time"] < (reached if reached is not None else end)).sum()) \
+            if not sent.empty else 0
         if not mine.empty:
-            mine = mine[mine["start_time"] >= s["start"] + warmup_s(end - s["start"])]
+            mine = mine[mine["start_time"] >= measured_from]
         cut = mine["error_class"] == CANCELLED_BY_STEP if not mine.empty else pd.Series(dtype=bool)
         cancelled = int(cut.sum()) if len(cut) else 0
         shed_mask = mine["error_class"] == SHED_BY_CLIENT if not mine.empty else pd.Series(dtype=bool)
@@ -59,21 +74,26 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
         lags = mine["schedule_lag_s"].dropna() if not mine.empty else []
         ok = mine[mine["ok"]] if not mine.empty else mine
         duration = max(end - s["start"], 1e-9)
+        measured = end - measured_from if reached is not None else float("nan")
         row = {
             "run_id": manifest["run_id"], "rig": manifest.get("rig") or "-", "hypothesis": manifest["hypothesis"],
             "stack": manifest["stack"], "slot": s["index"], "step": s["step"], "repetition": s["repetition"],
             "phase": s["phase"], "label": s["label"], "concurrency": s["target_concurrency"],
             "context_tokens": s["target_context_tokens"],
             "fio_profile": s.get("fio_profile") or "none", "start": s["start"], "end": end, "duration_s": duration,
-            "warmup_s": warmup_s(duration), "requests": len(mine), "ok": len(ok), "errors": len(mine) - len(ok),
+            "warmup_s": measured_from - s["start"] if reached is not None else duration,
+            "at_target_after_s": reached - s["start"] if reached is not None else float("nan"),
+            "off_target_requests": off_target,
+            "requests": len(mine), "ok": len(ok), "errors": len(mine) - len(ok),
             "cancelled_by_step": cancelled, "shed_by_client": shed,
             "arrival_rate_rps": s.get("target_arrival_rate_rps") or 0.0,
             "schedule_lag_p50_s": pct(lags, 0.5), "schedule_lag_p99_s": pct(lags, 0.99),
             "error_rate": (len(mine) - len(ok)) / len(mine) if len(mine) else float("nan"),
-            "throughput_rps": len(ok) / (duration - warmup_s(duration)),
-            "concurrency_observed": in_flight(sent, s["start"] + warmup_s(duration), end),
-            "output_tokens_per_s": float(ok["completion_tokens"].fillna(0).sum()) / (duration - warmup_s(duration))
-            if len(ok) else 0.0,
+            "throughput_rps": len(ok) / measured if measured > 0 else float("nan"),
+            "concurrency_observed": in_flight(sent, measured_from, end),
+            "outage_s": sum(max(0.0, min(b, end) - max(a, s["start"])) for a, b in spans),
+            "output_tokens_per_s": float(ok["completion_tokens"].fillna(0).sum()) / measured
+            if len(ok) and measured > 0 else 0.0 if measured > 0 else float("nan"),
         }
         for key, value in (s.get("swept") or {}).items():
             row[f"swept_{key}"] = value

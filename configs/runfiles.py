@@ -59,6 +59,9 @@ CANCELLED_BY_STEP = "cancelled_by_step"
 # (the schedule asked for it), never sent, so neither a server error nor a latency.
 SHED_BY_CLIENT = "shed_by_client"
 NOT_SERVER_OUTCOMES = (CANCELLED_BY_STEP, SHED_BY_CLIENT)
+# A response with a success status and not one byte of body (no event at all): nothing was served, as a
+# real Dynamo frontend answers once its worker is gone.
+EMPTY_BODY = "empty_body"
 
 
 @dataclass
@@ -83,8 +86,8 @@ class RequestRecord:
     prefix_hash: Optional[str] = None
     status: int = 0                         # HTTP status; 0 when no response arrived
     ok: bool = False
-    error_class: Optional[str] = None       # http_4xx/5xx, connection, stream_cut, stream_error, bad_stream,
-                                            # cancelled_by_step
+    error_class: Optional[str] = None       # http_4xx/5xx, connection, empty_body, stream_cut, stream_error,
+                                            # bad_stream, cancelled_by_step, shed_by_client
     error: Optional[str] = None             # the server's own message where it sent one
     ttfb_s: Optional[float] = None          # response headers
     ttft_s: Optional[float] = None          # first chunk with non-empty text
@@ -96,6 +99,7 @@ class RequestRecord:
     prompt_tokens_target: Optional[int] = None
     cached_tokens: Optional[int] = None
     request_hash: Optional[str] = None      # the prompt bytes and every generation parameter (request_hash())
+    users_active: Optional[int] = None      # this Locust process's running users when the request was sent
     intended_start_time: Optional[float] = None   # open loop: when the schedule wanted the request sent
     schedule_lag_s: Optional[float] = None  # open loop: sent this much after it was due (an overloaded client)
 
@@ -203,6 +207,12 @@ class Manifest:
         self._end_step(now)
         self.doc["steps"].append({**entry, "start": now, "started_at": utc(now), "end": None, "ended_at": None})
         self._save()
+
+    def mark_step(self, **fields) -> None:
+        """What is learned of the running step after it began (when it reached its target load)."""
+        if self.doc["steps"]:
+            self.doc["steps"][-1].update(fields)
+            self._save()
 
     def end_step(self) -> None:
         """The last step ends now, not when the run is closed after waiting for workers' last records."""

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from configs import load
+from configs.loader import OVERLAY_ENV
 from configs.errors import cli_main
 from configs.paths import PROJECT_ROOT
 
@@ -103,7 +104,8 @@ def main(argv=None) -> int:
     if args.cmd == "dynamo":
         from . import dynamo
         try:
-            return dynamo.main(args.action, cfg, args.config)
+            # the operator's overlay, however it was given, under the one `dynamo up` writes
+            return dynamo.main(args.action, cfg, args.config or os.environ.get(OVERLAY_ENV) or None)
         except StartError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -98,8 +98,9 @@ class Interrupt:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        say(f"{signal.Signals(signum).name}: stopping once the running leg has ended and is written "
-            "(again to stop at once)")
+        # straight to the descriptor: a print here, inside a print of the leg's lines, is a reentrant call
+        os.write(sys.stdout.fileno(), f"{signal.Signals(signum).name}: stopping once the running leg has ended "
+                 "and is written (again to stop at once)\n".encode())
         for p in self.running:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

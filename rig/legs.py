@@ -187,7 +187,7 @@ class LegRunner:
                "process_read_bytes": increase(io_before and io_before["read_bytes"],
                                               io_after and io_after["read_bytes"])[0],
                "counter_reset": any(reset for _, reset in kv.values()), "locust_exit": code,
-               "run_status": manifest["status"]}
+               "run_status": manifest["status"], "blocked": (manifest.get("blocked") or {}).get("reason") or ""}
         say(f"    TTFC p50 {row['ttfc_p50_ms']:.1f} ms, p99 {row['ttfc_p99_ms']:.1f} ms, {row['replay_requests']} "
             f"replayed, {errors} errors, {row['onboard_disk_blocks']:g} blocks onboarded from disk")
         return row

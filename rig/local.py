@@ -27,7 +27,8 @@ def targets_dir(cfg: Harness) -> Path:
 
 
 def prometheus_url(cfg: Harness) -> str:
-    return f"http://{cfg.prometheus.listen}:{cfg.prometheus.port}"
+    """Where this host reaches its Prometheus (a wildcard listen address is reached on loopback)."""
+    return f"http://{promconfig.connect_host(cfg.prometheus.listen)}:{cfg.prometheus.port}"
 
 
 def write_prometheus_config(cfg: Harness) -> Path:

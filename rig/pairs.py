@@ -84,6 +84,7 @@ def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: in
                         codes = runner.preflight(need_kvbm=not allow_missing_kvbm)
                         if codes:
                             return _stop(out, codes, "preflight failed: " + ", ".join(codes))
+                    stop.check()
                     say(f"[pair {pair + 1}/{pairs} leg {position + 1}: {mode}]")
                     row = runner.run(mode, f"pairs-{ts}-p{pair}-l{position}-{mode}", concurrency, context_tokens,
                                      duration_s)
@@ -132,6 +133,15 @@ def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: in
     return 0
 
 
+def leg_flags(rows: list[dict]) -> list[str]:
+    """What the legs themselves say against a comparison: a leg that ran blocked, and legs of which none
+    showed KVBM (B1 and B2 are then one and the same stack, whatever their deltas)."""
+    flags = ["LEG_BLOCKED"] if any(r.get("blocked") for r in rows) else []
+    if rows and all(math.isnan(r["onboard_disk_blocks"]) and math.isnan(r["offload_disk_blocks"]) for r in rows):
+        flags.append("MODES_NOT_DISTINCT")
+    return flags
+
+
 def _mechanism(rows: list[dict]) -> P.Mechanism:
     """What the B2 legs showed: KV written to the disk tier; onboarded from it (KVBM's counters); and backed
     by bytes really read — the serving process's own reads where observed, else the simulator's tier2 file
@@ -149,7 +159,7 @@ def _mechanism(rows: list[dict]) -> P.Mechanism:
 
 def _write(out: Path, rows: list[dict], legs: list[P.Leg], comparisons: list, flags: list[str],
            modes: tuple[str, str]) -> dict:
-    verdict = P.verdict(legs, comparisons, _mechanism(rows), tuple(flags))
+    verdict = P.verdict(legs, comparisons, _mechanism(rows), tuple(flags + leg_flags(rows)))
     if rows:
         with open(out / "legs.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -181,6 +191,9 @@ def _report(rows: list[dict], comparisons: list, verdict: dict, modes: tuple[str
              f"Deltas are {b} − {a} within each pair; intervals are 95 % bootstrap intervals of the mean delta (none "
              f"below {P.MIN_PAIRS} pairs); p-values are exact two-sided Wilcoxon signed-rank and sign tests on the "
              f"pairs; the order effect is the mean delta of {a}-first pairs minus that of {b}-first pairs.", "",
+             *([] if verdict["decision_grade"] else
+               [f"**Not a finding**: the deltas below are shown for diagnosis only ({', '.join(verdict['reasons'])}).",
+                ""]),
              f"| metric | pairs | mean delta | 95 % interval | Wilcoxon p | sign p | order effect ({a}-first − {b}-first) |",
              "|---|---|---|---|---|---|---|"]
     for c in comparisons:

@@ -80,6 +80,7 @@ def run(config: Path | None, modes: list[str], concurrencies: list[int], context
                             (out / "recommendation.json").write_text(json.dumps({"replay_concurrency": None,
                                                                                  "reason": codes}, indent=2) + "\n")
                             return 2
+                    stop.check()
                     say(f"[{mode} at replay concurrency {c}]")
                     rows.append(runner.run(mode, f"rehydrate-{ts}-{mode}-c{c}", c, context_tokens, duration_s))
             stop.check()

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -15,6 +16,7 @@ import yaml
 from configs import load
 from conftest import ROOT, free_port, free_port_below, run_module
 from configs.runfiles import read_records
+from faultcase import fault
 from test_grafana import dashboards, label_values_query, query, substitute
 
 MODEL = "nvidia/Llama-3.3-70B-Instruct-NVFP4"
@@ -40,9 +42,11 @@ def dynamo(tmp_path_factory):
     install = run_module("rig", "--config", str(overlay), "dynamo", "install", timeout=900)
     if install.returncode != 0:
         pytest.skip("the real Dynamo could not be installed here: " + (install.stderr.strip().splitlines() or ["?"])[-1])
-    up = run_module("rig", "--config", str(overlay), "dynamo", "up", timeout=300)
+    # the operator's overlay through HARNESS_CONFIG, as the README's flow gives it: kept in the written one
+    up = run_module("rig", "dynamo", "up", env={**os.environ, "HARNESS_CONFIG": str(overlay)}, timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
     full = tmp / "dynamo" / "overlay.yaml"                  # the operator's overlay + Stack B on the real Dynamo
+    assert load(full).prometheus.port == load(overlay).prometheus.port
     try:
         started = run_module("rig", "--config", str(full), "up", timeout=120)
         assert started.returncode == 0, started.stdout + started.stderr
@@ -139,6 +143,10 @@ def test_analysis_report_on_the_real_runs(dynamo, runs, tmp_path):
     assert h9["blocked"]["status"] == "blocked" and h9["errors"]["status"] in ("pass", "fail")
     report = (tmp_path / "report.md").read_text()
     assert "H9 — session rehydration" in report
+    # no KVBM on the mocker: the disk figures are the host's disk, and its correlations are no evidence (#24.5)
+    h2b_line = next(line for line in report.splitlines() if line.startswith("- H2B stackB: at "))
+    assert "host disk, no KV tier observed" in h2b_line and "tier2 onboard" not in h2b_line
+    assert "not evidence of a storage effect" in report
     assert "up to 2.20x apart" in report          # the frontend's own TTFT buckets, and what they cost a p99
 
 
@@ -231,3 +239,85 @@ def test_open_loop_and_trace_replay_against_the_real_frontend(dynamo, tmp_path):
     ok = [r for r in records if r["ok"]]
     assert len(ok) > 20 and all(abs(r["prompt_tokens"] - r["prompt_tokens_target"]) <= 2 for r in ok)
     assert sum(r["cached_tokens"] or 0 for r in ok) > 0.2 * sum(r["prompt_tokens"] for r in ok)
+
+
+@fault("24.2", "a sweep steps down from 8 users to 1 on the real frontend", "the surplus users stop within a second; "
+       "the step is measured from at_target; each record carries users_active; requests before it are off target",
+       ("loadgen:step measured at its target load",))
+def test_stepping_down_stops_the_surplus_users_at_once(dynamo, tmp_path):
+    """From 8 users to 1 (the second repetition's first step): Locust ramped down at the spawn rate, which
+    was the new count, so 7 users ran on for 7 s of a 6 s step; now the surplus stops within a second, the
+    step is measured from when it ran at its target, and every record says how many users were running."""
+    from analysis.steps import load_run, step_table
+    doc = yaml.safe_load(dynamo["overlay"].read_text())
+    doc["hypotheses"]["H0"] = {**doc["hypotheses"].get("H0", {}), "repetitions": 2}
+    overlay = tmp_path / "down.yaml"
+    overlay.write_text(yaml.safe_dump(doc))
+    env = {**os.environ, "HARNESS_CONFIG": str(overlay), "STACK": "B", "CONCURRENCY": "1,8", "CONTEXT_TOKENS": "256",
+           "DURATION_S": "6", "RUN_ID": "step-down"}
+    env.pop("MODEL", None)
+    proc = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "h0.py"), "--headless",
+                           "--only-summary"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    manifest, records = load_run(dynamo["tmp"] / "results" / "step-down")
+    steps = manifest["steps"]
+    assert [s["target_concurrency"] for s in steps] == [1, 8, 1, 8]
+    down = steps[2]
+    assert down["at_target"] is not None and down["at_target"] - down["start"] < 2.0, down
+    after = records[(records["step"] == 2) & (records["start_time"] >= down["at_target"])]
+    assert len(after) and set(after["users_active"]) == {1}
+    table = step_table(manifest, records)
+    first, again = table.iloc[0], table.iloc[2]
+    assert 0.5 < again["requests"] / first["requests"] < 2.0, (first["requests"], again["requests"])
+
+
+@fault("24.1", "the worker behind a real Dynamo frontend dies mid-step (404, empty body; /health stays 200)",
+       "users back off; the outage is in the manifest and ends when the worker is back; errors fails STACK_OUTAGE; "
+       "no knee from the touched step", ("gate:errors=STACK_OUTAGE", "manifest:outages", "analysis:no knee from an outage"))
+def test_a_dead_worker_is_an_outage_and_the_run_goes_on_when_it_returns(dynamo, tmp_path):
+    """The mocker killed mid-step: the real frontend answers 404 with an empty body while /health stays 200.
+    The load backs off instead of sending 130,000 requests, the outage is in the manifest with its end once
+    the worker is back, requests succeed again, and the report derives no knee from the touched step."""
+    from rig import dynamo as D
+    cfg = dynamo["cfg"]
+    sup = D.supervisor(cfg)
+    env = {**os.environ, "HARNESS_CONFIG": str(dynamo["overlay"]), "STACK": "B", "CONCURRENCY": "2,4",
+           "CONTEXT_TOKENS": "256", "DURATION_S": "25", "RUN_ID": "dead-worker"}
+    env.pop("MODEL", None)
+    log = tmp_path / "locust.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "h0.py"),
+                                 "--headless", "--only-summary"], cwd=tmp_path, env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 90
+        while "step 2/2" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)
+        sup.stop("mocker")
+        base = D.urls(cfg)["openai_base"].rsplit("/v1", 1)[0]
+        dead = requests.post(f"{base}/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 1},
+                             timeout=10)
+        assert (dead.status_code, dead.content) == (404, b"") and requests.get(f"{base}/health").status_code == 200
+        time.sleep(6)
+        sup.start("mocker", D.commands(cfg, D.venv_python(cfg), D.model_dir(cfg))["mocker"], env=D.environment(cfg),
+                  cwd=D.home(cfg))
+        proc.wait(timeout=120)
+        err = log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run = dynamo["tmp"] / "results" / "dead-worker"
+    manifest = json.loads((run / "manifest.json").read_text())
+    records = read_records(run / "requests.jsonl")
+    [outage] = manifest["outages"]
+    assert outage["kind"] == "http_404" and outage["end"] is not None, (outage, err[-2000:])
+    failed = [r for r in records if r["status"] == 404]
+    assert 20 <= len(failed) < 2000                              # backed off: hundreds, not 130,000
+    assert any(r["ok"] and r["start_time"] > outage["end"] for r in records)      # going on once it is back
+    out = tmp_path / "report"
+    report = run_module("analysis", "--config", str(dynamo["overlay"]), "report", "--run", "dead-worker", "--out",
+                        str(out), timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    verdict = json.loads((out / "verdict.json").read_text())["dead-worker"]
+    assert verdict["knee"]["reason"] == "outage" and verdict["knee"]["u_work"] is None
+    assert {g["name"]: g["reason"] for g in verdict["gates"]}["errors"] == "STACK_OUTAGE"

@@ -185,6 +185,25 @@ def test_outages_back_off_and_end_when_the_stack_answers():
     assert delay == 0.0 and ended["kind"] == "connection" and ended["failures"] == OUTAGE_AFTER
 
 
+def test_a_dead_worker_behind_a_live_frontend_is_an_outage():
+    """A real Dynamo frontend whose worker died answers 404 with an empty body (its /health stays 200): a
+    404 for the run's own model, any 5xx and a 200 with no body are outages; a 404 for an adapter the
+    stack does not know, or a 400, are answers (#24.1)."""
+    from locustfiles.lib.outage import OUTAGE_AFTER, OutageTracker
+
+    def rec(status, error_class, model=MODEL):
+        r = RequestRecord("r", "H0", "stackB", "fixed_context", 0, 0, "run", 1, 64, 0, "w", "completions", model)
+        r.status, r.error_class = status, error_class
+        return r
+    for failure in (rec(404, "http_404"), rec(500, "http_500"), rec(502, "http_502"), rec(200, "empty_body")):
+        t = OutageTracker(MODEL)
+        assert [t.observe(failure)[0] for _ in range(OUTAGE_AFTER + 1)][-1] > 0, failure
+        assert t.current["failures"] == OUTAGE_AFTER + 1
+    for answer in (rec(404, "http_404", model="lora-007"), rec(400, "http_400")):
+        t = OutageTracker(MODEL)
+        assert all(t.observe(answer) == (0.0, None) for _ in range(OUTAGE_AFTER * 2)) and t.current is None
+
+
 def test_the_shipped_trace_is_what_its_script_makes_and_bad_traces_are_one_line(tmp_path):
     import importlib.util
 

@@ -73,9 +73,14 @@ def _await(time: S.Series, count: S.Series) -> str:
     return f"rate({time.total}[5s]) / clamp_min(rate({count.total}[5s]), 1e-9)"
 
 
+# the latency quantiles' rate window: a value recorded at t covers (t - 30 s, t], so it speaks for one step
+# only from 30 s into it (the analysis leaves it out of shorter steps)
+LATENCY_WINDOW_S = 30
+
+
 def _quantile(q: str, hist: S.Series) -> str:
     return (f"histogram_quantile({q}, sum by (run_id, hypothesis, stack, step, le) "
-            f"(rate({hist.name}_bucket[30s])))")
+            f"(rate({hist.name}_bucket[{LATENCY_WINDOW_S}s])))")
 
 
 _STEP = "run_id, hypothesis, stack, step"

@@ -158,6 +158,12 @@ def _on_test_start(environment, **_kw) -> None:
                                         lambda outages: st.manifest.update(telemetry_outages=outages)).run)
 
 
+def _on_spawning_complete(user_count, **_kw) -> None:
+    st = state.current()
+    if st.load_target is not None:
+        st.note_load(user_count, st.load_target)
+
+
 def _on_test_stop(environment, **_kw) -> None:
     st = state.current()
     if isinstance(environment.runner, WorkerRunner):
@@ -229,6 +235,7 @@ def experiment(hypothesis_id: str) -> tuple[type, type]:
     events.init.add_listener(_on_init)
     events.test_start.add_listener(_on_test_start)
     events.test_stop.add_listener(_on_test_stop)
+    events.spawning_complete.add_listener(_on_spawning_complete)
     events.quitting.add_listener(_on_quitting)
     name = hypothesis_id.upper()
     user = type(f"{name}User", (PlanUser,), {"abstract": False, "host": st.plan.openai_base,

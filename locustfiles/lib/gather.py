@@ -85,7 +85,7 @@ def watch_workers(runner, st: RunState, every_s: float = 1.0) -> None:
             if client.state != STATE_MISSING:
                 users[cid] = sum(client.user_classes_count.values())
                 if cid in lost and lost[cid]["end"] is None:          # it came back (a stall, not a death)
-                    _lost_end(st, lost[cid])
+                    _back(st, lost[cid])
         for cid in set(users) - set(lost):
             if cid not in clients or clients[cid].state == STATE_MISSING:
                 lost[cid] = _lost(runner, st, cid, users[cid])
@@ -107,9 +107,10 @@ def _lost(runner, st: RunState, cid: str, had: int) -> dict:
     return outage
 
 
-def _lost_end(st: RunState, outage: dict) -> None:
+def _back(st: RunState, outage: dict) -> None:
     now = time.time()
     outage.update(end=now, ended_at=utc(now))
+    st.workers_pending.add(outage["worker"])
     if st.manifest is not None:
         st.manifest.update(loadgen_outages=st.manifest.doc.get("loadgen_outages"))
 

@@ -1,14 +1,16 @@
-"""Outages seen by the load generator: a stack that refuses connections or answers 429/503 to request
-after request. A closed loop of users without think time would otherwise send thousands of requests a
-second at it (and write a record for each); after OUTAGE_AFTER such failures in a row, users back off
-exponentially until a request gets through again."""
+"""Outages seen by the load generator: a stack that refuses connections, answers 429 or 5xx, answers 404
+for the very model the run was started on (listed by /models at the start), or answers with an empty
+body, request after request. A real Dynamo frontend whose worker died answers 404 with an empty body
+while its /health stays 200: that is an outage too. A closed loop of users without think time would
+otherwise send thousands of requests a second at it (and write a record for each); after OUTAGE_AFTER
+such failures in a row, users back off exponentially until a request gets through again."""
 from __future__ import annotations
 
 import threading
 import time
 from typing import Optional
 
-from configs.runfiles import RequestRecord, utc
+from configs.runfiles import EMPTY_BODY, RequestRecord, utc
 
 OUTAGE_AFTER = 20                  # failures in a row (across this process's users) that make an outage
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.25, 8.0
@@ -19,12 +21,16 @@ FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.25, 8.0
 NEUTRAL = ("stream_cut", "cancelled_by_step")
 
 
-def is_outage_failure(rec: RequestRecord) -> bool:
-    return rec.error_class == "connection" or rec.status in (429, 503)
+def is_outage_failure(rec: RequestRecord, model: Optional[str]) -> bool:
+    """An answer that says the stack cannot serve now; a 404 for another name (an adapter unknown to
+    the stack) is the stack's answer about that name."""
+    return rec.error_class in ("connection", EMPTY_BODY) or rec.status == 429 or rec.status >= 500 or \
+        (rec.status == 404 and rec.model == model)
 
 
 class OutageTracker:
-    def __init__(self) -> None:
+    def __init__(self, model: Optional[str] = None) -> None:
+        self.model = model
         self.in_a_row = 0
         self.current: Optional[dict] = None
         self._lock = threading.Lock()
@@ -34,7 +40,7 @@ class OutageTracker:
         with self._lock:
             if rec.error_class in NEUTRAL:
                 return 0.0, None
-            if not is_outage_failure(rec):          # the stack answered (a 400 is an answer too)
+            if not is_outage_failure(rec, self.model):          # the stack answered (a 400 is an answer too)
                 self.in_a_row = 0
                 return 0.0, self._end()
             self.in_a_row += 1

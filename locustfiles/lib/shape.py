@@ -38,9 +38,14 @@ class PlanShape(LoadTestShape):
                 self.runner.send_message(MSG_SLOT, index)
         params = st.slots[index].step.params
         if params.arrival_rate_rps > 0 or st.trace:   # open loop: one dispatcher starts every request
-            return 1, 1
+            st.note_load(self.runner.user_count, 1)
+            return 1, max(1, self.runner.user_count)
         users = _explicit("-u", "--users", "LOCUST_USERS", int) or params.concurrency
-        return users, _explicit("-r", "--spawn-rate", "LOCUST_SPAWN_RATE", float) or users
+        st.note_load(self.runner.user_count, users)
+        # Locust ramps down at the spawn rate too: a rate of the new count took 31 s to go from 32 users
+        # to 1, the step measured meanwhile. The larger of the two counts makes either move within a second.
+        rate = _explicit("-r", "--spawn-rate", "LOCUST_SPAWN_RATE", float) or max(users, self.runner.user_count)
+        return users, rate
 
 
 def _explicit(short: str, long: str, env: str, kind):

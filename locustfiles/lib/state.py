@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -66,6 +67,7 @@ class RunState:
         self.to_master: Optional[Callable[[str, object], None]] = None   # a worker's runner.send_message
         self.announced: list[Path] = []               # file_sd files a master wrote for its workers
         self.workers_pending: set[str] = set()        # a master's workers whose last records have not come
+        self.load_target: Optional[int] = None        # the users the shape asked for in this step
         self.worker_names: dict[str, str] = {}        # a master's Locust client ids -> the workers' names
         self.watch = None                             # greenlets of the master / local run: telemetry,
         self.worker_watch = None                      # and the workers' heartbeats (watch.py, gather.py)
@@ -76,7 +78,7 @@ class RunState:
         self.grafana: Optional[GrafanaAnnotator] = None
         self.sizer = PromptSizer(self._tokenizer())
         self.session_id_refused = False
-        self.outages = OutageTracker()
+        self.outages = OutageTracker(self.plan.model_handle)
         self.users = itertools.count()
         self.worker = worker_name()
         self.rehydrate_manifests: dict[int, list[dict]] = {}
@@ -217,7 +219,7 @@ class RunState:
                 "label": slot.step.label(), "swept": slot.step.swept, "fio_profile": slot.step.fio_profile,
                 "target_concurrency": slot.step.params.concurrency,
                 "target_context_tokens": slot.step.params.context_tokens,
-                "target_arrival_rate_rps": slot.step.params.arrival_rate_rps, **notes})
+                "target_arrival_rate_rps": slot.step.params.arrival_rate_rps, "at_target": None, **notes})
             if self.grafana:
                 problem = self.grafana.post(f"{self.plan.hypothesis_id} {self.plan.stack_name} step {slot.index}: "
                                             f"{slot.step.label()} ({slot.phase}, rep {slot.repetition + 1})",
@@ -227,6 +229,15 @@ class RunState:
             print(f"[{self.plan.hypothesis_id}] step {slot.index + 1}/{len(self.slots)}: {slot.step.label()}"
                   f"{'' if slot.phase == 'run' else ' phase ' + slot.phase} (rep {slot.repetition + 1})",
                   file=sys.stderr, flush=True)
+
+    def note_load(self, running: int, target: int) -> None:
+        """The step's load generator reached its target (master / local; the shape's tick and Locust's
+        spawning_complete say): the step's warm-up starts from here (``at_target`` in the manifest), so a
+        step that began with users left over from the last one, or still spawning, is not measured meanwhile."""
+        self.load_target = target
+        step = self.manifest.doc["steps"][-1] if self.manifest is not None and self.manifest.doc["steps"] else None
+        if step is not None and step["at_target"] is None and running == target:
+            self.manifest.mark_step(at_target=time.time())
 
     def _prepare(self, slot: Slot) -> dict:
         """Side effects a step needs before its load: the fio job, cold caches."""

@@ -12,7 +12,7 @@ import re
 import time
 from typing import Optional
 
-from configs.runfiles import RequestRecord
+from configs.runfiles import EMPTY_BODY, RequestRecord
 
 DONE = b"[DONE]"
 
@@ -64,12 +64,13 @@ def read_stream(response, record: RequestRecord, started: float, text: Optional[
     raw = response._response                     # FastResponse keeps the streaming socket response here
     last_text_at: Optional[float] = None
     counted = 0
-    done = False
+    done = received = False
     while True:
         line = raw.readline(b"\n")
         now = time.perf_counter()                  # at receipt, before any parsing
         if not line:
             break
+        received = True
         line = line.strip()
         if not line.startswith(b"data:"):
             continue
@@ -113,7 +114,9 @@ def read_stream(response, record: RequestRecord, started: float, text: Optional[
     record.e2e_s = time.perf_counter() - started
     if record.tokens_source is None:
         record.completion_tokens, record.tokens_source = counted, "counted"
-    if not done:
+    if not received:
+        record.error_class, record.error = EMPTY_BODY, f"HTTP {record.status} with an empty body"
+    elif not done:
         record.error_class, record.error = "stream_cut", "stream ended without [DONE]"
 
 

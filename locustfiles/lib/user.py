@@ -97,6 +97,7 @@ class PlanUser(FastHttpUser):
             run_id=st.run_id, hypothesis=st.plan.hypothesis_id, stack=st.plan.stack_name, workload=st.workload,
             step=slot.index, repetition=slot.repetition, phase=slot.phase, target_concurrency=params.concurrency,
             target_context_tokens=params.context_tokens, user=self.index, worker=st.worker,
+            users_active=self.environment.runner.user_count,
             endpoint=req.path if req else "", model=req.body["model"] if req else st.plan.model_handle,
             intended_start_time=intended)
         if req is not None:

@@ -18,12 +18,9 @@ import requests
 
 from configs import Harness
 from rig import promconfig
+from rig.local import prometheus_url
 
 CHECK_EVERY_S = 5.0
-
-
-def prometheus_url(cfg: Harness) -> str:
-    return f"http://{promconfig.connect_host(cfg.prometheus.listen)}:{cfg.prometheus.port}"
 
 
 def needed_jobs(cfg: Harness, stack_name: str) -> list[str]:

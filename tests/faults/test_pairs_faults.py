@@ -147,3 +147,27 @@ def test_a_failing_restart_command_is_one_line(tmp_path):
     [verdict] = (tmp_path / "results").glob("pairs-*/verdict.json")
     assert json.loads(verdict.read_text())["reasons"] == ["PREFLIGHT_STACK_DID_NOT_START"]
     assert "Traceback" not in proc.stderr
+
+
+@fault("24.7", "`rig pairs --allow-missing-kvbm` on a frontend without KVBM whose every leg ran blocked "
+       "(session_id refused)", "LEG_BLOCKED and MODES_NOT_DISTINCT keep it from decision grade; report.md shows "
+       "its deltas as no finding", ("pairs:LEG_BLOCKED", "pairs:MODES_NOT_DISTINCT"))
+def test_blocked_legs_between_modes_the_stack_cannot_tell_apart_are_no_finding(tmp_path):
+    from rig.pairs import METRICS, _write, leg_flags
+    rows, legs = [], []
+    for pair in range(8):
+        order = ("B1", "B2") if pair % 2 == 0 else ("B2", "B1")
+        for position, mode in enumerate(order):
+            metrics = {m: 100.0 + pair + (5.6 if mode == "B2" else 0.0) for m in METRICS}
+            rows.append({"pair": pair, "order": "_".join(order), "position": position, "mode": mode, **metrics,
+                         "errors": 0, "metric_used": "ttfc", "onboard_disk_blocks": NAN, "offload_disk_blocks": NAN,
+                         "tier2_read_bytes": NAN, "process_read_bytes": NAN,
+                         "blocked": "Unsupported parameter(s): `session_id`"})
+            legs.append(P.Leg(pair, "_".join(order), mode, metrics))
+    assert leg_flags(rows) == ["LEG_BLOCKED", "MODES_NOT_DISTINCT"]
+    assert leg_flags([{**r, "blocked": "", "onboard_disk_blocks": 0.0} for r in rows]) == []
+    comparisons = [P.compare(legs, m, "B1", "B2") for m in METRICS]
+    assert comparisons[0].excludes_zero                          # a "clear" 5.6 ms delta, between identical modes
+    verdict = _write(tmp_path, rows, legs, comparisons, [], ("B1", "B2"))
+    assert not verdict["decision_grade"] and {"LEG_BLOCKED", "MODES_NOT_DISTINCT"} <= set(verdict["reasons"])
+    assert "**Not a finding**" in (tmp_path / "report.md").read_text()
