@@ -28,13 +28,15 @@ def _save(fig, path: Path) -> Path:
 
 def percentiles_vs(pooled: pd.DataFrame, level: str, path: Path, title: str,
                    knees: Optional[dict] = None) -> Optional[Path]:
-    """p50/p95/p99 TTFT against a level (concurrency, context), one panel per stack, knee marked."""
+    """p50/p95/p99 TTFT against a level (concurrency, context), one panel per line (``series``: a stack, or
+    a plan of it where its runs differ; the stack where no series is given), knee marked."""
     if pooled.empty or level not in pooled:
         return None
-    stacks = list(dict.fromkeys(pooled["stack"]))
+    by = "series" if "series" in pooled else "stack"
+    stacks = list(dict.fromkeys(pooled[by]))
     fig, axes = plt.subplots(1, len(stacks), figsize=(6 * len(stacks), 4), squeeze=False)
     for ax, stack in zip(axes[0], stacks):
-        d = pooled[pooled["stack"] == stack].sort_values(level)
+        d = pooled[pooled[by] == stack].sort_values(level)
         for q, style in (("p50", "-o"), ("p95", "-s"), ("p99", "-^")):
             ax.plot(d[level], d[f"ttft_{q}_s"] * 1000, style, label=f"TTFT {q}")
         knee = (knees or {}).get(stack)
@@ -53,11 +55,11 @@ def percentiles_vs(pooled: pd.DataFrame, level: str, path: Path, title: str,
 
 def compare(pooled: pd.DataFrame, level: str, column: str, path: Path, title: str, ylabel: str,
             scale: float = 1.0) -> Optional[Path]:
-    """One line per run (stack/hypothesis) of ``column`` against ``level``."""
+    """One line per hypothesis and ``series`` (or stack) of ``column`` against ``level``."""
     if pooled.empty or column not in pooled or pooled[column].isna().all():
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (hyp, stack), d in pooled.groupby(["hypothesis", "stack"], sort=False):
+    for (hyp, stack), d in pooled.groupby(["hypothesis", "series" if "series" in pooled else "stack"], sort=False):
         d = d.sort_values(level)
         ax.plot(d[level], d[column] * scale, "-o", label=f"{hyp} {stack}")
     ax.set(title=title, xlabel=level, ylabel=ylabel)

@@ -217,13 +217,16 @@ def b1_disk_off(onboarded_from_disk: float, read_bytes: float) -> Gate:
     return Gate("b1_disk_off", "pass", "OK", "no disk-tier traffic in a B1 run")
 
 
+MAX_ERROR_RATE = 0.05        # more failed requests than this and a run measured failures, not the stack
+
+
 def run_state(manifest: dict, error_rate: float) -> list[Gate]:
     gates = []
     complete = manifest["status"] == "complete"
     gates.append(Gate("run_complete", "pass" if complete else "fail", "OK" if complete else "RUN_INCOMPLETE",
                       manifest.get("stop_reason") or manifest["status"]))
     outages = manifest.get("outages") or []
-    errors_ok = not error_rate > 0.05 and not outages       # a stack that was out is no clean run, whatever the rate
+    errors_ok = not error_rate > MAX_ERROR_RATE and not outages       # a stack that was out is no clean run, whatever the rate
     detail = f"{error_rate:.1%} of requests failed"
     if outages:
         kinds = ", ".join(sorted({o["kind"] for o in outages}))

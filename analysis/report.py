@@ -2,6 +2,8 @@
 report.md / report.html stating each hypothesis, its evidence, verdict and caveats."""
 from __future__ import annotations
 
+import collections
+import json
 import math
 from pathlib import Path
 from typing import Callable
@@ -14,7 +16,9 @@ from configs.vocabulary import stacks as V
 from . import figures, rigs
 from .correlate import linear_fit
 from .document import Document
-from .run import RunAnalysis, dumps, verdict_doc
+from .gates import MAX_ERROR_RATE
+from .knee import find_knee
+from .run import RunAnalysis, dumps, error_rate, verdict_doc
 
 COLS = ["run_id", "rig", "hypothesis", "stack", "label", "concurrency", "concurrency_observed", "context_tokens",
         "fio_profile", "requests", "error_rate", "throughput_rps", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s",
@@ -33,6 +37,51 @@ def _runs(analyses: list[RunAnalysis], *hyps: str) -> list[RunAnalysis]:
 
 def _pooled(analyses: list[RunAnalysis]) -> pd.DataFrame:
     return pd.concat([a.pooled for a in analyses], ignore_index=True) if analyses else pd.DataFrame()
+
+
+def _failed(a: RunAnalysis) -> str:
+    """Why a run's knee cannot stand for the stack (most of its requests failed), or ""."""
+    rate = error_rate(a.manifest, a.records)
+    return f"{rate:.0%} of its requests failed" if rate > MAX_ERROR_RATE else ""
+
+
+def plan_signature(manifest: dict) -> str:
+    """What makes two runs of one hypothesis comparable step by step: the same steps (swept levels and every
+    fixed parameter), model, profile and tier mode. Seeds and repetitions may differ."""
+    plan = manifest.get("plan") or {}
+    return json.dumps([[s.get("params"), s.get("swept")] for s in plan.get("steps", [])] +
+                      [manifest.get(k) for k in ("model", "profile", "tier_mode", "step_duration_s")],
+                      sort_keys=True, default=str)
+
+
+POOL_KEYS = ["hypothesis", "stack", "step", "phase", "label", "concurrency", "context_tokens", "arrival_rate_rps",
+             "fio_profile"]
+
+
+def _lines(analyses: list[RunAnalysis]) -> tuple[pd.DataFrame, dict]:
+    """The steps of the runs as the figures draw them, one ``series`` per line, and each line's knee. Runs of
+    one hypothesis and stack share a line only when their plans match (the median of their steps); a stack
+    with runs of different plans gets a line per plan, named by its first run id, with its own knee."""
+    groups: dict[tuple, list[RunAnalysis]] = {}
+    for a in analyses:
+        groups.setdefault((a.manifest["hypothesis"], a.manifest["stack"], plan_signature(a.manifest)), []).append(a)
+    plans = collections.Counter((h, st) for h, st, _ in groups)
+    frames, knees = [], {}
+    for (hyp, stack, _), runs in groups.items():
+        label = stack if plans[(hyp, stack)] == 1 else \
+            f"{stack} {runs[0].run_id}" + (f" (+{len(runs) - 1} runs)" if len(runs) > 1 else "")
+        if len(runs) == 1:
+            d, knee = runs[0].pooled.copy(), runs[0].knee
+        else:
+            both = pd.concat([a.pooled for a in runs], ignore_index=True)
+            d = both.groupby(POOL_KEYS, sort=False, dropna=False).median(numeric_only=True).reset_index()
+            level = runs[0].knee_level if runs[0].knee_level in d else "concurrency"
+            ordered = d[d["phase"] == "run"].sort_values(level)
+            knee = find_knee(list(ordered[level]), list(ordered["ttft_p50_s"]), list(ordered["ttft_p99_s"]),
+                             list(ordered["throughput_rps"])) if level in ordered and len(ordered) else None
+        frames.append(d.assign(series=label))
+        knees[label] = knee
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), knees
 
 
 def bucket_ratio(buckets) -> float:
@@ -76,13 +125,13 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
     if h0:
         doc.h(2, "H0 — queue saturation defines U_work")
         doc.p(h0[0].manifest["plan"]["hypothesis"]["expected"])
-        rows, knees = [], {}
+        rows = []
         for a in h0:
-            knees[a.manifest["stack"]] = a.knee
+            failed = _failed(a)
             level = a.knee_level if a.knee_level in ("concurrency", "arrival_rate_rps") else "concurrency"
             d = _cols(a.pooled.sort_values(level), ("arrival_rate_rps", "shed_by_client", "schedule_lag_p99_s")).copy()
             d["p99_over_p50"] = d["ttft_p99_s"] / d["ttft_p50_s"]
-            d["u_work"] = a.knee.u_work if a.knee else None
+            d["u_work"] = a.knee.u_work if a.knee and not failed else None
             d["u_work_in"] = level                 # closed loop: users; open loop: requests per second
             d["knee_reason"] = a.knee.reason if a.knee else None
             d["throughput_saturation"] = a.saturation
@@ -90,11 +139,12 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
             unit = "requests/s offered" if level == "arrival_rate_rps" else "concurrency"
             grows = f"throughput stops growing at {unit} {a.saturation:g}" if a.saturation is not None else \
                 "throughput grows across the tested range"
-            doc.bullets([f"{a.run_id} ({a.manifest['stack']}): {a.knee.said if a.knee else 'no steps to judge'} "
-                         f"({unit}); {grows}"])
+            said = f"no U_work: {failed}" if failed else a.knee.said if a.knee else "no steps to judge"
+            doc.bullets([f"{a.run_id} ({a.manifest['stack']}): {said} ({unit}); {grows}"])
         csv("uwork.csv", pd.concat(rows, ignore_index=True))
         level = h0[0].knee_level if h0[0].knee_level in ("concurrency", "arrival_rate_rps") else "concurrency"
-        p = figures.percentiles_vs(_pooled(h0), level, figs / f"H0_percentiles_vs_{level}.png",
+        lines, knees = _lines([a for a in h0 if not _failed(a)])
+        p = figures.percentiles_vs(lines, level, figs / f"H0_percentiles_vs_{level}.png",
                                    f"H0: TTFT percentiles vs {level}", knees)
         if p:
             doc.figure(p, f"H0: TTFT p50/p95/p99 vs {level}, knee and U_work marked")
@@ -105,12 +155,13 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
         doc.h(2, "H2A / H2B — context growth: UMA-only vs tiered KV")
         pooled = _pooled(h2)
         csv("H2_context.csv", _cols(pooled.sort_values(["hypothesis", "context_tokens"])))
+        lines, _ = _lines(h2)
         for name, col, ylabel, scale, title in (
                 ("H2_p99_vs_context.png", "ttft_p99_s", "TTFT p99 (ms)", 1000, "H2A vs H2B: TTFT p99 vs context"),
                 ("H2_nvme_reads_vs_context.png", "nvme_reads", "kv_tier2 disk r/s", 1, "H2: NVMe r/s vs context"),
                 ("H2B_tier2_share_vs_context.png", "kv_onboard_share_disk", "share of onboarded blocks from disk", 1,
                  "H2B: tier2 hit share vs context")):
-            p = figures.compare(pooled, "context_tokens", col, figs / name, title, ylabel, scale)
+            p = figures.compare(lines, "context_tokens", col, figs / name, title, ylabel, scale)
             if p:
                 doc.figure(p, title)
         for a in h2:

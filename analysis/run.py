@@ -231,12 +231,18 @@ def blocking_refusals(manifest: dict, records: pd.DataFrame) -> pd.Series:
     return (records["status"] == 400) & records["error"].fillna("").map(lambda e: bool(e) and e in blocked)
 
 
-def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) -> list:
+def error_rate(manifest: dict, records: pd.DataFrame) -> float:
+    """Share of the requests the server failed: neither the refusals a block explains nor the streams the
+    client cut or never sent count."""
     counted = records[~blocking_refusals(manifest, records)] if not records.empty else records
     if not counted.empty:                  # streams Locust cut at a step boundary are not server errors
         counted = counted[~counted["error_class"].isin(NOT_SERVER_OUTCOMES)]
-    error_rate = float((~counted["ok"]).mean()) if not counted.empty else float("nan")
-    out = G.run_state(manifest, 0.0 if math.isnan(error_rate) else error_rate)
+    return float((~counted["ok"]).mean()) if not counted.empty else float("nan")
+
+
+def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) -> list:
+    rate = error_rate(manifest, records)
+    out = G.run_state(manifest, 0.0 if math.isnan(rate) else rate)
     # alignment is judged while load runs: from the first step, not from the readiness wait before it
     first = manifest["steps"][0]["start"] if manifest["steps"] else start
     out.append(G.alignment(frames, first, end, tiered))

@@ -96,7 +96,8 @@ class RequestRecord:
     prompt_tokens: Optional[int] = None
     completion_tokens: Optional[int] = None
     tokens_source: Optional[str] = None     # "usage" or "counted" (chunks, when the stream sent no usage)
-    prompt_tokens_target: Optional[int] = None
+    prompt_tokens_target: Optional[int] = None   # the whole prompt's intended size (None for chat turns)
+    turn_tokens_target: Optional[int] = None     # a chat turn's own intended size
     cached_tokens: Optional[int] = None
     request_hash: Optional[str] = None      # the prompt bytes and every generation parameter (request_hash())
     users_active: Optional[int] = None      # this Locust process's running users when the request was sent

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -325,3 +326,34 @@ def test_the_histogram_p99_is_left_out_of_steps_inside_its_rule_window():
     out = add_step_telemetry(table.assign(ttft_p99_s=0.118), {**frames, "ttft_p99_hist": hist})
     assert np.isnan(out["ttft_p99_hist_s"][0]) and "30 s window" in out["ttft_p99_hist_reason"][0]
     assert out["ttft_p99_hist_s"][1] == pytest.approx(0.12) and out["ttft_p99_hist_reason"][1] == ""
+
+
+def test_runs_of_different_plans_are_never_pooled_into_one_line():
+    """`report --all` drew one H0 line per stack from runs at 256 and 512 tokens and a run 99 % failed, and
+    took the stack's U_work from the failed one: runs share a line only when their plans match, each plan
+    gets its own line and knee, named by run id, and a failed run gives no U_work (#24.6)."""
+    from analysis.knee import Knee
+    from analysis.report import _failed, _lines
+    from analysis.run import RunAnalysis
+
+    def run(run_id, context, p50, ok=True):
+        plan = {"steps": [{"params": {"concurrency": c, "context_tokens": context}, "swept": {"concurrency": c}}
+                          for c in (1, 2, 4)]}
+        manifest = {"run_id": run_id, "hypothesis": "H0", "stack": "stackA", "model": "m", "profile": "spill",
+                    "tier_mode": None, "step_duration_s": 30, "plan": plan, "outages": []}
+        pooled = pd.DataFrame([{"hypothesis": "H0", "stack": "stackA", "step": i, "phase": "run",
+                                "label": f"concurrency={c}", "concurrency": c, "context_tokens": context,
+                                "arrival_rate_rps": 0.0, "fio_profile": "none", "ttft_p50_s": p50 * c,
+                                "ttft_p99_s": p50 * c * 1.5, "throughput_rps": 10.0 * c} for i, c in enumerate((1, 2, 4))])
+        records = pd.DataFrame({"ok": [ok] * 50 + [True] * (0 if ok else 1), "error_class": [None] * (50 if ok else 51),
+                                "status": [200] * (50 if ok else 51)})
+        return RunAnalysis(Path(run_id), manifest, records, pd.DataFrame(), pooled, Knee(None, None, "no_knee"),
+                           "concurrency", None, pd.DataFrame(), [])
+    same = [run("a1", 256, 0.1), run("a2", 256, 0.3)]
+    lines, knees = _lines(same)
+    assert set(lines["series"]) == {"stackA"} and len(lines) == 3                # one line: the median of both
+    assert lines.sort_values("concurrency")["ttft_p50_s"].tolist() == pytest.approx([0.2, 0.4, 0.8])
+    mixed = same + [run("b1", 512, 0.5)]
+    lines, knees = _lines(mixed)
+    assert set(lines["series"]) == {"stackA a1 (+1 runs)", "stackA b1"} and set(knees) == set(lines["series"])
+    assert _failed(run("f1", 256, 0.1, ok=False)).startswith("98%") and _failed(same[0]) == ""

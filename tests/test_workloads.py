@@ -202,6 +202,19 @@ def test_a_dead_worker_behind_a_live_frontend_is_an_outage():
     for answer in (rec(404, "http_404", model="lora-007"), rec(400, "http_400")):
         t = OutageTracker(MODEL)
         assert all(t.observe(answer) == (0.0, None) for _ in range(OUTAGE_AFTER * 2)) and t.current is None
+    # a request sent before the worker died and answered after: no end to the outage (the real frontend's
+    # first outage used to end 0.1 s in on one such answer)
+    t = OutageTracker(MODEL)
+    for i in range(OUTAGE_AFTER + 1):
+        failure = rec(404, "http_404")
+        failure.start_time = 100.0 + i
+        t.observe(failure)
+    late = rec(200, None)
+    late.start_time = 99.0
+    assert t.observe(late) == (0.0, None) and t.current is not None
+    fresh = rec(200, None)
+    fresh.start_time = 130.0
+    assert t.observe(fresh)[1]["failures"] == OUTAGE_AFTER + 1 and t.current is None
 
 
 def test_the_shipped_trace_is_what_its_script_makes_and_bad_traces_are_one_line(tmp_path):

@@ -103,7 +103,9 @@ def _begin_run(environment) -> None:
         st.manifest.doc["request_manifest_hash"] = write_request_manifest(
             run_dir(st.cfg, st.run_id) / REQUEST_MANIFEST, entries)
         st.manifest.write()
-    if st.workload == "rehydrate_replay" and unknown_fields_ignored(target, st.plan.model_handle):
+    if st.workload == "rehydrate_replay" and not st.sends_session_id:
+        st.manifest.note("session_id not sent (SESSION_ID=off)")
+    elif st.workload == "rehydrate_replay" and unknown_fields_ignored(target, st.plan.model_handle):
         st.manifest.doc["session_id_ignored"] = True
         st.manifest.note(f"session_id_ignored: the frontend answers 200 to a made-up field ({UNKNOWN_FIELD}), so "
                          "it drops fields it does not know and session_id reaches nothing behind it")

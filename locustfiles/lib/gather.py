@@ -22,7 +22,6 @@ import time
 from typing import Optional
 
 import gevent
-from locust.runners import STATE_MISSING
 
 from configs.paths import check_name
 from configs.runfiles import utc
@@ -76,6 +75,7 @@ def watch_workers(runner, st: RunState, every_s: float = 1.0) -> None:
     drops its users, so the step runs on below its target; that is said on the console and kept in the
     manifest (``loadgen_outages``: the worker, the step, the users it had), and its last records are not
     waited for at the end (its own copy holds them)."""
+    from locust.runners import STATE_MISSING     # here: importing locust patches the importer's process
     users: dict[str, int] = {}
     lost: dict[str, dict] = {}
     while True:

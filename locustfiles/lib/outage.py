@@ -32,6 +32,7 @@ class OutageTracker:
     def __init__(self, model: Optional[str] = None) -> None:
         self.model = model
         self.in_a_row = 0
+        self.since = float("inf")          # when the first failure of the current run of them was sent
         self.current: Optional[dict] = None
         self._lock = threading.Lock()
 
@@ -41,9 +42,12 @@ class OutageTracker:
             if rec.error_class in NEUTRAL:
                 return 0.0, None
             if not is_outage_failure(rec, self.model):          # the stack answered (a 400 is an answer too)
-                self.in_a_row = 0
+                if rec.start_time < self.since:    # sent before the failures began: it says nothing of now
+                    return 0.0, None
+                self.in_a_row, self.since = 0, float("inf")
                 return 0.0, self._end()
             self.in_a_row += 1
+            self.since = min(self.since, rec.start_time)
             if self.in_a_row < OUTAGE_AFTER:
                 return 0.0, None
             if self.current is None:

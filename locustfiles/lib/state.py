@@ -53,7 +53,7 @@ class RunState:
         self.hypothesis_id = hypothesis_id
         self.cfg = load()
         self.env = {k: v for k, v in env.items()
-                    if k in OVERRIDE_VARS or k in ("RUN_ID", "RUN_ID_REUSE", "LORA_ADAPTER_LIST")}
+                    if k in OVERRIDE_VARS or k in ("RUN_ID", "RUN_ID_REUSE", "LORA_ADAPTER_LIST", "SESSION_ID")}
         self.plan = plan_run(self.cfg, hypothesis_id, self.env)
         self.slots = build_slots(self.plan)
         self.slot = 0
@@ -103,6 +103,12 @@ class RunState:
     @property
     def workload(self) -> str:
         return self.plan.hypothesis.workload
+
+    @property
+    def sends_session_id(self) -> bool:
+        """Session metadata on rehydrate requests: unless the frontend refused it, or the operator (the
+        paired legs, which replay prefixes and ask nothing of sessions) said SESSION_ID=off."""
+        return self.env.get("SESSION_ID") != "off" and not self.session_id_refused
 
     def base_url(self, host: Optional[str]) -> str:
         if self.plan.hypothesis.adapter_proxy:

@@ -61,7 +61,7 @@ class PlanUser(FastHttpUser):
             return workloads.LoraChurn(*args, st.adapters, st.plan.hypothesis.adapter_proxy)
         if kind == "trace_replay":
             return workloads.TraceReplay(*args)
-        return workloads.RehydrateReplay(*args, st.rehydrate_manifests, not st.session_id_refused)
+        return workloads.RehydrateReplay(*args, st.rehydrate_manifests, st.sends_session_id)
 
     @task
     def request(self):
@@ -104,13 +104,14 @@ class PlanUser(FastHttpUser):
             rec.adapter, rec.session_id, rec.turn, rec.prefix_hash = req.adapter, req.session_id, req.turn, \
                 req.prefix_hash
             rec.prompt_tokens_target, rec.request_hash = req.target_tokens, request_hash(req.path, req.body)
+            rec.turn_tokens_target = req.turn_tokens
         return rec
 
     def _issue(self, st: RunState, intended: Optional[float] = None, entry=None) -> float:
         """One request of the workload, sent and recorded (``intended``: when an open loop wanted it sent);
         returns the outage backoff the outage tracker asks for (0 when none)."""
         if isinstance(self.workload, workloads.RehydrateReplay):
-            self.workload.send_session_id = not st.session_id_refused
+            self.workload.send_session_id = st.sends_session_id
         params = st.current().step.params
         req = self.workload.request_for(entry, params) if entry is not None else \
             self.workload.next(params, st.current().phase)

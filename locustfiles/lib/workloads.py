@@ -24,11 +24,12 @@ class Request:
     path: str                      # relative to the OpenAI base, e.g. "completions"
     body: dict
     prompt_words: int
-    target_tokens: int
+    target_tokens: Optional[int]       # the whole prompt's size in tokens, where the workload sets one
     adapter: Optional[str] = None
     session_id: Optional[str] = None
     turn: Optional[int] = None
     prefix_hash: Optional[str] = None
+    turn_tokens: Optional[int] = None  # a chat turn's own size; the whole prompt (template, history) is larger
 
 
 class Workload:
@@ -67,8 +68,10 @@ class FixedContext(Workload):
         head = self.nonce + " " if params.nonce_per_user else ""
         self.sent += 1
         question = self.question()
-        document = self.sizer.text(f"{self.seed}:document:{params.context_tokens}", max(1, params.context_tokens
-                                                                 - self.sizer.estimate(head + question)))
+        overhead = self.sizer.estimate(head, opens=True) + self.sizer.estimate(question) if head else \
+            self.sizer.estimate(question)
+        document = self.sizer.text(f"{self.seed}:document:{params.context_tokens}",
+                                   max(1, params.context_tokens - overhead))
         prompt = f"{head}{document} {question}"
         return Request("completions", {"model": self.model, "prompt": prompt, "max_tokens": params.max_tokens},
                        len(prompt.split()), params.context_tokens, prefix_hash=prefix_hash(prompt[:256]))
@@ -110,8 +113,10 @@ class SessionedChat(Workload):
         s.messages.append({"role": "user", "content": content})
         body = {"model": self.model, "messages": list(s.messages), "max_tokens": params.max_tokens,
                 self.session_field: s.id}
-        return Request("chat/completions", body, len(content.split()), per_turn * (s.turns + 1), session_id=s.id,
-                       turn=s.turns, prefix_hash=prefix_hash(s.messages[0]["content"][:256]))
+        # no target for the whole prompt: the chat template and the answers so far make it what the server
+        # counts (the record's prompt_tokens); the turn's own size is the target
+        return Request("chat/completions", body, len(content.split()), None, session_id=s.id, turn=s.turns,
+                       prefix_hash=prefix_hash(s.messages[0]["content"][:256]), turn_tokens=per_turn)
 
     def done(self, request, ok, text, prompt_tokens):
         s = next((x for x in self.sessions if x.id == request.session_id), None)
@@ -193,7 +198,8 @@ def rehydrate_manifest(seed: int, sessions: int, sizer: PromptSizer, context_tok
     out = []
     for i in range(sessions):
         head = f"[session {i}] "
-        prompt = head + sizer.text(f"{seed}:rehydrate:{i}", max(1, context_tokens - sizer.estimate(head)))
+        size = max(1, context_tokens - sizer.estimate(head, opens=True))
+        prompt = head + sizer.text(f"{seed}:rehydrate:{i}", size)
         out.append({"session_id": f"rh-{seed}-{context_tokens}-{i:04d}", "prompt": prompt, "words": len(prompt.split()),
                     "prefix_hash": prefix_hash(prompt)})
     return out
