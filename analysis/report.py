@@ -19,6 +19,7 @@ from .document import Document
 from .gates import MAX_ERROR_RATE
 from .knee import find_knee
 from .run import RunAnalysis, dumps, error_rate, verdict_doc
+from .steps import by_turn
 
 COLS = ["run_id", "rig", "hypothesis", "stack", "label", "concurrency", "concurrency_observed", "context_tokens",
         "fio_profile", "requests", "error_rate", "throughput_rps", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s",
@@ -202,6 +203,12 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
         if level not in pooled:           # a swept workload parameter: read it back from the step label
             pooled[level] = pooled["label"].str.extract(rf"{level}=([0-9.]+)")[0].astype(float)
         csv(name, _cols(pooled, (level,)))
+        if hyp == "H5":                   # the reuse it measured: cached share by turn, per run
+            turns = pd.concat([by_turn(a.records).assign(run_id=a.run_id, stack=a.manifest["stack"]) for a in runs],
+                              ignore_index=True)
+            csv("H5_by_turn.csv", turns)
+            doc.bullets([f"{a.run_id} ({a.manifest['stack']}): prefix-cached share by turn " + " → ".join(
+                f"{r.cached_share:.2f}" for r in by_turn(a.records).itertuples()) for a in runs])
         p = figures.compare(pooled, level, column, figs / name.replace(".csv", ".png"), title, ylabel, scale)
         if p:
             doc.figure(p, title)

@@ -11,7 +11,7 @@ from configs.runfiles import CANCELLED_BY_STEP, SHED_BY_CLIENT, read_manifest, r
 
 # the record fields the analysis uses; the rest (ITL lists, prompts' hashes…) stay in the file
 FIELDS = ("step", "ok", "status", "error_class", "error", "start_time", "ttft_s", "e2e_s", "prompt_tokens",
-          "completion_tokens", "cached_tokens", "phase", "session_id", "schedule_lag_s", "users_active")
+          "completion_tokens", "cached_tokens", "phase", "session_id", "schedule_lag_s", "users_active", "turn")
 
 
 def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
@@ -119,6 +119,23 @@ def in_flight(records: pd.DataFrame, start: float, end: float) -> float:
     began = records["start_time"].astype(float)
     ended = began + records["e2e_s"].astype(float).fillna(0.0)
     return float((np.minimum(ended, end) - np.maximum(began, start)).clip(lower=0).sum() / (end - start))
+
+
+def by_turn(records: pd.DataFrame) -> pd.DataFrame:
+    """Sessioned chat by turn index: how much of each turn's prompt the server served from its prefix cache
+    (cached over prompt tokens, where it reports cached_tokens) and its TTFT: the reuse a session gets as
+    its history grows."""
+    ok = records[records["ok"] & records["turn"].notna()] if not records.empty and "turn" in records else records
+    if ok.empty:
+        return pd.DataFrame(columns=["turn", "requests", "cached_share", "ttft_p50_s", "ttft_p99_s"])
+    rows = []
+    for turn, d in ok.groupby(ok["turn"].astype(int)):
+        known = d[d["cached_tokens"].notna()]
+        prompt = known["prompt_tokens"].fillna(0).sum()
+        rows.append({"turn": turn, "requests": len(d),
+                     "cached_share": float(known["cached_tokens"].sum()) / prompt if prompt else float("nan"),
+                     "ttft_p50_s": pct(d["ttft_s"], 0.5), "ttft_p99_s": pct(d["ttft_s"], 0.99)})
+    return pd.DataFrame(rows)
 
 
 def by_step(table: pd.DataFrame) -> pd.DataFrame:

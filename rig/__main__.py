@@ -117,7 +117,7 @@ def main(argv=None) -> int:
             return 1
         for s in started:
             print(f"started {s.name:<18} pid {s.pid:<7} log {s.log}")
-        print(f"Prometheus: {local.prometheus_url(cfg)}  (stop everything with `make down`)")
+        print(f"Prometheus: {promconfig.prometheus_url(cfg)}  (stop everything with `make down`)")
     elif args.cmd == "down":
         stopped = local.down(cfg)
         print("stopped " + ", ".join(stopped) if stopped else "nothing was running")

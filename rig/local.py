@@ -26,11 +26,6 @@ def targets_dir(cfg: Harness) -> Path:
     return run_dir(cfg) / "prometheus" / "targets"
 
 
-def prometheus_url(cfg: Harness) -> str:
-    """Where this host reaches its Prometheus (a wildcard listen address is reached on loopback)."""
-    return f"http://{promconfig.connect_host(cfg.prometheus.listen)}:{cfg.prometheus.port}"
-
-
 def write_prometheus_config(cfg: Harness) -> Path:
     prom = run_dir(cfg) / "prometheus"
     prom.mkdir(parents=True, exist_ok=True)
@@ -50,7 +45,7 @@ def start_prometheus(cfg: Harness, sup: Supervisor) -> Started:
     config = write_prometheus_config(cfg)
     cmd = [binary, f"--config.file={config}", f"--storage.tsdb.path={config.parent / 'data'}",
            f"--storage.tsdb.retention.time={p.retention}", f"--web.listen-address={p.listen}:{p.port}"]
-    started = sup.start("prometheus", cmd, ready_url=f"{prometheus_url(cfg)}/-/ready", timeout_s=60)
+    started = sup.start("prometheus", cmd, ready_url=f"{promconfig.prometheus_url(cfg)}/-/ready", timeout_s=60)
     wait_for_targets(cfg)
     return started
 
@@ -62,7 +57,7 @@ def wait_for_targets(cfg: Harness, timeout_s: float = 15.0) -> None:
     wanted = {j.name for j in promconfig.jobs(cfg)}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        health = target_health(prometheus_url(cfg)) or {}
+        health = target_health(promconfig.prometheus_url(cfg)) or {}
         if wanted <= set(health):
             return
         time.sleep(0.25)

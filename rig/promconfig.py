@@ -35,6 +35,11 @@ def _hostport(url: str) -> tuple[str, str]:
     return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}", parts.path or "/metrics"
 
 
+def prometheus_url(cfg: Harness) -> str:
+    """Where this host reaches its Prometheus (a wildcard listen address is reached on loopback)."""
+    return f"http://{connect_host(cfg.prometheus.listen)}:{cfg.prometheus.port}"
+
+
 def connect_host(listen: str) -> str:
     """Where to reach a service that listens on ``listen`` (all interfaces: via loopback)."""
     return "127.0.0.1" if listen in ("0.0.0.0", "::") else listen

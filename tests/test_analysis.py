@@ -357,3 +357,16 @@ def test_runs_of_different_plans_are_never_pooled_into_one_line():
     lines, knees = _lines(mixed)
     assert set(lines["series"]) == {"stackA a1 (+1 runs)", "stackA b1"} and set(knees) == set(lines["series"])
     assert _failed(run("f1", 256, 0.1, ok=False)).startswith("98%") and _failed(same[0]) == ""
+
+
+def test_reuse_by_turn_is_the_servers_cached_share_of_each_turns_prompt():
+    """H5 states the reuse it measured: per turn, cached over prompt tokens where the server reports
+    cached_tokens (#24.8)."""
+    from analysis.steps import by_turn
+    records = pd.DataFrame({"ok": [True] * 6 + [False], "turn": [0, 0, 1, 1, 2, 2, 2],
+                            "prompt_tokens": [100, 100, 300, 300, 600, 600, 600],
+                            "cached_tokens": [0, 0, 150, 150, 480, None, 600], "ttft_s": [0.1] * 7})
+    t = by_turn(records)
+    assert t["turn"].tolist() == [0, 1, 2] and t["requests"].tolist() == [2, 2, 2]
+    assert t["cached_share"].tolist() == pytest.approx([0.0, 0.5, 0.8])      # unknown counts left out, failed too
+    assert by_turn(records.iloc[:0]).empty

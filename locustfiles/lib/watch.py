@@ -18,7 +18,6 @@ import requests
 
 from configs import Harness
 from rig import promconfig
-from rig.local import prometheus_url
 
 CHECK_EVERY_S = 5.0
 
@@ -83,7 +82,7 @@ def missing(health: Optional[dict], jobs: list[str], since: float) -> dict[str, 
 def preflight(cfg: Harness, stack_name: str, since: float, wait_s: float,
               say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
     """Wait up to ``wait_s`` for every needed target to be scraped after ``since``; what was missing then."""
-    url, jobs = prometheus_url(cfg), needed_jobs(cfg, stack_name)
+    url, jobs = promconfig.prometheus_url(cfg), needed_jobs(cfg, stack_name)
     deadline = time.time() + wait_s
     while True:
         lacking = missing(target_health(url), jobs, since)
@@ -110,7 +109,7 @@ class Watch:
 
     def check(self, now: Optional[float] = None) -> None:
         now = time.time() if now is None else now
-        lacking = missing(target_health(prometheus_url(self.cfg)), needed_jobs(self.cfg, self.stack_name),
+        lacking = missing(target_health(promconfig.prometheus_url(self.cfg)), needed_jobs(self.cfg, self.stack_name),
                           now - 3 * self.cfg.prometheus.slow_interval_ms / 1000)
         changed = False
         for job, why in lacking.items():
