@@ -153,7 +153,7 @@ class Supervisor:
         return [n for n in reversed(names) if self.stop(n)]
 
     def stop_mine(self) -> list[str]:
-        """What this process started, newest first; the rest keeps running."""
+        """What this process started (in stop_all's order); the rest keeps running."""
         names = sorted(p.stem for p in self.pids.glob("*.pid")) if self.pids.exists() else []
         return [n for n in reversed(names) if self.mine(n) and self.stop(n)]
 
