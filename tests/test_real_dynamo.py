@@ -251,7 +251,7 @@ def test_probe_sizing_brings_every_size_within_one_percent(dynamo, tmp_path):
     overlay = tmp_path / "probe.yaml"
     overlay.write_text(yaml.safe_dump(doc))
     env = {**os.environ, "HARNESS_CONFIG": str(overlay), "CONTEXT_TOKENS": "256,4096", "CONCURRENCY": "2",
-           "DURATION_S": "4", "RUN_ID": "probe-sized"}
+           "DURATION_S": "3", "RUN_ID": "probe-sized"}
     env.pop("MODEL", None)
     proc = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "h2b.py"), "--headless",
                            "--only-summary"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -270,7 +270,7 @@ def test_probe_sizing_brings_every_size_within_one_percent(dynamo, tmp_path):
        ("loadgen:step measured at its target load",))
 def test_stepping_down_stops_the_surplus_users_at_once(dynamo, tmp_path):
     """From 8 users to 1 (the second repetition's first step): Locust ramped down at the spawn rate, which
-    was the new count, so 7 users ran on for 7 s of a 6 s step; now the surplus stops within a second, the
+    was the new count, so 7 users ran on for 7 s of a 5 s step; now the surplus stops within a second, the
     step is measured from when it ran at its target, and every record says how many users were running."""
     from analysis.steps import load_run, step_table
     doc = yaml.safe_load(dynamo["overlay"].read_text())
@@ -278,7 +278,7 @@ def test_stepping_down_stops_the_surplus_users_at_once(dynamo, tmp_path):
     overlay = tmp_path / "down.yaml"
     overlay.write_text(yaml.safe_dump(doc))
     env = {**os.environ, "HARNESS_CONFIG": str(overlay), "STACK": "B", "CONCURRENCY": "1,8", "CONTEXT_TOKENS": "256",
-           "DURATION_S": "6", "RUN_ID": "step-down"}
+           "DURATION_S": "5", "RUN_ID": "step-down"}
     env.pop("MODEL", None)
     proc = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "h0.py"), "--headless",
                            "--only-summary"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -305,8 +305,8 @@ def test_a_dead_worker_is_an_outage_and_the_run_goes_on_when_it_returns(dynamo, 
     from rig import dynamo as D
     cfg = dynamo["cfg"]
     sup = D.supervisor(cfg)
-    env = {**os.environ, "HARNESS_CONFIG": str(dynamo["overlay"]), "STACK": "B", "CONCURRENCY": "2,4",
-           "CONTEXT_TOKENS": "256", "DURATION_S": "25", "RUN_ID": "dead-worker"}
+    env = {**os.environ, "HARNESS_CONFIG": str(dynamo["overlay"]), "STACK": "B", "CONCURRENCY": "4",
+           "CONTEXT_TOKENS": "256", "DURATION_S": "24", "RUN_ID": "dead-worker"}
     env.pop("MODEL", None)
     log = tmp_path / "locust.log"
     with open(log, "w") as out:
@@ -314,7 +314,7 @@ def test_a_dead_worker_is_an_outage_and_the_run_goes_on_when_it_returns(dynamo, 
                                  "--headless", "--only-summary"], cwd=tmp_path, env=env, stdout=out, stderr=out)
     try:
         deadline = time.monotonic() + 90
-        while "step 2/2" not in log.read_text() and time.monotonic() < deadline:
+        while "step 1/1" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(3)
         sup.stop("mocker")

@@ -120,12 +120,12 @@ def read_until(proc: subprocess.Popen, marker: str, timeout_s: float, seen: list
        "no simulator or Locust left", ("pairs:INTERRUPTED",))
 def test_sigterm_in_pairs_keeps_the_finished_legs(tmp_path):
     config = pairs_overlay(tmp_path)
-    proc = start(config, "pairs", "--pairs", "2", "--duration-s", "3", "--concurrency", "2",
+    proc = start(config, "pairs", "--pairs", "2", "--duration-s", "2", "--concurrency", "2",
                  "--context-tokens", "1024")
     seen: list = []
     try:
         read_until(proc, "leg 2:", 120, seen)
-        time.sleep(4)                                 # the second leg's Locust run is under way
+        time.sleep(3)                                 # the second leg's Locust run is under way
         proc.send_signal(signal.SIGTERM)
         out = "".join(seen) + proc.communicate(timeout=60)[0]
     finally:
