@@ -17,8 +17,7 @@ from . import figures, rigs
 from .correlate import linear_fit
 from .document import Document
 from .gates import MAX_ERROR_RATE
-from .knee import find_knee
-from .run import RunAnalysis, dumps, error_rate, verdict_doc
+from .run import RunAnalysis, dumps, error_rate, knee_of, verdict_doc
 from .steps import by_turn
 
 COLS = ["run_id", "rig", "hypothesis", "stack", "label", "concurrency", "concurrency_observed", "context_tokens",
@@ -76,10 +75,7 @@ def _lines(analyses: list[RunAnalysis]) -> tuple[pd.DataFrame, dict]:
         else:
             both = pd.concat([a.pooled for a in runs], ignore_index=True)
             d = both.groupby(POOL_KEYS, sort=False, dropna=False).median(numeric_only=True).reset_index()
-            level = runs[0].knee_level if runs[0].knee_level in d else "concurrency"
-            ordered = d[d["phase"] == "run"].sort_values(level)
-            knee = find_knee(list(ordered[level]), list(ordered["ttft_p50_s"]), list(ordered["ttft_p99_s"]),
-                             list(ordered["throughput_rps"])) if level in ordered and len(ordered) else None
+            knee = knee_of(d, d, runs[0].knee_level)[0]
         frames.append(d.assign(series=label))
         knees[label] = knee
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), knees

@@ -161,6 +161,19 @@ hypotheses: {{H2A: {{repetitions: 2}}, H2B: {{repetitions: 2}}}}
             run_module("rig", "--config", str(overlay), "down")
 
 
+def stack_a_overlay(tmp: Path, sim: Sim, rest: str = "", results: Path | None = None) -> Path:
+    """An overlay pointing Stack A at ``sim``, with everything it writes under ``tmp`` (results under
+    ``results`` where given); ``rest`` adds the caller's own YAML."""
+    path = tmp / "overlay.yaml"
+    path.write_text(f"""results_dir: {results or tmp / 'results'}
+run_dir: {tmp / 'run'}
+stacks:
+  stackA: {{openai_base: '{sim.base}/v1', metrics_url: '{sim.base}/prometheus/metrics'}}
+loadgen: {{metrics_port: {free_port()}, ready_timeout_s: 10}}
+{rest}""")
+    return path
+
+
 def pairs_overlay(tmp, tier2_bytes: str = "256MiB", openai_port: int | None = None):
     """An overlay for `rig pairs` and `rig rehydrate` legs on a small simulated Stack B under ``tmp``."""
     overlay = tmp / "pairs.yaml"

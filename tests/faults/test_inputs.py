@@ -13,7 +13,7 @@ import requests
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT, Sim, free_port, run_module
+from conftest import ROOT, Sim, free_port, run_module, stack_a_overlay
 from faultcase import fault
 
 VM = ROOT / "tests" / "fixtures" / "hosts" / "virtio-vm"
@@ -253,13 +253,7 @@ def listening(port: int) -> list[str]:
        catches="loadgen:web UI on loopback")
 def test_the_locust_web_ui_listens_on_loopback_unless_told(tmp_path):
     with Sim(tmp_path, "A") as a:
-        overlay = tmp_path / "overlay.yaml"
-        overlay.write_text(f"""results_dir: {tmp_path / 'results'}
-run_dir: {tmp_path / 'run'}
-stacks:
-  stackA: {{openai_base: '{a.base}/v1', metrics_url: '{a.base}/prometheus/metrics'}}
-loadgen: {{metrics_port: {free_port()}, ready_timeout_s: 10}}
-""")
+        overlay = stack_a_overlay(tmp_path, a)
         env = {**os.environ, "HARNESS_CONFIG": str(overlay), "STACK": "A", "MODEL": "l70b"}
         for args, expected in (((), ["127.0.0.1"]), (("--web-host", "0.0.0.0"), ["0.0.0.0"])):
             port = free_port()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, free_port, pairs_overlay, run_module
+from conftest import ROOT, free_port, pairs_overlay, run_module, stack_a_overlay
 from faultcase import fault
 
 needs_prometheus = pytest.mark.skipif(not shutil.which("prometheus"), reason="prometheus comes with `make tools`")
@@ -105,6 +105,19 @@ def start(config: Path, *args) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def interrupted(config: Path, args: tuple, marker: str, sig: int) -> tuple[subprocess.Popen, str]:
+    """`rig <args>` sent ``sig`` 3 s after it printed ``marker`` (the leg then under way); its whole output."""
+    proc = start(config, *args)
+    seen: list = []
+    try:
+        read_until(proc, marker, 120, seen)
+        time.sleep(3)
+        proc.send_signal(sig)
+        return proc, "".join(seen) + proc.communicate(timeout=60)[0]
+    finally:
+        proc.kill()
+
+
 def read_until(proc: subprocess.Popen, marker: str, timeout_s: float, seen: list) -> None:
     deadline = time.monotonic() + timeout_s
     for line in proc.stdout:
@@ -120,16 +133,8 @@ def read_until(proc: subprocess.Popen, marker: str, timeout_s: float, seen: list
        "no simulator or Locust left", ("pairs:INTERRUPTED",))
 def test_sigterm_in_pairs_keeps_the_finished_legs(tmp_path):
     config = pairs_overlay(tmp_path)
-    proc = start(config, "pairs", "--pairs", "2", "--duration-s", "2", "--concurrency", "2",
-                 "--context-tokens", "1024")
-    seen: list = []
-    try:
-        read_until(proc, "leg 2:", 120, seen)
-        time.sleep(3)                                 # the second leg's Locust run is under way
-        proc.send_signal(signal.SIGTERM)
-        out = "".join(seen) + proc.communicate(timeout=60)[0]
-    finally:
-        proc.kill()
+    proc, out = interrupted(config, ("pairs", "--pairs", "2", "--duration-s", "2", "--concurrency", "2",
+                                     "--context-tokens", "1024"), "leg 2:", signal.SIGTERM)
     assert proc.returncode == 143, out
     assert "Traceback" not in out and "SIGTERM: stopping once the running leg" in out
     [exp] = (tmp_path / "results").glob("pairs-*[0-9]Z")
@@ -147,16 +152,8 @@ def test_sigterm_in_pairs_keeps_the_finished_legs(tmp_path):
        ("rig:partial sweep recommends nothing",))
 def test_ctrl_c_in_rehydrate_recommends_nothing(tmp_path):
     config = pairs_overlay(tmp_path)
-    proc = start(config, "rehydrate", "--modes", "B1,B2", "--concurrencies", "1,2", "--duration-s", "2",
-                 "--context-tokens", "1024")
-    seen: list = []
-    try:
-        read_until(proc, "[B1 at replay concurrency 2]", 120, seen)
-        time.sleep(3)
-        proc.send_signal(signal.SIGINT)
-        out = "".join(seen) + proc.communicate(timeout=60)[0]
-    finally:
-        proc.kill()
+    proc, out = interrupted(config, ("rehydrate", "--modes", "B1,B2", "--concurrencies", "1,2", "--duration-s", "2",
+                                     "--context-tokens", "1024"), "[B1 at replay concurrency 2]", signal.SIGINT)
     assert proc.returncode == 130, out
     [exp] = (tmp_path / "results").glob("rehydrate-*[0-9]Z")
     rows = list(csv.DictReader(open(exp / "sweep.csv")))
@@ -187,14 +184,7 @@ def test_a_killed_worker_is_an_outage_of_the_load_generator(tmp_path):
     from analysis.steps import load_run, step_table
     from conftest import Sim
     with Sim(tmp_path, "A", time_scale=0.25) as sim:
-        config = tmp_path / "o.yaml"
-        config.write_text(f"""results_dir: {tmp_path / 'results'}
-run_dir: {tmp_path / 'run'}
-stacks:
-  stackA: {{openai_base: '{sim.base}/v1', metrics_url: '{sim.base}/prometheus/metrics'}}
-loadgen: {{metrics_port: {free_port()}, ready_timeout_s: 10}}
-hypotheses: {{H0: {{repetitions: 1, params: {{max_tokens: 8}}}}}}
-""")
+        config = stack_a_overlay(tmp_path, sim, "hypotheses: {H0: {repetitions: 1, params: {max_tokens: 8}}}\n")
         env = {**os.environ, "HARNESS_CONFIG": str(config), "MODEL": "l70b", "CONCURRENCY": "8", "DURATION_S": "14",
                "RUN_ID": "lost-worker"}
         proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "h0.py"),

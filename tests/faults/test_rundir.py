@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, Sim, free_port, run_module
+from conftest import ROOT, Sim, free_port, run_module, stack_a_overlay
 from faultcase import fault
 
 
@@ -31,15 +31,7 @@ def sim(tmp_path_factory):
 
 
 def overlay(tmp: Path, sim: Sim, results: Path | None = None) -> Path:
-    path = tmp / "overlay.yaml"
-    path.write_text(f"""results_dir: {results or tmp / 'results'}
-run_dir: {tmp / 'run'}
-stacks:
-  stackA: {{openai_base: '{sim.base}/v1', metrics_url: '{sim.base}/prometheus/metrics'}}
-loadgen: {{metrics_port: {free_port()}, ready_timeout_s: 10}}
-hypotheses: {{H0: {{params: {{max_tokens: 8}}}}}}
-""")
-    return path
+    return stack_a_overlay(tmp, sim, "hypotheses: {H0: {params: {max_tokens: 8}}}\n", results)
 
 
 def locust(config: Path, env=(), wait=True, preexec=None, timeout=60):
