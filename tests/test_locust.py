@@ -540,7 +540,8 @@ def test_trace_replay_follows_the_trace_schedule_lengths_and_prefix_sharing(rig,
     records = sorted(read_records(run / "requests.jsonl"), key=lambda r: r["intended_start_time"])
     entries = trace.load(ROOT / "locustfiles" / "traces" / "synthetic.jsonl")
     sent = [r for r in records if r["ok"]]
-    assert len(records) > 30 and len(sent) > 0.9 * len(records)
+    served = [r for r in records if r["error_class"] != "cancelled_by_step"]    # the run's end cuts what is in flight
+    assert len(records) > 30 and len(sent) > 0.9 * len(served)
     # the schedule is the trace's, scaled: the first arrivals keep its gaps
     t0, e0 = records[0]["intended_start_time"], entries[0].timestamp_ms
     for r, e in zip(records[:10], entries[:10]):
