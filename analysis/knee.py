@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 
+PLAN_RATIO = 2.0
 PLAN_RULE = "test plan: TTFT p99 > 2 x p50 on two consecutive steps"
+# Below 200 requests a step's p99 is its largest TTFT or nearly (np.percentile interpolates between the top
+# two), so one stalled request (a client GC pause, a scrape on a 2-core box) would make the step "over":
+# a tail is at least this many requests above ratio x p50. At 200 requests and more the plan's rule implies it.
+MIN_TAIL_REQUESTS = 2
 SATURATION_RULE = "saturation: throughput grows < 10 % while TTFT p50 grows > 50 % (every request waits alike)"
 
 
@@ -30,14 +35,18 @@ class Knee:
 
 
 def find_knee(levels: Sequence[float], p50: Sequence[float], p99: Sequence[float],
-              throughput: Optional[Sequence[float]] = None, ratio: float = 2.0, consecutive: int = 2,
-              min_gain: float = 0.10, p50_growth: float = 1.5) -> Knee:
+              throughput: Optional[Sequence[float]] = None, tail: Optional[Sequence[float]] = None,
+              ratio: float = PLAN_RATIO, consecutive: int = 2, min_gain: float = 0.10,
+              p50_growth: float = 1.5) -> Knee:
     """The test plan's rule first: knee = first step where p99 > ratio x p50 holds for ``consecutive`` steps in
-    a row (a single noisy step does not make a knee); U_work = the level one step below. A queue that slows
+    a row (a single noisy step does not make a knee; where ``tail`` gives each step's requests above
+    ratio x p50, a single noisy request does not make a step over); U_work = the level one step below. A queue that slows
     every request alike keeps p99/p50 low while p50 climbs, so where throughput is given, saturation counts
     too: the first step whose throughput grows less than ``min_gain`` while p50 grows by ``p50_growth``. With
     neither, there is no knee in the tested range and no U_work (the highest level tried is not one)."""
-    over = [not (math.isnan(a) or math.isnan(b)) and b > ratio * a for a, b in zip(p50, p99)]
+    tail = tail if tail is not None else [MIN_TAIL_REQUESTS] * len(levels)
+    over = [not (math.isnan(a) or math.isnan(b)) and b > ratio * a and n >= MIN_TAIL_REQUESTS
+            for a, b, n in zip(p50, p99, tail)]
     for i in range(len(over) - consecutive + 1):
         if all(over[i:i + consecutive]):
             if i == 0:

@@ -174,7 +174,8 @@ def knee_of(table: pd.DataFrame, pooled: pd.DataFrame, key: str) -> tuple[Option
     if pooled.empty:
         return None, None
     throughput = list(ordered["throughput_rps"]) if key in ("concurrency", "arrival_rate_rps") else None
-    knee = find_knee(list(ordered[key]), list(ordered["ttft_p50_s"]), list(ordered["ttft_p99_s"]), throughput)
+    knee = find_knee(list(ordered[key]), list(ordered["ttft_p50_s"]), list(ordered["ttft_p99_s"]), throughput,
+                     list(ordered["ttft_tail_requests"]))
     return knee, saturation(list(ordered[key]), throughput) if throughput is not None else None
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from configs.runfiles import CANCELLED_BY_STEP, SHED_BY_CLIENT, read_manifest, read_records
+from .knee import PLAN_RATIO
 
 
 # the record fields the analysis uses; the rest (ITL lists, prompts' hashes…) stay in the file
@@ -101,6 +102,7 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
             values = ok[metric] if len(ok) else []
             for q in (0.5, 0.95, 0.99):
                 row[f"{metric[:-2]}_p{int(q * 100)}_s"] = pct(values, q)
+        row["ttft_tail_requests"] = int((ok["ttft_s"] > PLAN_RATIO * row["ttft_p50_s"]).sum()) if len(ok) else 0
         row["prompt_tokens_mean"] = float(ok["prompt_tokens"].mean()) if len(ok) else float("nan")
         # the engine's prefix-cache hits as the server reports them per request (usage.cached_tokens)
         cached = ok["cached_tokens"].dropna() if len(ok) else ok
@@ -146,7 +148,8 @@ def by_step(table: pd.DataFrame) -> pd.DataFrame:
             "arrival_rate_rps", "fio_profile"]
     g = table.groupby(keys, sort=False, dropna=False)
     out = g.agg(ttft_p50_s=("ttft_p50_s", "median"), ttft_p95_s=("ttft_p95_s", "median"),
-                ttft_p99_s=("ttft_p99_s", "median"), e2e_p50_s=("e2e_p50_s", "median"),
+                ttft_p99_s=("ttft_p99_s", "median"), ttft_tail_requests=("ttft_tail_requests", "sum"),
+                e2e_p50_s=("e2e_p50_s", "median"),
                 e2e_p95_s=("e2e_p95_s", "median"), e2e_p99_s=("e2e_p99_s", "median"),
                 throughput_rps=("throughput_rps", "median"), requests=("requests", "sum"),
                 concurrency_observed=("concurrency_observed", "median"),

@@ -344,7 +344,8 @@ def test_runs_of_different_plans_are_never_pooled_into_one_line():
         pooled = pd.DataFrame([{"hypothesis": "H0", "stack": "stackA", "step": i, "phase": "run",
                                 "label": f"concurrency={c}", "concurrency": c, "context_tokens": context,
                                 "arrival_rate_rps": 0.0, "fio_profile": "none", "ttft_p50_s": p50 * c,
-                                "ttft_p99_s": p50 * c * 1.5, "throughput_rps": 10.0 * c} for i, c in enumerate((1, 2, 4))])
+                                "ttft_p99_s": p50 * c * 1.5, "throughput_rps": 10.0 * c,
+                                "ttft_tail_requests": 0} for i, c in enumerate((1, 2, 4))])
         records = pd.DataFrame({"ok": [ok] * 50 + [True] * (0 if ok else 1), "error_class": [None] * (50 if ok else 51),
                                 "status": [200] * (50 if ok else 51)})
         return RunAnalysis(Path(run_id), manifest, records, pd.DataFrame(), pooled, Knee(None, None, "no_knee"),

@@ -56,6 +56,17 @@ def test_saturation_that_hits_every_request_is_a_knee():
     assert none.u_work is None and none.said == "no knee in the tested range: no U_work"
 
 
+@fault("24.K", "short steps (17-24 requests, the quick demo's) whose p99 is one stalled request at 3 x p50 in two "
+       "steps running", "no knee from them: a step is over only when at least two requests exceed 2 x p50; the "
+       "real queue two steps later is the knee", ("report:U_work rule named",))
+def test_one_stalled_request_does_not_make_a_knee():
+    levels, p50 = [4, 8, 16, 24, 32, 48], [0.011, 0.013, 0.016, 0.020, 0.025, 0.75]
+    p99 = [0.033, 0.040, 0.023, 0.17, 0.21, 0.98]
+    k = find_knee(levels, p50, p99, tail=[1, 1, 0, 6, 9, 4])
+    assert (k.reason, k.knee_index, k.u_work) == ("knee", 3, 16)
+    assert find_knee(levels, p50, p99, tail=[2, 2, 0, 6, 9, 4]).reason == "knee_at_first_step"
+
+
 @fault("23.D1", "a manifest with `start: 1.0` (about 800,000 range queries per series)",
        "one line: the manifest window does not hold its records; the report goes on with the other runs",
        ("report:damaged window refused",))
