@@ -199,11 +199,11 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
         if level not in pooled:           # a swept workload parameter: read it back from the step label
             pooled[level] = pooled["label"].str.extract(rf"{level}=([0-9.]+)")[0].astype(float)
         csv(name, _cols(pooled, (level,)))
-        if hyp == "H5":                   # the reuse it measured: cached share by turn, per run
-            turns = pd.concat([by_turn(a.records).assign(run_id=a.run_id, stack=a.manifest["stack"]) for a in runs],
-                              ignore_index=True)
+        if hyp == "H5":                   # the reuse it measured: cached share by turn, per run and routing
+            turns = pd.concat([by_turn(a.records).assign(run_id=a.run_id, stack=a.manifest["stack"],
+                                                         routing=a.routing) for a in runs], ignore_index=True)
             csv("H5_by_turn.csv", turns)
-            doc.bullets([f"{a.run_id} ({a.manifest['stack']}): prefix-cached share by turn " + " → ".join(
+            doc.bullets([f"{a.run_id} ({a.manifest['stack']}, {a.routing}): prefix-cached share by turn " + " → ".join(
                 f"{r.cached_share:.2f}" for r in by_turn(a.records).itertuples()) for a in runs])
         p = figures.compare(pooled, level, column, figs / name.replace(".csv", ".png"), title, ylabel, scale)
         if p:

@@ -60,6 +60,16 @@ class RunAnalysis:
         return self.manifest["run_id"]
 
     @property
+    def routing(self) -> str:
+        """How the stack spread the run over its workers, as its configuration said (the manifest records
+        it): reuse through a prefix cache depends on whether a session's turns meet the same worker."""
+        stack = ((self.manifest.get("config") or {}).get("stacks") or {}).get(self.manifest["stack"]) or {}
+        w = stack.get("worker_metrics_url")
+        workers = len(w) if isinstance(w, list) else 1 if w else None
+        return f"router {stack.get('router_mode') or 'not said'}, " + \
+            (f"{workers} worker{'s' * (workers != 1)}" if workers else "workers not said")
+
+    @property
     def verdict(self) -> str:
         return G.verdict(self.gates)
 

@@ -89,15 +89,33 @@ class StackSpec:
     model: str
     kv_tiering: bool
     kvbm_metrics_url: Optional[str] = None
-    # The serving worker's own metrics (Dynamo's system port, DYN_SYSTEM_PORT): KV usage, queue.
-    worker_metrics_url: Optional[str] = None
+    # The serving workers' own metrics (Dynamo's system port, DYN_SYSTEM_PORT): KV usage, queue. One URL,
+    # or a list with one per worker behind the frontend (each is scraped).
+    worker_metrics_url: Union[str, list[str], None] = None
+    # How the frontend spreads requests over its workers (Dynamo's --router-mode), as the deployment runs
+    # it; recorded with each run so that H5's reuse is read per router mode. None: not said.
+    router_mode: Optional[Literal["round-robin", "random", "kv"]] = None
 
     def __post_init__(self):
-        for name in ("openai_base", "metrics_url", "kvbm_metrics_url", "worker_metrics_url"):
+        for name in ("openai_base", "metrics_url", "kvbm_metrics_url"):
             if getattr(self, name) is not None:
                 checks.http_url(getattr(self, name), name)
+        for url in self.worker_urls:
+            checks.http_url(url, "worker_metrics_url")
+        _check(len(set(self.worker_urls)) == len(self.worker_urls), "worker_metrics_url", "lists a URL twice")
         _check(not self.kv_tiering or self.kvbm_metrics_url is not None, "kvbm_metrics_url",
                "a stack with kv_tiering needs kvbm_metrics_url")
+
+    @property
+    def worker_urls(self) -> tuple[str, ...]:
+        w = self.worker_metrics_url
+        return () if w is None else (w,) if isinstance(w, str) else tuple(w)
+
+    @property
+    def simulated_worker_url(self) -> Optional[str]:
+        """The embedded simulator serves one worker behind its frontend."""
+        _check(len(self.worker_urls) <= 1, "worker_metrics_url", "the simulator serves one worker: give one URL")
+        return self.worker_urls[0] if self.worker_urls else None
 
 
 @dataclass(frozen=True)
@@ -353,6 +371,9 @@ class LoadgenSettings:
             checks.http_url(self.grafana_url, "grafana_url")
 
 
+MAX_DYNAMO_WORKERS, WORKER_PORT_STRIDE = 16, 10
+
+
 @dataclass(frozen=True)
 class DynamoSettings:
     """The real NVIDIA Dynamo (frontend + its mocker engine, NATS as event plane) run locally by
@@ -370,16 +391,29 @@ class DynamoSettings:
     speedup_ratio: float = 1.0   # the mocker's timing model runs this many times faster than real time
     venv: str = "var/dynamo-venv"
     home: str = "var/dynamo"     # model directory, discovery files, NATS store, pid files and logs
+    workers: int = 1             # mocker processes behind the frontend; worker i: system_port, rpc_port + i x 10
 
     def __post_init__(self):
         checks.listen_address(self.listen, "listen")
         for name in ("http_port", "system_port", "rpc_port", "response_port", "nats_port"):
             checks.tcp_port(getattr(self, name), name)
+        _check(1 <= self.workers <= MAX_DYNAMO_WORKERS, "workers", f"must be 1 to {MAX_DYNAMO_WORKERS}")
+        last_system, last_rpc = self.worker_ports(self.workers - 1)
         # Dynamo 1.6.1 reads DYN_SYSTEM_PORT as a signed 16-bit number and refuses to start above it
-        _check(self.system_port <= 32767, "system_port", f"must be at most 32767 (Dynamo reads DYN_SYSTEM_PORT as "
-                                                         f"a 16-bit signed number), got {self.system_port}")
+        _check(last_system <= 32767, "system_port", f"must be at most 32767 for every worker (Dynamo reads "
+                                                    f"DYN_SYSTEM_PORT as a 16-bit signed number), got {last_system}")
+        checks.tcp_port(last_rpc, "rpc_port")
+        ports = [self.http_port, self.response_port, self.nats_port,
+                 *(p for i in range(self.workers) for p in self.worker_ports(i))]
+        _check(len(set(ports)) == len(ports), "workers", f"ports collide: {sorted(ports)} (worker i takes "
+                                                         f"system_port and rpc_port + i x {WORKER_PORT_STRIDE})")
         for name in ("max_model_len", "speedup_ratio"):
             _check(getattr(self, name) > 0, name, "must be positive")
+
+    def worker_ports(self, i: int) -> tuple[int, int]:
+        """Worker i's DYN_SYSTEM_PORT and DYN_TCP_RPC_PORT: each worker process binds its own (the request
+        plane's server is per process: lib/runtime/src/pipeline/network/manager.rs in ai-dynamo/dynamo)."""
+        return self.system_port + i * WORKER_PORT_STRIDE, self.rpc_port + i * WORKER_PORT_STRIDE
 
 
 @dataclass(frozen=True)

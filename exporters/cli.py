@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None, only: str | None = None) -> int:
     ap.add_argument("--kvbm-url", help="KVBM /metrics URL (default $KVBM_URL, else the tiered stack's "
                                        "kvbm_metrics_url)")
     ap.add_argument("--frontend-url", help="Dynamo frontend /metrics URL ('' to skip; default from configs)")
-    ap.add_argument("--worker-url", help="Dynamo worker system-port /metrics URL ('' to skip; default the tiered "
-                                         "stack's worker_metrics_url)")
+    ap.add_argument("--worker-url", help="Dynamo worker system-port /metrics URL ('' to skip; default every "
+                                         "worker_metrics_url of the tiered stack)")
     ap.add_argument("--config", help="overlay YAML (default: $HARNESS_CONFIG)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

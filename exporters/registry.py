@@ -39,12 +39,15 @@ def kvbm(args, cfg, nvml) -> list:
     if not kvbm_url:
         raise ConfigError("no KVBM URL: give --kvbm-url or set kvbm_metrics_url on a stack in configs")
     frontend = args.frontend_url if args.frontend_url is not None else (tiered.metrics_url if tiered else None)
-    worker = args.worker_url if args.worker_url is not None else (tiered.worker_metrics_url if tiered else None)
+    if args.worker_url is not None:                  # '' to skip
+        workers = [args.worker_url] if args.worker_url else []
+    else:
+        workers = list(tiered.worker_urls) if tiered else []
     profile = cfg.profiles[args.profile]
     shape = cfg.models[tiered.model].shape if tiered else None
     block = BlockSize(profile.kv_block_size_bytes, profile.kv_block_size_tokens, shape)
     return [KvbmCollector(kvbm_url, frontend or None, block, cfg.exporters.kvbm_timeout_s,
-                          worker_url=worker or None)]
+                          worker_urls=workers)]
 
 
 BUILDERS = {"nvme": nvme, "uma": uma, "gpu": gpu, "kvbm": kvbm}

@@ -47,7 +47,6 @@ LLAMA3_CHAT_TEMPLATE = (
     "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim"
     " + '<|eot_id|>' }}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}")
-PROCESSES = ("nats", "mocker", "frontend")      # start order; stopped in reverse
 
 Say = Callable[[str], None]
 
@@ -154,12 +153,25 @@ def model_dir(cfg: Harness, say: Say = print) -> Path:
     return d
 
 
-def urls(cfg: Harness) -> dict[str, str]:
+def mockers(cfg: Harness) -> list[str]:
+    """One mocker process per configured worker, each with its own system and request-plane ports."""
+    return ["mocker" + (f"-{i}" if i else "") for i in range(cfg.dynamo.workers)]
+
+
+def processes(cfg: Harness) -> list[str]:
+    """Start order; stopped in reverse."""
+    return ["nats", *mockers(cfg), "frontend"]
+
+
+def urls(cfg: Harness) -> dict:
+    """Stack B as the local Dynamo serves it: the frontend, each worker's metrics (a list with more than
+    one) and the router mode, for the overlay and the run's manifest."""
     from .promconfig import connect_host
     d = cfg.dynamo
     host = connect_host(d.listen)
+    workers = [f"http://{host}:{d.worker_ports(i)[0]}/metrics" for i in range(d.workers)]
     return {"openai_base": f"http://{host}:{d.http_port}/v1", "metrics_url": f"http://{host}:{d.http_port}/metrics",
-            "worker_metrics_url": f"http://{host}:{d.system_port}/metrics"}
+            "worker_metrics_url": workers[0] if len(workers) == 1 else workers, "router_mode": d.router_mode}
 
 
 def write_overlay(cfg: Harness, user_overlay: Optional[str]) -> Path:
@@ -177,16 +189,18 @@ def write_overlay(cfg: Harness, user_overlay: Optional[str]) -> Path:
     return path
 
 
-def environment(cfg: Harness) -> dict:
+def environment(cfg: Harness, worker: int = 0) -> dict:
     """Dynamo's own variables that keep every listener on loopback at a configured port, without etcd
-    and without reaching for the model hub."""
+    and without reaching for the model hub; ``worker`` picks that worker's system and request-plane ports
+    (the frontend takes worker 0's, which it does not bind)."""
     d = cfg.dynamo
     h = home(cfg)
+    system, rpc = d.worker_ports(worker)
     return {**os.environ, "DYN_DISCOVERY_BACKEND": "file", "DYN_FILE_KV": str(h / "discovery"),
             "DYN_REQUEST_PLANE": "tcp", "DYN_EVENT_PLANE": "nats", "NATS_SERVER": f"nats://{d.listen}:{d.nats_port}",
-            "DYN_TCP_RPC_HOST": d.listen, "DYN_TCP_RPC_PORT": str(d.rpc_port),
+            "DYN_TCP_RPC_HOST": d.listen, "DYN_TCP_RPC_PORT": str(rpc),
             "DYN_TCP_RESPONSE_STREAM_HOST": d.listen, "DYN_TCP_RESPONSE_STREAM_PORT": str(d.response_port),
-            "DYN_SYSTEM_HOST": d.listen, "DYN_SYSTEM_PORT": str(d.system_port),
+            "DYN_SYSTEM_HOST": d.listen, "DYN_SYSTEM_PORT": str(system),
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
@@ -195,11 +209,12 @@ def commands(cfg: Harness, python: Path, model: Path) -> dict[str, list[str]]:
     nats = shutil.which("nats-server")
     if not nats:
         raise ConfigError("nats-server is not installed: `make tools` (or apt-get install -y nats-server)")
+    mocker = [str(python), "-m", "dynamo.mocker", "--model-path", str(model), "--model-name",
+              cfg.models[d.model].handle, "--max-model-len", str(d.max_model_len), "--speedup-ratio",
+              str(d.speedup_ratio)]
     return {
         "nats": [nats, "-a", d.listen, "-p", str(d.nats_port), "-js", "-sd", str(home(cfg) / "nats")],
-        "mocker": [str(python), "-m", "dynamo.mocker", "--model-path", str(model),
-                   "--model-name", cfg.models[d.model].handle, "--max-model-len", str(d.max_model_len),
-                   "--speedup-ratio", str(d.speedup_ratio)],
+        **{name: mocker for name in mockers(cfg)},
         "frontend": [str(python), "-m", "dynamo.frontend", "--http-host", d.listen, "--http-port", str(d.http_port),
                      "--router-mode", d.router_mode],
     }
@@ -233,7 +248,7 @@ def _wait_serving(cfg: Harness, sup: Supervisor, timeout_s: float) -> None:
     handle = cfg.models[cfg.dynamo.model].handle
     deadline = time.monotonic() + timeout_s
     while True:
-        for name in PROCESSES:
+        for name in processes(cfg):
             if sup.pid_of(name) is None:
                 log = sup.logs / f"{name}.log"
                 raise StartError(f"{name} exited at start: {_last_line(log) or 'no output'} (log {log})")
@@ -259,16 +274,18 @@ def up(cfg: Harness, user_overlay: Optional[str], say: Say = print, ready_timeou
     if running := sup.running():
         raise StartError(f"the local Dynamo is already running ({', '.join(running)}); `python -m rig dynamo down` "
                          "first")
-    for port, what in ((d.http_port, "the Dynamo frontend"), (d.system_port, "the mocker's metrics server"),
-                       (d.rpc_port, "the request plane"), (d.response_port, "the response stream server"),
-                       (d.nats_port, "NATS")):
+    workers = [(name, *d.worker_ports(i)) for i, name in enumerate(mockers(cfg))]
+    for port, what in ((d.http_port, "the Dynamo frontend"), (d.response_port, "the response stream server"),
+                       (d.nats_port, "NATS"), *((p, f"{name}'s metrics server") for name, p, _ in workers),
+                       *((p, f"{name}'s request plane") for name, _, p in workers)):
         ensure_free(d.listen, port, what, "set dynamo ports in an overlay")
     shutil.rmtree(home(cfg) / "discovery", ignore_errors=True)     # a killed run's registrations are stale
     cmds, env, started = commands(cfg, python, model), environment(cfg), []
     try:
         started.append(sup.start("nats", cmds["nats"], env=env))
         _wait_port(d.listen, d.nats_port, "nats", sup, 20)
-        started.append(sup.start("mocker", cmds["mocker"], env=env, cwd=home(cfg)))
+        for i, (name, _, _) in enumerate(workers):
+            started.append(sup.start(name, cmds[name], env=environment(cfg, i), cwd=home(cfg)))
         started.append(sup.start("frontend", cmds["frontend"], env=env, cwd=home(cfg),
                                  ready_url=f"{urls(cfg)['metrics_url']}", timeout_s=ready_timeout_s))
         _wait_serving(cfg, sup, ready_timeout_s)
@@ -279,8 +296,15 @@ def up(cfg: Harness, user_overlay: Optional[str], say: Say = print, ready_timeou
 
 
 def down(cfg: Harness) -> list[str]:
+    """The frontend, every mocker it started (a later config may name fewer), then NATS."""
     sup = supervisor(cfg)
-    return [name for name in reversed(PROCESSES) if sup.stop(name)]
+    extra = sorted(n for n in sup.running() if n.startswith("mocker") and n not in mockers(cfg))
+    order = ["frontend", *reversed(mockers(cfg) + extra), "nats"]
+    return [name for name in order if sup.stop(name)]
+
+
+def _joined(urls) -> str:
+    return urls if isinstance(urls, str) else ", ".join(urls)
 
 
 def main(cmd: str, cfg: Harness, user_overlay: Optional[str]) -> int:
@@ -292,7 +316,8 @@ def main(cmd: str, cfg: Harness, user_overlay: Optional[str]) -> int:
         overlay = write_overlay(cfg, user_overlay)
         u = urls(cfg)
         print(f"Dynamo {cfg.dynamo.version} serving {cfg.models[cfg.dynamo.model].handle} at {u['openai_base']} "
-              f"(frontend metrics {u['metrics_url']}, worker metrics {u['worker_metrics_url']})")
+              f"(frontend metrics {u['metrics_url']}, worker metrics {_joined(u['worker_metrics_url'])}, "
+              f"router {u['router_mode']})")
         print(f"point the harness at it:  export HARNESS_CONFIG={overlay}")
     elif cmd == "down":
         stopped = down(cfg)

@@ -48,7 +48,7 @@ def start_simulator(cfg: Harness, sup: Supervisor, config: Optional[Path], name:
                 "point the stack elsewhere in an overlay")
     if stack.kvbm_metrics_url:
         cmd += ["--kvbm-port", str(urlsplit(stack.kvbm_metrics_url).port)]
-    worker = urlsplit(stack.worker_metrics_url) if stack.worker_metrics_url else None
+    worker = urlsplit(stack.simulated_worker_url) if stack.simulated_worker_url else None
     if worker:
         ensure_free(worker.hostname, worker.port, f"the simulated {name}'s worker metrics",
                     "point the stack's worker_metrics_url elsewhere in an overlay")

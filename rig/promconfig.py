@@ -67,10 +67,12 @@ def jobs(cfg: Harness) -> list[Job]:
             addr, path = _hostport(stack.kvbm_metrics_url)
             out.append(Job(f"kvbm-{stack_name}", fast, path,
                            [{"targets": [addr], "labels": {"stack": stack_name, "role": "kvbm"}}]))
-        if stack.worker_metrics_url:
-            addr, path = _hostport(stack.worker_metrics_url)
-            out.append(Job(f"worker-{stack_name}", slow, path,
-                           [{"targets": [addr], "labels": {"stack": stack_name, "role": "worker"}}]))
+        by_path: dict[str, list[dict]] = {}          # every worker behind the frontend, one job per metrics path
+        for url in stack.worker_urls:
+            addr, path = _hostport(url)
+            by_path.setdefault(path, []).append({"targets": [addr], "labels": {"stack": stack_name, "role": "worker"}})
+        for n, (path, groups) in enumerate(by_path.items()):
+            out.append(Job(f"worker-{stack_name}" + (f"-{n}" if n else ""), slow, path, groups))
     # The Locust process's own port is a static target (Prometheus applies new file_sd targets only
     # every 5 s, which would cut the start of each run); worker processes on other ports add theirs.
     lg = cfg.loadgen

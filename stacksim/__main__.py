@@ -30,7 +30,8 @@ def options_for(cfg, stack: str, args) -> StackOptions:
     name = f"stacks.stack{stack}"
     port = _port(spec.openai_base, name + ".openai_base")
     kvbm_port = _port(spec.kvbm_metrics_url, name + ".kvbm_metrics_url") if spec.kvbm_metrics_url else None
-    worker_port = _port(spec.worker_metrics_url, name + ".worker_metrics_url") if spec.worker_metrics_url else None
+    worker_url = spec.simulated_worker_url
+    worker_port = _port(worker_url, name + ".worker_metrics_url") if worker_url else None
     if args.port is not None and args.stack != "both":
         port = args.port
     if args.kvbm_port is not None:

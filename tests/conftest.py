@@ -34,16 +34,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def free_port_below(limit: int) -> int:
-    """A free loopback port under ``limit`` (Dynamo's DYN_SYSTEM_PORT must fit a signed 16-bit number)."""
+def free_port_below(limit: int, every: int = 1, stride: int = 10) -> int:
+    """A free loopback port under ``limit`` (Dynamo's DYN_SYSTEM_PORT must fit a signed 16-bit number), with
+    the ports ``stride`` apart after it free too for ``every`` ports in all (a local Dynamo's workers)."""
     import random
     import socket
-    for port in random.sample(range(20000, limit), 200):
+
+    def free(port: int) -> bool:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
-                continue
+                return False
+            return True
+    for port in random.sample(range(20000, limit - stride * (every - 1)), 200):
+        if all(free(port + i * stride) for i in range(every)):
             return port
     raise RuntimeError(f"no free port below {limit}")
 

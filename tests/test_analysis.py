@@ -360,6 +360,21 @@ def test_runs_of_different_plans_are_never_pooled_into_one_line():
     assert _failed(run("f1", 256, 0.1, ok=False)).startswith("98%") and _failed(same[0]) == ""
 
 
+def test_a_runs_routing_is_read_from_its_recorded_stack():
+    """H5's reuse is read per routing: the router mode and the workers as the run's manifest recorded the
+    stack (#24.8), and never a guess where the configuration did not say."""
+    from analysis.run import RunAnalysis
+
+    def routing(stack):
+        manifest = {"run_id": "r", "stack": "stackB", "config": {"stacks": {"stackB": stack}}}
+        return RunAnalysis(Path("r"), manifest, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), None, "concurrency",
+                           None, pd.DataFrame(), []).routing
+    assert routing({"router_mode": "kv", "worker_metrics_url": ["http://a/metrics", "http://b/metrics"]}) == \
+        "router kv, 2 workers"
+    assert routing({"worker_metrics_url": "http://a/metrics"}) == "router not said, 1 worker"
+    assert routing({}) == "router not said, workers not said"
+
+
 def test_reuse_by_turn_is_the_servers_cached_share_of_each_turns_prompt():
     """H5 states the reuse it measured: per turn, cached over prompt tokens where the server reports
     cached_tokens (#24.8)."""

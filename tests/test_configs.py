@@ -142,6 +142,13 @@ BAD_OVERLAYS = [
     ("stacks:\n  stackA: {openai_base: 'http://'}\n", "stacks.stackA.openai_base: must be an http(s) URL with a host"),
     ("stacks:\n  stackA: {metrics_url: 'http://127.0.0.1:99999/metrics'}\n", "metrics_url: has an invalid port"),
     ("loadgen: {grafana_url: 'http://g:3000/?a=1'}\n", "loadgen.grafana_url: must not carry a query"),
+    ("dynamo: {workers: 0}\n", "dynamo.workers: must be 1 to 16"),
+    ("dynamo: {workers: 2, system_port: 32760}\n", "dynamo.system_port: must be at most 32767 for every worker"),
+    ("dynamo: {workers: 2, http_port: 8091}\n", "dynamo.workers: ports collide"),
+    ("stacks:\n  stackB: {worker_metrics_url: ['http://a:1/metrics', 'http://a:1/metrics']}\n",
+     "stacks.stackB.worker_metrics_url: lists a URL twice"),
+    ("stacks:\n  stackB: {worker_metrics_url: ['http://']}\n", "worker_metrics_url: must be an http(s) URL"),
+    ("stacks:\n  stackB: {router_mode: fastest}\n", "stacks.stackB.router_mode: expected one of"),
 ]
 
 

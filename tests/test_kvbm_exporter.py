@@ -204,7 +204,7 @@ def test_dynamo_161_frontend_and_worker(serve):
     worker = serve((REAL / "dynamo_worker_metrics.txt").read_text().replace(
         'vllm:kv_cache_usage_perc{engine="0",model_name="nvidia/Llama-3.3-70B-Instruct-NVFP4"} 0',
         'vllm:kv_cache_usage_perc{engine="0",model_name="nvidia/Llama-3.3-70B-Instruct-NVFP4"} 0.25'))
-    m = scrape(KvbmCollector(kvbm.url, frontend.url, BlockSize(BLOCK, 32, shape), worker_url=worker.url))
+    m = scrape(KvbmCollector(kvbm.url, frontend.url, BlockSize(BLOCK, 32, shape), worker_urls=[worker.url]))
     assert m[("sparkrig_kvbm_up", lb(target="worker"))] == 1
     assert m[("sparkrig_kv_block_size_tokens", lb())] == 64
     assert m[("sparkrig_kv_block_size_bytes", lb(source="model_shape"))] == 80 * 8 * 128 * 2 * 1 * 64

@@ -345,3 +345,52 @@ def test_a_dead_worker_is_an_outage_and_the_run_goes_on_when_it_returns(dynamo, 
     verdict = json.loads((out / "verdict.json").read_text())["dead-worker"]
     assert verdict["knee"]["reason"] == "outage" and verdict["knee"]["u_work"] is None
     assert {g["name"]: g["reason"] for g in verdict["gates"]}["errors"] == "STACK_OUTAGE"
+
+
+def test_two_workers_behind_the_kv_router_are_each_scraped_and_h5_states_its_routing(dynamo, tmp_path):
+    """`dynamo.workers: 2` with the KV router: two mocker processes, each on its own system and request-plane
+    ports, both scraped (a Prometheus job target each, and the exporter's two worker targets), both serving
+    an H5 run, whose manifest records the router mode and the workers, and whose reuse by turn is there to
+    read per routing (#24.8)."""
+    from configs.vocabulary import stacks as V
+    from prometheus_client.parser import text_string_to_metric_families
+    from rig.promconfig import jobs
+    doc = yaml.safe_load((dynamo["tmp"] / "overlay.yaml").read_text())         # the operator's own overlay
+    doc["dynamo"] = {"home": str(tmp_path / "dynamo"), "http_port": free_port(), "response_port": free_port(),
+                     "system_port": free_port_below(32768, every=2), "rpc_port": free_port_below(32768, every=2),
+                     "nats_port": free_port(), "workers": 2, "router_mode": "kv"}
+    doc["results_dir"] = str(tmp_path / "results")
+    doc["hypotheses"] = {"H5": {"params": {"concurrency": 4, "context_tokens": 256, "session_turns": 4,
+                                           "think_time_s": 0.1}, "sweep": {"reuse_ratio": [0.75]},
+                                "step_duration_s": 8, "repetitions": 1}}
+    overlay = tmp_path / "two.yaml"
+    overlay.write_text(yaml.safe_dump(doc))
+    up = run_module("rig", "--config", str(overlay), "dynamo", "up", timeout=300)
+    full = tmp_path / "dynamo" / "overlay.yaml"
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "router kv" in up.stdout
+        stack = load(full).stacks["stackB"]
+        assert len(stack.worker_urls) == 2 and stack.router_mode == "kv"
+        [job] = [j for j in jobs(load(full)) if j.name == "worker-stackB"]
+        assert sorted(t for g in job.targets for t in g["targets"]) == sorted(
+            u.split("//")[1].split("/")[0] for u in stack.worker_urls)
+        env = {**os.environ, "HARNESS_CONFIG": str(full), "RUN_ID": "two-workers"}
+        env.pop("MODEL", None)
+        proc = subprocess.run([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "h5.py"), "--headless",
+                               "--only-summary"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode in (0, 1), proc.stderr[-3000:]
+        served = []
+        for url in stack.worker_urls:
+            families = text_string_to_metric_families(requests.get(url, timeout=10).text)
+            served.append(sum(s.value for f in families if f.name == V.WK_REQUESTS for s in f.samples
+                              if s.name == V.WK_REQUESTS + "_total"))
+        assert all(n > 0 for n in served), served                                # the router used both
+    finally:
+        down = run_module("rig", "--config", str(overlay), "dynamo", "down")
+    assert down.stdout.count("mocker") == 2, down.stdout
+    manifest = json.loads((tmp_path / "results" / "two-workers" / "manifest.json").read_text())
+    assert manifest["config"]["stacks"]["stackB"]["router_mode"] == "kv"
+    from analysis.steps import by_turn, load_run
+    turns = by_turn(load_run(tmp_path / "results" / "two-workers")[1])
+    assert turns["turn"].tolist()[:2] == [0, 1] and turns["cached_share"].iloc[-1] > turns["cached_share"].iloc[0]

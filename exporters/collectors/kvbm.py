@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import requests
 import urllib3
@@ -89,9 +89,10 @@ class Monotonic:
 
 class KvbmCollector:
     def __init__(self, kvbm_url: str, frontend_url: Optional[str], block: BlockSize, timeout_s: float = 2.0,
-                 get: Optional[Callable] = None, worker_url: Optional[str] = None) -> None:
+                 get: Optional[Callable] = None, worker_urls: Sequence[str] = ()) -> None:
+        # every worker behind the frontend: target "worker", then "worker-1", "worker-2", ...
         self.targets = {"kvbm": kvbm_url, **({"frontend": frontend_url} if frontend_url else {}),
-                        **({"worker": worker_url} if worker_url else {})}
+                        **{"worker" + (f"-{i}" if i else ""): url for i, url in enumerate(worker_urls)}}
         self.block = block
         self.timeout_s = timeout_s
         self.get = get or requests.Session().get     # keep-alive: a new connection per 250 ms scrape costs more
@@ -261,8 +262,9 @@ class KvbmCollector:
     def _served(self, scraped: dict) -> list:
         """What the frontend and worker say about the engine's KV: usage share, prefix-cache tokens."""
         out = []
-        worker = scraped.get("worker", {})
-        usage = next((v for name in V.WK_KV_USAGE if (v := _max(worker, name)) is not None), None)
+        workers = [f for t, f in scraped.items() if t.startswith("worker")]
+        usage = next((max(vs) for name in V.WK_KV_USAGE          # the fullest worker's share
+                      if (vs := [v for w in workers if (v := _max(w, name)) is not None])), None)
         if usage is not None:
             g = S.KV_TIER_USAGE.family()
             g.add_metric(["device"], usage)
