@@ -27,9 +27,10 @@ sys.path.insert(0, str(ROOT))
 from configs import load  # noqa: E402
 from configs.vocabulary import rules as R  # noqa: E402
 from configs.vocabulary import series as S  # noqa: E402
+from configs.discovery import prometheus_url  # noqa: E402
 from configs.paths import ensure_data_dir  # noqa: E402
 from exporters.collectors.nvme import _devnum, disk_of  # noqa: E402
-from rig import local, promconfig  # noqa: E402
+from rig import local  # noqa: E402
 from rig.procs import Supervisor  # noqa: E402
 
 # (label, recording rule, its scale, iostat column, its scale, must agree within 5 %)
@@ -114,7 +115,7 @@ def main() -> int:
         lo, hi = start + WARMUP_S, end - 1
         ours = {}
         for label, rule, scale, _, _, _ in COLUMNS:
-            r = requests.get(f"{promconfig.prometheus_url(cfg)}/api/v1/query_range",
+            r = requests.get(f"{prometheus_url(cfg)}/api/v1/query_range",
                              params={"query": f'{rule}{{device="{device}"}}', "start": lo, "end": hi, "step": 1},
                              timeout=10).json()["data"]["result"]
             values = [float(v) for _, v in r[0]["values"]] if r else []
@@ -124,7 +125,7 @@ def main() -> int:
         window = [row for t, row in rows if lo - RATE_WINDOW_S + 1 <= t <= hi + 0.5]
         theirs = {label: sum(row[col] for row in window) / len(window) * scale if window else float("nan")
                   for label, _, _, col, scale, _ in COLUMNS}
-        role = requests.get(f"{promconfig.prometheus_url(cfg)}/api/v1/query", params={
+        role = requests.get(f"{prometheus_url(cfg)}/api/v1/query", params={
             "query": f'{S.DISK_ROLE_INFO.name}{{device="{device}",role="kv_tier2"}}'}, timeout=10).json()
     finally:
         stop.set()

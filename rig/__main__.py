@@ -8,6 +8,7 @@ from pathlib import Path
 
 from configs import load
 from configs.loader import OVERLAY_ENV
+from configs.discovery import prometheus_url
 from configs.errors import cli_main
 from configs.paths import PROJECT_ROOT
 
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
             return 1
         for s in started:
             print(f"started {s.name:<18} pid {s.pid:<7} log {s.log}")
-        print(f"Prometheus: {promconfig.prometheus_url(cfg)}  (stop everything with `make down`)")
+        print(f"Prometheus: {prometheus_url(cfg)}  (stop everything with `make down`)")
     elif args.cmd == "down":
         stopped = local.down(cfg)
         print("stopped " + ", ".join(stopped) if stopped else "nothing was running")

@@ -20,10 +20,11 @@ from typing import Optional
 import yaml
 
 from configs import Harness, load
+from configs.discovery import prometheus_url
 from configs.loader import DEFAULT_FILES, OVERLAY_ENV, merge, read_yaml
 from configs.paths import PROJECT_ROOT, resolve
 
-from . import local, promconfig
+from . import local
 from . import pairs
 from .launch import Interrupt, Interrupted, end_locust, run_locust, say, start_simulator
 from .procs import StartError, Supervisor
@@ -76,7 +77,7 @@ def main(quick: bool = False, overlay: Optional[str] = None) -> int:
                 start_simulator(cfg, sup, config, name)
             for s in local.up(cfg, str(config), "spill"):
                 say(f"  {s.name} (pid {s.pid}, log {s.log})")
-            say(f"  Prometheus: {promconfig.prometheus_url(cfg)}")
+            say(f"  Prometheus: {prometheus_url(cfg)}")
             stop.sleep(SETTLE_S)           # first scrapes in, so the first run's telemetry starts with it
             runs = [i for i in items if i.hypothesis != "pause"]
             n = 0

@@ -26,7 +26,9 @@ import yaml
 
 from configs import ConfigError, Harness
 from configs.loader import merge, read_yaml
+from configs.discovery import connect_host
 from configs.paths import ensure_data_dir, resolve
+from configs.probe import wait_for_model
 from configs.schema import to_plain
 
 from .procs import Started, StartError, Supervisor, ensure_free
@@ -166,7 +168,6 @@ def processes(cfg: Harness) -> list[str]:
 def urls(cfg: Harness) -> dict:
     """Stack B as the local Dynamo serves it: the frontend, each worker's metrics (a list with more than
     one) and the router mode, for the overlay and the run's manifest."""
-    from .promconfig import connect_host
     d = cfg.dynamo
     host = connect_host(d.listen)
     workers = [f"http://{host}:{d.worker_ports(i)[0]}/metrics" for i in range(d.workers)]
@@ -244,7 +245,6 @@ def _last_line(log: Path) -> str:
 def _wait_serving(cfg: Harness, sup: Supervisor, timeout_s: float) -> None:
     """Until the frontend lists the model; a process that exits meanwhile fails at once, with its last
     log line (the mocker's own complaint is usually the whole story)."""
-    from locustfiles.lib.run import wait_for_model
     handle = cfg.models[cfg.dynamo.model].handle
     deadline = time.monotonic() + timeout_s
     while True:

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from analysis.steps import pct
 from configs import Harness
 from configs.paths import resolve
+from configs.probe import served_models
 from configs.runfiles import CANCELLED_BY_STEP, read_manifest, read_records
 from configs.vocabulary import series as S
 from configs.vocabulary import stacks as V
@@ -151,11 +152,7 @@ class LegRunner:
                 codes.append("PREFLIGHT_FRONTEND_UNHEALTHY")
         except requests.RequestException:
             return ["PREFLIGHT_FRONTEND_UNREACHABLE"]
-        try:
-            ids = [m.get("id") for m in requests.get(stack.openai_base + "/models", timeout=5).json().get("data", [])]
-        except (requests.RequestException, ValueError):
-            ids = []
-        if self.cfg.models[stack.model].handle not in ids:
+        if self.cfg.models[stack.model].handle not in (served_models(stack.openai_base)[0] or ()):
             codes.append("PREFLIGHT_MODEL_NOT_REGISTERED")
         if need_kvbm and kvbm_counters(self.kvbm_url) is None:
             codes.append("PREFLIGHT_KVBM_METRICS_UNREACHABLE")

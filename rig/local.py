@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from configs import ConfigError, Harness
+from configs.discovery import connect_host, prometheus_url, targets_dir
 from configs.paths import PROJECT_ROOT, ensure_data_dir
 from exporters.registry import NAMES
 
@@ -20,10 +21,6 @@ RULES_DIR = PROJECT_ROOT / "prometheus" / "rules"
 
 def run_dir(cfg: Harness) -> Path:
     return ensure_data_dir(cfg.run_dir)
-
-
-def targets_dir(cfg: Harness) -> Path:
-    return run_dir(cfg) / "prometheus" / "targets"
 
 
 def write_prometheus_config(cfg: Harness) -> Path:
@@ -45,7 +42,7 @@ def start_prometheus(cfg: Harness, sup: Supervisor) -> Started:
     config = write_prometheus_config(cfg)
     cmd = [binary, f"--config.file={config}", f"--storage.tsdb.path={config.parent / 'data'}",
            f"--storage.tsdb.retention.time={p.retention}", f"--web.listen-address={p.listen}:{p.port}"]
-    started = sup.start("prometheus", cmd, ready_url=f"{promconfig.prometheus_url(cfg)}/-/ready", timeout_s=60)
+    started = sup.start("prometheus", cmd, ready_url=f"{prometheus_url(cfg)}/-/ready", timeout_s=60)
     wait_for_targets(cfg)
     return started
 
@@ -57,7 +54,7 @@ def wait_for_targets(cfg: Harness, timeout_s: float = 15.0) -> None:
     wanted = {j.name for j in promconfig.jobs(cfg)}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        health = target_health(promconfig.prometheus_url(cfg)) or {}
+        health = target_health(prometheus_url(cfg)) or {}
         if wanted <= set(health):
             return
         time.sleep(0.25)
@@ -71,7 +68,7 @@ def start_exporters(cfg: Harness, sup: Supervisor, overlay: Optional[str], profi
         cmd = [sys.executable, "-m", f"exporters.{name}", "--profile", profile]
         if overlay:
             cmd += ["--config", overlay]
-        host = promconfig.connect_host(cfg.exporters.listen)
+        host = connect_host(cfg.exporters.listen)
         ensure_free(cfg.exporters.listen, port, f"the {name} exporter", "set exporters.ports in an overlay")
         started.append(sup.start(f"exporter-{name}", cmd, ready_url=f"http://{host}:{port}/metrics",
                                  cwd=PROJECT_ROOT))

@@ -7,8 +7,6 @@ and removes its own file there while it runs, so Prometheus finds Locust workers
 from __future__ import annotations
 
 import json
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,9 +14,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from configs import ConfigError, Harness
+from configs.discovery import LOADGEN_JOB, atomic_write, connect_host
 from configs.paths import resolve
-
-LOADGEN_JOB = "loadgen"
 
 
 @dataclass(frozen=True)
@@ -33,21 +30,6 @@ class Job:
 def _hostport(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}", parts.path or "/metrics"
-
-
-def prometheus_url(cfg: Harness) -> str:
-    """Where this host reaches its Prometheus (a wildcard listen address is reached on loopback)."""
-    return f"http://{connect_host(cfg.prometheus.listen)}:{cfg.prometheus.port}"
-
-
-def connect_host(listen: str) -> str:
-    """Where to reach a service that listens on ``listen`` (all interfaces: via loopback)."""
-    return "127.0.0.1" if listen in ("0.0.0.0", "::") else listen
-
-
-def advertise_host(listen: str) -> str:
-    """Where another host reaches a service that listens on ``listen`` (all interfaces: this host's name)."""
-    return socket.getfqdn() if listen in ("0.0.0.0", "::") else listen
 
 
 def jobs(cfg: Harness) -> list[Job]:
@@ -137,24 +119,9 @@ def write_targets(cfg: Harness, targets_dir: Path) -> list[Path]:
     for j in jobs(cfg):
         if j.targets:
             path = targets_dir / f"{j.name}.json"
-            _atomic_write(path, json.dumps(j.targets, indent=1) + "\n")
+            atomic_write(path, json.dumps(j.targets, indent=1) + "\n")
             written.append(path)
     return written
-
-
-def register_loadgen(targets_dir: Path, address: str, labels: dict[str, str]) -> Path:
-    """Announce a Locust metrics endpoint to Prometheus; returns the file to remove at exit."""
-    targets_dir.mkdir(parents=True, exist_ok=True)
-    path = targets_dir / f"{LOADGEN_JOB}-{address.replace(':', '_')}.json"
-    _atomic_write(path, json.dumps([{"targets": [address], "labels": {"role": "loadgen", **labels}}]) + "\n")
-    return path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Prometheus watches these files; a half-written one would be read as an error."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # docker-compose.yml takes these from .env; they must say what configs say, or Prometheus would listen

@@ -5,6 +5,9 @@ import ast
 from conftest import ROOT
 
 PACKAGES = ("analysis", "bench", "configs", "exporters", "grafana", "locustfiles", "prometheus", "rig", "stacksim")
+# Floors, ground up: a module imports only from its own package or a lower floor.
+FLOORS = {"configs": 0, "exporters": 1, "stacksim": 1, "analysis": 1, "grafana": 1, "prometheus": 1,
+          "locustfiles": 2, "rig": 3, "bench": 4}
 
 
 def module_name(path) -> str:
@@ -58,3 +61,24 @@ def test_no_import_circle():
 
 def test_the_circle_check_sees_circles():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that point up a floor or sideways into another package of the same floor."""
+    return sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                  if (a := m.split(".")[0]) != (b := d.split(".")[0]) and FLOORS[b] >= FLOORS[a])
+
+
+def test_every_import_points_down():
+    """configs, then exporters/stacksim/analysis, then locustfiles, then rig: the load generator found
+    Prometheus through rig.promconfig, and rig reached back into locustfiles for its readiness probe;
+    discovery and the probe live on the ground floor now (configs.discovery, configs.probe)."""
+    graph = import_graph()
+    assert set(FLOORS) == set(PACKAGES)
+    assert upward(graph) == []
+
+
+def test_the_direction_check_sees_an_upward_import():
+    assert upward({"locustfiles.lib.state": {"rig.local", "configs.model"}, "rig.local": {"configs.model"},
+                   "analysis.run": {"exporters.registry"}}) == \
+        ["analysis.run -> exporters.registry", "locustfiles.lib.state -> rig.local"]

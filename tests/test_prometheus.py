@@ -11,6 +11,7 @@ import yaml
 
 from configs import load
 from conftest import ROOT, free_port, run_module
+from configs.discovery import LOADGEN_JOB, register_loadgen
 from rig import promconfig
 
 PROM = ROOT / "prometheus"
@@ -55,10 +56,10 @@ def test_scrape_cadence_follows_the_plan():
 
 
 def test_loadgen_registration_is_a_file_sd_file(tmp_path):
-    path = promconfig.register_loadgen(tmp_path, "127.0.0.1:9108", {"worker": "0"})
+    path = register_loadgen(tmp_path, "127.0.0.1:9108", {"worker": "0"})
     assert json.loads(path.read_text()) == [{"targets": ["127.0.0.1:9108"],
                                              "labels": {"role": "loadgen", "worker": "0"}}]
-    assert path.name.startswith(promconfig.LOADGEN_JOB)
+    assert path.name.startswith(LOADGEN_JOB)
 
 
 def query(base, q, wait_s=0.0):

@@ -212,7 +212,7 @@ def test_a_frontend_told_to_drop_unknown_fields_is_caught(dynamo, runs):
     sup = Supervisor(dynamo["tmp"] / "lax")
     sup.start("frontend-lax", cmd, env=env, cwd=rd.home(cfg), ready_url=f"http://127.0.0.1:{port}/metrics", timeout_s=60)
     try:
-        from locustfiles.lib.run import wait_for_model
+        from configs.probe import wait_for_model
         assert wait_for_model(f"http://127.0.0.1:{port}/v1", MODEL, 60) is None
         run, manifest, records = locust(dynamo, "h9", ENDPOINT=f"http://127.0.0.1:{port}/v1", CONTEXT_TOKENS="512",
                                         CONCURRENCY="2", DURATION_S="2")

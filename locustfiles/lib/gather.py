@@ -25,7 +25,7 @@ import gevent
 
 from configs.paths import check_name
 from configs.runfiles import utc
-from rig import local, promconfig
+from configs.discovery import advertise_host, connect_host, register_loadgen, targets_dir
 
 from . import state
 from .state import MSG_METRICS, MSG_RECORDS, MSG_RUN_FILE, RunState
@@ -172,7 +172,7 @@ def metrics_target(address, client_id: str, listen: str) -> Optional[str]:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
-    ours = {promconfig.connect_host(listen), promconfig.advertise_host(listen)}
+    ours = {connect_host(listen), advertise_host(listen)}
     return address if loopback or host in ours else None
 
 
@@ -188,7 +188,7 @@ def _metrics(environment, msg, **_kw) -> None:
         log.warning("worker %s (%s) gave %r as its metrics address: not announced to this host's Prometheus, "
                     "which scrapes only this host's addresses for workers", worker, msg.node_id, address)
         return
-    st.announced.append(promconfig.register_loadgen(local.targets_dir(st.cfg), target, {"worker": worker}))
+    st.announced.append(register_loadgen(targets_dir(st.cfg), target, {"worker": worker}))
 
 
 def register_master(runner) -> None:

@@ -129,30 +129,6 @@ def start_manifest(directory: Path, run_id: str, plan: RunPlan, cfg: Harness, ex
     return Manifest(directory / "manifest.json", doc)
 
 
-def wait_for_model(base: str, model: str, timeout_s: float) -> Optional[str]:
-    """None when ``base``/models lists ``model`` within the timeout, else the one-line reason."""
-    deadline = time.monotonic() + timeout_s
-    reason = ""
-    shown = redact.url(base)
-    while True:
-        try:
-            r = requests.get(f"{base}/models", timeout=5)
-            if r.status_code == 200:
-                ids = [m.get("id") for m in r.json().get("data", [])]
-                if model in ids:
-                    return None
-                reason = f"{shown}/models does not list {model!r} (it lists {', '.join(map(str, ids[:5])) or 'none'})"
-            else:
-                reason = f"{shown}/models answered HTTP {r.status_code}"
-        except requests.RequestException as exc:
-            reason = f"cannot reach {shown}/models ({type(exc).__name__})"
-        except ValueError:
-            reason = f"{shown}/models did not answer JSON"
-        if time.monotonic() >= deadline:
-            return f"{reason}; waited {timeout_s:g} s"
-        time.sleep(1)
-
-
 class GrafanaAnnotator:
     """Step boundaries as Grafana annotations (POST /api/annotations). Best effort: a Grafana that
     is down or refuses the token is reported once in the manifest and the run goes on."""

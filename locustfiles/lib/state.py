@@ -17,7 +17,7 @@ from configs import ConfigError, RunPlan, Step, load, plan_run
 from configs.paths import make_dir, open_file, resolve
 from configs.run import OVERRIDE_VARS, normalise_endpoint
 from configs.runfiles import Manifest, RecordWriter, RequestRecord
-from rig import local, promconfig
+from configs.discovery import advertise_host, connect_host, register_loadgen, targets_dir
 
 from . import cache, trace, workloads
 from .fio import FioJob
@@ -113,7 +113,7 @@ class RunState:
     def base_url(self, host: Optional[str]) -> str:
         if self.plan.hypothesis.adapter_proxy:
             lg = self.cfg.loadgen
-            return f"http://{promconfig.connect_host(lg.listen)}:{lg.adapter_proxy_port}/v1"
+            return f"http://{connect_host(lg.listen)}:{lg.adapter_proxy_port}/v1"
         return normalise_endpoint(host) if host else self.plan.openai_base
 
     def _adapters(self) -> list[str]:
@@ -166,12 +166,12 @@ class RunState:
             log.warning("loadgen metrics not served on %s:%s (%s); retrying on a free port", lg.listen, port,
                         exc.strerror)
             served = self.metrics.serve(lg.listen, 0)
-        address = f"{promconfig.connect_host(lg.listen)}:{served}"
+        address = f"{connect_host(lg.listen)}:{served}"
         if served != lg.metrics_port:                       # the configured port is a static target already
-            self.metrics.sd_file = promconfig.register_loadgen(local.targets_dir(self.cfg), address,
+            self.metrics.sd_file = register_loadgen(targets_dir(self.cfg), address,
                                                                {"worker": self.worker})
         log.info("loadgen metrics on http://%s/metrics", address)
-        return f"{promconfig.advertise_host(lg.listen)}:{served}"
+        return f"{advertise_host(lg.listen)}:{served}"
 
     def record(self, rec: RequestRecord) -> None:
         if self.writer is None:          # the run closed while this request was in flight (process quitting)

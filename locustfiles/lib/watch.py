@@ -17,7 +17,7 @@ import gevent
 import requests
 
 from configs import Harness
-from rig import promconfig
+from configs.discovery import LOADGEN_JOB, prometheus_url
 
 CHECK_EVERY_S = 5.0
 
@@ -28,7 +28,7 @@ def needed_jobs(cfg: Harness, stack_name: str) -> list[str]:
     names = [f"sparkrig-{name}" for name in cfg.exporters.ports] + [f"stack-{stack_name}"]
     if stack.kv_tiering and stack.kvbm_metrics_url:
         names.append(f"kvbm-{stack_name}")
-    return names + [promconfig.LOADGEN_JOB]
+    return names + [LOADGEN_JOB]
 
 
 def target_health(url: str, timeout_s: float = 2.0) -> Optional[dict[str, dict]]:
@@ -82,13 +82,13 @@ def missing(health: Optional[dict], jobs: list[str], since: float) -> dict[str, 
 def preflight(cfg: Harness, stack_name: str, since: float, wait_s: float,
               say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
     """Wait up to ``wait_s`` for every needed target to be scraped after ``since``; what was missing then."""
-    url, jobs = promconfig.prometheus_url(cfg), needed_jobs(cfg, stack_name)
+    url, jobs = prometheus_url(cfg), needed_jobs(cfg, stack_name)
     deadline = time.time() + wait_s
     while True:
         lacking = missing(target_health(url), jobs, since)
         # worth waiting for: a first scrape still to come (the load generator's target is down until its
         # metrics are served); a Prometheus that does not answer or lacks the target will not change
-        pending = [j for j, why in lacking.items() if why == "not scraped yet" or j == promconfig.LOADGEN_JOB]
+        pending = [j for j, why in lacking.items() if why == "not scraped yet" or j == LOADGEN_JOB]
         if not pending or time.time() >= deadline:
             break
         time.sleep(0.25)
@@ -109,7 +109,7 @@ class Watch:
 
     def check(self, now: Optional[float] = None) -> None:
         now = time.time() if now is None else now
-        lacking = missing(target_health(promconfig.prometheus_url(self.cfg)), needed_jobs(self.cfg, self.stack_name),
+        lacking = missing(target_health(prometheus_url(self.cfg)), needed_jobs(self.cfg, self.stack_name),
                           now - 3 * self.cfg.prometheus.slow_interval_ms / 1000)
         changed = False
         for job, why in lacking.items():

@@ -282,8 +282,8 @@ def test_the_locust_web_ui_listens_on_loopback_unless_told(tmp_path):
 def test_a_worker_names_only_addresses_on_the_masters_host(tmp_path, monkeypatch):
     import socket
     from types import SimpleNamespace
+    from configs.discovery import targets_dir
     from locustfiles.lib import gather, state
-    from rig import local
     here = f"{socket.gethostname()}_0123456789abcdef"
     ok = gather.metrics_target
     assert ok("127.0.0.1:9101", here, "127.0.0.1") == "127.0.0.1:9101"
@@ -303,7 +303,7 @@ def test_a_worker_names_only_addresses_on_the_masters_host(tmp_path, monkeypatch
         # what Locust's master hands a custom message's listener (importing locust here would patch this process)
         gather._metrics(None, SimpleNamespace(type=state.MSG_METRICS, data={"address": address, "worker": "w"},
                                               node_id=node))
-    written = [p.name for p in local.targets_dir(state.STATE.cfg).glob("loadgen-*.json")]
+    written = [p.name for p in targets_dir(state.STATE.cfg).glob("loadgen-*.json")]
     assert written == ["loadgen-127.0.0.1_9101.json"]
 
 
