@@ -11,7 +11,6 @@ import gzip
 import json
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 

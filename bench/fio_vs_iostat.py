@@ -94,7 +94,7 @@ def main() -> int:
         # write the file for real: reads of fallocated (unwritten) extents never reach the device
         subprocess.run(["fio", "--name=layout", f"--filename={work / 'fio.dat'}", f"--size={args.size}",
                         "--rw=write", "--bs=1M", "--end_fsync=1", "--fallocate=none"], check=True, capture_output=True)
-        local.start_exporters(cfg, sup, str(overlay), "spill", names=["nvme"])
+        local.start_exporters(cfg, sup, "spill", names=["nvme"])
         # the exporter marks the tier2 directory's disk; point it at our work directory
         sup.stop("exporter-nvme")
         port = cfg.exporters.ports["nvme"]

@@ -123,4 +123,6 @@ def load(overlay: str | os.PathLike | None = None, files: Iterable[Path] = DEFAU
         paths.append(Path(overlay))
     merged, origins = merge((_display(p), read_yaml(p)) for p in paths)
     where = _where(origins, _display(paths[-1]))
-    return _check_refs(build(Harness, merged, (), where), where)
+    cfg = _check_refs(build(Harness, merged, (), where), where)
+    object.__setattr__(cfg, "overlay", str(Path(overlay).resolve()) if overlay else None)
+    return cfg

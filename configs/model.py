@@ -432,6 +432,10 @@ class Harness:
     run_dir: str = "var/run"        # pid files, logs, Prometheus data and scrape targets of `make up`
     rig: Optional[str] = None       # this rig's name in a fleet (default: the host name)
     site: Optional[str] = None
+    # The overlay file this configuration was loaded with (absolute; None: the shipped files alone), so
+    # that every process a command starts reads what the command read, however the overlay was given
+    # (--config or $HARNESS_CONFIG). Set by configs.load, never by a file.
+    overlay: Optional[str] = field(default=None, init=False, compare=False)
 
     def __post_init__(self):
         dedicated_dir(self.results_dir, "results_dir")

@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -169,6 +170,12 @@ def read_records(path: Path, fields: Optional[tuple] = None):
                 if isinstance(rec, dict):
                     yield {k: rec.get(k) for k in fields} if fields else rec
     return lines() if fields else list(lines())
+
+
+def new_run_id(hypothesis: str, stack: str) -> str:
+    """``<hypothesis>-<stack>-<UTC time>-<4 hex>``: sorts by time, unique per start, and a valid name."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{hypothesis.lower()}-{stack}-{stamp}-{random.getrandbits(16):04x}"
 
 
 def utc(ts: float) -> str:

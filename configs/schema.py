@@ -134,9 +134,10 @@ def build(cls: type, data: Any, path: tuple, where: Where) -> Any:
 
 
 def to_plain(obj: Any) -> Any:
-    """Dataclass tree back to YAML/JSON-friendly data (for run manifests and ``show``)."""
+    """Dataclass tree back to YAML/JSON-friendly data (for run manifests and ``show``), as a file would say
+    it: what no file sets (``init=False``) is left out, so the result loads again."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
     if isinstance(obj, dict):
         return {k: to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from configs import load
-from configs.loader import OVERLAY_ENV
 from configs.discovery import prometheus_url
 from configs.errors import cli_main
 from configs.paths import PROJECT_ROOT
@@ -105,14 +104,13 @@ def main(argv=None) -> int:
     if args.cmd == "dynamo":
         from . import dynamo
         try:
-            # the operator's overlay, however it was given, under the one `dynamo up` writes
-            return dynamo.main(args.action, cfg, args.config or os.environ.get(OVERLAY_ENV) or None)
+            return dynamo.main(args.action, cfg)     # cfg.overlay: the operator's, however it was given
         except StartError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     if args.cmd == "up":
         try:
-            started = local.up(cfg, args.config, args.profile)
+            started = local.up(cfg, args.profile)
         except StartError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

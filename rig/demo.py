@@ -49,22 +49,22 @@ QUICK = (Item("H0", "stackA", (("DURATION_S", "6"),)), Item("H0", "stackB", (("D
          Item("H2B", "stackB", (("DURATION_S", "8"),)))
 
 
-def demo_config(overlay: Optional[str] = None) -> tuple[Harness, Path]:
+def demo_config(overlay: Optional[str] = None) -> Harness:
     """The demo's configuration — the shipped files, configs/demo.yaml over them, then the operator's overlay
     (``overlay``, else $HARNESS_CONFIG) over that, layered as ``configs.load`` layers them, so a ports-only
-    overlay changes the ports and nothing else — and the one overlay file every process the demo starts
-    reads (each takes one): demo.yaml and that overlay merged, under the demo's run directory. Loaded from
-    the files first, so a mistake names the file that made it."""
+    overlay changes the ports and nothing else — loaded from the one overlay file every process the demo
+    starts reads (each takes one): demo.yaml and that overlay merged, under the demo's run directory.
+    Loaded from the files first, so a mistake names the file that made it."""
     user = overlay or os.environ.get(OVERLAY_ENV) or None
     cfg = load(user, files=(*DEFAULT_FILES, DEMO_CONFIG))
     merged, _ = merge((str(p), read_yaml(p)) for p in (DEMO_CONFIG, *([Path(user)] if user else [])))
     path = local.run_dir(cfg) / "demo-config.yaml"
     path.write_text(yaml.safe_dump(merged, sort_keys=False))
-    return cfg, path
+    return load(path)
 
 
 def main(quick: bool = False, overlay: Optional[str] = None) -> int:
-    cfg, config = demo_config(overlay)
+    cfg = demo_config(overlay)
     sup = Supervisor(local.run_dir(cfg))
     running: list[subprocess.Popen] = []
     items = QUICK if quick else FULL
@@ -74,8 +74,8 @@ def main(quick: bool = False, overlay: Optional[str] = None) -> int:
         try:
             say("starting the simulated stacks, the exporters and Prometheus ...")
             for name in ("stackA", "stackB"):
-                start_simulator(cfg, sup, config, name)
-            for s in local.up(cfg, str(config), "spill"):
+                start_simulator(cfg, sup, name)
+            for s in local.up(cfg, "spill"):
                 say(f"  {s.name} (pid {s.pid}, log {s.log})")
             say(f"  Prometheus: {prometheus_url(cfg)}")
             stop.sleep(SETTLE_S)           # first scrapes in, so the first run's telemetry starts with it
@@ -89,7 +89,7 @@ def main(quick: bool = False, overlay: Optional[str] = None) -> int:
                     continue
                 n += 1
                 say(f"[{n}/{len(runs)}] {item.hypothesis} on {item.stack} ({time.monotonic() - t0:.0f} s elapsed)")
-                code, run_id = run_locust(item.hypothesis, item.stack, config, running, item.env)
+                code, run_id = run_locust(item.hypothesis, item.stack, cfg, running, item.env)
                 if run_id:
                     run_ids.append(run_id)
                 if code not in (0, 1):
@@ -98,7 +98,7 @@ def main(quick: bool = False, overlay: Optional[str] = None) -> int:
             time.sleep(2)          # the last samples reach Prometheus
             if not quick:          # the paired method in small: 6 pairs of B1 vs B2, deltas with their intervals
                 say(f"paired B1/B2 repeats ({time.monotonic() - t0:.0f} s elapsed) ...")
-                code = pairs.run(config, PAIRS["pairs"], ("B1", "B2"), PAIRS["concurrency"],
+                code = pairs.run(cfg, PAIRS["pairs"], ("B1", "B2"), PAIRS["concurrency"],
                                  PAIRS["context_tokens"], PAIRS["duration_s"], mechanism_gate=True,
                                  allow_missing_kvbm=False)
                 if code > 128:     # interrupted there: its own handler had the signal
@@ -106,7 +106,7 @@ def main(quick: bool = False, overlay: Optional[str] = None) -> int:
             say(f"writing the report ({len(run_ids)} runs) ...")
             out = resolve(cfg.results_dir) / f"demo-report-{time.strftime('%Y%m%dT%H%M%S')}"
             args = [a for r in run_ids for a in ("--run", r)]
-            rep = subprocess.run([sys.executable, "-m", "analysis", "--config", str(config), "report", *args, "--out",
+            rep = subprocess.run([sys.executable, "-m", "analysis", "--config", cfg.overlay, "report", *args, "--out",
                                   str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True)
             if rep.returncode != 0:
                 say(rep.stderr.strip().splitlines()[-1] if rep.stderr.strip() else "analysis failed")

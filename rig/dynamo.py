@@ -20,7 +20,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import yaml
 
@@ -175,10 +175,10 @@ def urls(cfg: Harness) -> dict:
             "worker_metrics_url": workers[0] if len(workers) == 1 else workers, "router_mode": d.router_mode}
 
 
-def write_overlay(cfg: Harness, user_overlay: Optional[str]) -> Path:
-    """The operator's own overlay (if any) with Stack B pointed at the local Dynamo and the model's
-    tokenizer set, so one HARNESS_CONFIG serves every command."""
-    layers = [("overlay", read_yaml(Path(user_overlay)))] if user_overlay else []
+def write_overlay(cfg: Harness) -> Path:
+    """The operator's own overlay (the one ``cfg`` was loaded with, if any) with Stack B pointed at the local
+    Dynamo and the model's tokenizer set, so one HARNESS_CONFIG serves every command."""
+    layers = [("overlay", read_yaml(Path(cfg.overlay)))] if cfg.overlay else []
     stack = {**urls(cfg), "description": f"real NVIDIA Dynamo {cfg.dynamo.version} frontend + mocker engine "
              "(python -m rig dynamo up)"}
     layers.append(("dynamo", {"stacks": {"stackB": stack},
@@ -265,7 +265,7 @@ def supervisor(cfg: Harness) -> Supervisor:
     return Supervisor(home(cfg) / "run")
 
 
-def up(cfg: Harness, user_overlay: Optional[str], say: Say = print, ready_timeout_s: float = 120.0) -> list[Started]:
+def up(cfg: Harness, say: Say = print, ready_timeout_s: float = 120.0) -> list[Started]:
     """Install if needed, then NATS, the mocker and the frontend; ready when the frontend lists the model."""
     python = install(cfg, say)
     model = model_dir(cfg, say)
@@ -307,13 +307,13 @@ def _joined(urls) -> str:
     return urls if isinstance(urls, str) else ", ".join(urls)
 
 
-def main(cmd: str, cfg: Harness, user_overlay: Optional[str]) -> int:
+def main(cmd: str, cfg: Harness) -> int:
     if cmd == "install":
         print(f"ai-dynamo {cfg.dynamo.version}: {install(cfg)}")
     elif cmd == "up":
-        for s in up(cfg, user_overlay):
+        for s in up(cfg):
             print(f"started {s.name:<9} pid {s.pid:<7} log {s.log}")
-        overlay = write_overlay(cfg, user_overlay)
+        overlay = write_overlay(cfg)
         u = urls(cfg)
         print(f"Dynamo {cfg.dynamo.version} serving {cfg.models[cfg.dynamo.model].handle} at {u['openai_base']} "
               f"(frontend metrics {u['metrics_url']}, worker metrics {_joined(u['worker_metrics_url'])}, "

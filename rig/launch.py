@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 
 from configs import Harness
 from configs.paths import PROJECT_ROOT, make_dir, resolve
-from configs.runfiles import hold_writer_lock
+from configs.loader import OVERLAY_ENV
+from configs.run import stack_name
+from configs.runfiles import hold_writer_lock, new_run_id
 from configs.tier_env import render, tier_env
 
 from .procs import StartError, Supervisor, ensure_free
@@ -34,16 +36,15 @@ def experiment_dir(cfg: Harness, kind: str) -> tuple[Path, str]:
     return out, ts
 
 
-def start_simulator(cfg: Harness, sup: Supervisor, config: Optional[Path], name: str, profile: str = "spill",
-                    tier_mode: str = "B2") -> None:
+def start_simulator(cfg: Harness, sup: Supervisor, name: str, profile: str = "spill", tier_mode: str = "B2") -> None:
     """The simulator for one configured stack, on that stack's ports, with ``profile``'s tiers (Stack B's in
-    ``tier_mode``); ``config`` None: it reads what this process reads (``configs.load``)."""
+    ``tier_mode``), reading the overlay ``cfg`` was loaded with."""
     stack = cfg.stacks[name]
     letter = name[-1]
     sup.refuse_running(f"stacksim-{letter}")
     url = urlsplit(stack.openai_base)
     cmd = [sys.executable, "-m", "stacksim", "--stack", letter, "--profile", profile,
-           *(("--config", str(config)) if config else ()), "--port", str(url.port), "--log-level", "WARNING"]
+           *(("--config", cfg.overlay) if cfg.overlay else ()), "--port", str(url.port), "--log-level", "WARNING"]
     ensure_free(url.hostname, url.port, f"the simulated {name}", "is a real stack running there? stop it, or "
                 "point the stack elsewhere in an overlay")
     if stack.kvbm_metrics_url:
@@ -133,26 +134,27 @@ def end_locust(running: list, timeout_s: float = 30.0) -> None:
         running.remove(p)
 
 
-def run_locust(hypothesis: str, stack: str, config: Optional[Path], running: list, extra_env=()) -> tuple[int, str]:
-    """One locustfile, headless; its step lines are shown as they come. Returns (exit status, run id).
-    ``config`` None: Locust reads what this process reads ($HARNESS_CONFIG if set, else the shipped configs)."""
-    env = {**os.environ, **({"HARNESS_CONFIG": str(config)} if config else {}), "STACK": stack, **dict(extra_env)}
+def run_locust(hypothesis: str, stack: str, cfg: Harness, running: list, extra_env=()) -> tuple[int, str]:
+    """One locustfile, headless, reading the overlay ``cfg`` was loaded with; its step lines are shown as
+    they come. Returns (exit status, run id: the RUN_ID it was given, or "" where it left no run)."""
+    run_id = dict(extra_env).get("RUN_ID") or new_run_id(hypothesis, stack_name(cfg, stack))
+    env = {**os.environ, "STACK": stack, "RUN_ID": run_id, **dict(extra_env)}
+    env.pop(OVERLAY_ENV, None)
+    if cfg.overlay:
+        env[OVERLAY_ENV] = cfg.overlay
     env.pop("ENDPOINT", None)
     proc = subprocess.Popen([sys.executable, "-m", "locust", "-f",
                              str(PROJECT_ROOT / "locustfiles" / f"{hypothesis.lower()}.py"), "--headless",
                              "--only-summary"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     running.append(proc)
-    run_id = ""
     for line in proc.stdout:
         line = line.rstrip()
         if line.startswith(f"[{hypothesis}]") or line.startswith("error:"):
             say("    " + line)
-            if " run " in line and "results in" in line:
-                run_id = line.split(" run ", 1)[1].split(":", 1)[0]
     code = proc.wait()
     running.remove(proc)
-    return code, run_id
+    return code, run_id if (resolve(cfg.results_dir) / run_id / "manifest.json").exists() else ""
 
 
 def restart_real_stack_b(cfg: Harness, profile: str, tier_mode: str = "B2") -> None:

@@ -118,8 +118,7 @@ def storage_snapshot(tier2_path: str, pid: Optional[int]) -> dict:
 @dataclass
 class LegRunner:
     """Runs legs against the simulated Stack B (restarted per leg) or, with STACK_B_RESTART_CMD, a real one."""
-    cfg: Harness
-    config: Optional[Path]
+    cfg: Harness                       # its overlay is what every leg's processes read
     out: Path
     running: list = field(default_factory=list)
 
@@ -135,7 +134,7 @@ class LegRunner:
             restart_real_stack_b(self.cfg, self.profile, mode)
             return
         stop_simulator(self.sup, "stackB")
-        start_simulator(self.cfg, self.sup, self.config, "stackB", self.profile, tier_mode=mode)
+        start_simulator(self.cfg, self.sup, "stackB", self.profile, tier_mode=mode)
 
     def serving_pid(self) -> Optional[int]:
         if self.real:
@@ -166,7 +165,7 @@ class LegRunner:
         before = kvbm_counters(self.kvbm_url)
         # SESSION_ID=off: a leg compares tier modes by replaying prefixes; session metadata (which Dynamo
         # 1.6.1's frontend refuses, blocking H9) is H9's own question, and a blocked leg is no comparison
-        code, _ = run_locust("H9", "stackB", self.config, self.running,
+        code, _ = run_locust("H9", "stackB", self.cfg, self.running,
                              (("CONCURRENCY", str(concurrency)), ("CONTEXT_TOKENS", str(context_tokens)),
                               ("DURATION_S", str(duration_s)), ("TIER_MODE", mode), ("RUN_ID", run_id),
                               ("SESSION_ID", "off")))

@@ -6,7 +6,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable
 
 from configs import ConfigError, Harness
 from configs.discovery import connect_host, prometheus_url, targets_dir
@@ -60,14 +60,13 @@ def wait_for_targets(cfg: Harness, timeout_s: float = 15.0) -> None:
         time.sleep(0.25)
 
 
-def start_exporters(cfg: Harness, sup: Supervisor, overlay: Optional[str], profile: str,
-                    names: Iterable[str] = NAMES) -> list[Started]:
+def start_exporters(cfg: Harness, sup: Supervisor, profile: str, names: Iterable[str] = NAMES) -> list[Started]:
     started = []
     for name in names:
         port = cfg.exporters.ports[name]
         cmd = [sys.executable, "-m", f"exporters.{name}", "--profile", profile]
-        if overlay:
-            cmd += ["--config", overlay]
+        if cfg.overlay:
+            cmd += ["--config", cfg.overlay]
         host = connect_host(cfg.exporters.listen)
         ensure_free(cfg.exporters.listen, port, f"the {name} exporter", "set exporters.ports in an overlay")
         started.append(sup.start(f"exporter-{name}", cmd, ready_url=f"http://{host}:{port}/metrics",
@@ -75,7 +74,7 @@ def start_exporters(cfg: Harness, sup: Supervisor, overlay: Optional[str], profi
     return started
 
 
-def up(cfg: Harness, overlay: Optional[str], profile: str) -> list[Started]:
+def up(cfg: Harness, profile: str) -> list[Started]:
     """Start the exporters and Prometheus. On a running stack it says so and touches nothing; when a start
     fails it stops only what this call started."""
     sup = Supervisor(run_dir(cfg))
@@ -83,7 +82,7 @@ def up(cfg: Harness, overlay: Optional[str], profile: str) -> list[Started]:
     if running := [name for name in ours if sup.pid_of(name) is not None]:
         raise StartError(f"already running: {', '.join(running)} (pid files in {sup.pids}); `make down` first")
     try:
-        started = start_exporters(cfg, sup, overlay, profile)
+        started = start_exporters(cfg, sup, profile)
         started.append(start_prometheus(cfg, sup))
     except Exception:
         for name in reversed(ours):   # none of them ran before this call: what runs now, it started

@@ -27,7 +27,7 @@ from pathlib import Path
 from analysis import gates as G
 from analysis import pairs as P
 from analysis.run import json_safe
-from configs import load
+from configs import Harness, load
 from configs.model import TIER_MODES
 
 from .launch import Interrupt, Interrupted, experiment_dir, say
@@ -60,13 +60,12 @@ def check_baseline(results: Path, key: str, found: str, strict: bool, accept: bo
 
 
 
-def run(config: Path | None, pairs: int, modes: tuple[str, str], concurrency: int, context_tokens: int,
+def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, context_tokens: int,
         duration_s: int, mechanism_gate: bool, allow_missing_kvbm: bool, strict_baseline: bool = False,
         accept_baseline: bool = False) -> int:
-    cfg = load(str(config) if config else None)
     a, b = modes
     out, ts = experiment_dir(cfg, "pairs")
-    runner = LegRunner(cfg, config, out)
+    runner = LegRunner(cfg, out)
     legs: list[P.Leg] = []
     rows: list[dict] = []
     flags: list[str] = []
@@ -221,6 +220,6 @@ def main(argv_args) -> int:
     if len(modes) != 2 or any(m not in TIER_MODES for m in modes) or modes[0] == modes[1]:
         say(f"error: --modes takes two different tier modes of {', '.join(TIER_MODES)}, got {argv_args.modes!r}")
         return 2
-    return run(Path(argv_args.config) if argv_args.config else None, argv_args.pairs, modes, argv_args.concurrency,
+    return run(load(argv_args.config), argv_args.pairs, modes, argv_args.concurrency,
                argv_args.context_tokens, argv_args.duration_s, not argv_args.no_mechanism_gate,
                argv_args.allow_missing_kvbm, argv_args.strict_baseline, argv_args.accept_new_baseline)

@@ -33,15 +33,14 @@ def rates_between(low: float, high: float, points: int) -> list[float]:
 
 
 def main(args) -> int:
-    config = Path(args.config) if args.config else None       # none: $HARNESS_CONFIG or the shipped configs
-    cfg = load(args.config)
+    cfg = load(args.config)                 # its overlay (--config, else $HARNESS_CONFIG) is what each run reads
     results = resolve(cfg.results_dir)
     running: list = []
     base = (("DURATION_S", str(args.calibrate_s)),)
     measured = {}
     for label, users in (("synchronous", 1), ("maximum", args.max_concurrency)):
         say(f"[{args.hypothesis}] {label} throughput: {users} closed-loop user(s) for {args.calibrate_s} s")
-        code, run_id = run_locust(args.hypothesis, args.stack, config, running, base + (("CONCURRENCY", str(users)),))
+        code, run_id = run_locust(args.hypothesis, args.stack, cfg, running, base + (("CONCURRENCY", str(users)),))
         if not run_id:
             say(f"error: the {label} calibration run did not start (locust exit {code})")
             return 2
@@ -52,7 +51,7 @@ def main(args) -> int:
         say("error: no throughput measured; nothing to sweep")
         return 2
     say(f"[{args.hypothesis}] open loop at {', '.join(f'{r:g}' for r in rates)} requests/s")
-    code, run_id = run_locust(args.hypothesis, args.stack, config, running,
+    code, run_id = run_locust(args.hypothesis, args.stack, cfg, running,
                               (("RATE_RPS", ",".join(f"{r:g}" for r in rates)),
                                ("DURATION_S", str(args.duration_s))))
     say(f"rate sweep run: {run_id or '-'} (locust exit {code}); analyse it with python -m analysis report "

@@ -14,10 +14,9 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
 
 from analysis.knee import find_knee
-from configs import load
+from configs import Harness, load
 from configs.model import tier_mode
 
 from .launch import Interrupt, Interrupted, experiment_dir, say
@@ -59,10 +58,9 @@ def knees(rows: list[dict]) -> dict:
     return out
 
 
-def run(config: Path | None, modes: list[str], concurrencies: list[int], context_tokens: int, duration_s: int) -> int:
-    cfg = load(str(config) if config else None)
+def run(cfg: Harness, modes: list[str], concurrencies: list[int], context_tokens: int, duration_s: int) -> int:
     out, ts = experiment_dir(cfg, "rehydrate")
-    runner = LegRunner(cfg, config, out)
+    runner = LegRunner(cfg, out)
     rows: list[dict] = []
     say(f"rehydrate sweep: modes {', '.join(modes)} x replay concurrency {', '.join(map(str, concurrencies))}, "
         f"{context_tokens} tokens, {duration_s} s per phase; results in {out}")
@@ -127,5 +125,5 @@ def main(args) -> int:
     if not concurrencies or min(concurrencies) < 1:
         say(f"error: --concurrencies takes positive integers, got {args.concurrencies!r}")
         return 2
-    return run(Path(args.config) if args.config else None, modes, sorted(set(concurrencies)), args.context_tokens,
+    return run(load(args.config), modes, sorted(set(concurrencies)), args.context_tokens,
                args.duration_s)

@@ -135,7 +135,7 @@ def main(phases: list[str], config: Path | None = None) -> int:
     with Interrupt(running) as stop:
         try:
             say("starting the exporters and Prometheus ...")
-            local.up(cfg, str(base_overlay), "spill")
+            local.up(cfg, "spill")
             for phase in phases:
                 say(f"== phase {phase}")
                 for hypothesis, stack in PHASES[phase]:
@@ -143,20 +143,21 @@ def main(phases: list[str], config: Path | None = None) -> int:
                     for split in tier_splits(cfg, hypothesis):
                         stop.check()
                         overlay = write_overlay(base, cfg, work, hypothesis, split, hyp.profile)
+                        run_cfg = load(str(overlay))
                         label = ", ".join(f"{k}={v}" for k, v in split.items())
                         want = (hyp.profile, tuple(sorted(split.items())), hyp.tier_mode)
                         if real:
                             if (split or hyp.tier_mode != "B2") and stack == "stackB":
-                                restart_real_stack_b(load(str(overlay)), hyp.profile, hyp.tier_mode)
+                                restart_real_stack_b(run_cfg, hyp.profile, hyp.tier_mode)
                         elif sims.get(stack) != want:
                             if stack in sims:
                                 stop_simulator(sup, stack)
-                            start_simulator(load(str(overlay)), sup, overlay, stack, hyp.profile, hyp.tier_mode)
+                            start_simulator(run_cfg, sup, stack, hyp.profile, hyp.tier_mode)
                             time.sleep(1)
                             sims[stack] = want
                         say(f"[{hypothesis} on {stack}{' ' + label if label else ''}] profile {hyp.profile}, "
                             f"{hyp.repetitions} repetition(s)")
-                        code, run_id = run_locust(hypothesis, stack, overlay, running)
+                        code, run_id = run_locust(hypothesis, stack, run_cfg, running)
                         o = Outcome(hypothesis, stack, label, run_id)
                         o.checks = post_run_checks(cfg, overlay, hypothesis, run_id)
                         verdict = resolve(cfg.results_dir) / run_id / "report" / "verdict.json" if run_id else None

@@ -169,7 +169,7 @@ def test_no_onboarding_is_no_signal_not_a_low_share():
 
 
 def test_ssd_mechanism_passes_only_on_bytes_really_read():
-    nan, mib, R = float("nan"), 2**20, G.DiskReads
+    mib, R = 2**20, G.DiskReads
     # KVBM claims 40 MiB onboarded from disk; the tier2 file gave 0 bytes (a full filesystem's failed reads)
     unbacked = G.mechanism(100 * mib, 40 * mib, R(file=0.0))
     assert (unbacked.status, unbacked.reason) == ("fail", "DISK_READS_NOT_BACKED")

@@ -274,3 +274,19 @@ def test_paths_refuse_traversal_and_devices(tmp_path):
     with pytest.raises(ConfigError, match="not a directory"):
         ensure_data_dir(f)
     assert ensure_data_dir(tmp_path / "new" / "dir").is_dir()
+
+
+def test_the_overlay_a_configuration_was_loaded_with_travels_with_it(write_yaml, monkeypatch, tmp_path):
+    """Every process a command starts reads the overlay the command read, however it was given (#25.6):
+    the loaded configuration carries it, absolute; no file can set it; and it is not part of what a
+    configuration says (``to_plain``), so a shown configuration loads again."""
+    from configs.schema import to_plain
+    path = write_yaml("prometheus: {port: 19090}\n")
+    monkeypatch.chdir(tmp_path)
+    assert configs.load("overlay.yaml").overlay == str(path.resolve())
+    monkeypatch.setenv("HARNESS_CONFIG", str(path))
+    assert configs.load().overlay == str(path)
+    monkeypatch.delenv("HARNESS_CONFIG")
+    assert configs.load().overlay is None and "overlay" not in to_plain(configs.load())
+    with pytest.raises(ConfigError, match="overlay: unknown key"):
+        configs.load(write_yaml("overlay: /etc/passwd\n", "bad.yaml"))

@@ -149,10 +149,17 @@ def test_pairs_run_end_to_end_with_counterbalanced_legs(tmp_path):
 
 
 @fault("pairs.early", "the first B2 leg reads nothing back from a disk tier", "the experiment stops with GATE_NO_SSD_MECHANISM_SIGNAL", ("pairs:GATE_NO_SSD_MECHANISM_SIGNAL",))
-def test_the_early_gate_stops_when_b2_has_no_disk_tier(tmp_path):
+@pytest.mark.parametrize("given", ["--config", "HARNESS_CONFIG"])
+def test_the_early_gate_stops_when_b2_has_no_disk_tier(tmp_path, given):
+    """The overlay reaches the simulator and every leg however it was given: with $HARNESS_CONFIG alone,
+    `rig pairs` once stopped at PREFLIGHT_STACK_DID_NOT_START (#25.6)."""
     overlay = pairs_overlay(tmp_path, tier2_bytes="0")
-    proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", "--duration-s", "2",
-                      "--concurrency", "2", "--context-tokens", "1024", timeout=240)
+    env = {k: v for k, v in os.environ.items() if k != "HARNESS_CONFIG"}
+    flag = ("--config", str(overlay)) if given == "--config" else ()
+    if not flag:
+        env["HARNESS_CONFIG"] = str(overlay)
+    proc = run_module("rig", *flag, "pairs", "--pairs", "1", "--duration-s", "2", "--concurrency", "2",
+                      "--context-tokens", "1024", env=env, timeout=240)
     assert proc.returncode == 2 and "the first B2 leg read nothing back from its disk tier" in proc.stdout
     out = only(tmp_path, "pairs-*[0-9]Z")
     assert json.loads((out / "verdict.json").read_text())["reasons"] == ["GATE_NO_SSD_MECHANISM_SIGNAL"]

@@ -208,7 +208,7 @@ def test_two_rigs_side_by_side_from_the_store(fleet, tmp_path):
     assert list((out / "figures").glob("rigs_H2B_*.png"))
     # the store tells the rigs apart: rig-b's exporters were not scraped during rig-a's run, and vice versa
     m = run_of(fleet, "rig-a")
-    assert instant(fleet["store"].url, f'count(up{{rig="rig-b"}})', m["end"] - 1) == {}
+    assert instant(fleet["store"].url, 'count(up{rig="rig-b"})', m["end"] - 1) == {}
     only_a = report(fleet, tmp_path / "a", "--prometheus-url", fleet["store"].url, "report", "--rig", "rig-a")
     assert {v["rig"] for v in only_a.values()} == {"rig-a"}
 

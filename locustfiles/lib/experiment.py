@@ -25,11 +25,11 @@ from configs import ConfigError
 from configs.paths import check_name
 from configs.probe import wait_for_model
 from configs.run import normalise_endpoint
-from configs.runfiles import REQUEST_MANIFEST, write_request_manifest
+from configs.runfiles import REQUEST_MANIFEST, new_run_id, write_request_manifest
 
 from . import gather, state, watch
 from .preflight import UNKNOWN_FIELD, size_prompts, unknown_fields_ignored
-from .run import GrafanaAnnotator, expected_bytes, new_run_id, run_dir, space_problem, start_manifest
+from .run import GrafanaAnnotator, expected_bytes, run_dir, space_problem, start_manifest
 from .shape import PlanShape
 from .state import MSG_RUN, MSG_SLOT, RunState
 from .user import PlanUser
@@ -65,7 +65,7 @@ def _begin_run(environment) -> None:
     target = normalise_endpoint(environment.host) if environment.host else st.plan.openai_base
     sizing, run_id = "", None
     try:
-        run_id = check_name(st.env["RUN_ID"], "environment RUN_ID") if st.env.get("RUN_ID") else new_run_id(st.plan)
+        run_id = check_name(st.env["RUN_ID"], "environment RUN_ID") if st.env.get("RUN_ID") else new_run_id(st.plan.hypothesis_id, st.plan.stack_name)
         problem = wait_for_model(target, st.plan.model_handle, st.cfg.loadgen.ready_timeout_s)
     except ConfigError as exc:
         problem = str(exc)

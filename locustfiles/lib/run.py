@@ -6,13 +6,11 @@ from __future__ import annotations
 import math
 import os
 import platform
-import random
 import resource
 import shutil
 import socket
 import subprocess
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -26,11 +24,6 @@ from configs.schema import to_plain
 # What a run's records take: a record's line without its chunk gaps (about 720 bytes with every field set),
 # one more gap per output token (itl_s), and the requests a closed-loop user is taken to send a second.
 RECORD_BYTES, GAP_BYTES, CLOSED_LOOP_RPS = 720, 9, 1.0
-
-
-def new_run_id(plan: RunPlan) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{plan.hypothesis_id.lower()}-{plan.stack_name}-{stamp}-{random.getrandbits(16):04x}"
 
 
 def run_dir(cfg: Harness, run_id: str) -> Path:

@@ -320,16 +320,19 @@ def test_no_config_means_the_defaults_and_the_demo_layers_its_overlay(tmp_path, 
     assert "error: environment SEED='not-a-seed'" in sweep.stdout, sweep.stdout
 
     from configs import load
+    from configs.loader import DEFAULT_FILES
     from configs.schema import to_plain
-    from rig.demo import demo_config
+    from rig.demo import DEMO_CONFIG, demo_config
     ports = tmp_path / "ports.yaml"
     port = free_port()
     ports.write_text(f"run_dir: {tmp_path / 'run'}\nprometheus: {{port: {port}}}\n")
     monkeypatch.setenv("HARNESS_CONFIG", str(ports))
     for overlay in (None, str(ports)):           # $HARNESS_CONFIG, then --config
-        cfg, merged = demo_config(overlay)
+        cfg = demo_config(overlay)
+        layered = load(overlay, files=(*DEFAULT_FILES, DEMO_CONFIG))       # as configs.load layers them
         h0 = cfg.hypotheses["H0"]
         assert (len(h0.sweep["concurrency"]), h0.step_duration_s, h0.repetitions) == (6, 10, 1)    # demo.yaml's
         assert cfg.prometheus.port == port and cfg.engine.max_batch_size == 8
         monkeypatch.delenv("HARNESS_CONFIG", raising=False)
-        assert to_plain(load(str(merged))) == to_plain(cfg)            # what every process it starts reads
+        assert cfg.overlay.endswith("demo-config.yaml")                    # what every process it starts reads
+        assert to_plain(load(cfg.overlay)) == to_plain(layered)

@@ -113,7 +113,7 @@ def test_preflight_says_what_is_wrong(tmp_path, monkeypatch):
     fe = Frontend(503, [])
     overlay = stack_b_overlay(tmp_path, fe.base)
     monkeypatch.delenv("STACK_B_RESTART_CMD", raising=False)
-    runner = LegRunner(load(str(overlay)), overlay, tmp_path)
+    runner = LegRunner(load(str(overlay)), tmp_path)
     assert runner.preflight(need_kvbm=True) == ["PREFLIGHT_FRONTEND_UNHEALTHY", "PREFLIGHT_MODEL_NOT_REGISTERED",
                                                 "PREFLIGHT_KVBM_METRICS_UNREACHABLE"]
     fe.server.shutdown()

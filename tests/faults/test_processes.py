@@ -88,7 +88,7 @@ def test_a_second_pairs_leaves_the_first_ones_stack(tmp_path):
     from rig.procs import Supervisor
     config = rig_overlay(tmp_path)
     sup = Supervisor(tmp_path / "run")
-    start_simulator(load(str(config)), sup, config, "stackB")         # the first experiment's, as its legs see it
+    start_simulator(load(str(config)), sup, "stackB")         # the first experiment's, as its legs see it
     try:
         pid = sup.pid_of("stacksim-B")
         second = run_module("rig", "--config", str(config), "pairs", "--pairs", "1", timeout=120)
