@@ -5,6 +5,8 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import pandas as pd
+
 
 PLAN_RATIO = 2.0
 PLAN_RULE = "test plan: TTFT p99 > 2 x p50 on two consecutive steps"
@@ -66,3 +68,20 @@ def saturation(levels: Sequence[float], throughput: Sequence[float], min_gain: f
         if prev > 0 and (cur - prev) / prev < min_gain:
             return levels[i - 1]
     return None
+
+
+def knee_of(table: pd.DataFrame, pooled: pd.DataFrame, key: str) -> tuple[Optional[Knee], Optional[float]]:
+    """The knee and the saturation level over the levels' repetitions that no outage touched (``pooled``
+    holds only those): a level whose every repetition ran while the stack or the load generator was out
+    gives no knee at all, rather than one drawn across the gap it leaves."""
+    if table.empty or key not in ("arrival_rate_rps", "concurrency", "context_tokens"):
+        return None, None
+    ordered = pooled[pooled["phase"] == "run"].sort_values(key) if not pooled.empty else pooled
+    if set(table.loc[table["phase"] == "run", key]) - set(ordered[key] if not ordered.empty else ()):
+        return Knee(None, None, "outage"), None
+    if pooled.empty:
+        return None, None
+    throughput = list(ordered["throughput_rps"]) if key in ("concurrency", "arrival_rate_rps") else None
+    knee = find_knee(list(ordered[key]), list(ordered["ttft_p50_s"]), list(ordered["ttft_p99_s"]), throughput,
+                     list(ordered["ttft_tail_requests"]))
+    return knee, saturation(list(ordered[key]), throughput) if throughput is not None else None

@@ -10,25 +10,21 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from configs.runfiles import NOT_SERVER_OUTCOMES
 from configs.vocabulary.rules import LATENCY_WINDOW_S
 
 from . import gates as G
+from . import hypotheses as H
 from .correlate import MIN_WINDOWS, Correlation, best_lag, on_grid, window_p99
-from .knee import Knee, find_knee, saturation
+from .knee import Knee, knee_of
 from .promdata import Source
-from .steps import by_step, load_run, step_table
-from .telemetry import QUERIES, pull, raw_name, single, window_mean
+from .steps import by_step, error_rate, load_run, step_table
+from .telemetry import IDLE_S, QUERIES, RATE_SETTLE_S, pull, raw_name, single, total, window_mean
 
-IDLE_S = 30.0                  # telemetry before the run: the idle baseline (H2A's flat-NVMe gate)
-WARMUP_S = 5.0                 # rate windows of the recording rules need this long inside a step
 CORRELATION_WINDOW_S = 2.0
 STEP_TELEMETRY = ("nvme_reads", "nvme_read_bytes", "nvme_r_await", "nvme_util", "iowait", "psi_io",
                   "kv_onboard_disk_bytes", "kv_onboard_disk_blocks", "kv_onboard_blocks", "kv_offload_disk_bytes",
                   "kv_hit_disk",
                   "kv_hit_host", "kv_onboard_share_disk", "tier2_fetch_p95")
-# hypotheses whose claim about Stack B rests on KV moving through the disk tier
-STORAGE_CLAIMS = ("H2B", "H3", "H4B", "H5", "H6", "H7", "H8", "H9")
 CORRELATE_WITH = ("nvme_r_await", "nvme_reads", "nvme_util", "kv_onboard_disk_bytes", "iowait", "psi_io")
 
 
@@ -109,11 +105,11 @@ def level_key(manifest: dict) -> str:
 
 def add_step_telemetry(table: pd.DataFrame, frames: dict) -> pd.DataFrame:
     """Each step's telemetry over its measured window (from its warm-up's end, and at least the rate
-    windows' WARMUP_S in). The histogram p99 only where the step outlasts its rule's window; elsewhere it
+    windows' RATE_SETTLE_S in). The histogram p99 only where the step outlasts its rule's window; elsewhere it
     is left empty with the reason (on 20 s steps it read 0.74 s against an exact 0.118 s)."""
     out = table.copy()
     for name in STEP_TELEMETRY:
-        out[name] = [window_mean(frames[name], r.start + max(r.warmup_s, min(WARMUP_S, r.duration_s / 2)), r.end)
+        out[name] = [window_mean(frames[name], r.start + max(r.warmup_s, min(RATE_SETTLE_S, r.duration_s / 2)), r.end)
                      for r in out.itertuples()]
     hist = frames.get("ttft_p99_hist")
     values, reasons = [], []
@@ -172,23 +168,6 @@ def correlations(records: pd.DataFrame, frames: dict, start: float, end: float,
     return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
 
 
-def knee_of(table: pd.DataFrame, pooled: pd.DataFrame, key: str) -> tuple[Optional[Knee], Optional[float]]:
-    """The knee and the saturation level over the levels' repetitions that no outage touched (``pooled``
-    holds only those): a level whose every repetition ran while the stack or the load generator was out
-    gives no knee at all, rather than one drawn across the gap it leaves."""
-    if table.empty or key not in ("arrival_rate_rps", "concurrency", "context_tokens"):
-        return None, None
-    ordered = pooled[pooled["phase"] == "run"].sort_values(key) if not pooled.empty else pooled
-    if set(table.loc[table["phase"] == "run", key]) - set(ordered[key] if not ordered.empty else ()):
-        return Knee(None, None, "outage"), None
-    if pooled.empty:
-        return None, None
-    throughput = list(ordered["throughput_rps"]) if key in ("concurrency", "arrival_rate_rps") else None
-    knee = find_knee(list(ordered[key]), list(ordered["ttft_p50_s"]), list(ordered["ttft_p99_s"]), throughput,
-                     list(ordered["ttft_tail_requests"]))
-    return knee, saturation(list(ordered[key]), throughput) if throughput is not None else None
-
-
 def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
             progress: Callable[[str], None] = lambda _m: None) -> RunAnalysis:
     manifest, records = load_run(run_dir)
@@ -212,17 +191,10 @@ def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
                        evidence(frames, start, end, tiered), frames, observed)
 
 
-def total(frames: dict, name: str, start: float, end: float) -> float:
-    """Integral over the run of a per-second rate series (bytes/s -> bytes); nan without samples."""
-    s = single(frames[name])
-    s = s[(s.index >= start) & (s.index <= end)].dropna()
-    return float(np.trapezoid(s.to_numpy(), s.index.to_numpy())) if len(s) > 1 else float("nan")
-
-
 def evidence(frames: dict, start: float, end: float, tiered: bool) -> dict:
     """The storage mechanism in numbers: KV bytes through the disk tier, and the kv_tier2 disk's reads.
     A stack without a KV disk tier moved 0 bytes through one by construction (said as such)."""
-    out = {"kv_tier2_disk_reads_per_s": window_mean(frames["nvme_reads"], start + WARMUP_S, end)}
+    out = {"kv_tier2_disk_reads_per_s": window_mean(frames["nvme_reads"], start + RATE_SETTLE_S, end)}
     if tiered:
         out.update(tier2_read_bytes=total(frames, "kv_onboard_disk_bytes", start, end),
                    tier2_written_bytes=total(frames, "kv_offload_disk_bytes", start, end),
@@ -233,24 +205,6 @@ def evidence(frames: dict, start: float, end: float, tiered: bool) -> dict:
     return out
 
 
-def blocking_refusals(manifest: dict, records: pd.DataFrame) -> pd.Series:
-    """Records refused for the reason the run is blocked (the frontend's 400 for session_id): the blocked
-    gate reports them; every other failure still counts as an error."""
-    blocked = (manifest.get("blocked") or {}).get("reason")
-    if not blocked or records.empty or "error" not in records:
-        return pd.Series(False, index=records.index)
-    return (records["status"] == 400) & records["error"].fillna("").map(lambda e: bool(e) and e in blocked)
-
-
-def error_rate(manifest: dict, records: pd.DataFrame) -> float:
-    """Share of the requests the server failed: neither the refusals a block explains nor the streams the
-    client cut or never sent count."""
-    counted = records[~blocking_refusals(manifest, records)] if not records.empty else records
-    if not counted.empty:                  # streams Locust cut at a step boundary are not server errors
-        counted = counted[~counted["error_class"].isin(NOT_SERVER_OUTCOMES)]
-    return float((~counted["ok"]).mean()) if not counted.empty else float("nan")
-
-
 def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) -> list:
     rate = error_rate(manifest, records)
     out = G.run_state(manifest, 0.0 if math.isnan(rate) else rate)
@@ -259,23 +213,13 @@ def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) 
     out.append(G.alignment(frames, first, end, tiered))
     out += G.repetitions(pooled)
     hyp = manifest["hypothesis"]
-    if hyp == "H2A":
-        idle = window_mean(frames["nvme_reads"], start - IDLE_S, start)
-        out.append(G.nvme_flat(window_mean(frames["nvme_reads"], start + WARMUP_S, end), idle))
-    if hyp == "H2B":
-        ordered = pooled.sort_values(key) if not pooled.empty else pooled
-        at = None
-        if knee is not None and knee.knee_index is not None:
-            at = ordered.iloc[knee.knee_index]
-        elif not ordered.empty:
-            at = ordered.iloc[-1]                 # no knee: judge the heaviest step
-        share = float(at["kv_onboard_share_disk"]) if at is not None else float("nan")
-        onboarded = float(at["kv_onboard_blocks"]) if at is not None else float("nan")
-        out.append(G.tier2_hits_at_knee(share, None if at is None else f"{at['label']}", onboarded))
+    h = H.lookup(hyp)
+    if h is not None:
+        out += h.gates(H.GateContext(manifest, records, pooled, frames, start, end, tiered, knee, key))
     if tiered and manifest.get("tier_mode") == "B1":
         out.append(G.b1_disk_off(total(frames, "kv_onboard_disk_bytes", start, end),
                                  total(frames, "tier2_file_read_bytes", start, end)))
-    if tiered and hyp in STORAGE_CLAIMS and manifest.get("tier_mode") in (None, "B2"):   # B0/B1: no disk tier
+    if tiered and H.claims_storage(hyp) and manifest.get("tier_mode") in (None, "B2"):   # B0/B1: no disk tier
         out.append(G.mechanism(total(frames, "kv_offload_disk_bytes", start, end),
                                total(frames, "kv_onboard_disk_bytes", start, end),
                                disk_reads(manifest, frames, start, end), kv_up_share(frames, start, end)))

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from configs.runfiles import CANCELLED_BY_STEP, SHED_BY_CLIENT, read_manifest, read_records
+from configs.runfiles import CANCELLED_BY_STEP, NOT_SERVER_OUTCOMES, SHED_BY_CLIENT, read_manifest, read_records
 from .knee import PLAN_RATIO
 
 
@@ -160,3 +160,21 @@ def by_step(table: pd.DataFrame) -> pd.DataFrame:
                 ttft_p99_min=("ttft_p99_s", "min"), ttft_p99_max=("ttft_p99_s", "max")).reset_index()
     out["ttft_p99_cov"] = out["ttft_p99_std"] / out["ttft_p99_mean"]
     return out
+
+
+def blocking_refusals(manifest: dict, records: pd.DataFrame) -> pd.Series:
+    """Records refused for the reason the run is blocked (the frontend's 400 for session_id): the blocked
+    gate reports them; every other failure still counts as an error."""
+    blocked = (manifest.get("blocked") or {}).get("reason")
+    if not blocked or records.empty or "error" not in records:
+        return pd.Series(False, index=records.index)
+    return (records["status"] == 400) & records["error"].fillna("").map(lambda e: bool(e) and e in blocked)
+
+
+def error_rate(manifest: dict, records: pd.DataFrame) -> float:
+    """Share of the requests the server failed: neither the refusals a block explains nor the streams the
+    client cut or never sent count."""
+    counted = records[~blocking_refusals(manifest, records)] if not records.empty else records
+    if not counted.empty:                  # streams Locust cut at a step boundary are not server errors
+        counted = counted[~counted["error_class"].isin(NOT_SERVER_OUTCOMES)]
+    return float((~counted["ok"]).mean()) if not counted.empty else float("nan")

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from configs.vocabulary import rules as R
 from configs.vocabulary import series as S
 
 from .promdata import Source
+
+IDLE_S = 30.0                  # telemetry before the run: the idle baseline (H2A's flat-NVMe gate)
+RATE_SETTLE_S = 5.0            # rate windows of the recording rules need this long inside a step
+
 
 def sel(name: str, matchers: str = "") -> str:
     """A selector of ``name`` as a query template: its matchers and the run's {scope} (see scope())."""
@@ -112,3 +117,10 @@ def window_mean(frame: pd.DataFrame, start: float, end: float) -> float:
     s = s[(s.index >= start) & (s.index <= end)]
     s = s[~s.isna()]
     return float(s.mean()) if len(s) else float("nan")
+
+
+def total(frames: dict, name: str, start: float, end: float) -> float:
+    """Integral over the run of a per-second rate series (bytes/s -> bytes); nan without samples."""
+    s = single(frames[name])
+    s = s[(s.index >= start) & (s.index <= end)].dropna()
+    return float(np.trapezoid(s.to_numpy(), s.index.to_numpy())) if len(s) > 1 else float("nan")

@@ -6,7 +6,7 @@ module holds types and range checks, never numbers of its own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Literal, Optional, Union, get_args
 
 from . import checks
 from .checks import FieldError
@@ -216,6 +216,10 @@ FIO_SWEEP_KEY = "fio_profile"
 SweepValue = Union[int, float, str]
 
 
+Phase = Literal["A", "B", "C", "H9"]
+PLAYBOOK_PHASES = get_args(Phase)          # the sweep playbook's phases, in the order it runs them
+
+
 @dataclass(frozen=True)
 class Hypothesis:
     title: str
@@ -233,6 +237,9 @@ class Hypothesis:
     adapter_proxy: bool = False
     blocked_if: Optional[str] = None
     tier_mode: str = "B2"          # Stack B's KVBM tiers for this hypothesis (TIER_MODE overrides)
+    # the sweep playbook's phase (`rig sweep`): A baselines, B features, C hero, H9 the rehydration check;
+    # None: not in the playbook. A phase runs its hypotheses in this file's order, each on its stacks.
+    phase: Optional[Phase] = None
 
     def __post_init__(self):
         object.__setattr__(self, "tier_mode", tier_mode(self.tier_mode))

@@ -9,6 +9,7 @@ from pathlib import Path
 from configs import load
 from configs.discovery import prometheus_url
 from configs.errors import cli_main
+from configs.model import PLAYBOOK_PHASES
 from configs.paths import PROJECT_ROOT
 
 from . import local, promconfig
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
                                           "$HARNESS_CONFIG layered over it)")
     p_demo.add_argument("--quick", action="store_true", help="H0 and H2 only, shorter steps (CI)")
     p_sweep = sub.add_parser("sweep", help="the v3.3 sweep playbook: phases A, B, C and the H9 check")
-    p_sweep.add_argument("--phase", action="append", choices=["A", "B", "C", "H9"],
+    p_sweep.add_argument("--phase", action="append", choices=list(PLAYBOOK_PHASES),
                          help="phases to run, in order (default: A B C H9)")
     p_pairs = sub.add_parser("pairs", help="paired AB/BA repeats of the rehydrate replay between two tier modes "
                                            "(default B1 vs B2): deltas, intervals, tests, order check, verdict")
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
         return pairs.main(args)
     if args.cmd == "sweep":
         from . import sweep
-        return sweep.main(args.phase or ["A", "B", "C", "H9"], Path(args.config) if args.config else None)
+        return sweep.main(args.phase or list(PLAYBOOK_PHASES), Path(args.config) if args.config else None)
     cfg = load(args.config)
     if args.cmd == "dynamo":
         from . import dynamo

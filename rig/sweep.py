@@ -26,7 +26,8 @@ from pathlib import Path
 import yaml
 
 from configs import load
-from configs.model import PROFILE_SWEEP_KEYS
+from configs.model import PLAYBOOK_PHASES, PROFILE_SWEEP_KEYS
+from analysis.hypotheses import lookup
 from configs.paths import PROJECT_ROOT, resolve
 
 from . import local
@@ -34,16 +35,16 @@ from .launch import (Interrupt, Interrupted, end_locust, restart_real_stack_b, r
                      stop_simulator)
 from .procs import StartError, Supervisor
 
-PHASES = {
-    "A": [("H0", "stackA"), ("H0", "stackB"), ("H2A", "stackA"), ("H2B", "stackB"), ("H4A", "stackA"),
-          ("H4B", "stackB")],
-    "B": [("H1", "stackB"), ("H5", "stackB"), ("H3", "stackA"), ("H3", "stackB"), ("H6", "stackB"), ("H7", "stackB")],
-    "C": [("H8", "stackA"), ("H8", "stackB")],
-    "H9": [("H9", "stackB")],
-}
-EXPECTED_CSV = {"H0": "uwork.csv", "H2A": "H2_context.csv", "H2B": "H2_context.csv", "H4A": "H4B_p99_vs_nvme.csv",
-                "H4B": "H4B_p99_vs_nvme.csv", "H5": "H5_workingset.csv", "H6": "H6_tier_sizing.csv",
-                "H7": "H7_predicted_vs_observed.csv", "H8": "H8_iowait.csv", "H9": "H9_rehydrate.csv"}
+def phases(cfg) -> dict[str, list[tuple[str, str]]]:
+    """Each playbook phase's runs, (hypothesis, stack), as configs/hypotheses.yaml places them."""
+    return {p: [(hid, stack) for hid, h in cfg.hypotheses.items() if h.phase == p for stack in h.stacks]
+            for p in PLAYBOOK_PHASES}
+
+
+def expected_csv(hypothesis: str) -> str:
+    """The table the hypothesis' report section always writes (its registered one), else the summary."""
+    h = lookup(hypothesis)
+    return h.csv if h is not None else "summary_v3.csv"
 
 
 @dataclass
@@ -101,7 +102,7 @@ def post_run_checks(cfg, overlay: Path, hypothesis: str, run_id: str) -> dict:
     run = results / run_id if run_id else None
     checks = {"run directory": bool(run and run.is_dir()),
               "manifest complete": False, "requests recorded": False, "analysis ran": False,
-              f"{EXPECTED_CSV.get(hypothesis, 'summary_v3.csv')} written": False}
+              f"{expected_csv(hypothesis)} written": False}
     if not checks["run directory"]:
         return checks
     manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
@@ -111,8 +112,7 @@ def post_run_checks(cfg, overlay: Path, hypothesis: str, run_id: str) -> dict:
     proc = subprocess.run([sys.executable, "-m", "analysis", "--config", str(overlay), "report", "--run", run_id,
                            "--out", str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True)
     checks["analysis ran"] = proc.returncode == 0
-    checks[f"{EXPECTED_CSV.get(hypothesis, 'summary_v3.csv')} written"] = \
-        (out / EXPECTED_CSV.get(hypothesis, "summary_v3.csv")).exists()
+    checks[f"{expected_csv(hypothesis)} written"] = (out / expected_csv(hypothesis)).exists()
     return checks
 
 
@@ -138,7 +138,7 @@ def main(phases: list[str], config: Path | None = None) -> int:
             local.up(cfg, "spill")
             for phase in phases:
                 say(f"== phase {phase}")
-                for hypothesis, stack in PHASES[phase]:
+                for hypothesis, stack in phases(cfg)[phase]:
                     hyp = cfg.hypotheses[hypothesis]
                     for split in tier_splits(cfg, hypothesis):
                         stop.check()

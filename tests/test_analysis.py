@@ -239,7 +239,7 @@ def test_report_without_prometheus_is_one_line(observed):
 
 
 def test_refusals_behind_a_block_are_not_errors_but_other_failures_are():
-    from analysis.run import blocking_refusals
+    from analysis.steps import blocking_refusals
     manifest = {"blocked": {"reason": "the frontend rejects session_id metadata (HTTP 400): HTTP 400 "
                                       "Validation: Unsupported parameter(s): `session_id`"}}
     records = pd.DataFrame({"status": [400, 200, 200, 500],
@@ -279,7 +279,7 @@ def test_steps_are_measured_from_their_target_load_and_outages_make_no_knee():
     measured while 31 → 12 of them still ran); requests sent before are counted off target and left out; a
     step that never reached it has no throughput; a step an outage touched is left out of the pooled
     steps, and a level left with no clean repetition makes no knee (#24.1, #24.2)."""
-    from analysis.run import knee_of
+    from analysis.knee import knee_of
     from analysis.steps import by_step, step_table
 
     def step(i, conc, start, at_target="start"):
@@ -333,7 +333,7 @@ def test_runs_of_different_plans_are_never_pooled_into_one_line():
     took the stack's U_work from the failed one: runs share a line only when their plans match, each plan
     gets its own line and knee, named by run id, and a failed run gives no U_work (#24.6)."""
     from analysis.knee import Knee
-    from analysis.report import _failed, _lines
+    from analysis.hypotheses.common import failed as _failed, lines as _lines
     from analysis.run import RunAnalysis
 
     def run(run_id, context, p50, ok=True):
@@ -386,3 +386,38 @@ def test_reuse_by_turn_is_the_servers_cached_share_of_each_turns_prompt():
     assert t["turn"].tolist() == [0, 1, 2] and t["requests"].tolist() == [2, 2, 2]
     assert t["cached_share"].tolist() == pytest.approx([0.0, 0.5, 0.8])      # unknown counts left out, failed too
     assert by_turn(records.iloc[:0]).empty
+
+
+def test_a_hypothesis_registered_in_one_place_gets_its_section_csv_gates_and_finding(tmp_path, monkeypatch):
+    """A new hypothesis is one registered unit (#25.1): registered here, from inside the test, it gets its
+    heading (its configured title), claim and finding, its section and CSV in the report, its own gate in
+    the run's gates and its storage claim's mechanism gate, touching no other module."""
+    from analysis import gates as G
+    from analysis import report
+    from analysis import hypotheses as H
+    from analysis.hypotheses.registry import REGISTRY
+    from analysis.run import RunAnalysis, gates_for
+    from analysis.telemetry import QUERIES
+
+    def section(runs, out):
+        out.csv("HX_toy.csv", pd.DataFrame({"run_id": [a.run_id for a in runs]}))
+        out.doc.p("toy section body")
+    toy = H.Hypothesis(("HX",), "toys", "HX_toy.csv", section,
+                       gates=lambda ctx: [G.Gate("hx_toy", "pass", "OK", f"{len(ctx.records)} records")],
+                       storage_claims=("HX",), finding=lambda hid, runs: H.Finding(H.SUPPORTED, f"{len(runs)} run"))
+    monkeypatch.setitem(REGISTRY, "HX", toy)
+    frames = {n: pd.DataFrame(columns=["time", "series", "value"]) for n in QUERIES}
+    manifest = {"run_id": "hx-1", "hypothesis": "HX", "title": "Toys are fun", "stack": "stackB", "status": "complete",
+                "steps": [], "outages": [], "tier_mode": "B2", "plan": {"hypothesis": {"expected": "more toys"}}}
+    records = pd.DataFrame({"ok": [True], "error_class": [None], "status": [200]})
+    gates = gates_for(manifest, records, pd.DataFrame(), frames, 0.0, 10.0, True, None, "concurrency")
+    assert {"hx_toy", "ssd_mechanism"} <= {g.name for g in gates}
+    pooled = pd.DataFrame([{"rig": "r", "hypothesis": "HX", "stack": "stackB", "step": 0, "label": "single",
+                            "requests": 1}])
+    run = RunAnalysis(Path("hx-1"), manifest, records, pd.DataFrame(), pooled, None, "step", None, pd.DataFrame(),
+                      gates)
+    written = report.build([run], tmp_path, lambda _m: None)
+    assert "HX_toy.csv" in written
+    md = (tmp_path / "report.md").read_text()
+    assert "## HX — Toys are fun" in md and "Expected: more toys **Finding: supported** — 1 run" in md
+    assert "toy section body" in md and "hx_toy" in md

@@ -143,7 +143,7 @@ def test_analysis_report_on_the_real_runs(dynamo, runs, tmp_path):
     h9 = {g["name"]: g for g in by_hyp["H9"]["gates"]}
     assert h9["blocked"]["status"] == "blocked" and h9["errors"]["status"] in ("pass", "fail")
     report = (tmp_path / "report.md").read_text()
-    assert "H9 — session rehydration" in report
+    assert "H9 — Session rehydration from the SSD tier" in report
     # no KVBM on the mocker: the disk figures are the host's disk, and its correlations are no evidence (#24.5)
     h2b_line = next(line for line in report.splitlines() if line.startswith("- H2B stackB: at "))
     assert "host disk, no KV tier observed" in h2b_line and "tier2 onboard" not in h2b_line

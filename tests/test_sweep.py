@@ -32,3 +32,19 @@ def test_h9_check_against_real_stack_urls(tmp_path):
     summary = proc.stdout.split("sweep summary", 1)[1]
     assert "H9" in summary and "blocked" in summary and "checks ok" in summary
     assert not list((tmp_path / "run" / "pids").glob("*.pid"))
+
+
+def test_the_playbook_phases_and_expected_tables_come_from_the_config_and_the_registry():
+    """The sweep's phases are configs/hypotheses.yaml's `phase:` (each hypothesis on its stacks) and the table
+    each post-run check expects is the one its registered report section writes (H4A's is the family's), not
+    copies kept in rig/sweep.py (#25.1)."""
+    from configs import load
+    from rig.sweep import expected_csv, phases
+    p = phases(load())
+    assert p["A"] == [("H0", "stackA"), ("H0", "stackB"), ("H2A", "stackA"), ("H2B", "stackB"), ("H4A", "stackA"),
+                      ("H4B", "stackB")]
+    assert p["C"] == [("H8", "stackA"), ("H8", "stackB")] and p["H9"] == [("H9", "stackB")]
+    assert sorted(p["B"]) == sorted([("H1", "stackB"), ("H5", "stackB"), ("H3", "stackA"), ("H3", "stackB"),
+                                     ("H6", "stackB"), ("H7", "stackB")])
+    assert (expected_csv("H0"), expected_csv("H4A"), expected_csv("TR")) == ("uwork.csv", "H4B_p99_vs_nvme.csv",
+                                                                               "summary_v3.csv")
