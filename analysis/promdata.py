@@ -1,21 +1,29 @@
 """Telemetry for a run window, from Prometheus or from files exported beside the run.
 
-Range queries are cut into chunks so no series exceeds Prometheus's 11,000 points per query
-(a 3-hour run at a 200 ms step is 54,000 points), retried with backoff on connection errors and
-5xx, and stitched back. A missing series is an empty frame, reported by the gates, not an error;
-an unreachable Prometheus is one line naming the URL.
+Range queries go through prometheus-api-client (``PrometheusConnect.custom_query_range``, its
+``MetricRangeDataFrame`` into pandas), cut into chunks so no series exceeds Prometheus's 11,000 points per
+query (a 3-hour run at a 200 ms step is 54,000 points), retried with backoff on connection errors and 5xx,
+and stitched back. The client rounds start and end to whole seconds, so every chunk edge is a whole second
+on the step grid and rounding moves nothing. A frame holds each point's time, value, series key and its
+labels as columns. A missing series is an empty frame, reported by the gates, not an error; an unreachable
+Prometheus is one line naming the URL.
 """
 from __future__ import annotations
 
+import ast
 import gzip
 import json
+import math
 import os
 import time
+import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
 import pandas as pd
 import requests
+from prometheus_api_client import MetricRangeDataFrame, PrometheusApiClientException, PrometheusConnect
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -29,14 +37,21 @@ class TelemetryError(Exception):
     """Prometheus cannot be asked at all; the message is one line."""
 
 
-def chunks(start: float, end: float, step: float, max_points: int = MAX_POINTS) -> list[tuple[float, float]]:
-    """[start, end] cut into windows of at most max_points samples each, on one step grid."""
-    span = step * (max_points - 1)
-    out, t = [], start
-    while t <= end:
-        out.append((t, min(end, t + span)))
-        t += span + step
-    return out
+def chunks(start: float, end: float, step: float, max_points: int = MAX_POINTS) -> list[tuple[int, int]]:
+    """[start, end] widened to whole seconds (start floored, end ceiled onto the grid) and cut into windows
+    of at most max_points samples each. Every edge is a whole second and on the step grid from the start, so
+    a client that rounds them to whole seconds moves nothing; neighbouring windows share their edge (that
+    point is asked twice and kept once)."""
+    unit = math.lcm(round(step * 1000), 1000) // 1000          # whole seconds that are whole steps
+    a = math.floor(start)
+    z = a + math.ceil((end - a) / unit) * unit
+    span = max(unit, (int(step * (max_points - 1)) // unit) * unit)
+    out, t = [], a
+    while True:
+        out.append((t, min(z, t + span)))
+        if t + span >= z:
+            return out
+        t += span
 
 
 def _series_key(labels: dict) -> str:
@@ -44,8 +59,24 @@ def _series_key(labels: dict) -> str:
 
 
 def to_frame(result: Iterable[dict]) -> pd.DataFrame:
-    rows = [(float(t), _series_key(r["metric"]), float(v)) for r in result for t, v in r["values"]]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    """A range result as time, value, series (its labels as one key) and each label as a column."""
+    result = list(result)
+    if not result:
+        return pd.DataFrame(columns=COLUMNS)
+    with warnings.catch_warnings():     # prometheus-api-client 0.7 calls set_index(inplace=True), which pandas 3
+        warnings.filterwarnings("ignore", message="The inplace keyword")      # deprecates: ours is not to fix
+        d = pd.DataFrame(MetricRangeDataFrame(result, ts_as_datetime=False)).reset_index()
+    d = d.rename(columns={"timestamp": "time"}).drop(columns="__name__", errors="ignore")
+    names = sorted(c for c in d.columns if c not in ("time", "value"))
+    d[names] = d[names].fillna("")                  # a label a series lacks
+    keys: dict[tuple, str] = {}
+
+    def key(row: tuple) -> str:
+        if row not in keys:
+            keys[row] = json.dumps({n: v for n, v in zip(names, row) if v != ""}, separators=(",", ":"))
+        return keys[row]
+    d["series"] = [key(row) for row in d[names].itertuples(index=False, name=None)]
+    return d.astype({"time": float, "value": float})
 
 
 class Source:
@@ -72,6 +103,7 @@ class PrometheusSource(Source):
         self.session = requests.Session()
         for scheme in ("http://", "https://"):
             self.session.mount(scheme, HTTPAdapter(max_retries=retry))
+        self.prom = PrometheusConnect(self.url, retry=retry, session=self.session, timeout=timeout_s, method="POST")
         self.progress = progress or (lambda _m: None)
         self.frames: dict[str, pd.DataFrame] = {}
 
@@ -85,12 +117,14 @@ class PrometheusSource(Source):
     def range(self, name, query, start, end, step):
         parts = []
         for a, b in chunks(start, end, step, self.max_points):
-            # start and end to the millisecond: a client that rounds them to whole seconds (as
-            # prometheus-api-client did) moves every chunk off the step grid, and points go missing where
-            # chunks meet
-            parts.append(self._ask(name, "query_range", {"query": query, "start": f"{a:.3f}", "end": f"{b:.3f}",
-                                                         "step": f"{round(step * 1000)}ms"}))
-        frame = self._stitch(name, parts)
+            try:
+                result = self.prom.custom_query_range(query, _utc(a), _utc(b), f"{round(step * 1000)}ms")
+            except requests.RequestException as exc:
+                raise TelemetryError(f"Prometheus at {self.url} stopped answering ({type(exc).__name__})") from None
+            except PrometheusApiClientException as exc:
+                raise TelemetryError(f"query {name!r} failed: {client_error(exc)}") from None
+            parts.append(to_frame(result))
+        frame = self._stitch(name, [p[(p["time"] >= start) & (p["time"] <= end)] for p in parts])
         self.progress(f"  {name}: {frame['series'].nunique()} series, {len(frame)} points")
         return frame
 
@@ -123,6 +157,21 @@ class PrometheusSource(Source):
         frame = frame.drop_duplicates(["time", "series"]).sort_values("time", ignore_index=True)
         self.frames[name] = frame
         return frame
+
+
+def _utc(t: int) -> datetime:
+    return datetime.fromtimestamp(t, timezone.utc)
+
+
+def client_error(exc: PrometheusApiClientException) -> str:
+    """prometheus-api-client's "HTTP Status Code 400 (b'{...}')" as "HTTP 400: <the query API's words>"."""
+    text = str(exc)
+    code, _, body = text.removeprefix("HTTP Status Code ").partition(" (")
+    try:
+        words = json.loads(ast.literal_eval(body.removesuffix(")"))).get("error")
+    except (ValueError, SyntaxError, AttributeError):
+        words = None
+    return f"HTTP {code}: {str(words)[:200]}" if words and code.isdigit() else text[:200]
 
 
 def api_error(resp: requests.Response) -> str:

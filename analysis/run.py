@@ -121,7 +121,7 @@ def add_step_telemetry(table: pd.DataFrame, frames: dict) -> pd.DataFrame:
             values.append(float("nan"))
             reasons.append(reason or "no histogram series")
             continue
-        mine = hist[hist["series"].str.contains(f'"step":"{r.slot}"', regex=False)]
+        mine = hist[hist["step"].astype(str) == str(r.slot)] if "step" in hist else hist.iloc[0:0]
         values.append(window_mean(mine, begin, r.end))
         reasons.append("")
     out["ttft_p99_hist_s"] = values

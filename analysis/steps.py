@@ -171,10 +171,15 @@ def blocking_refusals(manifest: dict, records: pd.DataFrame) -> pd.Series:
     return (records["status"] == 400) & records["error"].fillna("").map(lambda e: bool(e) and e in blocked)
 
 
+def server_outcomes(manifest: dict, records: pd.DataFrame) -> pd.Series:
+    """The requests whose outcome is the server's: neither the refusals a block explains nor the streams
+    the client cut at a step boundary or never sent."""
+    if records.empty:
+        return pd.Series(False, index=records.index)
+    return ~blocking_refusals(manifest, records) & ~records["error_class"].isin(NOT_SERVER_OUTCOMES)
+
+
 def error_rate(manifest: dict, records: pd.DataFrame) -> float:
-    """Share of the requests the server failed: neither the refusals a block explains nor the streams the
-    client cut or never sent count."""
-    counted = records[~blocking_refusals(manifest, records)] if not records.empty else records
-    if not counted.empty:                  # streams Locust cut at a step boundary are not server errors
-        counted = counted[~counted["error_class"].isin(NOT_SERVER_OUTCOMES)]
-    return float((~counted["ok"]).mean()) if not counted.empty else float("nan")
+    """Share of the requests the server failed (of those whose outcome is the server's)."""
+    counted = records[server_outcomes(manifest, records)]
+    return float((~counted["ok"].astype(bool)).mean()) if not counted.empty else float("nan")

@@ -28,6 +28,8 @@ from configs.vocabulary import series as S  # noqa: E402
 from configs.vocabulary import stacks as V  # noqa: E402
 
 MODEL = "nvidia/Llama-3.3-70B-Instruct-NVFP4"
+# KVBM's blocks onboarded from disk to the device, by its own name (the vocabulary's transfer table)
+FROM_DISK = next(k for k, lb in V.KVBM_TRANSFERS.items() if lb == ("onboard", "disk", "device"))
 
 
 def rss_mib(pid: int) -> float:
@@ -104,7 +106,7 @@ def main() -> int:
                         break
                     time.sleep(0.05)
                 drain = time.monotonic() - cut
-                onboards = gauge(f"http://127.0.0.1:{kvbm}/metrics", V.KVBM + "onboard_blocks_d2d_total")
+                onboards = gauge(f"http://127.0.0.1:{kvbm}/metrics", V.KVBM + FROM_DISK + "_total")
                 print(f"{users:>6} {n:>9} {errors:>7} {before:>15.1f} {rss_mib(sim.pid):>14.1f} {drain:>8.2f} "
                       f"{onboards:>14.0f}", flush=True)
         finally:

@@ -5,6 +5,7 @@ reading the names costs no collector's imports."""
 from __future__ import annotations
 
 import os
+from typing import Optional, Sequence
 
 from configs import ConfigError
 from configs.paths import resolve
@@ -32,8 +33,18 @@ def gpu(args, cfg, nvml) -> list:
     return [GpuCollector(nvml)]
 
 
-def kvbm(args, cfg, nvml) -> list:
+def kvbm_collector(cfg, profile: str, kvbm_url: str, frontend_url: Optional[str] = None,
+                   worker_urls: Sequence[str] = ()):
+    """The KVBM collector as the exporter runs it: the tiered stack's model shape and ``profile``'s block
+    size turn blocks into bytes. The paired legs read their KV evidence through this very collector."""
     from .collectors.kvbm import BlockSize, KvbmCollector
+    tiered = next((s for s in cfg.stacks.values() if s.kvbm_metrics_url), None)
+    p = cfg.profiles[profile]
+    block = BlockSize(p.kv_block_size_bytes, p.kv_block_size_tokens, cfg.models[tiered.model].shape if tiered else None)
+    return KvbmCollector(kvbm_url, frontend_url or None, block, cfg.exporters.kvbm_timeout_s, worker_urls=worker_urls)
+
+
+def kvbm(args, cfg, nvml) -> list:
     tiered = next((s for s in cfg.stacks.values() if s.kvbm_metrics_url), None)
     kvbm_url = args.kvbm_url or os.environ.get("KVBM_URL") or (tiered.kvbm_metrics_url if tiered else None)
     if not kvbm_url:
@@ -43,11 +54,7 @@ def kvbm(args, cfg, nvml) -> list:
         workers = [args.worker_url] if args.worker_url else []
     else:
         workers = list(tiered.worker_urls) if tiered else []
-    profile = cfg.profiles[args.profile]
-    shape = cfg.models[tiered.model].shape if tiered else None
-    block = BlockSize(profile.kv_block_size_bytes, profile.kv_block_size_tokens, shape)
-    return [KvbmCollector(kvbm_url, frontend or None, block, cfg.exporters.kvbm_timeout_s,
-                          worker_urls=workers)]
+    return [kvbm_collector(cfg, args.profile, kvbm_url, frontend, workers)]
 
 
 BUILDERS = {"nvme": nvme, "uma": uma, "gpu": gpu, "kvbm": kvbm}

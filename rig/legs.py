@@ -14,19 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-from analysis.steps import pct
+from analysis.steps import by_step, load_run, server_outcomes, step_table
 from configs import Harness
 from configs.paths import resolve
 from configs.probe import served_models
-from configs.runfiles import CANCELLED_BY_STEP, read_manifest, read_records
+from configs.runfiles import read_manifest
 from configs.vocabulary import series as S
-from configs.vocabulary import stacks as V
 from exporters.collectors import procio
 from exporters.collectors.nvme import DiskCollector
 from exporters.collectors.smart import SmartReader, pick_tool
+from exporters.registry import kvbm_collector
 
 from . import local
 from .launch import end_locust, restart_real_stack_b, run_locust, say, start_simulator, stop_simulator
@@ -39,54 +39,65 @@ class LegError(Exception):
     """A leg left no readable run (Locust failed before it, or its files are damaged): the message says which."""
 
 
-def kvbm_counters(url: Optional[str]) -> Optional[dict]:
-    """Blocks offloaded to and onboarded from disk, and bytes read from the tier2 file, now; None when
-    unreachable."""
-    if not url:
+def kv_reader(cfg: Harness, profile: str):
+    """The exporter's own KVBM collector for Stack B's KVBM (exporters.registry.kvbm_collector), or None
+    without one: a leg reads its KV evidence as the analysis does, the same names, block size and bytes."""
+    url = cfg.stacks["stackB"].kvbm_metrics_url
+    return kvbm_collector(cfg, profile, url) if url else None
+
+
+def kv_evidence(reader) -> Optional[dict]:
+    """KV moved through the disk tier so far (blocks, and bytes: blocks x the block size the collector
+    resolves), the bytes the simulator says it read from its tier2 file, and the counter resets the collector
+    has seen; None while KVBM does not answer. One reader per leg: its counters carry on across a restart of
+    KVBM (the collector's Monotonic), so after - before is the leg's growth and never negative. nan where
+    KVBM exposes no such counter: not a measured zero."""
+    if reader is None:
         return None
-    try:
-        text = requests.get(url, timeout=5).text
-    except requests.RequestException:
+    fams = {f.name: f for f in reader.collect()}
+    if not any(s.value for s in fams[S.KVBM_UP.name].samples if s.labels.get("target") == "kvbm"):
         return None
-    out = {"onboard_disk_blocks": 0.0, "offload_disk_blocks": 0.0, "tier2_read_bytes": math.nan}
-    to_disk = {V.KVBM + n + t for n in ("offload_blocks_h2d", "offload_blocks_d2d") for t in ("", "_total")}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name in (V.KVBM + "onboard_blocks_d2d", V.KVBM + "onboard_blocks_d2d_total"):
-                out["onboard_disk_blocks"] = s.value
-            if s.name in to_disk:
-                out["offload_disk_blocks"] += s.value
-            if s.name == S.SIM_TIER2_IO.total and s.labels.get("direction") == "read":
-                out["tier2_read_bytes"] = s.value
+
+    def summed(series, keep) -> float:
+        got = [s.value for s in getattr(fams.get(series.name), "samples", ()) if s.name == series.total and keep(s.labels)]
+        return float(sum(got)) if got else math.nan
+    to_disk = lambda lb: lb["direction"] == "offload" and lb["to_tier"] == "disk"          # noqa: E731
+    from_disk = lambda lb: lb["direction"] == "onboard" and lb["from_tier"] == "disk"      # noqa: E731
+    return {"offload_disk_blocks": summed(S.KV_TRANSFER_BLOCKS, to_disk),
+            "onboard_disk_blocks": summed(S.KV_TRANSFER_BLOCKS, from_disk),
+            "offload_disk_bytes": summed(S.KV_TRANSFER_BYTES, to_disk),
+            "onboard_disk_bytes": summed(S.KV_TRANSFER_BYTES, from_disk),
+            "tier2_read_bytes": summed(S.KV_TIER2_FILE_BYTES, lambda lb: lb["direction"] == "read"),
+            "resets": summed(S.KVBM_COUNTER_RESETS, lambda lb: True)}
+
+
+KV_FIELDS = ("offload_disk_blocks", "onboard_disk_blocks", "offload_disk_bytes", "onboard_disk_bytes",
+             "tier2_read_bytes")
+
+
+def grown(before: Optional[dict], after: Optional[dict]) -> dict:
+    """Each KV field's growth over the leg (nan where either end is unknown) and whether KVBM restarted."""
+    out = {k: (after[k] - before[k]) if before and after else math.nan for k in KV_FIELDS}
+    out["counter_reset"] = bool(before and after and after["resets"] > before["resets"])
     return out
 
 
-def increase(before: Optional[float], after: Optional[float]) -> tuple[float, bool]:
-    """How much a counter grew over a leg, and whether it was reset meanwhile. A counter that went backwards
-    started again from zero (its process restarted): what it counts now is the growth since, as Prometheus'
-    increase() and the exporter's Monotonic take it — a lower bound, never a negative count."""
-    if before is None or after is None or math.isnan(before) or math.isnan(after):
-        return math.nan, False
-    return (after - before, False) if after >= before else (after, True)
-
-
 def leg_metrics(results: Path, run_id: str) -> tuple[dict, int, str]:
-    """Replay-phase TTFC percentiles and throughput, errors of the whole leg, and the metric used."""
-    run = results / run_id
-    manifest = read_manifest(run / "manifest.json")
-    records = read_records(run / "requests.jsonl")
-    blocked = (manifest.get("blocked") or {}).get("reason") or ""
-    errors = sum(1 for r in records if not r["ok"] and r.get("error_class") != CANCELLED_BY_STEP
-                 and not (r.get("status") == 400 and r.get("error") and r["error"] in blocked))
-    replay = [r for r in records if r["phase"] == "replay" and r["ok"]]
-    ttfc = [r["ttft_s"] * 1000 for r in replay if r.get("ttft_s") is not None]
-    used = "ttfc"
-    if not ttfc:                       # no chunk carried text: end-to-end time stands in, and it is said
-        ttfc, used = [r["e2e_s"] * 1000 for r in replay if r.get("e2e_s") is not None], "ttft"
-    steps = [s for s in manifest.get("steps", []) if s.get("phase") == "replay"]
-    span = sum((s.get("end") or s["start"]) - s["start"] for s in steps) or math.nan
-    return ({"ttfc_p50_ms": pct(ttfc, .5), "ttfc_p95_ms": pct(ttfc, .95), "ttfc_p99_ms": pct(ttfc, .99),
-             "throughput_rps": len(replay) / span, "replay_requests": len(replay)}, errors, used)
+    """The replay phase's TTFC percentiles and throughput over its measured window, as analysis.steps takes
+    every step (its warm-up left out), the server's errors over the whole leg (analysis.steps' rule), and the
+    latency used: TTFC, or end-to-end time ("e2e") where no chunk carried text."""
+    manifest, records = load_run(results / run_id)
+    errors = int((server_outcomes(manifest, records) & ~records["ok"].astype(bool)).sum()) if len(records) else 0
+    table = step_table(manifest, records) if manifest.get("steps") else pd.DataFrame()
+    replay = by_step(table[table["phase"] == "replay"]) if not table.empty else table
+    if replay.empty:
+        return ({"ttfc_p50_ms": math.nan, "ttfc_p95_ms": math.nan, "ttfc_p99_ms": math.nan,
+                 "throughput_rps": math.nan, "replay_requests": 0}, errors, "ttfc")
+    row = replay.median(numeric_only=True)
+    used, key = ("ttfc", "ttft") if not math.isnan(row["ttft_p50_s"]) else ("e2e", "e2e")
+    return ({"ttfc_p50_ms": row[f"{key}_p50_s"] * 1000, "ttfc_p95_ms": row[f"{key}_p95_s"] * 1000,
+             "ttfc_p99_ms": row[f"{key}_p99_s"] * 1000, "throughput_rps": float(row["throughput_rps"]),
+             "replay_requests": int(replay["requests"].sum())}, errors, used)
 
 
 def process_io(pid: Optional[int]) -> Optional[dict]:
@@ -126,7 +137,6 @@ class LegRunner:
         self.real = bool(os.environ.get("STACK_B_RESTART_CMD"))
         self.sup = Supervisor(local.run_dir(self.cfg))
         self.results = resolve(self.cfg.results_dir)
-        self.kvbm_url = self.cfg.stacks["stackB"].kvbm_metrics_url
         self.profile = self.cfg.hypotheses["H9"].profile
 
     def restart(self, mode: str) -> None:
@@ -153,7 +163,7 @@ class LegRunner:
             return ["PREFLIGHT_FRONTEND_UNREACHABLE"]
         if self.cfg.models[stack.model].handle not in (served_models(stack.openai_base)[0] or ()):
             codes.append("PREFLIGHT_MODEL_NOT_REGISTERED")
-        if need_kvbm and kvbm_counters(self.kvbm_url) is None:
+        if need_kvbm and kv_evidence(kv_reader(self.cfg, self.profile)) is None:
             codes.append("PREFLIGHT_KVBM_METRICS_UNREACHABLE")
         return codes
 
@@ -162,14 +172,15 @@ class LegRunner:
         pid = self.serving_pid()
         tier2 = str(resolve(self.cfg.profiles[self.profile].tier2_path))
         evidence = {"before": storage_snapshot(tier2, pid)}
-        before = kvbm_counters(self.kvbm_url)
+        reader = kv_reader(self.cfg, self.profile)
+        before = kv_evidence(reader)
         # SESSION_ID=off: a leg compares tier modes by replaying prefixes; session metadata (which Dynamo
         # 1.6.1's frontend refuses, blocking H9) is H9's own question, and a blocked leg is no comparison
         code, _ = run_locust("H9", "stackB", self.cfg, self.running,
                              (("CONCURRENCY", str(concurrency)), ("CONTEXT_TOKENS", str(context_tokens)),
                               ("DURATION_S", str(duration_s)), ("TIER_MODE", mode), ("RUN_ID", run_id),
                               ("SESSION_ID", "off")))
-        after = kvbm_counters(self.kvbm_url)
+        after = kv_evidence(reader)
         evidence["after"] = storage_snapshot(tier2, pid)
         (self.out / f"storage-{run_id}.json").write_text(json.dumps(evidence, indent=1) + "\n")
         try:
@@ -179,13 +190,10 @@ class LegRunner:
         except (OSError, ValueError) as exc:
             raise LegError(f"leg {run_id} (locust exit {code}) left no readable run: {exc}") from None
         io_before, io_after = evidence["before"]["process_io"], evidence["after"]["process_io"]
-        kv = {k: increase(before and before[k], after and after[k])
-              for k in ("offload_disk_blocks", "onboard_disk_blocks", "tier2_read_bytes")}
         row = {"mode": mode, "run_id": run_id, "concurrency": concurrency, "request_manifest_hash": replay_hash,
-               **metrics, "errors": errors, "metric_used": used, **{k: v for k, (v, _) in kv.items()},
-               "process_read_bytes": increase(io_before and io_before["read_bytes"],
-                                              io_after and io_after["read_bytes"])[0],
-               "counter_reset": any(reset for _, reset in kv.values()), "locust_exit": code,
+               **metrics, "errors": errors, "metric_used": used, **grown(before, after),
+               "process_read_bytes": io_after["read_bytes"] - io_before["read_bytes"] if io_before and io_after
+               else math.nan, "locust_exit": code,
                "run_status": manifest["status"], "blocked": (manifest.get("blocked") or {}).get("reason") or ""}
         say(f"    TTFC p50 {row['ttfc_p50_ms']:.1f} ms, p99 {row['ttfc_p99_ms']:.1f} ms, {row['replay_requests']} "
             f"replayed, {errors} errors, {row['onboard_disk_blocks']:g} blocks onboarded from disk")

@@ -103,7 +103,7 @@ def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, cont
                     legs.append(P.Leg(pair, "_".join(order), mode, {m: row[m] for m in METRICS}, row["errors"],
                                       row["metric_used"]))
                     if mode == "B1" and "B1_DISK_TIER_NOT_DISABLED" not in flags and \
-                            G.b1_disk_off(row["onboard_disk_blocks"], row["tier2_read_bytes"]).status == "fail":
+                            G.b1_disk_off(row["onboard_disk_bytes"], row["tier2_read_bytes"]).status == "fail":
                         flags.append("B1_DISK_TIER_NOT_DISABLED")
                     gate = _mechanism(rows).reason
                     if mode == "B2" and sum(1 for r in rows if r["mode"] == "B2") == 1 and gate and \
@@ -142,18 +142,20 @@ def leg_flags(rows: list[dict]) -> list[str]:
 
 
 def _mechanism(rows: list[dict]) -> P.Mechanism:
-    """What the B2 legs showed: KV written to the disk tier; onboarded from it (KVBM's counters); and backed
-    by bytes really read — the serving process's own reads where observed, else the simulator's tier2 file
-    count (analysis.gates.DiskReads holds the same order for a single run)."""
+    """What the B2 legs showed: KV written to the disk tier; onboarded from it (KVBM's counters); and each
+    claiming leg's claim backed by bytes really read, judged by the analysis' own ssd_mechanism gate (the
+    serving process's reads where observed, else the simulator's tier2 file count, and at least half the
+    bytes KVBM claims): not backed where any leg's claim is not, unknown where any leg's cannot be checked."""
     b2 = [r for r in rows if r["mode"] == "B2"]
-    if not b2 or all(math.isnan(r["onboard_disk_blocks"]) for r in b2):
+    if not b2 or all(math.isnan(r["onboard_disk_bytes"]) for r in b2):
         return P.Mechanism(None, None)
-    claimed = [r for r in b2 if r["onboard_disk_blocks"] > 0]
-    reads = [G.DiskReads(process=r.get("process_read_bytes", math.nan), file=r["tier2_read_bytes"]).backing()[0]
+    claimed = [r for r in b2 if r["onboard_disk_bytes"] > 0]
+    gates = [G.mechanism(r["offload_disk_bytes"], r["onboard_disk_bytes"],
+                         G.DiskReads(process=r.get("process_read_bytes", math.nan), file=r["tier2_read_bytes"]))
              for r in claimed]
-    seen = [x for x in reads if not math.isnan(x)]
-    return P.Mechanism(write=any(r["offload_disk_blocks"] > 0 for r in b2), rehydrate=bool(claimed),
-                       backed=any(x > 0 for x in seen) if seen else None)
+    backed = False if any(g.reason == "DISK_READS_NOT_BACKED" for g in gates) else \
+        True if gates and all(g.status == "pass" for g in gates) else None
+    return P.Mechanism(write=any(r["offload_disk_bytes"] > 0 for r in b2), rehydrate=bool(claimed), backed=backed)
 
 
 def _write(out: Path, rows: list[dict], legs: list[P.Leg], comparisons: list, flags: list[str],

@@ -70,7 +70,11 @@ def test_chunks_never_exceed_the_point_limit():
     parts = chunks(0, 3 * 3600, 0.2)
     assert all(round((b - a) / 0.2) + 1 <= MAX_POINTS for a, b in parts)
     assert parts[0][0] == 0 and parts[-1][1] == 3 * 3600 and len(parts) == 5
-    assert all(b2 - a1 == pytest.approx(0.2) for (_, a1), (b2, _) in zip(parts, parts[1:]))   # no gap, no overlap
+    assert all(b == a for (_, b), (a, _) in zip(parts, parts[1:]))     # no gap: each edge asked twice, kept once
+    # edges on whole seconds on the step grid, whatever the window: prometheus-api-client rounds them (#25.7)
+    odd = chunks(100.35, 7300.1, 0.3, 1000)
+    assert odd[0][0] == 100 and odd[-1][1] >= 7300.1 and all(isinstance(t, int) for c in odd for t in c)
+    assert all((t - 100) % 3 == 0 for c in odd for t in c) and all(round((b - a) / 0.3) + 1 <= 1000 for a, b in odd)
 
 
 @pytest.fixture(scope="module")
@@ -320,7 +324,7 @@ def test_the_histogram_p99_is_left_out_of_steps_inside_its_rule_window():
     table = pd.DataFrame([{"slot": 0, "start": 0.0, "end": 20.0, "duration_s": 20.0, "warmup_s": 4.0},
                           {"slot": 1, "start": 20.0, "end": 80.0, "duration_s": 60.0, "warmup_s": 5.0}])
     hist = pd.DataFrame({"time": np.arange(0.0, 80.0, 1.0),
-                         "series": ['{"step":"0"}'] * 20 + ['{"step":"1"}'] * 60,
+                         "series": ['{"step":"0"}'] * 20 + ['{"step":"1"}'] * 60, "step": ["0"] * 20 + ["1"] * 60,
                          "value": [0.74] * 20 + [9.0] * 30 + [0.12] * 30})     # slot 1's first 30 s: slot 0's tail
     frames = {name: pd.DataFrame(columns=["time", "series", "value"]) for name in STEP_TELEMETRY}
     out = add_step_telemetry(table.assign(ttft_p99_s=0.118), {**frames, "ttft_p99_hist": hist})

@@ -82,3 +82,18 @@ def test_the_direction_check_sees_an_upward_import():
     assert upward({"locustfiles.lib.state": {"rig.local", "configs.model"}, "rig.local": {"configs.model"},
                    "analysis.run": {"exporters.registry"}}) == \
         ["analysis.run -> exporters.registry", "locustfiles.lib.state -> rig.local"]
+
+
+def test_the_run_lives_on_locusts_environment():
+    """No module global holds the run (#25.2): each Locust environment carries its own, as Locust's examples
+    attach their state, and its records, metrics and manifest (the sink) and fio, proxy and Grafana (the side
+    jobs) are parts of their own."""
+    from types import SimpleNamespace
+    import pytest
+    from locustfiles.lib import state
+    assert not hasattr(state, "STATE") and not hasattr(state, "current")
+    with pytest.raises(AssertionError):
+        state.of(SimpleNamespace())
+    run = SimpleNamespace(sparkrig=object())
+    assert state.of(run) is run.sparkrig
+    assert {"sink", "side"} <= set(vars(state.RunState("H0", {})))

@@ -92,6 +92,23 @@ def test_exact_tests_match_their_textbook_values():
     assert P.wilcoxon_p([-1, 2, 3, 4, 5]) == 4 / 32
 
 
+def test_the_exact_tests_agree_with_scipy_and_the_verdicts_do_not_change():
+    """The sign test and the intervals are scipy's (binomtest, bootstrap); the Wilcoxon test's tie-aware exact
+    null is ours, and equals scipy's full permutation distribution wherever that runs in time (#25.7)."""
+    import random
+    import numpy as np
+    from scipy import stats
+    rng = random.Random(3)
+    cases = [[1, 1, 2, 2, -3, 4], [1.5, -1.5, 2, 3, 3, 3, -0.5]] + \
+        [[rng.choice([-3, -2, -1, -0.5, 0.5, 1, 2, 2.5, 3]) for _ in range(rng.randint(2, 9))] for _ in range(40)]
+    for d in cases:
+        exact = stats.wilcoxon(d, method=stats.PermutationMethod(n_resamples=np.inf)).pvalue
+        assert P.wilcoxon_p(d) == pytest.approx(exact, abs=1e-12), d
+        assert P.sign_p(d) == pytest.approx(stats.binomtest(sum(x > 0 for x in d), len(d)).pvalue, abs=1e-12), d
+    lo, hi = P.bootstrap_ci([-10.2, -8.1, -12.3, -9.9, -11.0, -7.5])
+    assert -11.5 < lo < -10.8 and -8.8 < hi < -8.3 and P.bootstrap_ci([4.0] * 5) == (4.0, 4.0)
+
+
 # ---- `python -m rig pairs` end to end on the simulator ----------------------------------------------
 import csv  # noqa: E402
 import json  # noqa: E402

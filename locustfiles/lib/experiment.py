@@ -13,7 +13,6 @@ import gc
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -39,17 +38,6 @@ log = logging.getLogger("sparkrig.loadgen")
 
 
 # ---- master / local side ---------------------------------------------------------------------------
-def _start_proxy(st: RunState) -> None:
-    from locustfiles.adapter_proxy import proxy_command
-    lg = st.cfg.loadgen
-    cmd = proxy_command(st.plan.openai_base, lg.listen, lg.adapter_proxy_port, st.tier2_path(st.current()))
-    st.proxy = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    line = st.proxy.stdout.readline()
-    if "serving" not in line:
-        raise ConfigError(f"adapter proxy did not start: {line.strip() or 'no output'}")
-    st.manifest.note(f"adapter proxy: {line.strip()}")
-
-
 def _room_problem(environment, st: RunState) -> str | None:
     """One line when the results filesystem cannot hold the records this run is expected to write."""
     need = expected_bytes([slot.step.params for slot in st.slots], st.plan.step_duration_s,
@@ -61,7 +49,7 @@ def _begin_run(environment) -> None:
     """Master / local, at init, before any user exists: room for the records, run directory (refused when it
     exists), manifest, metrics, endpoint check and adapter proxy. Done here because test_start runs inside
     Locust's spawning greenlet, which the shape's next tick may kill while a slow check is still waiting."""
-    st = state.current()
+    st = state.of(environment)
     target = normalise_endpoint(environment.host) if environment.host else st.plan.openai_base
     sizing, run_id = "", None
     try:
@@ -91,41 +79,41 @@ def _begin_run(environment) -> None:
     served = time.time()
     st.serve_metrics(st.cfg.loadgen.metrics_port)
     if not isinstance(environment.runner, MasterRunner):
-        st.metrics.count_users(environment.runner)
+        st.sink.metrics.count_users(environment.runner)
     extra = {"locust": {"mode": "master" if isinstance(environment.runner, MasterRunner) else "local",
                         "host_override": environment.host}}
-    st.manifest = start_manifest(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
-    st.manifest.note(sizing)
-    st.manifest.update(telemetry=watch.preflight(st.cfg, st.plan.stack_name, served,
+    st.sink.manifest = start_manifest(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
+    st.sink.manifest.note(sizing)
+    st.sink.manifest.update(telemetry=watch.preflight(st.cfg, st.plan.stack_name, served,
                                                  wait_s=3 * st.cfg.prometheus.slow_interval_ms / 1000 + 1))
     if st.rehydrate_manifests:          # the replay list, deterministic: its hash says two runs replayed the same
         entries = [{"context_tokens": size, "session_id": e["session_id"], "prefix_hash": e["prefix_hash"],
                     "words": e["words"]} for size, items in sorted(st.rehydrate_manifests.items()) for e in items]
-        st.manifest.doc["request_manifest_hash"] = write_request_manifest(
+        st.sink.manifest.doc["request_manifest_hash"] = write_request_manifest(
             run_dir(st.cfg, st.run_id) / REQUEST_MANIFEST, entries)
-        st.manifest.write()
+        st.sink.manifest.write()
     if st.workload == "rehydrate_replay" and not st.sends_session_id:
-        st.manifest.note("session_id not sent (SESSION_ID=off)")
+        st.sink.manifest.note("session_id not sent (SESSION_ID=off)")
     elif st.workload == "rehydrate_replay" and unknown_fields_ignored(target, st.plan.model_handle):
-        st.manifest.doc["session_id_ignored"] = True
-        st.manifest.note(f"session_id_ignored: the frontend answers 200 to a made-up field ({UNKNOWN_FIELD}), so "
+        st.sink.manifest.doc["session_id_ignored"] = True
+        st.sink.manifest.note(f"session_id_ignored: the frontend answers 200 to a made-up field ({UNKNOWN_FIELD}), so "
                          "it drops fields it does not know and session_id reaches nothing behind it")
     if st.cfg.loadgen.grafana_url:
-        st.grafana = GrafanaAnnotator(st.cfg.loadgen.grafana_url, os.environ.get("GRAFANA_TOKEN"), ["sparkrig"])
-    print(f"[{st.plan.hypothesis_id}] run {st.run_id}: results in {st.manifest.path.parent}; {sizing}",
+        st.side.grafana = GrafanaAnnotator(st.cfg.loadgen.grafana_url, os.environ.get("GRAFANA_TOKEN"), ["sparkrig"])
+    print(f"[{st.plan.hypothesis_id}] run {st.run_id}: results in {st.sink.manifest.path.parent}; {sizing}",
           file=sys.stderr, flush=True)
     if st.plan.hypothesis.adapter_proxy:
         try:
-            _start_proxy(st)
+            st.side.start_proxy(st.plan.openai_base, st.tier2_path(st.current()), st.sink.manifest)
         except (ConfigError, OSError) as exc:
             st.failed = str(exc)
             print(f"error: {exc}", file=sys.stderr, flush=True)
-            st.manifest.note(f"adapter proxy: {exc}")
+            st.sink.manifest.note(f"adapter proxy: {exc}")
             environment.process_exit_code = 2
 
 
 def _stop_on_sigterm(environment) -> None:
-    st = state.current()
+    st = state.of(environment)
     st.stop_reason = "stopped by SIGTERM before the last step ended"
     print(f"[{st.plan.hypothesis_id}] SIGTERM: stopping; the run is kept as incomplete", file=sys.stderr, flush=True)
     environment.runner.quit()
@@ -144,13 +132,13 @@ def quiet_gc() -> None:
 
 def _on_test_start(environment, **_kw) -> None:
     quiet_gc()
-    st = state.current()
+    st = state.of(environment)
     if not isinstance(environment.runner, WorkerRunner):
         # SIGTERM ends the run as Ctrl-C does: steps closed, manifest `incomplete` with its reason. Locust's
         # own SIGTERM handler is not in force in this process by now (its C-level disposition is back to
         # the default), so a SIGTERM used to end it at once, the manifest left `running` forever.
         signal.signal(signal.SIGTERM, lambda *_a: gevent.spawn(_stop_on_sigterm, environment))
-    if isinstance(environment.runner, WorkerRunner) or st.failed or st.manifest is None:
+    if isinstance(environment.runner, WorkerRunner) or st.failed or st.sink.manifest is None:
         return
     if isinstance(environment.runner, MasterRunner):
         environment.runner.send_message(MSG_RUN, {"run_id": st.run_id, "env": st.env, "slot": st.slot,
@@ -158,23 +146,23 @@ def _on_test_start(environment, **_kw) -> None:
         st.worker_watch = gevent.spawn(gather.watch_workers, environment.runner, st)
     st.enter_slot(st.slot)
     st.watch = gevent.spawn(watch.Watch(st.cfg, st.plan.stack_name,
-                                        lambda outages: st.manifest.update(telemetry_outages=outages)).run)
+                                        lambda outages: st.sink.manifest.update(telemetry_outages=outages)).run)
 
 
-def _on_spawning_complete(user_count, **_kw) -> None:
-    st = state.current()
+def _on_spawning_complete(environment, user_count: int) -> None:
+    st = state.of(environment)
     if st.load_target is not None:
         st.note_load(user_count, st.load_target)
 
 
 def _on_test_stop(environment, **_kw) -> None:
-    st = state.current()
+    st = state.of(environment)
     if isinstance(environment.runner, WorkerRunner):
         gather.flush(st, final=True)      # before Locust tells the master this worker stopped
         return
     if st.failed:                         # a run that stopped for its own files (records not written) says so
         environment.process_exit_code = 2
-    if st.manifest is None:
+    if st.sink.manifest is None:
         return
     for greenlet in (st.watch, st.worker_watch):
         if greenlet is not None:
@@ -186,7 +174,7 @@ def _on_test_stop(environment, **_kw) -> None:
 
 
 def _on_quitting(environment, **_kw) -> None:
-    st = state.current()
+    st = state.of(environment)
     gather.flush(st)
     st.close(st.completed and not st.failed, st.failed or "process quit before the last step ended")
 
@@ -194,21 +182,24 @@ def _on_quitting(environment, **_kw) -> None:
 # ---- worker side -------------------------------------------------------------------------------------
 def _on_run_message(environment, msg, **_kw) -> None:
     data = msg.data
-    st = state.STATE = RunState(state.current().hypothesis_id, data["env"])
+    st = environment.sparkrig = RunState(state.of(environment).hypothesis_id, data["env"])
     st.sizer.restore(data["sizing"])
     st.open(data["run_id"], worker=True)
     # worker N (Locust's index from the master) on metrics_port + 1 + N: predictable, so firewall-able
     address = st.serve_metrics(st.cfg.loadgen.metrics_port + 1 + environment.runner.worker_index)
-    st.metrics.count_users(environment.runner)
+    st.sink.metrics.count_users(environment.runner)
     gather.start_worker(environment, st, address)
     st.enter_slot(data["slot"])
 
 
 def _on_slot_message(environment, msg, **_kw) -> None:
-    state.current().enter_slot(msg.data)
+    state.of(environment).enter_slot(msg.data)
 
 
-def _on_init(environment, **_kw) -> None:
+def _on_init(environment, st: RunState) -> None:
+    environment.sparkrig = st
+    # Locust's spawning_complete carries no environment: this process's is the one it means
+    events.spawning_complete.add_listener(lambda user_count, **_kw: _on_spawning_complete(environment, user_count))
     if isinstance(environment.runner, WorkerRunner):
         environment.runner.register_message(MSG_RUN, _on_run_message)
         environment.runner.register_message(MSG_SLOT, _on_slot_message)
@@ -230,15 +221,14 @@ def _loopback_listeners(parser) -> None:
 def experiment(hypothesis_id: str) -> tuple[type, type]:
     """The User and LoadTestShape classes for ``hypothesis_id``; call it once at module level."""
     try:
-        st = state.STATE = RunState(hypothesis_id, dict(os.environ))
+        st = RunState(hypothesis_id, dict(os.environ))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
     events.init_command_line_parser.add_listener(_loopback_listeners)
-    events.init.add_listener(_on_init)
+    events.init.add_listener(lambda environment, **_kw: _on_init(environment, st))    # attached there
     events.test_start.add_listener(_on_test_start)
     events.test_stop.add_listener(_on_test_stop)
-    events.spawning_complete.add_listener(_on_spawning_complete)
     events.quitting.add_listener(_on_quitting)
     name = hypothesis_id.upper()
     user = type(f"{name}User", (PlanUser,), {"abstract": False, "host": st.plan.openai_base,

@@ -28,7 +28,8 @@ from configs.runfiles import utc
 from configs.discovery import advertise_host, connect_host, register_loadgen, targets_dir
 
 from . import state
-from .state import MSG_METRICS, MSG_RECORDS, MSG_RUN_FILE, RunState
+from .sink import MSG_RUN_FILE
+from .state import MSG_METRICS, MSG_RECORDS, RunState
 
 log = logging.getLogger("sparkrig.loadgen")
 FLUSH_S = 0.5
@@ -40,13 +41,13 @@ RUN_FILES = ("outages-", "blocked-")          # the run files a worker may add l
 def flush(st: RunState, final: bool = False) -> None:
     """Send the records this worker finished since the last flush (``final``: and say it has no more). A
     master gone already (a worker quitting after it) gets nothing: the worker's own copy holds them."""
-    if st.to_master is not None and (st.outbox or final):
-        lines, st.outbox = st.outbox or [], []
+    if st.sink.to_master is not None and (st.sink.outbox or final):
+        lines, st.sink.outbox = st.sink.outbox or [], []
         try:
-            st.to_master(MSG_RECORDS, {"worker": st.worker, "lines": b"".join(lines), "final": final})
+            st.sink.to_master(MSG_RECORDS, {"worker": st.worker, "lines": b"".join(lines), "final": final})
         except Exception as exc:          # Locust's RPC raises its own and zmq's errors alike
             log.warning("%d records not sent to the master (%s); they are in %s", len(lines), exc,
-                        st.writer.path if st.writer else "this worker's copy")
+                        st.sink.writer.path if st.sink.writer else "this worker's copy")
 
 
 def register_worker(runner) -> None:
@@ -55,11 +56,11 @@ def register_worker(runner) -> None:
 
 def start_worker(environment, st: RunState, metrics_address: str) -> None:
     runner = environment.runner
-    st.to_master = runner.send_message
+    st.sink.to_master = runner.send_message
     runner.send_message(MSG_METRICS, {"address": metrics_address, "worker": st.worker})
 
     def forward():
-        while st.writer is not None:
+        while st.sink.writer is not None:
             gevent.sleep(FLUSH_S)
             flush(st)
     gevent.spawn(forward)
@@ -102,8 +103,8 @@ def _lost(runner, st: RunState, cid: str, had: int) -> dict:
     print(f"[{st.plan.hypothesis_id}] load-generator worker {name} lost (no heartbeat): step {step.index + 1} goes on "
           f"with {runner.user_count} of {step.step.params.concurrency} users; recorded as an outage of the load "
           "generator", file=sys.stderr, flush=True)
-    if st.manifest is not None:
-        st.manifest.update(loadgen_outages=[*(st.manifest.doc.get("loadgen_outages") or []), outage])
+    if st.sink.manifest is not None:
+        st.sink.manifest.update(loadgen_outages=[*(st.sink.manifest.doc.get("loadgen_outages") or []), outage])
     return outage
 
 
@@ -111,42 +112,42 @@ def _back(st: RunState, outage: dict) -> None:
     now = time.time()
     outage.update(end=now, ended_at=utc(now))
     st.workers_pending.add(outage["worker"])
-    if st.manifest is not None:
-        st.manifest.update(loadgen_outages=st.manifest.doc.get("loadgen_outages"))
+    if st.sink.manifest is not None:
+        st.sink.manifest.update(loadgen_outages=st.sink.manifest.doc.get("loadgen_outages"))
 
 
 def finish_workers(runner, st: RunState, timeout_s: float = FINISH_TIMEOUT_S) -> None:
     """Master: ask every worker for its last records and wait for them, at most ``timeout_s``; the last
     step ends before the wait."""
-    if st.manifest is not None:
-        st.manifest.end_step()
+    if st.sink.manifest is not None:
+        st.sink.manifest.end_step()
     if not st.workers_pending:
         return
     runner.send_message(MSG_FINISH)
     deadline = time.monotonic() + timeout_s
     while st.workers_pending and time.monotonic() < deadline:
         gevent.sleep(0.1)
-    if st.workers_pending and st.manifest is not None:
-        st.manifest.note(f"records of worker(s) {', '.join(sorted(st.workers_pending))} did not all reach the master "
+    if st.workers_pending and st.sink.manifest is not None:
+        st.sink.manifest.note(f"records of worker(s) {', '.join(sorted(st.workers_pending))} did not all reach the master "
                          f"within {timeout_s:g} s; each worker keeps its own copy in workers/ of its run directory")
 
 
 def _records(environment, msg, **_kw) -> None:
-    st = state.current()
-    if st.writer is not None and msg.data["lines"]:
-        st.write_lines(msg.data["lines"])
+    st = state.of(environment)
+    if st.sink.writer is not None and msg.data["lines"]:
+        st.sink.write_lines(msg.data["lines"])
     if msg.data["final"]:
         st.workers_pending.discard(msg.data["worker"])
 
 
 def _run_file(environment, msg, **_kw) -> None:
-    st = state.current()
+    st = state.of(environment)
     name, line = msg.data["name"], msg.data["line"]
     if st.run_id is None or not name.startswith(RUN_FILES):
         return
-    st.run_file_line(check_name(name, "run file"), line)
-    if name.startswith("blocked-") and st.manifest is not None:
-        st.manifest.block(line)
+    st.sink.run_file_line(check_name(name, "run file"), line)
+    if name.startswith("blocked-") and st.sink.manifest is not None:
+        st.sink.manifest.block(line)
 
 
 def metrics_target(address, client_id: str, listen: str) -> Optional[str]:
@@ -177,7 +178,7 @@ def metrics_target(address, client_id: str, listen: str) -> Optional[str]:
 
 
 def _metrics(environment, msg, **_kw) -> None:
-    st = state.current()
+    st = state.of(environment)
     address, worker = msg.data["address"], msg.data["worker"]
     if st.run_id is None:
         return

@@ -19,7 +19,7 @@ class PlanShape(LoadTestShape):
     use_common_options = True
 
     def tick(self):
-        st = state.current()
+        st = state.of(self.runner.environment)
         if st.failed:
             return None
         options = self.runner.environment.parsed_options

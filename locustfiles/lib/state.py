@@ -1,35 +1,37 @@
-"""What one Locust process knows about the run — the plan's slots, the records file, the metrics, the
-manifest (master / local) — shared by the shape, the users and the event handlers; and where it lives."""
+"""What one Locust process knows about the run, shared by the shape, the users and the event handlers through
+Locust's environment (``environment.sparkrig``, as Locust's own examples attach their state): the plan and
+its slots, where the run has got to, and two parts of their own: the sink (records, metrics, manifest) and
+the side jobs (fio, the adapter proxy, Grafana)."""
 from __future__ import annotations
 
 import itertools
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from configs import ConfigError, RunPlan, Step, load, plan_run
-from configs.paths import make_dir, open_file, resolve
-from configs.run import OVERRIDE_VARS, normalise_endpoint
-from configs.runfiles import Manifest, RecordWriter, RequestRecord
 from configs.discovery import advertise_host, connect_host, register_loadgen, targets_dir
+from configs.paths import make_dir, resolve
+from configs.run import OVERRIDE_VARS, normalise_endpoint
+from configs.runfiles import RequestRecord
 
-from . import cache, trace, workloads
-from .fio import FioJob
+from . import trace, workloads
 from .metrics import LoadgenMetrics, worker_name
 from .outage import OutageTracker
 from .prompts import PromptSizer
-from .run import GrafanaAnnotator, create_run_dir, run_dir
+from .run import create_run_dir, run_dir
+from .sidejobs import SideJobs
+from .sink import Sink
 
 log = logging.getLogger("sparkrig.loadgen")
 MSG_RUN, MSG_SLOT = "sparkrig:run", "sparkrig:slot"
-# worker -> master: records, a run file's line (outages, blocked), a worker's metrics address (gather.py)
-MSG_RECORDS, MSG_RUN_FILE, MSG_METRICS = "sparkrig:records", "sparkrig:run_file", "sparkrig:metrics"
+# worker -> master: records, a worker's metrics address (gather.py); a run file's line is sink.MSG_RUN_FILE
+MSG_RECORDS, MSG_METRICS = "sparkrig:records", "sparkrig:metrics"
 
 
 @dataclass(frozen=True)
@@ -61,21 +63,14 @@ class RunState:
         self.stop_reason: Optional[str] = None
         self.failed: Optional[str] = None
         self.run_id: Optional[str] = None
-        self.writer: Optional[RecordWriter] = None
-        self.lock: Optional[int] = None               # the run directory's writer lock, held until exit
-        self.outbox: Optional[list[bytes]] = None     # a worker's records not yet sent to the master
-        self.to_master: Optional[Callable[[str, object], None]] = None   # a worker's runner.send_message
+        self.sink = Sink(self.cfg, self._stop)
+        self.side = SideJobs(self.cfg)
         self.announced: list[Path] = []               # file_sd files a master wrote for its workers
         self.workers_pending: set[str] = set()        # a master's workers whose last records have not come
         self.load_target: Optional[int] = None        # the users the shape asked for in this step
         self.worker_names: dict[str, str] = {}        # a master's Locust client ids -> the workers' names
         self.watch = None                             # greenlets of the master / local run: telemetry,
         self.worker_watch = None                      # and the workers' heartbeats (watch.py, gather.py)
-        self.metrics: Optional[LoadgenMetrics] = None
-        self.manifest: Optional[Manifest] = None
-        self.fio: Optional[FioJob] = None
-        self.proxy: Optional[subprocess.Popen] = None
-        self.grafana: Optional[GrafanaAnnotator] = None
         self.sizer = PromptSizer(self._tokenizer())
         self.session_id_refused = False
         self.outages = OutageTracker(self.plan.model_handle)
@@ -85,6 +80,9 @@ class RunState:
         self.adapters = self._adapters()
         first = self.plan.steps[0].params
         self.trace = trace.load(resolve(first.trace_file)) if self.workload == "trace_replay" else []
+
+    def _stop(self, reason: str) -> None:
+        self.failed = self.failed or reason
 
     def _model(self):
         return next((m for m in self.cfg.models.values() if m.handle == self.plan.model_handle), None)
@@ -138,12 +136,10 @@ class RunState:
         (workers/<name>.jsonl, written as they end) and sends them to the master, which writes the run's
         requests.jsonl (gather.py)."""
         if worker:
-            directory = make_dir(run_dir(self.cfg, run_id), exist_ok=True)
-            self.writer = RecordWriter(directory / "workers" / f"{self.worker}.jsonl")
-            self.outbox = []
+            path = make_dir(run_dir(self.cfg, run_id), exist_ok=True) / "workers" / f"{self.worker}.jsonl"
         else:
-            directory, self.lock = create_run_dir(self.cfg, run_id, self.env.get("RUN_ID_REUSE") == "1")
-            self.writer = RecordWriter(directory / "requests.jsonl")
+            directory, self.sink.lock = create_run_dir(self.cfg, run_id, self.env.get("RUN_ID_REUSE") == "1")
+            path = directory / "requests.jsonl"
         self.run_id = run_id
         if self.workload == "rehydrate_replay":                # one session list per context size
             sessions: dict[int, int] = {}
@@ -154,84 +150,43 @@ class RunState:
                                         for size, n in sessions.items()}
         labels = {"run_id": run_id, "hypothesis": self.plan.hypothesis_id, "stack": self.plan.stack_name,
                   "workload": self.workload, "worker": self.worker}
-        self.metrics = LoadgenMetrics(labels)
+        self.sink.open(run_id, path, LoadgenMetrics(labels), worker)
 
     def serve_metrics(self, port: int) -> str:
         """Serve this process' metrics and announce them to this host's Prometheus; returns the address
         another host reaches them at."""
-        lg = self.cfg.loadgen
+        lg, metrics = self.cfg.loadgen, self.sink.metrics
         try:
-            served = self.metrics.serve(lg.listen, port if port < 65536 else 0)
+            served = metrics.serve(lg.listen, port if port < 65536 else 0)
         except OSError as exc:
             log.warning("loadgen metrics not served on %s:%s (%s); retrying on a free port", lg.listen, port,
                         exc.strerror)
-            served = self.metrics.serve(lg.listen, 0)
+            served = metrics.serve(lg.listen, 0)
         address = f"{connect_host(lg.listen)}:{served}"
         if served != lg.metrics_port:                       # the configured port is a static target already
-            self.metrics.sd_file = register_loadgen(targets_dir(self.cfg), address,
-                                                               {"worker": self.worker})
+            metrics.sd_file = register_loadgen(targets_dir(self.cfg), address, {"worker": self.worker})
         log.info("loadgen metrics on http://%s/metrics", address)
         return f"{advertise_host(lg.listen)}:{served}"
 
-    def record(self, rec: RequestRecord) -> None:
-        if self.writer is None:          # the run closed while this request was in flight (process quitting)
-            return
-        try:
-            line = self.writer.write(rec)
-        except OSError as exc:
-            self.unwritten(exc)
-            return
-        if self.outbox is not None:
-            self.outbox.append(line)
-        self.metrics.observe(rec)
-
-    def write_lines(self, lines: bytes) -> None:
-        """The master: a worker's records, appended to the run's requests.jsonl."""
-        try:
-            self.writer.write_lines(lines)
-        except OSError as exc:
-            self.unwritten(exc)
-
-    def unwritten(self, exc: OSError) -> None:
-        """A record could not be written (a full filesystem, a file-size limit): the run cannot keep what
-        it measures, so it stops — one error: line, the shape ends the run at its next tick (within a
-        second), users send nothing more, and the manifest (or STOPPED) keeps the reason. Never raised into
-        the users: raised inside a cut request's GreenletExit handler, it kept Locust's users alive."""
-        if self.failed:
-            return
-        self.failed = f"records not written to {self.writer.path} ({exc.strerror}): the run stopped there"
-        print(f"error: {self.failed}", file=sys.stderr, flush=True)
-
-    def run_file_line(self, name: str, line: str) -> None:
-        """Append a line to a file of the run directory: here on the master or a local run, through the
-        master from a worker (whose run directory may be on another host)."""
-        if self.to_master is not None:
-            self.to_master(MSG_RUN_FILE, {"name": name, "line": line})
-        else:
-            with os.fdopen(open_file(run_dir(self.cfg, self.run_id) / name, os.O_WRONLY | os.O_APPEND), "a") as f:
-                f.write(line + "\n")
-
     def enter_slot(self, index: int) -> None:
-        if index == self.slot and (self.manifest is None or self.manifest.doc["steps"]):
+        manifest = self.sink.manifest
+        if index == self.slot and (manifest is None or manifest.doc["steps"]):
             return
         self.slot = index
         slot = self.current()
-        if self.metrics:
-            self.metrics.set_step(slot.index, slot.step.params)
-        if self.manifest is not None:                  # master / local: the run's bookkeeping
-            notes = self._prepare(slot)
-            self.manifest.begin_step({
+        if self.sink.metrics:
+            self.sink.metrics.set_step(slot.index, slot.step.params)
+        if manifest is not None:                       # master / local: the run's bookkeeping
+            notes = self.side.prepare(slot, manifest, self.tier2_path(slot))
+            manifest.begin_step({
                 "index": slot.index, "repetition": slot.repetition, "step": slot.step.index, "phase": slot.phase,
                 "label": slot.step.label(), "swept": slot.step.swept, "fio_profile": slot.step.fio_profile,
                 "target_concurrency": slot.step.params.concurrency,
                 "target_context_tokens": slot.step.params.context_tokens,
                 "target_arrival_rate_rps": slot.step.params.arrival_rate_rps, "at_target": None, **notes})
-            if self.grafana:
-                problem = self.grafana.post(f"{self.plan.hypothesis_id} {self.plan.stack_name} step {slot.index}: "
-                                            f"{slot.step.label()} ({slot.phase}, rep {slot.repetition + 1})",
-                                            [self.plan.hypothesis_id, self.plan.stack_name, self.run_id])
-                if problem:
-                    self.manifest.note(problem)
+            self.side.annotate(f"{self.plan.hypothesis_id} {self.plan.stack_name} step {slot.index}: "
+                               f"{slot.step.label()} ({slot.phase}, rep {slot.repetition + 1})",
+                               [self.plan.hypothesis_id, self.plan.stack_name, self.run_id], manifest)
             print(f"[{self.plan.hypothesis_id}] step {slot.index + 1}/{len(self.slots)}: {slot.step.label()}"
                   f"{'' if slot.phase == 'run' else ' phase ' + slot.phase} (rep {slot.repetition + 1})",
                   file=sys.stderr, flush=True)
@@ -241,30 +196,10 @@ class RunState:
         spawning_complete say): the step's warm-up starts from here (``at_target`` in the manifest), so a
         step that began with users left over from the last one, or still spawning, is not measured meanwhile."""
         self.load_target = target
-        step = self.manifest.doc["steps"][-1] if self.manifest is not None and self.manifest.doc["steps"] else None
+        manifest = self.sink.manifest
+        step = manifest.doc["steps"][-1] if manifest is not None and manifest.doc["steps"] else None
         if step is not None and step["at_target"] is None and running == target:
-            self.manifest.mark_step(at_target=time.time())
-
-    def _prepare(self, slot: Slot) -> dict:
-        """Side effects a step needs before its load: the fio job, cold caches."""
-        notes = {}
-        self._stop_fio()
-        if slot.step.fio_profile:
-            profile = self.cfg.fio_profiles[slot.step.fio_profile]
-            out = self.manifest.path.parent / f"fio-step{slot.index}.json"
-            self.fio = FioJob(f"contention-{slot.step.fio_profile}", profile, str(self.tier2_path(slot)), out)
-            self.fio.start()
-            notes["fio_output"] = out.name
-        if slot.step.params.cache_state == "cold":
-            notes["cold"] = cache.make_cold(self.tier2_path(slot) / "lora")
-        return notes
-
-    def _stop_fio(self) -> None:
-        if self.fio is not None:
-            err = self.fio.stop()
-            if err and self.manifest:
-                self.manifest.note(f"fio job failed: {err.splitlines()[-1]}")
-            self.fio = None
+            manifest.mark_step(at_target=time.time())
 
     def tier2_path(self, slot: Slot) -> Path:
         return resolve(os.environ.get("DYN_KVBM_TIER2_PATH") or slot.step.profile.tier2_path)
@@ -279,39 +214,27 @@ class RunState:
         return delay
 
     def _record_outage(self, outage: dict) -> None:
-        if self.manifest is not None:
-            self.manifest.doc.setdefault("outages", []).append(outage)
-            self.manifest.note(f"outage: {outage['failures']} requests failed ({outage['kind']}) from "
-                               f"{outage['started_at']} to {outage['ended_at']}")
+        manifest = self.sink.manifest
+        if manifest is not None:
+            manifest.doc.setdefault("outages", []).append(outage)
+            manifest.note(f"outage: {outage['failures']} requests failed ({outage['kind']}) from "
+                          f"{outage['started_at']} to {outage['ended_at']}")
         elif self.run_id:                  # a worker process: the master's manifest is not ours to write
-            self.run_file_line(f"outages-{self.worker}.jsonl", json.dumps(outage))
+            self.sink.run_file_line(f"outages-{self.worker}.jsonl", json.dumps(outage))
 
     def close(self, complete: bool, reason: Optional[str]) -> None:
         if (open_outage := self.outages.end()) is not None:
             self._record_outage(open_outage)
-        self._stop_fio()
-        if self.proxy is not None:
-            self.proxy.terminate()
-            summary, _ = self.proxy.communicate(timeout=10)   # its last line says what adapter I/O it did
-            if self.manifest is not None and summary.strip():
-                self.manifest.note(f"adapter proxy: {summary.strip().splitlines()[-1]}")
-            self.proxy = None
-        if self.manifest is not None:
-            self.manifest.finish(complete, reason)
-        if self.writer:
-            self.writer.close()
-            self.writer = None           # users still running until Locust kills them stop sending (see request)
-        if self.metrics:
-            self.metrics.close()
+        self.side.close(self.sink.manifest)
+        self.sink.close(complete, reason)
         for path in self.announced:
             path.unlink(missing_ok=True)
 
 
-STATE: Optional[RunState] = None        # set by experiment(); a worker's is replaced by the master's run
-
-
-def current() -> RunState:
-    assert STATE is not None, "experiment() was not called"
-    return STATE
+def of(environment) -> RunState:
+    """The run this Locust process serves (attached at init; a worker's is replaced by the master's run)."""
+    st = getattr(environment, "sparkrig", None)
+    assert st is not None, "experiment() did not attach its run to this environment"
+    return st
 
 

@@ -33,11 +33,16 @@ class PlanUser(FastHttpUser):
         """Think time between a user's requests: exponential around think_time_s, as real users' is,
         so arrivals do not lock step with the server's batch slots (a closed loop without it queues
         every request identically and hides the tail the knee rule looks for)."""
-        mean = state.current().current().step.params.think_time_s
+        mean = self.sparkrig.current().step.params.think_time_s
         return self.think.expovariate(1.0 / mean) if mean > 0 else 0.0
 
+    @property
+    def sparkrig(self) -> RunState:
+        """This process's run, through Locust's environment (a worker's is replaced when the master's arrives)."""
+        return state.of(self.environment)
+
     def on_start(self):
-        st = state.current()
+        st = self.sparkrig
         if st.run_id is None:                    # a worker that has not heard from the master yet
             gevent.sleep(0.5)
         runner = self.environment.runner
@@ -46,8 +51,7 @@ class PlanUser(FastHttpUser):
         self.think = random.Random(f"{st.plan.seed}:think:{self.index}")
         self.client.base_url = st.base_url(self.environment.host)
         self.workload = self._make_workload(st)
-        self.open_loop = OpenLoop(lambda t, entry: self._issue(state.current(), t, entry),
-                                  lambda t: self._shed(state.current(), t))
+        self.open_loop = OpenLoop(lambda t, entry: self._issue(self.sparkrig, t, entry), lambda t: self._shed(self.sparkrig, t))
         self.arrivals_rng = random.Random(f"{st.plan.seed}:arrivals:{self.index}")
 
     def _make_workload(self, st: RunState) -> workloads.Workload:
@@ -65,15 +69,15 @@ class PlanUser(FastHttpUser):
 
     @task
     def request(self):
-        st = state.current()
-        if st.failed or st.writer is None:
+        st = self.sparkrig
+        if st.failed or st.sink.writer is None:
             gevent.sleep(0.2)
             return
         params = st.current().step.params
         slot = st.slot
 
         def this_step() -> bool:
-            return st.slot == slot and st.writer is not None and not st.failed
+            return st.slot == slot and st.sink.writer is not None and not st.failed
         if st.trace:                               # the trace is the schedule: replayed once per step
             if self.open_loop.run(trace.arrivals(st.trace, params.trace_time_scale, params.trace_max_rps),
                                   params.max_in_flight, this_step):
@@ -123,11 +127,11 @@ class PlanUser(FastHttpUser):
             rec.ok, rec.error_class = False, CANCELLED_BY_STEP
             rec.error = "request in flight when Locust stopped the user at a step boundary or the end of the run"
             rec.e2e_s = time.time() - rec.start_time if rec.start_time else None
-            st.record(rec)
+            st.sink.record(rec)
             raise
         if intended is not None:
             rec.schedule_lag_s = rec.start_time - intended
-        st.record(rec)
+        st.sink.record(rec)
         self.workload.done(req, rec.ok, "".join(text or ()), rec.prompt_tokens)
         if rec.status == 400 and "session_id" in req.body and "session_id" in (rec.error or ""):
             self._session_id_refused(st, rec.error)
@@ -138,7 +142,7 @@ class PlanUser(FastHttpUser):
         rec = self._record(st, None, intended)
         rec.start_time, rec.error_class = intended, SHED_BY_CLIENT
         rec.error = f"{st.current().step.params.max_in_flight} requests already in flight (max_in_flight)"
-        st.record(rec)
+        st.sink.record(rec)
 
     def _session_id_refused(self, st: RunState, error: str) -> None:
         """H9's known blocker: the frontend rejects session metadata. Record it and go on without it."""
@@ -146,9 +150,9 @@ class PlanUser(FastHttpUser):
             st.session_id_refused = True
             reason = f"{st.plan.hypothesis.blocked_if or 'the frontend rejects session_id'}: HTTP 400 {error}"
             log.warning("blocked: %s; continuing without session_id", reason)
-            if st.manifest is not None:
-                st.manifest.block(reason)
+            if st.sink.manifest is not None:
+                st.sink.manifest.block(reason)
             else:
-                st.run_file_line(f"blocked-{st.worker}.txt", reason)
+                st.sink.run_file_line(f"blocked-{st.worker}.txt", reason)
 
 

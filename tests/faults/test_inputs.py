@@ -297,13 +297,13 @@ def test_a_worker_names_only_addresses_on_the_masters_host(tmp_path, monkeypatch
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text(f"run_dir: {tmp_path / 'run'}\nresults_dir: {tmp_path / 'results'}\n")
     monkeypatch.setenv("HARNESS_CONFIG", str(overlay))
-    monkeypatch.setattr(state, "STATE", state.RunState("H0", {}))
-    state.STATE.run_id = "r1"
+    environment = SimpleNamespace(sparkrig=state.RunState("H0", {}))       # the run, as Locust's environment holds it
+    environment.sparkrig.run_id = "r1"
     for address, node in (("169.254.169.254:80", here), ("127.0.0.1:9101", here)):
         # what Locust's master hands a custom message's listener (importing locust here would patch this process)
-        gather._metrics(None, SimpleNamespace(type=state.MSG_METRICS, data={"address": address, "worker": "w"},
-                                              node_id=node))
-    written = [p.name for p in targets_dir(state.STATE.cfg).glob("loadgen-*.json")]
+        gather._metrics(environment, SimpleNamespace(type=state.MSG_METRICS, data={"address": address, "worker": "w"},
+                                                     node_id=node))
+    written = [p.name for p in targets_dir(environment.sparkrig.cfg).glob("loadgen-*.json")]
     assert written == ["loadgen-127.0.0.1_9101.json"]
 
 

@@ -16,8 +16,13 @@ from faultcase import fault
 NAN = math.nan
 
 
+BLOCK = 64 * 2**10
+
+
 def b2(onboard=0.0, offload=0.0, tier2=NAN, process=NAN) -> dict:
-    return {"mode": "B2", "onboard_disk_blocks": onboard, "offload_disk_blocks": offload, "tier2_read_bytes": tier2,
+    """A B2 leg's row: blocks onboarded from and offloaded to disk, their bytes, and the bytes really read."""
+    return {"mode": "B2", "onboard_disk_blocks": onboard, "offload_disk_blocks": offload,
+            "onboard_disk_bytes": onboard * BLOCK, "offload_disk_bytes": offload * BLOCK, "tier2_read_bytes": tier2,
             "process_read_bytes": process}
 
 
@@ -32,6 +37,8 @@ def test_kvbm_counters_alone_are_no_mechanism():
     assert unseen.reason == "TELEMETRY_MISSING" and unseen.rehydrate and unseen.backed is None
     assert _mechanism([b2(onboard=300, offload=200, process=40e6)]).reason is None
     assert _mechanism([b2(onboard=300, offload=200, tier2=40e6)]).reason is None     # the simulator's own count
+    # bytes read, but under half of the 19.7 MB KVBM claims: the analysis' own gate says not backed (#25.4)
+    assert _mechanism([b2(onboard=300, offload=200, process=1e6)]).reason == "DISK_READS_NOT_BACKED"
     # the serving process's reads come first: a tier2 file count cannot stand in for reads it did not do
     assert _mechanism([b2(onboard=300, offload=200, tier2=40e6, process=0.0)]).reason == "DISK_READS_NOT_BACKED"
     v = P.verdict([], [], _mechanism([b2(onboard=300, process=0.0)]))
@@ -39,18 +46,55 @@ def test_kvbm_counters_alone_are_no_mechanism():
     assert v["ssd_rehydrate_signal_present"] and v["ssd_rehydrate_backed_by_reads"] is False
 
 
+class Kvbm:
+    """KVBM's exposition on loopback as Dynamo 1.6.1 writes it (counters without ``_total``), its counters set
+    by the test (a restart sets them lower)."""
+
+    def __init__(self):
+        from configs.vocabulary import stacks as V
+        self.values = {}
+        counters = self.values
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = "".join(f"# TYPE {V.KVBM}{k} counter\n{V.KVBM}{k} {v}\n" for k, v in counters.items())
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body.encode())))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *_a):
+                pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metrics"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 @fault("23.B5", "KVBM restarts mid-leg and its counters start again from zero (after < before)",
        "the leg counts the growth since the restart (never a negative block count) and says counter_reset",
        ("pairs:GATE_NO_SSD_MECHANISM_SIGNAL",))
-def test_a_counter_reset_mid_leg_is_no_negative_count():
-    from rig.legs import increase
+def test_a_counter_reset_mid_leg_is_no_negative_count(tmp_path):
+    """A leg reads KVBM through the exporter's own collector (#25.4): the vocabulary's names, bytes from the
+    block size it resolves, and its Monotonic carrying the counters across KVBM's restart."""
+    from configs import load
+    from rig.legs import grown, kv_evidence, kv_reader
     from rig.pairs import _mechanism
-    assert increase(5000.0, 1986.0) == (1986.0, True)
-    assert increase(100.0, 100.0) == (0.0, False)
-    assert math.isnan(increase(None, 3.0)[0]) and math.isnan(increase(NAN, 3.0)[0])
+    kvbm = Kvbm()
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(f"stacks:\n  stackB: {{kvbm_metrics_url: '{kvbm.url}'}}\n")
+    kvbm.values.update(onboard_blocks_d2d=5000.0, offload_blocks_h2d=700.0)
+    reader = kv_reader(load(str(overlay)), "spill")
+    before = kv_evidence(reader)
+    kvbm.values.update(onboard_blocks_d2d=1986.0, offload_blocks_h2d=10.0)    # restarted, then moved some
+    after = kv_evidence(reader)
+    kvbm.server.shutdown()
+    leg = grown(before, after)
+    assert (leg["onboard_disk_blocks"], leg["offload_disk_blocks"], leg["counter_reset"]) == (1986.0, 10.0, True)
+    assert leg["onboard_disk_bytes"] == 1986.0 * after["onboard_disk_bytes"] / (5000.0 + 1986.0)
+    assert math.isnan(leg["tier2_read_bytes"])                   # not exposed: unknown, not zero
+    assert kv_evidence(reader) is None and math.isnan(grown(before, None)["onboard_disk_blocks"])   # KVBM gone
     # the leg that lost 3014 blocks to a reset onboarded 1986 since: a mechanism, not an early stop
-    onboard, _ = increase(5000.0, 1986.0)
-    assert _mechanism([b2(onboard=onboard, offload=10.0, process=8e6)]).reason is None
+    assert _mechanism([{**b2(), **leg, "process_read_bytes": leg["onboard_disk_bytes"]}]).reason is None
     assert _mechanism([b2(onboard=0.0, offload=0.0)]).reason == "GATE_NO_SSD_MECHANISM_SIGNAL"
 
 
@@ -161,7 +205,8 @@ def test_blocked_legs_between_modes_the_stack_cannot_tell_apart_are_no_finding(t
             metrics = {m: 100.0 + pair + (5.6 if mode == "B2" else 0.0) for m in METRICS}
             rows.append({"pair": pair, "order": "_".join(order), "position": position, "mode": mode, **metrics,
                          "errors": 0, "metric_used": "ttfc", "onboard_disk_blocks": NAN, "offload_disk_blocks": NAN,
-                         "tier2_read_bytes": NAN, "process_read_bytes": NAN,
+                         "onboard_disk_bytes": NAN, "offload_disk_bytes": NAN, "tier2_read_bytes": NAN,
+                         "process_read_bytes": NAN,
                          "blocked": "Unsupported parameter(s): `session_id`"})
             legs.append(P.Leg(pair, "_".join(order), mode, metrics))
     assert leg_flags(rows) == ["LEG_BLOCKED", "MODES_NOT_DISTINCT"]

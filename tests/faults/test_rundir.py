@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, Sim, free_port, run_module, stack_a_overlay
+from conftest import ROOT, Sim, free_port, pairs_overlay, run_module, stack_a_overlay
 from faultcase import fault
 
 
@@ -191,20 +191,8 @@ def test_pack_replaces_only_a_pack_it_made(tmp_path):
        catches="cli:skips live runs")
 def test_hygiene_leaves_a_live_experiment_and_its_legs_alone(tmp_path):
     results = tmp_path / "results"
-    config = tmp_path / "rehydrate.yaml"
-    config.write_text(f"""results_dir: {results}
-run_dir: {tmp_path / 'run'}
-engine: {{time_scale: 0.25, lora_count: 0}}
-stacks:
-  stackB: {{openai_base: 'http://127.0.0.1:{free_port()}/v1', metrics_url: 'http://127.0.0.1:{free_port()}/metrics',
-            kvbm_metrics_url: 'http://127.0.0.1:{free_port()}/metrics',
-            worker_metrics_url: 'http://127.0.0.1:{free_port()}/metrics'}}
-profiles:
-  stress: {{tier0_bytes: 4MiB, tier1_bytes: 2MiB, tier2_bytes: 64MiB, tier2_path: {tmp_path / 't2'}}}
-loadgen: {{metrics_port: {free_port()}, ready_timeout_s: 10}}
-hypotheses:
-  H9: {{params: {{max_tokens: 8}}}}
-""")
+    config = pairs_overlay(tmp_path, tier2_bytes="64MiB")
+
     dead = results / "h0-dead"                    # a run whose writer died: its lock file is there, unheld
     dead.mkdir(parents=True)
     (dead / "manifest.json").write_text(json.dumps({"run_id": "h0-dead", "status": "running", "start": 0,
