@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-import pandas as pd
+if TYPE_CHECKING:                  # tables in, no pandas import: the rig's commands load this module
+    import pandas as pd
 
 
 PLAN_RATIO = 2.0

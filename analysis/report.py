@@ -14,7 +14,8 @@ from . import hypotheses as H
 from . import rigs
 from .document import Document
 from .hypotheses.common import pooled_of
-from .run import RunAnalysis, dumps, verdict_doc
+from .jsonout import dumps
+from .run import RunAnalysis, verdict_doc
 
 def bucket_ratio(buckets) -> float:
     """The widest step between neighbouring histogram bounds (0 left out): the worst-case factor of a

@@ -1,7 +1,6 @@
 """One run: records + telemetry -> per-step table, knee, correlations and gates."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,15 +9,16 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-from configs.vocabulary.rules import LATENCY_WINDOW_S
+from configs.vocabulary.rules import LATENCY_WINDOW_S, RATE_WINDOW_S
 
 from . import gates as G
+from .jsonout import dumps
 from . import hypotheses as H
 from .correlate import MIN_WINDOWS, Correlation, best_lag, on_grid, window_p99
 from .knee import Knee, knee_of
 from .promdata import Source
 from .steps import by_step, error_rate, load_run, step_table
-from .telemetry import IDLE_S, QUERIES, RATE_SETTLE_S, pull, raw_name, single, total, window_mean
+from .telemetry import IDLE_S, QUERIES, pull, raw_name, single, total, window_mean
 
 CORRELATION_WINDOW_S = 2.0
 STEP_TELEMETRY = ("nvme_reads", "nvme_read_bytes", "nvme_r_await", "nvme_util", "iowait", "psi_io",
@@ -105,11 +105,11 @@ def level_key(manifest: dict) -> str:
 
 def add_step_telemetry(table: pd.DataFrame, frames: dict) -> pd.DataFrame:
     """Each step's telemetry over its measured window (from its warm-up's end, and at least the rate
-    windows' RATE_SETTLE_S in). The histogram p99 only where the step outlasts its rule's window; elsewhere it
+    windows' RATE_WINDOW_S in). The histogram p99 only where the step outlasts its rule's window; elsewhere it
     is left empty with the reason (on 20 s steps it read 0.74 s against an exact 0.118 s)."""
     out = table.copy()
     for name in STEP_TELEMETRY:
-        out[name] = [window_mean(frames[name], r.start + max(r.warmup_s, min(RATE_SETTLE_S, r.duration_s / 2)), r.end)
+        out[name] = [window_mean(frames[name], r.start + max(r.warmup_s, min(RATE_WINDOW_S, r.duration_s / 2)), r.end)
                      for r in out.itertuples()]
     hist = frames.get("ttft_p99_hist")
     values, reasons = [], []
@@ -194,7 +194,7 @@ def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
 def evidence(frames: dict, start: float, end: float, tiered: bool) -> dict:
     """The storage mechanism in numbers: KV bytes through the disk tier, and the kv_tier2 disk's reads.
     A stack without a KV disk tier moved 0 bytes through one by construction (said as such)."""
-    out = {"kv_tier2_disk_reads_per_s": window_mean(frames["nvme_reads"], start + RATE_SETTLE_S, end)}
+    out = {"kv_tier2_disk_reads_per_s": window_mean(frames["nvme_reads"], start + RATE_WINDOW_S, end)}
     if tiered:
         out.update(tier2_read_bytes=total(frames, "kv_onboard_disk_bytes", start, end),
                    tier2_written_bytes=total(frames, "kv_offload_disk_bytes", start, end),
@@ -270,20 +270,3 @@ def telemetry_missing(a: RunAnalysis) -> list[str]:
     empty = {n for n, (_, need) in QUERIES.items()
              if need in needed and a.frames.get(n) is not None and a.frames[n].empty}
     return sorted(empty.union(*(g.missing for g in a.gates)))
-
-
-def json_safe(value):
-    """NaN and infinities become null: verdict.json is read by other tools, and bare NaN is not JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return json_safe(value.item())
-    return value
-
-
-def dumps(doc) -> str:
-    return json.dumps(json_safe(doc), indent=1, default=str, allow_nan=False) + "\n"

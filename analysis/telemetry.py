@@ -13,7 +13,6 @@ from configs.vocabulary import series as S
 from .promdata import Source
 
 IDLE_S = 30.0                  # telemetry before the run: the idle baseline (H2A's flat-NVMe gate)
-RATE_SETTLE_S = 5.0            # rate windows of the recording rules need this long inside a step
 
 
 def sel(name: str, matchers: str = "") -> str:

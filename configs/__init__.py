@@ -7,7 +7,7 @@
 from .errors import ConfigError
 from .loader import load
 from .model import EngineParams, FioProfile, Harness, Hypothesis, ModelSpec, Profile, StackSpec, WorkloadParams
-from .run import OVERRIDE_VARS, RunPlan, Step, plan_run
+from .plan import OVERRIDE_VARS, RunPlan, Step, plan_run
 from .sizes import format_size, parse_size
 
 __all__ = [

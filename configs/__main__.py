@@ -9,7 +9,7 @@ import sys
 from . import redact, tier_env
 from .errors import cli_main
 from .loader import load
-from .run import plan_run
+from .plan import plan_run
 from .schema import to_plain
 
 

@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     if not backend:
         tiered = next((s for s in cfg.stacks.values() if s.kv_tiering), next(iter(cfg.stacks.values())))
         backend = tiered.openai_base
-    from configs.run import normalise_endpoint
+    from configs.plan import normalise_endpoint
     backend = normalise_endpoint(backend)
     tier2 = resolve(args.tier2_path or cfg.profiles["spill"].tier2_path)
     listen, port = args.listen or cfg.loadgen.listen, args.port or cfg.loadgen.adapter_proxy_port

@@ -126,3 +126,10 @@ def main(quick: bool = False, overlay: Optional[str] = None) -> int:
             stopped = sup.stop_mine()
             if stopped:
                 say("stopped " + ", ".join(stopped))
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="the end-to-end demo on simulated stacks (configs/demo.yaml; --config or "
+                                    "$HARNESS_CONFIG layered over it)")
+    p.add_argument("--quick", action="store_true", help="H0 and H2 only, shorter steps (CI)")
+    p.set_defaults(func=lambda args: main(quick=args.quick, overlay=args.config))

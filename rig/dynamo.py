@@ -24,7 +24,7 @@ from typing import Callable
 
 import yaml
 
-from configs import ConfigError, Harness
+from configs import ConfigError, Harness, load
 from configs.loader import merge, read_yaml
 from configs.discovery import connect_host
 from configs.paths import ensure_data_dir, resolve
@@ -330,3 +330,18 @@ def main(cmd: str, cfg: Harness) -> int:
         if not running:
             print("the local Dynamo is not running")
     return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("dynamo", help="the real NVIDIA Dynamo (frontend + mocker engine) as a local Stack B")
+    p.add_argument("action", choices=["install", "up", "down", "status"],
+                   help="install into dynamo.venv; start on loopback and write <dynamo.home>/overlay.yaml; stop; list")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    try:
+        return main(args.action, load(args.config))    # cfg.overlay: the operator's, however it was given
+    except StartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -98,3 +98,11 @@ def main(args) -> int:
                 shutil.move(str(d), str(target / d.name))
     say(f"{len(found)} trial runs {'moved to ' + str(target) if args.execute else 'found; --execute moves them'}")
     return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("hygiene", help="archive trial runs (unfinished, empty, damaged) under "
+                                       "<results_dir>/trials/; a dry run unless --execute")
+    p.add_argument("--execute", action="store_true", help="move them (default: only list them)")
+    p.add_argument("--keep", action="append", help="a run or experiment to leave alone (repeatable)")
+    p.set_defaults(func=main)

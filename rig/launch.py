@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from configs import Harness
 from configs.paths import PROJECT_ROOT, make_dir, resolve
 from configs.loader import OVERLAY_ENV
-from configs.run import stack_name
+from configs.plan import stack_name
 from configs.runfiles import hold_writer_lock, new_run_id
 from configs.tier_env import render, tier_env
 

@@ -2,13 +2,14 @@
 with the very configuration compose uses (same generated scrape jobs, same rules)."""
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Iterable
 
-from configs import ConfigError, Harness
+from configs import ConfigError, Harness, load
 from configs.discovery import connect_host, prometheus_url, targets_dir
 from configs.paths import PROJECT_ROOT, ensure_data_dir
 from exporters.registry import NAMES
@@ -93,3 +94,64 @@ def up(cfg: Harness, profile: str) -> list[Started]:
 
 def down(cfg: Harness) -> list[str]:
     return Supervisor(run_dir(cfg)).stop_all()
+
+
+COMPOSE_RULES, COMPOSE_TARGETS = "/etc/prometheus/rules", "/etc/prometheus/targets"
+
+
+def register(sub) -> None:
+    """`rig up`, `down`, `status` and `render`."""
+    p = sub.add_parser("up", help="start the exporters and Prometheus as local processes")
+    p.add_argument("--profile", default="spill", help="profile whose tier2_path and block size the exporters use")
+    p.set_defaults(func=_up)
+    sub.add_parser("down", help="stop everything `up` (or the demo) started").set_defaults(func=_down)
+    sub.add_parser("status", help="list running processes and their logs").set_defaults(func=_status)
+    p = sub.add_parser("render", help="write Prometheus config and file_sd targets")
+    p.add_argument("--compose", action="store_true",
+                   help=f"write prometheus/prometheus.yml for containers ({COMPOSE_RULES}, {COMPOSE_TARGETS})")
+    p.add_argument("--targets-dir", help="write only the file_sd targets, into this directory")
+    p.set_defaults(func=_render)
+
+
+def _up(args) -> int:
+    cfg = load(args.config)
+    try:
+        started = up(cfg, args.profile)
+    except StartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for s in started:
+        print(f"started {s.name:<18} pid {s.pid:<7} log {s.log}")
+    print(f"Prometheus: {prometheus_url(cfg)}  (stop everything with `make down`)")
+    return 0
+
+
+def _down(args) -> int:
+    stopped = down(load(args.config))
+    print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+    return 0
+
+
+def _status(args) -> int:
+    sup = Supervisor(run_dir(load(args.config)))
+    running = sup.running()
+    for name, pid in running.items():
+        print(f"{name:<18} pid {pid:<7} log {sup.logs / (name + '.log')}")
+    if not running:
+        print("nothing is running")
+    return 0
+
+
+def _render(args) -> int:
+    cfg = load(args.config)
+    if args.targets_dir:
+        promconfig.check_compose_env(cfg, os.environ)
+        for path in promconfig.write_targets(cfg, Path(args.targets_dir)):
+            print(f"wrote {path}")
+    elif args.compose:
+        out = PROJECT_ROOT / "prometheus" / "prometheus.yml"
+        out.write_text(promconfig.render(cfg, COMPOSE_RULES, COMPOSE_TARGETS, compose=True))
+        print(f"wrote {out}")
+    else:
+        print(f"wrote {write_prometheus_config(cfg)}")
+    return 0

@@ -16,7 +16,6 @@ import csv
 import json
 from pathlib import Path
 
-from analysis import figures
 from configs import load
 from configs.paths import fresh_owned_dir, inside, make_dir, resolve, safe_join, write_file
 from configs.runfiles import read_manifest, read_records
@@ -65,6 +64,7 @@ def _revision(git) -> str:
 
 
 def pack(results: Path, experiment: Path, name: str) -> Path:
+    from analysis import figures          # here: matplotlib loads only for a pack, not for every `rig` command
     legs = list(csv.DictReader(open(experiment / "legs.csv")))
     runs = {r["run_id"]: safe_join(results, r["run_id"]) for r in legs}        # before anything is written
     comparisons = json.loads((experiment / "comparisons.json").read_text())
@@ -108,3 +108,11 @@ def main(args) -> int:
     out = pack(results, experiment, name)
     say(f"results pack: {out}")
     return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pack", help="a results pack from one `rig pairs` experiment: tables, order check, "
+                                    "verdict, figures, config snapshot, methodology")
+    p.add_argument("pairs", help="the experiment: pairs-<ts> under results_dir, or its path")
+    p.add_argument("--name", help="pack name under <results_dir>/publish/ (default from the experiment)")
+    p.set_defaults(func=main)

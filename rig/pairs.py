@@ -23,16 +23,19 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from analysis import gates as G
-from analysis import pairs as P
-from analysis.run import json_safe
+from analysis.jsonout import json_safe
 from configs import Harness, load
 from configs.model import TIER_MODES
 
 from .launch import Interrupt, Interrupted, experiment_dir, say
-from .legs import LegError, LegRunner
 from .procs import StartError
+
+if TYPE_CHECKING:
+    from analysis import paired as P
+# The statistics, the gates and the legs are imported where they are used: `python -m rig` registers every
+# command at start, and their imports (pandas, the collectors) would cost each command a second.
 
 METRICS = ("ttfc_p50_ms", "ttfc_p95_ms", "ttfc_p99_ms", "throughput_rps")
 BASELINE_FILE = "pairs_known_good_baseline.json"       # under results_dir: workload -> replay list hash
@@ -59,10 +62,12 @@ def check_baseline(results: Path, key: str, found: str, strict: bool, accept: bo
     return []
 
 
-
 def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, context_tokens: int,
         duration_s: int, mechanism_gate: bool, allow_missing_kvbm: bool, strict_baseline: bool = False,
         accept_baseline: bool = False) -> int:
+    from analysis import gates as G
+    from analysis import paired as P
+    from .legs import LegError, LegRunner
     a, b = modes
     out, ts = experiment_dir(cfg, "pairs")
     runner = LegRunner(cfg, out)
@@ -146,6 +151,8 @@ def _mechanism(rows: list[dict]) -> P.Mechanism:
     claiming leg's claim backed by bytes really read, judged by the analysis' own ssd_mechanism gate (the
     serving process's reads where observed, else the simulator's tier2 file count, and at least half the
     bytes KVBM claims): not backed where any leg's claim is not, unknown where any leg's cannot be checked."""
+    from analysis import gates as G
+    from analysis import paired as P
     b2 = [r for r in rows if r["mode"] == "B2"]
     if not b2 or all(math.isnan(r["onboard_disk_bytes"]) for r in b2):
         return P.Mechanism(None, None)
@@ -160,6 +167,7 @@ def _mechanism(rows: list[dict]) -> P.Mechanism:
 
 def _write(out: Path, rows: list[dict], legs: list[P.Leg], comparisons: list, flags: list[str],
            modes: tuple[str, str]) -> dict:
+    from analysis import paired as P
     verdict = P.verdict(legs, comparisons, _mechanism(rows), tuple(flags + leg_flags(rows)))
     if rows:
         with open(out / "legs.csv", "w", newline="") as f:
@@ -185,6 +193,7 @@ def _num(x: float, spec: str = ".2f") -> str:
 
 
 def _report(rows: list[dict], comparisons: list, verdict: dict, modes: tuple[str, str]) -> str:
+    from analysis import paired as P
     a, b = modes
     lines = ["# Paired AB/BA repeats", "",
              f"**Verdict**: {'decision-grade' if verdict['decision_grade'] else 'not decision-grade'} "
@@ -225,3 +234,22 @@ def main(argv_args) -> int:
     return run(load(argv_args.config), argv_args.pairs, modes, argv_args.concurrency,
                argv_args.context_tokens, argv_args.duration_s, not argv_args.no_mechanism_gate,
                argv_args.allow_missing_kvbm, argv_args.strict_baseline, argv_args.accept_new_baseline)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pairs", help="paired AB/BA repeats of the rehydrate replay between two tier modes "
+                                     "(default B1 vs B2): deltas, intervals, tests, order check, verdict")
+    p.add_argument("--pairs", type=int, default=6, help="number of pairs (default 6; fewer than 3 give no interval)")
+    p.add_argument("--modes", default="B1,B2", help="the two tier modes, A then B; deltas are B - A")
+    p.add_argument("--concurrency", type=int, default=4, help="users in every phase (the replay concurrency)")
+    p.add_argument("--context-tokens", type=int, default=4096, help="session prefix length")
+    p.add_argument("--duration-s", type=int, default=30, help="seconds per phase (populate, thrash, replay)")
+    p.add_argument("--no-mechanism-gate", action="store_true",
+                   help="go on when the first B2 leg shows no SSD mechanism (then never decision-grade)")
+    p.add_argument("--allow-missing-kvbm", action="store_true",
+                   help="go on without KVBM metrics (then never decision-grade: TELEMETRY_MISSING)")
+    p.add_argument("--strict-baseline", action="store_true",
+                   help="stop when the replay list differs from the known-good baseline (default: warn)")
+    p.add_argument("--accept-new-baseline", action="store_true",
+                   help="make this run's replay list the known-good baseline (an audit line is appended)")
+    p.set_defaults(func=main)

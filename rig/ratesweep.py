@@ -57,3 +57,15 @@ def main(args) -> int:
     say(f"rate sweep run: {run_id or '-'} (locust exit {code}); analyse it with python -m analysis report "
         f"--run {run_id}")
     return 0 if run_id else 2
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ratesweep", help="open-loop rates placed between the synchronous rate and the maximum "
+                                         "throughput, both measured first (as guidellm's sweep)")
+    p.add_argument("hypothesis", help="a hypothesis with an open-loop workload, e.g. H0")
+    p.add_argument("--stack", default="stackB", help="stack to load (default stackB)")
+    p.add_argument("--points", type=int, default=6, help="rates in the sweep (default 6)")
+    p.add_argument("--max-concurrency", type=int, default=64, help="users of the maximum-throughput run")
+    p.add_argument("--calibrate-s", type=int, default=20, help="seconds of each calibration run")
+    p.add_argument("--duration-s", type=int, default=30, help="seconds per rate")
+    p.set_defaults(func=main)

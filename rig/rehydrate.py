@@ -20,7 +20,6 @@ from configs import Harness, load
 from configs.model import tier_mode
 
 from .launch import Interrupt, Interrupted, experiment_dir, say
-from .legs import LegError, LegRunner
 from .procs import StartError
 
 
@@ -60,6 +59,7 @@ def knees(rows: list[dict]) -> dict:
 
 def run(cfg: Harness, modes: list[str], concurrencies: list[int], context_tokens: int, duration_s: int) -> int:
     out, ts = experiment_dir(cfg, "rehydrate")
+    from .legs import LegError, LegRunner      # here: registering `rig rehydrate` costs none of the legs' imports
     runner = LegRunner(cfg, out)
     rows: list[dict] = []
     say(f"rehydrate sweep: modes {', '.join(modes)} x replay concurrency {', '.join(map(str, concurrencies))}, "
@@ -127,3 +127,13 @@ def main(args) -> int:
         return 2
     return run(load(args.config), modes, sorted(set(concurrencies)), args.context_tokens,
                args.duration_s)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("rehydrate", help="the fixed-pressure rehydrate sweep: replay concurrency x tier mode, "
+                                         "knee tables, a recommended concurrency for `rig pairs`")
+    p.add_argument("--modes", default="B0,B1,B2", help="tier modes to sweep (default B0,B1,B2)")
+    p.add_argument("--concurrencies", default="1,2,4,8", help="replay concurrencies (default 1,2,4,8)")
+    p.add_argument("--context-tokens", type=int, default=4096, help="session prefix length")
+    p.add_argument("--duration-s", type=int, default=30, help="seconds per phase (populate, thrash, replay)")
+    p.set_defaults(func=main)

@@ -27,7 +27,6 @@ import yaml
 
 from configs import load
 from configs.model import PLAYBOOK_PHASES, PROFILE_SWEEP_KEYS
-from analysis.hypotheses import lookup
 from configs.paths import PROJECT_ROOT, resolve
 
 from . import local
@@ -35,7 +34,7 @@ from .launch import (Interrupt, Interrupted, end_locust, restart_real_stack_b, r
                      stop_simulator)
 from .procs import StartError, Supervisor
 
-def phases(cfg) -> dict[str, list[tuple[str, str]]]:
+def playbook(cfg) -> dict[str, list[tuple[str, str]]]:
     """Each playbook phase's runs, (hypothesis, stack), as configs/hypotheses.yaml places them."""
     return {p: [(hid, stack) for hid, h in cfg.hypotheses.items() if h.phase == p for stack in h.stacks]
             for p in PLAYBOOK_PHASES}
@@ -43,6 +42,7 @@ def phases(cfg) -> dict[str, list[tuple[str, str]]]:
 
 def expected_csv(hypothesis: str) -> str:
     """The table the hypothesis' report section always writes (its registered one), else the summary."""
+    from analysis.hypotheses import lookup      # here: the report's sections (matplotlib) load only for a sweep
     h = lookup(hypothesis)
     return h.csv if h is not None else "summary_v3.csv"
 
@@ -138,7 +138,7 @@ def main(phases: list[str], config: Path | None = None) -> int:
             local.up(cfg, "spill")
             for phase in phases:
                 say(f"== phase {phase}")
-                for hypothesis, stack in phases(cfg)[phase]:
+                for hypothesis, stack in playbook(cfg)[phase]:
                     hyp = cfg.hypotheses[hypothesis]
                     for split in tier_splits(cfg, hypothesis):
                         stop.check()
@@ -182,3 +182,11 @@ def main(phases: list[str], config: Path | None = None) -> int:
         say(f"  {o.hypothesis:<4} {o.stack:<7} {o.label:<28} {o.run_id or '-':<40} {o.verdict or '-':<8} "
             f"{'checks ok' if not failed else 'missing: ' + ', '.join(failed)}")
     return 0 if all(all(o.checks.values()) for o in outcomes) else 1
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="the v3.3 sweep playbook: phases A, B, C and the H9 check")
+    p.add_argument("--phase", action="append", choices=list(PLAYBOOK_PHASES),
+                   help="phases to run, in order (default: A B C H9)")
+    p.set_defaults(func=lambda args: main(args.phase or list(PLAYBOOK_PHASES),
+                                          Path(args.config) if args.config else None))

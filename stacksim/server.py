@@ -126,7 +126,7 @@ class StackServer:
 
     def __init__(self, opts: StackOptions) -> None:
         self.o = opts
-        self.tiered = opts.stack == "B"
+        self.dynamo = opts.stack == "B"          # Dynamo's dialect (frontend, KVBM); B0 too: tiers are the mode's
         self.data_dir: Optional[Path] = None
         self._runners: list[web.AppRunner] = []
         self._pool: Optional[ThreadPoolExecutor] = None
@@ -146,7 +146,7 @@ class StackServer:
         self._lock = DirLock(root / f".{name}.lock", what)
         try:
             listeners = {"API": o.port}
-            if self.tiered:
+            if self.dynamo:
                 listeners.update(KVBM=o.kvbm_port if o.tier_mode != "B0" else None, worker=o.worker_port)
             for role, port in listeners.items():
                 if port:
@@ -170,14 +170,14 @@ class StackServer:
         self.lora = LoraStore(self.data_dir, e.lora_count, e.lora_bytes, e.max_loras, e.lora_load_ms / 1000.0, io)
         block = p.kv_block_size_bytes
         tier2 = None
-        if self.tiered and o.tier_mode == "B2" and p.tier2_bytes >= block:
+        if self.dynamo and o.tier_mode == "B2" and p.tier2_bytes >= block:
             tier2 = Tier2Store(self.data_dir, "kv_blocks.bin", block, p.tier2_bytes // block)
         self.kv = TieredKVCache(
             tier0_blocks=p.tier0_bytes // block,
-            tier1_blocks=p.tier1_bytes // block if self.tiered and o.tier_mode != "B0" else 0,
+            tier1_blocks=p.tier1_bytes // block if self.dynamo and o.tier_mode != "B0" else 0,
             tier2=tier2, policy=p.eviction_policy, block_tokens=p.kv_block_size_tokens, io=io)
         self.engine = Engine(e, self.kv, block, o.seed, io, self.lora)
-        self.metrics = FrontendMetrics(self.engine, "dynamo" if self.tiered else "trtllm", o.model)
+        self.metrics = FrontendMetrics(self.engine, "dynamo" if self.dynamo else "trtllm", o.model)
         self.engine.start()
 
         app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -185,7 +185,7 @@ class StackServer:
         app.router.add_post("/v1/chat/completions", lambda r: self._generate(r, chat=True))
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
-        if self.tiered:
+        if self.dynamo:
             app.router.add_get("/metrics", self._frontend_metrics)
         else:  # trtllm-serve: JSON iteration stats on /metrics, Prometheus text on /prometheus/metrics
             app.router.add_get("/metrics", self._iteration_stats)
@@ -205,8 +205,8 @@ class StackServer:
                                                                      content_type="text/plain", charset="utf-8"))
             await self._listen(wapp, "worker")
         log.info("stack %s%s serving %s on http://%s:%d%s (profile tiers: %d/%d/%d blocks, tier2 %s)", o.stack,
-                 f" ({o.tier_mode})" if self.tiered else "", o.model, o.host, o.port,
-                 f", KVBM metrics on :{o.kvbm_port}" if self.tiered and o.kvbm_port and o.tier_mode != "B0" else "",
+                 f" ({o.tier_mode})" if self.dynamo else "", o.model, o.host, o.port,
+                 f", KVBM metrics on :{o.kvbm_port}" if self.dynamo and o.kvbm_port and o.tier_mode != "B0" else "",
                  self.kv.capacity0, self.kv.capacity1, tier2.capacity if tier2 else 0,
                  "O_DIRECT" if tier2 and tier2.direct else ("buffered" if tier2 else "none"))
 
@@ -242,7 +242,7 @@ class StackServer:
     async def _models(self, _request) -> web.Response:
         now = int(time.time())
         data = [{"id": self.o.model, "object": "model", "created": now, "owned_by": "stacksim"}]
-        if self.tiered:                           # the Dynamo frontend publishes the engine's context limit
+        if self.dynamo:                           # the Dynamo frontend publishes the engine's context limit
             data[0]["context_window"] = self.o.engine.max_num_tokens
         data += [{"id": n, "object": "model", "created": now, "owned_by": "stacksim", "parent": self.o.model}
                  for n in self.lora.names]
@@ -294,11 +294,11 @@ class StackServer:
             if len(text) > limit * MAX_TOKEN_CHARS:     # over the limit whatever it tokenizes to: don't tokenize
                 message = (f"prompt of {len(text)} characters is longer than any prompt of max_num_tokens={limit} "
                            f"tokens (at most {MAX_TOKEN_CHARS} characters per token)")
-                raise TooLong(message) if self.tiered else BadRequest(message)
+                raise TooLong(message) if self.dynamo else BadRequest(message)
             prompt = tokenize(text)
         if len(prompt) > limit:
             message = f"prompt has {len(prompt)} tokens, over this engine's max_num_tokens={limit}"
-            raise TooLong(message) if self.tiered else BadRequest(message)
+            raise TooLong(message) if self.dynamo else BadRequest(message)
         key = "max_completion_tokens" if chat and "max_completion_tokens" in body else "max_tokens"
         max_tokens = body.get(key, 256 if chat else 16)
         cap = self.o.engine.max_output_tokens
@@ -343,7 +343,7 @@ class StackServer:
                 status, message, type_ = 404, f"The model `{exc.args[0]}` does not exist.", "NotFoundError"
             else:
                 status, message, type_ = exc.status, exc.message, exc.type
-            if self.tiered:
+            if self.dynamo:
                 resp = dynamo_error(status, "Model not found" if status == 404 else message)
             else:
                 resp = openai_error(status, message, type_, "model_not_found" if status == 404 else
@@ -423,7 +423,7 @@ class StackServer:
                     await resp.write(chunk(event[1], None))
             usage = {"prompt_tokens": len(seq.prompt), "completion_tokens": len(texts),
                      "total_tokens": len(seq.prompt) + len(texts)}
-            if self.tiered:              # Dynamo reports the engine's prefix-cache hits per request
+            if self.dynamo:              # Dynamo reports the engine's prefix-cache hits per request
                 usage["prompt_tokens_details"] = {"cached_tokens": self._cached_tokens(seq)}
             if code == 200 and not cancelled:
                 if stream:

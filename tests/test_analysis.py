@@ -15,7 +15,8 @@ from analysis import gates as G
 from analysis.correlate import best_lag, linear_fit, on_grid
 from analysis.knee import find_knee, saturation
 from analysis.promdata import MAX_POINTS, FileSource, PrometheusSource, TelemetryError, chunks, export
-from analysis.run import analyse, dumps, verdict_doc
+from analysis.jsonout import dumps
+from analysis.run import analyse, verdict_doc
 from faultcase import fault
 from conftest import free_port, run_module
 

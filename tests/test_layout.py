@@ -97,3 +97,20 @@ def test_the_run_lives_on_locusts_environment():
     run = SimpleNamespace(sparkrig=object())
     assert state.of(run) is run.sparkrig
     assert {"sink", "side"} <= set(vars(state.RunState("H0", {})))
+
+
+def test_each_rig_command_is_registered_by_its_own_module():
+    """`python -m rig` dispatches through argparse's set_defaults(func=...), each module adding its own
+    subcommands (#25.5): no if-ladder in __main__ to keep in step with them."""
+    import argparse
+    import rig.__main__ as cli
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd")
+    for module in cli.COMMANDS:
+        module.register(sub)
+    names = set(sub.choices)
+    assert names == {"up", "down", "status", "render", "demo", "sweep", "pairs", "rehydrate", "pack", "hygiene",
+                     "ratesweep", "dynamo"}
+    assert all(callable(ap.parse_args([n] + {"pack": ["x"], "ratesweep": ["H0"], "dynamo": ["status"]}.get(n, []))
+                        .func) for n in names)
+    assert "if args.cmd" not in (ROOT / "rig" / "__main__.py").read_text()

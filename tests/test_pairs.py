@@ -2,7 +2,7 @@
 import math
 import random
 
-from analysis import pairs as P
+from analysis import paired as P
 from faultcase import fault
 
 SEEN = P.Mechanism(write=True, rehydrate=True, backed=True)

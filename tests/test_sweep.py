@@ -39,8 +39,8 @@ def test_the_playbook_phases_and_expected_tables_come_from_the_config_and_the_re
     each post-run check expects is the one its registered report section writes (H4A's is the family's), not
     copies kept in rig/sweep.py (#25.1)."""
     from configs import load
-    from rig.sweep import expected_csv, phases
-    p = phases(load())
+    from rig.sweep import expected_csv, playbook
+    p = playbook(load())
     assert p["A"] == [("H0", "stackA"), ("H0", "stackB"), ("H2A", "stackA"), ("H2B", "stackB"), ("H4A", "stackA"),
                       ("H4B", "stackB")]
     assert p["C"] == [("H8", "stackA"), ("H8", "stackB")] and p["H9"] == [("H9", "stackB")]

@@ -69,13 +69,18 @@ class RuleFile:
     rules: tuple
 
 
-def _await(time: S.Series, count: S.Series) -> str:
-    return f"rate({time.total}[5s]) / clamp_min(rate({count.total}[5s]), 1e-9)"
-
-
-# the latency quantiles' rate window: a value recorded at t covers (t - 30 s, t], so it speaks for one step
-# only from 30 s into it (the analysis leaves it out of shorter steps)
+# The rules' two rate windows, as the monitoring mixins' rateInterval, each set once. RATE_WINDOW_S: the
+# device and KV transfer rates (20 samples at the 250 ms cadence: close to `iostat -x 1` yet not noisy);
+# a value needs this long inside a step to speak for it. LATENCY_WINDOW_S: the latency quantiles and the
+# shares of slower counters; a value recorded at t covers (t - 30 s, t], so it speaks for one step only
+# from 30 s into it (the analysis leaves it out of shorter steps).
+RATE_WINDOW_S = 5
 LATENCY_WINDOW_S = 30
+_FAST, _SLOW = f"[{RATE_WINDOW_S}s]", f"[{LATENCY_WINDOW_S}s]"
+
+
+def _await(time: S.Series, count: S.Series) -> str:
+    return f"rate({time.total}{_FAST}) / clamp_min(rate({count.total}{_FAST}), 1e-9)"
 
 
 def _quantile(q: str, hist: S.Series) -> str:
@@ -86,19 +91,19 @@ def _quantile(q: str, hist: S.Series) -> str:
 _STEP = "run_id, hypothesis, stack, step"
 
 FILES = (
-    RuleFile("iostat", "sparkrig_iostat", """\
+    RuleFile("iostat", "sparkrig_iostat", f"""\
 iostat -x equivalents from the nvme exporter's raw diskstats counters (sysstat's formulas).
-Window 5s: 20 samples at the 250 ms NVMe cadence, close to `iostat -x 1` yet not noisy.
+Window {RATE_WINDOW_S}s: 20 samples at the 250 ms NVMe cadence, close to `iostat -x 1` yet not noisy.
 r_await/w_await use clamp_min so an idle device reads 0 like iostat, not NaN.""", (
-        Rule(DISK_READS_RATE, f"rate({S.DISK_READS.total}[5s])"),
-        Rule(DISK_WRITES_RATE, f"rate({S.DISK_WRITES.total}[5s])"),
-        Rule(DISK_READ_BYTES_RATE, f"rate({S.DISK_READ_BYTES.total}[5s])"),
-        Rule(DISK_WRITTEN_BYTES_RATE, f"rate({S.DISK_WRITTEN_BYTES.total}[5s])"),
+        Rule(DISK_READS_RATE, f"rate({S.DISK_READS.total}{_FAST})"),
+        Rule(DISK_WRITES_RATE, f"rate({S.DISK_WRITES.total}{_FAST})"),
+        Rule(DISK_READ_BYTES_RATE, f"rate({S.DISK_READ_BYTES.total}{_FAST})"),
+        Rule(DISK_WRITTEN_BYTES_RATE, f"rate({S.DISK_WRITTEN_BYTES.total}{_FAST})"),
         Rule(DISK_READ_AWAIT, _await(S.DISK_READ_TIME, S.DISK_READS)),
         Rule(DISK_WRITE_AWAIT, _await(S.DISK_WRITE_TIME, S.DISK_WRITES)),
         Rule(DISK_READ_REQUEST_BYTES, _await(S.DISK_READ_BYTES, S.DISK_READS)),
-        Rule(DISK_QUEUE_SIZE, f"rate({S.DISK_IO_WEIGHTED.total}[5s])"),
-        Rule(DISK_UTIL, f"rate({S.DISK_IO_TIME.total}[5s])"),
+        Rule(DISK_QUEUE_SIZE, f"rate({S.DISK_IO_WEIGHTED.total}{_FAST})"),
+        Rule(DISK_UTIL, f"rate({S.DISK_IO_TIME.total}{_FAST})"),
     )),
     RuleFile("latency", "sparkrig_latency", """\
 Request latency quantiles from the load generator's histograms, per run, stack and step, summed
@@ -111,41 +116,41 @@ over Locust worker processes; and the knee test's p99/p50 ratio.""", (
         Rule(E2E_P99, _quantile("0.99", S.REQUEST_E2E)),
         Rule(TTFT_P99_OVER_P50, f"{TTFT_P99}\n  / clamp_min({TTFT_P50}, 1e-9)"),
         Rule(REQUESTS_FAILED_RATIO,
-             f'sum by ({_STEP}) (rate({S.REQUESTS.total}{{error_class!=""}}[30s]))\n'
-             f"  / (sum by ({_STEP}) (rate({S.REQUESTS.total}[30s])) > 0)",
+             f'sum by ({_STEP}) (rate({S.REQUESTS.total}{{error_class!=""}}{_SLOW}))\n'
+             f"  / (sum by ({_STEP}) (rate({S.REQUESTS.total}{_SLOW})) > 0)",
              "share of requests that failed, as the client saw them: HTTP errors and failures that arrive with\n"
              "HTTP 200 (an SSE error event mid-stream, a cut stream) alike"),
-        Rule(FRONTEND_FAILURES_RATE, f"sum by (stack, class) (rate({V.FE_FAILURES}_total[30s]))",
+        Rule(FRONTEND_FAILURES_RATE, f"sum by (stack, class) (rate({V.FE_FAILURES}_total{_SLOW}))",
              "the Dynamo frontend's own failures by class: a 400 (InvalidRequest) is counted only here, never\n"
              "in its requests_total"),
     )),
     RuleFile("host", "sparkrig_host", "Host and unified memory: the CPU iowait share (H8) and UMA headroom.", (
-        Rule(CPU_IOWAIT_RATIO, f'sum by (instance) (rate({S.CPU_SECONDS.total}{{mode="iowait"}}[5s]))\n'
-                               f"  / clamp_min(sum by (instance) (rate({S.CPU_SECONDS.total}[5s])), 1e-9)"),
+        Rule(CPU_IOWAIT_RATIO, f'sum by (instance) (rate({S.CPU_SECONDS.total}{{mode="iowait"}}{_FAST}))\n'
+                               f"  / clamp_min(sum by (instance) (rate({S.CPU_SECONDS.total}{_FAST})), 1e-9)"),
         Rule(MEMORY_AVAILABLE_RATIO, f"{S.MEM_AVAILABLE.name} / {S.MEM_TOTAL.name}"),
         Rule(MEMORY_USED, f"{S.MEM_TOTAL.name} - {S.MEM_AVAILABLE.name}"),
-        Rule(PRESSURE_IO_RATIO, f"rate({S.PRESSURE_IO_WAITING.total}[30s])"),
-        Rule(PRESSURE_MEMORY_RATIO, f"rate({S.PRESSURE_MEMORY_WAITING.total}[30s])"),
-        Rule(PROCESS_READ_BYTES_RATE, f"sum by (instance, process) (rate({S.PROCESS_READ_BYTES.total}[5s]))",
+        Rule(PRESSURE_IO_RATIO, f"rate({S.PRESSURE_IO_WAITING.total}{_SLOW})"),
+        Rule(PRESSURE_MEMORY_RATIO, f"rate({S.PRESSURE_MEMORY_WAITING.total}{_SLOW})"),
+        Rule(PROCESS_READ_BYTES_RATE, f"sum by (instance, process) (rate({S.PROCESS_READ_BYTES.total}{_FAST}))",
              "bytes the serving processes themselves had read from storage: what backs a KV-from-disk claim"),
     )),
     RuleFile("kv", "sparkrig_kv", """\
 KV tiers from the kvbm exporter's normalised series: bytes and blocks per second per tier pair,
 and each source tier's share of the blocks onboarded to the device (how often a hit came from disk).""", (
         Rule(KV_TRANSFER_BYTES_RATE, f"sum by (instance, {', '.join(S.PAIR)}) "
-                                     f"(rate({S.KV_TRANSFER_BYTES.total}[5s]))"),
-        Rule(KV_TIER2_FILE_BYTES_RATE, f"sum by (instance, direction) (rate({S.KV_TIER2_FILE_BYTES.total}[5s]))",
+                                     f"(rate({S.KV_TRANSFER_BYTES.total}{_FAST}))"),
+        Rule(KV_TIER2_FILE_BYTES_RATE, f"sum by (instance, direction) (rate({S.KV_TIER2_FILE_BYTES.total}{_FAST}))",
              "bytes a target really moved through its tier2 file, where it states them (the simulator)"),
         Rule(KV_TRANSFER_BLOCKS_RATE, f"sum by (instance, {', '.join(S.PAIR)}) "
-                                      f"(rate({S.KV_TRANSFER_BLOCKS.total}[5s]))"),
+                                      f"(rate({S.KV_TRANSFER_BLOCKS.total}{_FAST}))"),
         Rule(KV_ONBOARD_SHARE,
-             f'sum by (instance, from_tier) (rate({S.KV_TRANSFER_BLOCKS.total}{{direction="onboard"}}[30s]))\n'
+             f'sum by (instance, from_tier) (rate({S.KV_TRANSFER_BLOCKS.total}{{direction="onboard"}}{_SLOW}))\n'
              f"  / ignoring (from_tier) group_left ()\n"
-             f'(sum by (instance) (rate({S.KV_TRANSFER_BLOCKS.total}{{direction="onboard"}}[30s])) > 0)',
+             f'(sum by (instance) (rate({S.KV_TRANSFER_BLOCKS.total}{{direction="onboard"}}{_SLOW})) > 0)',
              "no sample while nothing is onboarded: a share of nothing is no signal, not a 0 % share"),
         Rule(KV_HIT_RATIO, f"max by (instance, tier) ({S.KV_HIT_RATIO.name})"),
-        Rule(KV_PREFIX_HIT_RATIO, f"sum by (instance) (rate({S.KV_PREFIX_CACHED_TOKENS.total}[30s]))\n"
-                                  f"  / (sum by (instance) (rate({S.KV_PROMPT_TOKENS.total}[30s])) > 0)",
+        Rule(KV_PREFIX_HIT_RATIO, f"sum by (instance) (rate({S.KV_PREFIX_CACHED_TOKENS.total}{_SLOW}))\n"
+                                  f"  / (sum by (instance) (rate({S.KV_PROMPT_TOKENS.total}{_SLOW})) > 0)",
              "share of prompt tokens the engine served from its prefix cache (Dynamo frontend cached_tokens);\n"
              "no sample while no prompt finished"),
     )),

@@ -23,12 +23,12 @@ from locust.runners import MasterRunner, WorkerRunner
 from configs import ConfigError
 from configs.paths import check_name
 from configs.probe import wait_for_model
-from configs.run import normalise_endpoint
+from configs.plan import normalise_endpoint
 from configs.runfiles import REQUEST_MANIFEST, new_run_id, write_request_manifest
 
 from . import gather, state, watch
 from .preflight import UNKNOWN_FIELD, size_prompts, unknown_fields_ignored
-from .run import GrafanaAnnotator, expected_bytes, run_dir, space_problem, start_manifest
+from .rundir import GrafanaAnnotator, expected_bytes, run_dir, space_problem, start_manifest
 from .shape import PlanShape
 from .state import MSG_RUN, MSG_SLOT, RunState
 from .user import PlanUser

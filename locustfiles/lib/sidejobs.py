@@ -12,7 +12,7 @@ from configs.runfiles import Manifest
 
 from . import cache
 from .fio import FioJob
-from .run import GrafanaAnnotator
+from .rundir import GrafanaAnnotator
 
 
 class SideJobs:

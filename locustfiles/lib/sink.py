@@ -13,7 +13,7 @@ from configs.paths import open_file
 from configs.runfiles import Manifest, RecordWriter, RequestRecord
 
 from .metrics import LoadgenMetrics
-from .run import run_dir
+from .rundir import run_dir
 
 MSG_RUN_FILE = "sparkrig:run_file"       # worker -> master: a line for a file of the run directory
 

@@ -17,14 +17,14 @@ from typing import Optional
 from configs import ConfigError, RunPlan, Step, load, plan_run
 from configs.discovery import advertise_host, connect_host, register_loadgen, targets_dir
 from configs.paths import make_dir, resolve
-from configs.run import OVERRIDE_VARS, normalise_endpoint
+from configs.plan import OVERRIDE_VARS, normalise_endpoint
 from configs.runfiles import RequestRecord
 
 from . import trace, workloads
 from .metrics import LoadgenMetrics, worker_name
 from .outage import OutageTracker
 from .prompts import PromptSizer
-from .run import create_run_dir, run_dir
+from .rundir import create_run_dir, run_dir
 from .sidejobs import SideJobs
 from .sink import Sink
 

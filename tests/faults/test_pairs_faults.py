@@ -9,7 +9,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from analysis import pairs as P
+from analysis import paired as P
 from conftest import run_module
 from faultcase import fault
 

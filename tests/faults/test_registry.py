@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from analysis import pairs as P
+from analysis import paired as P
 from conftest import ROOT
 from faultcase import gate_names, pairs_reasons
 from table import BEGIN, END, load_all, table
@@ -20,12 +20,12 @@ def test_every_gate_and_reason_has_a_fault_it_must_catch():
     caught_reasons = set().union(*(pairs_reasons(f.catches) for f in faults.values()))
     assert gates_in_code() - caught_gates == set(), "gates without a fault case"
     assert set(P.REASONS) - caught_reasons == set(), "pairs reason codes without a fault case"
-    assert caught_reasons - set(P.REASONS) == set(), "fault cases naming reason codes analysis.pairs.REASONS lacks"
+    assert caught_reasons - set(P.REASONS) == set(), "fault cases naming reason codes analysis.paired.REASONS lacks"
 
 
 def test_every_reason_code_the_experiments_use_is_registered():
     used = set()
-    for path in ("rig/pairs.py", "rig/legs.py", "rig/rehydrate.py", "analysis/pairs.py"):
+    for path in ("rig/pairs.py", "rig/legs.py", "rig/rehydrate.py", "analysis/paired.py"):
         used |= set(re.findall(r'"((?:PREFLIGHT|BASELINE|GATE|REHYDRATE|TELEMETRY|METRIC|DISK|LEG|MECHANISM|'
                                r'REQUEST|NO|NOT|TOO|INTERVAL|RUN_ERRORS|B1_DISK)_[A-Z0-9_]+)"', (ROOT / path).read_text()))
     assert used - set(P.REASONS) == set()

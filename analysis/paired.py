@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-from scipy import stats
 
 MIN_PAIRS = 3                 # fewer pairs than this give no interval worth printing
 ALPHA = 0.05                  # the exact Wilcoxon test must reach this too (6 pairs at least: 2/64 = 0.031)
@@ -118,6 +117,7 @@ def bootstrap_ci(values: list[float], level: float = 0.95, n: int = 10_000, seed
         return (math.nan, math.nan)
     if len(set(values)) == 1:
         return (values[0], values[0])
+    from scipy import stats               # here: 1.2 s to import, and every `rig` command registers through this module
     ci = stats.bootstrap((np.asarray(values, dtype=float),), np.mean, confidence_level=level, n_resamples=n,
                          method="percentile", rng=np.random.default_rng(seed)).confidence_interval
     return (float(ci.low), float(ci.high))
@@ -160,6 +160,7 @@ def sign_p(deltas: list[float]) -> float:
     d = [x for x in deltas if x != 0]
     if not d:
         return 1.0
+    from scipy import stats
     return float(stats.binomtest(sum(1 for x in d if x > 0), len(d), 0.5).pvalue)
 
 
@@ -200,6 +201,7 @@ def _order_ci(first_a: list[float], first_b: list[float], n: int = 10_000, seed:
         return (math.nan, math.nan)
     if len(set(first_a)) == 1 and len(set(first_b)) == 1:
         return (first_a[0] - first_b[0],) * 2
+    from scipy import stats
     ci = stats.bootstrap((np.asarray(first_a, dtype=float), np.asarray(first_b, dtype=float)),
                          lambda x, y, axis=-1: np.mean(x, axis=axis) - np.mean(y, axis=axis), n_resamples=n,
                          method="percentile", rng=np.random.default_rng(seed)).confidence_interval
