@@ -25,8 +25,8 @@ from typing import Callable
 import yaml
 
 from configs import ConfigError, Harness, load
-from configs.loader import merge, read_yaml
 from configs.discovery import connect_host
+from configs.loader import merge, read_yaml
 from configs.paths import ensure_data_dir, resolve
 from configs.probe import wait_for_model
 from configs.schema import to_plain
@@ -266,7 +266,8 @@ def supervisor(cfg: Harness) -> Supervisor:
 
 
 def up(cfg: Harness, say: Say = print, ready_timeout_s: float = 120.0) -> list[Started]:
-    """Install if needed, then NATS, the mocker and the frontend; ready when the frontend lists the model."""
+    """Install if needed, then NATS, the mockers (dynamo.workers) and the frontend; ready when the frontend
+    lists the model."""
     python = install(cfg, say)
     model = model_dir(cfg, say)
     d = cfg.dynamo

@@ -59,7 +59,8 @@ def kv_evidence(reader) -> Optional[dict]:
         return None
 
     def summed(series, keep) -> float:
-        got = [s.value for s in getattr(fams.get(series.name), "samples", ()) if s.name == series.total and keep(s.labels)]
+        got = [s.value for s in getattr(fams.get(series.name), "samples", ())
+               if s.name == series.total and keep(s.labels)]
         return float(sum(got)) if got else math.nan
     to_disk = lambda lb: lb["direction"] == "offload" and lb["to_tier"] == "disk"          # noqa: E731
     from_disk = lambda lb: lb["direction"] == "onboard" and lb["from_tier"] == "disk"      # noqa: E731

@@ -22,8 +22,8 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from configs import ConfigError
 from configs.paths import check_name
-from configs.probe import wait_for_model
 from configs.plan import normalise_endpoint
+from configs.probe import wait_for_model
 from configs.runfiles import REQUEST_MANIFEST, new_run_id, write_request_manifest
 
 from . import gather, state, watch
@@ -53,7 +53,8 @@ def _begin_run(environment) -> None:
     target = normalise_endpoint(environment.host) if environment.host else st.plan.openai_base
     sizing, run_id = "", None
     try:
-        run_id = check_name(st.env["RUN_ID"], "environment RUN_ID") if st.env.get("RUN_ID") else new_run_id(st.plan.hypothesis_id, st.plan.stack_name)
+        run_id = check_name(st.env["RUN_ID"], "environment RUN_ID") if st.env.get("RUN_ID") else \
+            new_run_id(st.plan.hypothesis_id, st.plan.stack_name)
         problem = wait_for_model(target, st.plan.model_handle, st.cfg.loadgen.ready_timeout_s)
     except ConfigError as exc:
         problem = str(exc)
@@ -82,33 +83,33 @@ def _begin_run(environment) -> None:
         st.sink.metrics.count_users(environment.runner)
     extra = {"locust": {"mode": "master" if isinstance(environment.runner, MasterRunner) else "local",
                         "host_override": environment.host}}
-    st.sink.manifest = start_manifest(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
-    st.sink.manifest.note(sizing)
-    st.sink.manifest.update(telemetry=watch.preflight(st.cfg, st.plan.stack_name, served,
-                                                 wait_s=3 * st.cfg.prometheus.slow_interval_ms / 1000 + 1))
+    manifest = st.sink.manifest = start_manifest(run_dir(st.cfg, st.run_id), st.run_id, st.plan, st.cfg, extra)
+    manifest.note(sizing)
+    manifest.update(telemetry=watch.preflight(st.cfg, st.plan.stack_name, served,
+                                              wait_s=3 * st.cfg.prometheus.slow_interval_ms / 1000 + 1))
     if st.rehydrate_manifests:          # the replay list, deterministic: its hash says two runs replayed the same
         entries = [{"context_tokens": size, "session_id": e["session_id"], "prefix_hash": e["prefix_hash"],
                     "words": e["words"]} for size, items in sorted(st.rehydrate_manifests.items()) for e in items]
-        st.sink.manifest.doc["request_manifest_hash"] = write_request_manifest(
+        manifest.doc["request_manifest_hash"] = write_request_manifest(
             run_dir(st.cfg, st.run_id) / REQUEST_MANIFEST, entries)
-        st.sink.manifest.write()
+        manifest.write()
     if st.workload == "rehydrate_replay" and not st.sends_session_id:
-        st.sink.manifest.note("session_id not sent (SESSION_ID=off)")
+        manifest.note("session_id not sent (SESSION_ID=off)")
     elif st.workload == "rehydrate_replay" and unknown_fields_ignored(target, st.plan.model_handle):
-        st.sink.manifest.doc["session_id_ignored"] = True
-        st.sink.manifest.note(f"session_id_ignored: the frontend answers 200 to a made-up field ({UNKNOWN_FIELD}), so "
-                         "it drops fields it does not know and session_id reaches nothing behind it")
+        manifest.doc["session_id_ignored"] = True
+        manifest.note(f"session_id_ignored: the frontend answers 200 to a made-up field ({UNKNOWN_FIELD}), so "
+                      "it drops fields it does not know and session_id reaches nothing behind it")
     if st.cfg.loadgen.grafana_url:
         st.side.grafana = GrafanaAnnotator(st.cfg.loadgen.grafana_url, os.environ.get("GRAFANA_TOKEN"), ["sparkrig"])
-    print(f"[{st.plan.hypothesis_id}] run {st.run_id}: results in {st.sink.manifest.path.parent}; {sizing}",
+    print(f"[{st.plan.hypothesis_id}] run {st.run_id}: results in {manifest.path.parent}; {sizing}",
           file=sys.stderr, flush=True)
     if st.plan.hypothesis.adapter_proxy:
         try:
-            st.side.start_proxy(st.plan.openai_base, st.tier2_path(st.current()), st.sink.manifest)
+            st.side.start_proxy(st.plan.openai_base, st.tier2_path(st.current()), manifest)
         except (ConfigError, OSError) as exc:
             st.failed = str(exc)
             print(f"error: {exc}", file=sys.stderr, flush=True)
-            st.sink.manifest.note(f"adapter proxy: {exc}")
+            manifest.note(f"adapter proxy: {exc}")
             environment.process_exit_code = 2
 
 

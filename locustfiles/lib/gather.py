@@ -128,8 +128,9 @@ def finish_workers(runner, st: RunState, timeout_s: float = FINISH_TIMEOUT_S) ->
     while st.workers_pending and time.monotonic() < deadline:
         gevent.sleep(0.1)
     if st.workers_pending and st.sink.manifest is not None:
-        st.sink.manifest.note(f"records of worker(s) {', '.join(sorted(st.workers_pending))} did not all reach the master "
-                         f"within {timeout_s:g} s; each worker keeps its own copy in workers/ of its run directory")
+        st.sink.manifest.note(f"records of worker(s) {', '.join(sorted(st.workers_pending))} did not all reach the "
+                              f"master within {timeout_s:g} s; each worker keeps its own copy in workers/ of its run "
+                              "directory")
 
 
 def _records(environment, msg, **_kw) -> None:

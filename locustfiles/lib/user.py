@@ -51,7 +51,8 @@ class PlanUser(FastHttpUser):
         self.think = random.Random(f"{st.plan.seed}:think:{self.index}")
         self.client.base_url = st.base_url(self.environment.host)
         self.workload = self._make_workload(st)
-        self.open_loop = OpenLoop(lambda t, entry: self._issue(self.sparkrig, t, entry), lambda t: self._shed(self.sparkrig, t))
+        self.open_loop = OpenLoop(lambda t, entry: self._issue(self.sparkrig, t, entry),
+                                  lambda t: self._shed(self.sparkrig, t))
         self.arrivals_rng = random.Random(f"{st.plan.seed}:arrivals:{self.index}")
 
     def _make_workload(self, st: RunState) -> workloads.Workload:
