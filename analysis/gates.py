@@ -110,11 +110,14 @@ def nvme_flat(run_mean: float, idle: float) -> Gate:
                 f"kv_tier2 disk {run_mean:.1f} r/s during the run vs {idle:.1f} r/s idle (±10%, at least 5 r/s)")
 
 
-def tier2_hits_at_knee(share: float, label: Optional[str], onboarded: float) -> Gate:
+def tier2_hits_at_knee(share: float, label: Optional[str], onboarded: float, kv_up_share: float = math.nan) -> Gate:
     """``onboarded``: blocks/s onboarded from any tier at that step. Nothing onboarded is no signal
-    (its own reason), not a low share."""
+    (its own reason), not a low share; nor is it where KVBM's target was down (its counters held still)."""
     if label is None:
         return Gate("h2b_tier2_hits", "missing", "NO_STEPS", "no steps to judge")
+    down = kvbm_down(kv_up_share)
+    if down:
+        return Gate("h2b_tier2_hits", "missing", "TELEMETRY_MISSING", down, ("kv_target_up",))
     if math.isnan(onboarded):
         return Gate("h2b_tier2_hits", "missing", "TELEMETRY_MISSING", "no KV onboard telemetry at " + label,
                     ("kv_onboard_blocks",))
@@ -164,6 +167,13 @@ def kvbm_down(kv_up_share: float) -> Optional[str]:
         return (f"KVBM's metrics answered only {kv_up_share:.0%} of the run ({ALIGNMENT_TARGETS['kv']}): its "
                 "counters held still, which is not a measured zero")
     return None
+
+
+def kv_up_share(frames: dict, start: float, end: float) -> float:
+    """Share of the run KVBM's target answered its scrapes; nan where the exporter never said."""
+    if frames.get(raw_name("kv")) is None or frames[raw_name("kv")].empty:
+        return float("nan")
+    return fresh_share(scraped_times(frames, "kv"), start, end)
 
 
 def mechanism(written: float, read: float, reads: DiskReads, kv_up_share: float = math.nan) -> Gate:

@@ -18,7 +18,7 @@ from .correlate import MIN_WINDOWS, Correlation, best_lag, on_grid, window_p99
 from .knee import Knee, knee_of
 from .promdata import Source
 from .steps import by_step, error_rate, load_run, step_table
-from .telemetry import IDLE_S, QUERIES, pull, raw_name, single, total, window_mean
+from .telemetry import IDLE_S, QUERIES, pull, single, total, window_mean
 
 CORRELATION_WINDOW_S = 2.0
 STEP_TELEMETRY = ("nvme_reads", "nvme_read_bytes", "nvme_r_await", "nvme_util", "iowait", "psi_io",
@@ -184,7 +184,7 @@ def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
         pooled = pooled.merge(means, left_on="step", right_index=True, how="left")
     key = level_key(manifest)
     knee, sat = knee_of(table, pooled, key)
-    observed = tiered and kv_up_share(frames, start, end) >= G.KVBM_UP_MIN     # nan (never said): False
+    observed = tiered and G.kv_up_share(frames, start, end) >= G.KVBM_UP_MIN     # nan (never said): False
     corr = correlations(records, frames, start, end, observed) if not records.empty else pd.DataFrame()
     gate_list = gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key)
     return RunAnalysis(run_dir, manifest, records, table, pooled, knee, key, sat, corr, gate_list, tiered,
@@ -222,7 +222,7 @@ def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) 
     if tiered and H.claims_storage(hyp) and manifest.get("tier_mode") in (None, "B2"):   # B0/B1: no disk tier
         out.append(G.mechanism(total(frames, "kv_offload_disk_bytes", start, end),
                                total(frames, "kv_onboard_disk_bytes", start, end),
-                               disk_reads(manifest, frames, start, end), kv_up_share(frames, start, end)))
+                               disk_reads(manifest, frames, start, end), G.kv_up_share(frames, start, end)))
     return out
 
 
@@ -233,13 +233,6 @@ def disk_reads(manifest: dict, frames: dict, start: float, end: float) -> G.Disk
                        file=total(frames, "tier2_file_read_bytes", start, end),
                        device=total(frames, "nvme_read_bytes", start, end),
                        other_readers=f"fio ({', '.join(fio)}) read the same disk in this run" if fio else "")
-
-
-def kv_up_share(frames: dict, start: float, end: float) -> float:
-    """Share of the run KVBM's target answered its scrapes; nan where the exporter never said."""
-    if frames.get(raw_name("kv")) is None or frames[raw_name("kv")].empty:
-        return float("nan")
-    return G.fresh_share(G.scraped_times(frames, "kv"), start, end)
 
 
 def write(analysis: RunAnalysis, out: Path) -> dict[str, Path]:

@@ -199,6 +199,10 @@ def test_ssd_mechanism_passes_only_on_bytes_really_read():
     # counters of a KVBM that was down most of the run are no measurement
     down = G.mechanism(0.0, 0.0, R(), kv_up_share=0.1)
     assert (down.status, down.reason) == ("missing", "TELEMETRY_MISSING") and "DYN_KVBM_METRICS" in down.detail
+    # and nothing onboarded while KVBM was down is no H2B_NO_ONBOARD_SIGNAL either: its counters held still
+    held = G.tier2_hits_at_knee(0.0, "context_tokens=512", 0.0, kv_up_share=0.1)
+    assert (held.status, held.reason) == ("missing", "TELEMETRY_MISSING") and "DYN_KVBM_METRICS" in held.detail
+    assert G.tier2_hits_at_knee(0.0, "context_tokens=512", 0.0, kv_up_share=1.0).reason == "H2B_NO_ONBOARD_SIGNAL"
 
 
 def test_report_from_real_runs_and_offline_export(observed, tmp_path):

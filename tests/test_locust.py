@@ -46,10 +46,14 @@ def locust(rig, name, *args, env=None, timeout=120, wait=True):
            "--only-summary", *args]
     # the simulators serve l70b; H0's own model (l8b) is not loaded there
     full_env = {**os.environ, "HARNESS_CONFIG": str(rig["overlay"]), "MODEL": "l70b", **(env or {})}
-    if not wait:
+    if not wait:         # Ctrl-C as a terminal's foreground job gets it: a background job inherits SIGINT ignored
         return subprocess.Popen(cmd, cwd=rig["tmp"], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+                                text=True, start_new_session=True, preexec_fn=_default_sigint)
     return subprocess.run(cmd, cwd=rig["tmp"], env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def runs(rig, hypothesis):

@@ -44,7 +44,8 @@ def gates(ctx: GateContext) -> list:
         at = ordered.iloc[-1]                     # no knee: judge the heaviest step
     share = float(at["kv_onboard_share_disk"]) if at is not None else float("nan")
     onboarded = float(at["kv_onboard_blocks"]) if at is not None else float("nan")
-    return [G.tier2_hits_at_knee(share, None if at is None else f"{at['label']}", onboarded)]
+    return [G.tier2_hits_at_knee(share, None if at is None else f"{at['label']}", onboarded,
+                                 G.kv_up_share(ctx.frames, ctx.start, ctx.end))]
 
 
 # the gates that decide each claim: every one passing supports it, one failing refutes it
