@@ -19,5 +19,4 @@ def section(runs: list, out: Out) -> None:
                      "H5: p99 vs session reuse (KV working set)", "TTFT p99 (ms)", 1000)
 
 
-register(Hypothesis(("H5",), "KV working set", "H5_workingset.csv", section, storage_claims=("H5",),
-                    extra_csv=("H5_by_turn.csv",)))
+register(Hypothesis(("H5",), "KV working set", "H5_workingset.csv", section, storage_claims=("H5",)))

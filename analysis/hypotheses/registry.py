@@ -6,7 +6,7 @@ post-run checks iterate this registry; adding a hypothesis is adding one module.
 outcome are configs/hypotheses.yaml's (as each run's manifest recorded them), never copied here."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -63,7 +63,6 @@ class Hypothesis:
     gates: Callable[[GateContext], list] = no_gates
     storage_claims: tuple[str, ...] = ()        # its ids whose claim about Stack B rests on KV through the disk tier
     finding: Callable[[str, list], Finding] = no_rule     # one id and that id's runs
-    extra_csv: tuple[str, ...] = field(default=())        # other tables it may write
 
 
 REGISTRY: dict[str, Hypothesis] = {}
