@@ -54,10 +54,6 @@ def chunks(start: float, end: float, step: float, max_points: int = MAX_POINTS) 
         t += span
 
 
-def _series_key(labels: dict) -> str:
-    return json.dumps({k: v for k, v in sorted(labels.items()) if k != "__name__"}, separators=(",", ":"))
-
-
 def to_frame(result: Iterable[dict]) -> pd.DataFrame:
     """A range result as time, value, series (its labels as one key) and each label as a column."""
     result = list(result)
