@@ -324,12 +324,7 @@ def main(cmd: str, cfg: Harness) -> int:
         stopped = down(cfg)
         print("stopped " + ", ".join(stopped) if stopped else "the local Dynamo was not running")
     else:
-        sup = supervisor(cfg)
-        running = sup.running()
-        for name, pid in running.items():
-            print(f"{name:<9} pid {pid:<7} log {sup.logs / (name + '.log')}")
-        if not running:
-            print("the local Dynamo is not running")
+        print("\n".join(supervisor(cfg).listing(9)) or "the local Dynamo is not running")
     return 0
 
 

@@ -133,12 +133,7 @@ def _down(args) -> int:
 
 
 def _status(args) -> int:
-    sup = Supervisor(run_dir(load(args.config)))
-    running = sup.running()
-    for name, pid in running.items():
-        print(f"{name:<18} pid {pid:<7} log {sup.logs / (name + '.log')}")
-    if not running:
-        print("nothing is running")
+    print("\n".join(Supervisor(run_dir(load(args.config))).listing(18)) or "nothing is running")
     return 0
 
 

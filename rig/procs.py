@@ -147,6 +147,10 @@ class Supervisor:
             return {}
         return {p.stem: pid for p in sorted(self.pids.glob("*.pid")) if (pid := self.pid_of(p.stem)) is not None}
 
+    def listing(self, width: int) -> list[str]:
+        """What runs, a line each: name, pid, log (the `status` commands)."""
+        return [f"{name:<{width}} pid {pid:<7} log {self.logs / (name + '.log')}" for name, pid in self.running().items()]
+
     def stop_all(self) -> list[str]:
         """Everything the pid files name, whoever started it: `make down`, the operator's own word."""
         names = sorted(p.stem for p in self.pids.glob("*.pid")) if self.pids.exists() else []
