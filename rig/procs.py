@@ -149,7 +149,8 @@ class Supervisor:
 
     def listing(self, width: int) -> list[str]:
         """What runs, a line each: name, pid, log (the `status` commands)."""
-        return [f"{name:<{width}} pid {pid:<7} log {self.logs / (name + '.log')}" for name, pid in self.running().items()]
+        return [f"{name:<{width}} pid {pid:<7} log {self.logs / (name + '.log')}"
+                for name, pid in self.running().items()]
 
     def stop_all(self) -> list[str]:
         """Everything the pid files name, whoever started it: `make down`, the operator's own word."""
