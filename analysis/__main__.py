@@ -91,7 +91,7 @@ def main(argv=None) -> int:
                           "put the same hypothesis side by side across rigs")
     rep.add_argument("--site", action="append", default=[], help="only runs of rigs at this site (repeatable)")
     rep.add_argument("--offline", action="store_true", help="read telemetry exported beside each run")
-    rep.add_argument("--out", help="directory of the combined report (default results/report)")
+    rep.add_argument("--out", help="directory of the combined report (default results/report-<UTC time>)")
     exp = sub.add_parser("export", help="save a run's telemetry beside it, for report --offline")
     exp.add_argument("--run", action="append", required=True, help="run id (repeatable)")
     args = ap.parse_args(argv)
@@ -140,9 +140,11 @@ def main(argv=None) -> int:
             analyses.append(a)
         if not analyses:
             raise ConfigError(f"none of the {len(runs)} run(s) could be analysed (see the lines above)")
-        out = Path(args.out) if args.out else results / "report"
+        # a report never replaces an earlier one: each in its own directory, named by when it was made
+        out = Path(args.out) if args.out else results / f"report-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
         progress(f"writing the report to {out}")
-        written = cross.build(analyses, out, progress)
+        experiments = tuple(sorted(d for d in results.glob("pairs-*") if (d / "verdict.json").is_file()))
+        written = cross.build(analyses, out, progress, experiments)
     except TelemetryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

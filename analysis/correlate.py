@@ -82,12 +82,15 @@ def best_lag(latency: pd.Series, telemetry: pd.Series, max_lag: int = 5, step_s:
     return best
 
 
+MIN_FIT_POINTS = 5       # a line through 3 points has R² near 1 whatever the relation: no fit below this
+
+
 def linear_fit(x, y) -> tuple[float, float, float]:
-    """slope, intercept, R^2 of y ~ x (nan when fewer than two distinct x)."""
+    """slope, intercept, R^2 of y ~ x (nan below MIN_FIT_POINTS points or with a single distinct x)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = ~(np.isnan(x) | np.isnan(y))
     x, y = x[ok], y[ok]
-    if len(x) < 2 or np.ptp(x) == 0:
+    if len(x) < MIN_FIT_POINTS or np.ptp(x) == 0:
         return float("nan"), float("nan"), float("nan")
     slope, intercept = np.polyfit(x, y, 1)
     pred = slope * x + intercept

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 
 import pandas as pd
+
+
+def inline(text: str) -> str:
+    """Text as HTML, with the Markdown bold the report uses (``**finding**``) kept bold."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
 
 
 class Document:
@@ -60,9 +66,9 @@ class Document:
             if kind.startswith("h"):
                 out.append(f"<{kind}>{html.escape(value)}</{kind}>")
             elif kind == "p":
-                out.append(f"<p>{html.escape(value)}</p>")
+                out.append(f"<p>{inline(value)}</p>")
             elif kind == "ul":
-                out.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in value) + "</ul>")
+                out.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in value) + "</ul>")
             elif kind == "table":
                 head = "".join(f"<th>{html.escape(c)}</th>" for c in value.columns)
                 body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"

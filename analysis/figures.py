@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from configs.paths import open_file  # noqa: E402
@@ -26,6 +27,30 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _drawn(handle) -> bool:
+    """Whether a legend handle has anything on the axes (a line of NaNs has not)."""
+    if hasattr(handle, "get_ydata"):
+        return bool(np.isfinite(np.asarray(handle.get_ydata(), dtype=float)).any())
+    if hasattr(handle, "get_offsets"):
+        return bool(np.isfinite(np.asarray(handle.get_offsets(), dtype=float)).any())
+    return True
+
+
+def legend(ax, **kw) -> None:
+    """A legend of the series that are drawn, none where nothing is."""
+    pairs = [(h, label) for h, label in zip(*ax.get_legend_handles_labels()) if _drawn(h)]
+    if pairs:
+        ax.legend(*zip(*pairs), **kw)
+
+
+def step_ticks(ax, values) -> None:
+    """x ticks at the steps' own values (a knee at 24 between unlabelled log ticks says nothing)."""
+    values = sorted({float(v) for v in values if v == v})
+    if values:
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
+
+
 def percentiles_vs(pooled: pd.DataFrame, level: str, path: Path, title: str,
                    knees: Optional[dict] = None) -> Optional[Path]:
     """p50/p95/p99 TTFT against a level (concurrency, context), one panel per line (``series``: a stack, or
@@ -39,6 +64,9 @@ def percentiles_vs(pooled: pd.DataFrame, level: str, path: Path, title: str,
         d = pooled[pooled[by] == stack].sort_values(level)
         for q, style in (("p50", "-o"), ("p95", "-s"), ("p99", "-^")):
             ax.plot(d[level], d[f"ttft_{q}_s"] * 1000, style, label=f"TTFT {q}")
+        if "repetitions" in d and (d["repetitions"] > 1).any():          # p99's spread across repetitions
+            ax.fill_between(d[level], d["ttft_p99_min"] * 1000, d["ttft_p99_max"] * 1000, alpha=0.2,
+                            color="tab:green", label=f"p99 range over {int(d['repetitions'].max())} repetitions")
         knee = (knees or {}).get(stack)
         if knee is not None and knee.knee_index is not None:
             ax.axvline(d[level].iloc[knee.knee_index], color="red", ls="--", label="knee")
@@ -46,30 +74,38 @@ def percentiles_vs(pooled: pd.DataFrame, level: str, path: Path, title: str,
             ax.axvline(knee.u_work, color="green", ls=":", label=f"U_work={knee.u_work:g}")
         if level == "concurrency":
             ax.set_xscale("log", base=2)
+        step_ticks(ax, d[level])
         ax.set(title=f"{stack}", xlabel=level, ylabel="ms")
         ax.grid(alpha=0.3)
-        ax.legend()
+        legend(ax)
     fig.suptitle(title)
     return _save(fig, path)
 
 
 def compare(pooled: pd.DataFrame, level: str, column: str, path: Path, title: str, ylabel: str,
-            scale: float = 1.0) -> Optional[Path]:
-    """One line per hypothesis and ``series`` (or stack) of ``column`` against ``level``."""
+            scale: float = 1.0, share: bool = False) -> Optional[Path]:
+    """One line per hypothesis and ``series`` (or stack) of ``column`` against ``level``; a ``share`` (0..1)
+    in percent on an axis from 0 to 100, so a move from 1 % to 2 % does not fill the figure."""
     if pooled.empty or column not in pooled or pooled[column].isna().all():
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
     for (hyp, stack), d in pooled.groupby(["hypothesis", "series" if "series" in pooled else "stack"], sort=False):
         d = d.sort_values(level)
-        ax.plot(d[level], d[column] * scale, "-o", label=f"{hyp} {stack}")
-    ax.set(title=title, xlabel=level, ylabel=ylabel)
+        ax.plot(d[level], d[column] * (100 if share else scale), "-o", label=f"{hyp} {stack}")
+    if share:
+        ax.set_ylim(0, 100)
+    step_ticks(ax, pooled[level])
+    ax.set(title=title, xlabel=level, ylabel=f"{ylabel} (%)" if share else ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    legend(ax)
     return _save(fig, path)
 
 
 def scatter_fit(x: pd.Series, y: pd.Series, labels: pd.Series, path: Path, title: str, xlabel: str,
-                ylabel: str) -> Optional[Path]:
+                ylabel: str, groups: Optional[pd.Series] = None) -> Optional[Path]:
+    """Points by label, and a line fitted per group (``groups``: what one fit may pool, e.g. a stack —
+    never two stacks in one line; all points where not given), only where the group has enough points
+    for a fit to mean something (correlate.MIN_FIT_POINTS)."""
     ok = ~(x.isna() | y.isna())
     if ok.sum() < 2:
         return None
@@ -77,13 +113,16 @@ def scatter_fit(x: pd.Series, y: pd.Series, labels: pd.Series, path: Path, title
     for label in dict.fromkeys(labels[ok]):
         sel = ok & (labels == label)
         ax.scatter(x[sel], y[sel], label=str(label))
-    slope, intercept, r2 = linear_fit(x[ok], y[ok])
-    if slope == slope:
-        xs = [x[ok].min(), x[ok].max()]
-        ax.plot(xs, [slope * v + intercept for v in xs], "k--", label=f"fit R²={r2:.2f}")
+    groups = groups if groups is not None else pd.Series("", index=x.index)
+    for group in dict.fromkeys(groups[ok]):
+        sel = ok & (groups == group)
+        slope, intercept, r2 = linear_fit(x[sel], y[sel])
+        if slope == slope:
+            xs = [x[sel].min(), x[sel].max()]
+            ax.plot(xs, [slope * v + intercept for v in xs], "--", label=f"fit {group} R²={r2:.2f}".replace("  ", " "))
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    legend(ax)
     return _save(fig, path)
 
 
@@ -97,7 +136,7 @@ def timeline(series: dict[str, pd.Series], path: Path, title: str, ylabel: str) 
         ax.plot(s.index - t0, s.values, label=name)
     ax.set(title=title, xlabel="s since start", ylabel=ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    legend(ax)
     return _save(fig, path)
 
 

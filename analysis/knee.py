@@ -5,11 +5,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from configs.vocabulary.rules import KNEE_RATIO
+
 if TYPE_CHECKING:                  # tables in, no pandas import: the rig's commands load this module
     import pandas as pd
 
 
-PLAN_RATIO = 2.0
+PLAN_RATIO = KNEE_RATIO
 PLAN_RULE = "test plan: TTFT p99 > 2 x p50 on two consecutive steps"
 # Below 200 requests a step's p99 is its largest TTFT or nearly (np.percentile interpolates between the top
 # two), so one stalled request (a client GC pause, a scrape on a 2-core box) would make the step "over":

@@ -2,6 +2,8 @@
 report.md / report.html stating each hypothesis, its evidence, verdict and caveats."""
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +19,7 @@ from .hypotheses.common import pooled_of
 from .jsonout import dumps
 from .run import RunAnalysis, verdict_doc
 
+
 def bucket_ratio(buckets) -> float:
     """The widest step between neighbouring histogram bounds (0 left out): the worst-case factor of a
     quantile read from that histogram."""
@@ -24,36 +27,113 @@ def bucket_ratio(buckets) -> float:
     return max(b / a for a, b in zip(bounds, bounds[1:]))
 
 
-def _section(h: H.Hypothesis, runs: list[RunAnalysis], out: H.Out) -> None:
-    """A hypothesis' heading, each of its ids' claim and expected outcome as the runs' configuration stated
-    them, the finding it draws, then its own section."""
-    seen = [hid for hid in h.ids if any(a.manifest["hypothesis"] == hid for a in runs)]
-    first = {hid: next(a for a in runs if a.manifest["hypothesis"] == hid) for hid in seen}
-    out.doc.h(2, f"{seen[0]} — {first[seen[0]].manifest['title']}" if len(seen) == 1 else
-              f"{' / '.join(seen)} — {h.name}")
-    said = []
-    for hid in seen:
-        mine = [a for a in runs if a.manifest["hypothesis"] == hid]
-        f = h.finding(hid, mine)
-        claim = "" if len(seen) == 1 else f"{first[hid].manifest['title']}. "
-        said.append(f"**{hid}**: {claim}Expected: {first[hid].manifest['plan']['hypothesis']['expected']} "
-                    f"**Finding: {f.status}** — {f.why}")
-    out.doc.bullets(said)
+def _findings(runs: list[RunAnalysis]) -> list[tuple[H.Hypothesis, str, list[RunAnalysis], H.Finding]]:
+    """Every hypothesis id that ran, in the registry's order, with its runs and the finding it draws."""
+    out = []
+    for h in H.families():
+        for hid in h.ids:
+            mine = [a for a in runs if a.manifest["hypothesis"] == hid and not a.pooled.empty]
+            if mine:
+                out.append((h, hid, mine, h.finding(hid, mine)))
+    return out
+
+
+def failing(a: RunAnalysis) -> str:
+    """A run's gates that did not pass, each with its reason: what the verdict rests on."""
+    return "; ".join(f"{g.name} {g.status} {g.reason}" for g in a.gates
+                     if g.status not in ("pass", "not_applicable")) or "none"
+
+
+def answers(findings: list, doc: Document) -> None:
+    """The first screen: per hypothesis, its claim and expected outcome as the runs' configuration stated
+    them, what was observed, the finding and why, and each run's verdict with the gates it rests on."""
+    doc.h(2, "Answers")
+    if not findings:
+        doc.p("No run has steps to judge.")
+        return
+    doc.table(pd.DataFrame([{
+        "hypothesis": hid, "claim": mine[0].manifest["title"],
+        "expected": mine[0].manifest["plan"]["hypothesis"]["expected"],
+        "finding": f.status, "observed, and why": f.why,
+        "runs (verdict: gates not passed)": " · ".join(f"{a.run_id} ({a.manifest['stack']}) {a.verdict}: "
+                                                       f"{failing(a)}" for a in mine)}
+        for _h, hid, mine, f in findings]))
+
+
+def _section(h: H.Hypothesis, mine: list[tuple[str, list[RunAnalysis], H.Finding]], out: H.Out) -> None:
+    """A hypothesis' heading, each of its ids' finding, then its own section."""
+    ids = [hid for hid, _, _ in mine]
+    runs = [a for _, r, _ in mine for a in r]
+    out.doc.h(2, f"{ids[0]} — {runs[0].manifest['title']}" if len(ids) == 1 else f"{' / '.join(ids)} — {h.name}")
+    out.doc.bullets([f"**{hid}**: {'' if len(ids) == 1 else r[0].manifest['title'] + '. '}"
+                     f"**Finding: {f.status}** — {f.why}" for hid, r, f in mine])
     h.section(runs, out)
 
 
-def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None]) -> dict[str, Path]:
+def pairs_section(experiments: list[Path], doc: Document) -> None:
+    """Paired AB/BA experiments (`rig pairs`) found under the results: verdict, and per metric the mean
+    delta, its interval and the tests' p-values, as each experiment's comparisons.json holds them."""
+    found = [(d, json.loads((d / "verdict.json").read_text())) for d in experiments if (d / "verdict.json").exists()]
+    if not found:
+        return
+    doc.h(2, "Paired experiments (rig pairs)")
+    for d, verdict in found:
+        grade = "decision-grade" if verdict.get("decision_grade") else "not decision-grade"
+        doc.p(f"**{d.name}: {grade}** ({', '.join(verdict.get('reasons') or [])}); primary metric "
+              f"{verdict.get('primary_metric') or 'none'}; deltas are the second mode minus the first within each "
+              f"pair ({d / 'report.md'}).")
+        path = d / "comparisons.json"
+        rows = json.loads(path.read_text()) if path.exists() else []
+        if rows:
+            doc.table(pd.DataFrame([{
+                "metric": c["metric"], "pairs": len(c["deltas"]), "mean delta": c["mean"],
+                "95 % interval": f"[{sig(c['ci'][0])}, {sig(c['ci'][1])}]",
+                "Wilcoxon p": c["wilcoxon_p"], "sign p": c["sign_p"],
+                "reasons": ", ".join(c.get("reasons") or []) or "OK"} for c in rows]), "{:.3g}")
+
+
+def sig(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
+
+
+def correlations_appendix(analyses: list[RunAnalysis], doc: Document) -> None:
+    shown = [a for a in analyses if not a.correlations.empty]
+    if not shown:
+        return
+    doc.h(2, "Appendix: correlations")
+    doc.p("Correlation of per-window TTFT p99 with telemetry at the best lag (±3 windows), with a 95 % "
+          "block-bootstrap interval of r; no r below 20 windows, and lag_at_edge when the best lag is the largest "
+          "searched (the true one may lie beyond). ✱ marks an interval that excludes zero.")
+    for a in shown:
+        doc.h(3, a.run_id)
+        if not a.kv_tier_observed:
+            doc.p(f"{a.run_id}: no KV tier observed on this stack, so the disk rows are the host's disk, "
+                  "which anything else on the machine moves too: not evidence of a storage effect.")
+        c = a.correlations.copy()
+        low, high = c["pearson_ci_low"], c["pearson_ci_high"]
+        c.insert(1, "excludes 0", ((low > 0) | (high < 0)).map(lambda x: "✱" if x else ""))
+        doc.table(c, "{:.3g}")
+
+
+def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None],
+          experiments: tuple[Path, ...] = ()) -> dict[str, Path]:
+    """The report of ``analyses`` (and of the paired ``experiments`` directories) in ``out``."""
     make_dir(out, exist_ok=True)                      # the harness's modes, whatever the umask
     figs = make_dir(out / "figures", exist_ok=True)
     written: dict[str, Path] = {}
     doc = Document()
     doc.h(1, "DGX Spark storage-aware inference: report")
+    findings = _findings(analyses)
+    answers(findings, doc)
+    pairs_section(experiments, doc)
+    doc.h(2, "Runs")
     doc.p(f"{len(analyses)} run(s). Latency percentiles come from the per-request records (exact); "
           "the histogram-derived p99 from Prometheus is shown beside them (ttft_p99_hist_s; empty, with "
           "ttft_p99_hist_reason, where a step is shorter than its rule's rate window).")
     doc.table(pd.DataFrame([{"run": a.run_id, "rig": a.manifest.get("rig") or "-",
                              "hypothesis": a.manifest["hypothesis"], "stack": a.manifest["stack"],
-                             "status": a.manifest["status"], "requests": len(a.records), "verdict": a.verdict}
+                             "status": a.manifest["status"], "requests": len(a.records), "verdict": a.verdict,
+                             "gates not passed": failing(a)}
                             for a in analyses]))
 
     summary = pooled_of(analyses)
@@ -69,9 +149,9 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
 
     out_ = H.Out(doc, figs, csv)
     for h in H.families():
-        runs = [a for a in analyses if a.manifest["hypothesis"] in h.ids and not a.pooled.empty]
-        if runs:
-            _section(h, runs, out_)
+        mine = [(hid, runs, f) for fh, hid, runs, f in findings if fh is h]
+        if mine:
+            _section(h, mine, out_)
 
     rigs.section(analyses, doc, figs, csv)
 
@@ -79,14 +159,6 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
     for a in analyses:
         doc.h(3, f"{a.run_id} — {a.verdict}")
         doc.table(pd.DataFrame([g.as_dict() for g in a.gates]))
-        if not a.correlations.empty:
-            doc.p("Correlation of per-window TTFT p99 with telemetry at the best lag (±3 windows), with a 95 % "
-                  "block-bootstrap interval of r; no r below 20 windows, and lag_at_edge when the best lag is the "
-                  "largest searched (the true one may lie beyond):")
-            if not a.kv_tier_observed:
-                doc.p(f"{a.run_id}: no KV tier observed on this stack, so the disk rows are the host's disk, "
-                      "which anything else on the machine moves too: not evidence of a storage effect.")
-            doc.table(a.correlations)
     doc.h(2, "Caveats")
     doc.bullets(["Percentiles from records are exact; the Prometheus histogram p99 (ttft_p99_hist_s) comes from "
                  "the load generator's own histograms, whose buckets are at most 20% apart.",
@@ -96,6 +168,7 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
                  "(interpolated within a bucket); prefer the records or the load generator's histograms.",
                  "Gates marked `missing` name telemetry that was not there, not a measured failure.",
                  "Steps shorter than the recording rules' windows (5 s, 30 s) give step telemetry from few samples."])
+    correlations_appendix(analyses, doc)
     verdicts = {a.run_id: verdict_doc(a) for a in analyses}
     written["verdict.json"] = out / "verdict.json"
     written["verdict.json"].write_text(dumps(verdicts))

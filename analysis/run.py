@@ -238,12 +238,24 @@ def disk_reads(manifest: dict, frames: dict, start: float, end: float) -> G.Disk
 def write(analysis: RunAnalysis, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {"steps": out / "steps.csv", "summary": out / "summary.csv", "correlations": out / "correlations.csv",
-             "verdict": out / "verdict.json"}
+             "verdict": out / "verdict.json", "summary_json": out / "summary.json"}
     analysis.table.to_csv(files["steps"], index=False)
     analysis.pooled.to_csv(files["summary"], index=False)
     analysis.correlations.to_csv(files["correlations"], index=False)
     files["verdict"].write_text(dumps(verdict_doc(analysis)))
+    files["summary_json"].write_text(dumps(summary_doc(analysis)))
     return files
+
+
+def summary_doc(a: RunAnalysis) -> dict:
+    """One run for scripts, as aiperf's profile export is: what ran, each step's metrics (repetitions
+    pooled), the knee, the gates, the verdict and the hypothesis' finding on this run alone."""
+    h = H.lookup(a.manifest["hypothesis"])
+    f = h.finding(a.manifest["hypothesis"], [a]) if h is not None and not a.pooled.empty else None
+    return {**verdict_doc(a), "status": a.manifest["status"], "title": a.manifest.get("title"),
+            "expected": a.manifest["plan"]["hypothesis"]["expected"], "requests": len(a.records),
+            "finding": {"status": f.status, "why": f.why} if f else None,
+            "steps": a.pooled.to_dict(orient="records")}
 
 
 def verdict_doc(a: RunAnalysis) -> dict:

@@ -12,7 +12,8 @@ from .knee import PLAN_RATIO
 
 # the record fields the analysis uses; the rest (ITL lists, prompts' hashes…) stay in the file
 FIELDS = ("step", "ok", "status", "error_class", "error", "start_time", "ttft_s", "e2e_s", "prompt_tokens",
-          "completion_tokens", "cached_tokens", "phase", "session_id", "schedule_lag_s", "users_active", "turn")
+          "completion_tokens", "cached_tokens", "phase", "session_id", "schedule_lag_s", "users_active", "turn",
+          "itl_s")
 
 
 def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
@@ -22,11 +23,18 @@ def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     path = run_dir / "requests.jsonl"
     if not path.exists():
         return manifest, pd.DataFrame(columns=FIELDS)
+    return manifest, frame(read_records(path, FIELDS))
+
+
+def frame(records) -> pd.DataFrame:
+    """Records (dicts) as the analysis' columns; each request's inter-token gaps become one float32 array
+    (a Python list of floats costs 4 to 8 times as much, and a long run holds millions of gaps)."""
     columns = {f: [] for f in FIELDS}
-    for rec in read_records(path, FIELDS):
+    for rec in records:
         for f in FIELDS:
             columns[f].append(rec.get(f))
-    return manifest, pd.DataFrame(columns)
+    columns["itl_s"] = [np.asarray(v or (), dtype=np.float32) for v in columns["itl_s"]]
+    return pd.DataFrame(columns)
 
 
 def pct(values, q: float) -> float:
@@ -102,6 +110,10 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
             values = ok[metric] if len(ok) else []
             for q in (0.5, 0.95, 0.99):
                 row[f"{metric[:-2]}_p{int(q * 100)}_s"] = pct(values, q)
+        # every gap between two text chunks of the step's served requests
+        gaps = np.concatenate([np.empty(0, np.float32), *ok["itl_s"]]) if len(ok) else np.empty(0)
+        for q, value in zip((50, 95, 99), np.percentile(gaps, (50, 95, 99)) if len(gaps) else [np.nan] * 3):
+            row[f"itl_p{q}_s"] = float(value)
         row["ttft_tail_requests"] = int((ok["ttft_s"] > PLAN_RATIO * row["ttft_p50_s"]).sum()) if len(ok) else 0
         row["prompt_tokens_mean"] = float(ok["prompt_tokens"].mean()) if len(ok) else float("nan")
         # the engine's prefix-cache hits as the server reports them per request (usage.cached_tokens)
@@ -149,9 +161,10 @@ def by_step(table: pd.DataFrame) -> pd.DataFrame:
     g = table.groupby(keys, sort=False, dropna=False)
     out = g.agg(ttft_p50_s=("ttft_p50_s", "median"), ttft_p95_s=("ttft_p95_s", "median"),
                 ttft_p99_s=("ttft_p99_s", "median"), ttft_tail_requests=("ttft_tail_requests", "sum"),
-                e2e_p50_s=("e2e_p50_s", "median"),
+                e2e_p50_s=("e2e_p50_s", "median"), itl_p50_s=("itl_p50_s", "median"), itl_p99_s=("itl_p99_s", "median"),
                 e2e_p95_s=("e2e_p95_s", "median"), e2e_p99_s=("e2e_p99_s", "median"),
-                throughput_rps=("throughput_rps", "median"), requests=("requests", "sum"),
+                throughput_rps=("throughput_rps", "median"), output_tokens_per_s=("output_tokens_per_s", "median"),
+                requests=("requests", "sum"),
                 concurrency_observed=("concurrency_observed", "median"),
                 prefix_cached_share=("prefix_cached_share", "mean"), cancelled_by_step=("cancelled_by_step", "sum"),
                 shed_by_client=("shed_by_client", "sum"), schedule_lag_p99_s=("schedule_lag_p99_s", "max"),

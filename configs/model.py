@@ -424,6 +424,15 @@ class DynamoSettings:
 
 
 @dataclass(frozen=True)
+class Objectives:
+    """What a number must stay under to be good, where a dashboard or a report draws the line."""
+    nvme_r_await_ms: float = 5.0      # the kv_tier2 disk's read latency (iostat r_await)
+
+    def __post_init__(self):
+        _check(self.nvme_r_await_ms > 0, "nvme_r_await_ms", "must be positive")
+
+
+@dataclass(frozen=True)
 class Harness:
     models: dict[str, ModelSpec]
     stacks: dict[str, StackSpec]
@@ -435,6 +444,7 @@ class Harness:
     prometheus: PrometheusSettings
     loadgen: LoadgenSettings
     dynamo: DynamoSettings
+    objectives: Objectives = field(default_factory=Objectives)
     results_dir: str = "results"
     run_dir: str = "var/run"        # pid files, logs, Prometheus data and scrape targets of `make up`
     rig: Optional[str] = None       # this rig's name in a fleet (default: the host name)

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 from .checks import LABEL_VALUE
 from .paths import check_name, make_dir, open_file, write_file
@@ -156,20 +156,26 @@ def write_request_manifest(path: Path, entries: list[dict]) -> str:
 
 def read_records(path: Path, fields: Optional[tuple] = None):
     """Complete records, as a list, or with ``fields`` as a generator of dicts holding only those keys (a
-    3-hour run has hundreds of thousands of records). A damaged line — cut by a crash mid-write, not
-    UTF-8, not JSON, not an object — is skipped, never fatal: every good record of the run still counts."""
+    3-hour run has hundreds of thousands of records)."""
     def lines():
         with open(path, "rb") as f:
-            for raw in f:
-                if not raw.endswith(b"\n"):
-                    continue
-                try:
-                    rec = json.loads(raw.decode("utf-8"))
-                except ValueError:              # UnicodeDecodeError is a ValueError too
-                    continue
-                if isinstance(rec, dict):
-                    yield {k: rec.get(k) for k in fields} if fields else rec
+            yield from parse_records(f, fields)
     return lines() if fields else list(lines())
+
+
+def parse_records(lines: Iterable[bytes], fields: Optional[tuple] = None):
+    """The records of raw JSONL lines, each a dict (with ``fields``: only those keys). A damaged line — cut
+    by a crash mid-write, not UTF-8, not JSON, not an object — is skipped, never fatal: every good record
+    of the run still counts."""
+    for raw in lines:
+        if not raw.endswith(b"\n"):
+            continue
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except ValueError:              # UnicodeDecodeError is a ValueError too
+            continue
+        if isinstance(rec, dict):
+            yield {k: rec.get(k) for k in fields} if fields else rec
 
 
 def new_run_id(hypothesis: str, stack: str) -> str:

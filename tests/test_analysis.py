@@ -1,6 +1,7 @@
 """Analysis: the knee rule, lag recovery, chunked range queries against a real Prometheus holding a
 backfilled 3-hour series, missing telemetry as gate reasons, and reports from real runs."""
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -57,8 +58,9 @@ def test_correlation_recovers_a_known_lag():
     assert best_lag(latency, driver, max_lag=2, step_s=0.2).at_edge          # the true lag (3) is beyond: said
     few = best_lag(latency.iloc[:15], driver.iloc[:15], max_lag=0)
     assert few.samples < 20 and np.isnan(few.ci[0])                          # too few windows for an interval
-    slope, intercept, r2 = linear_fit([1, 2, 3, 4], [3, 5, 7, 9])
+    slope, intercept, r2 = linear_fit([1, 2, 3, 4, 5], [3, 5, 7, 9, 11])
     assert (slope, intercept, r2) == pytest.approx((2, 1, 1))
+    assert np.isnan(linear_fit([1, 2, 3], [3, 5, 7])[2])           # no R² = 1.00 through three points (#26.2)
 
 
 def test_grid_carries_values_at_most_a_second():
@@ -205,8 +207,21 @@ def test_ssd_mechanism_passes_only_on_bytes_really_read():
     assert G.tier2_hits_at_knee(0.0, "context_tokens=512", 0.0, kv_up_share=1.0).reason == "H2B_NO_ONBOARD_SIGNAL"
 
 
+def _pairs_experiment(results: Path) -> Path:
+    """A `rig pairs` experiment's files as rig.pairs writes them: six pairs, B2 20 ms slower."""
+    from analysis import paired as P
+    from rig.pairs import _write
+    legs = [P.Leg(pair, order, mode, {"ttfc_p50_ms": 100 + pair + (20 if mode == "B2" else 0)})
+            for pair in range(6) for order in (("B1_B2", "B2_B1")[pair % 2],) for mode in order.split("_")]
+    out = results / "pairs-20261202T000000Z"
+    out.mkdir(exist_ok=True)
+    _write(out, [], legs, [P.compare(legs, "ttfc_p50_ms")], [], ("B1", "B2"))
+    return out
+
+
 def test_report_from_real_runs_and_offline_export(observed, tmp_path):
     overlay, results = str(observed["overlay"]), observed["results"]
+    pairs = _pairs_experiment(results)
     out = tmp_path / "report"
     proc = run_module("analysis", "--config", overlay, "report", "--all", "--out", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -227,13 +242,37 @@ def test_report_from_real_runs_and_offline_export(observed, tmp_path):
     assert (out / "figures" / "H2_p99_vs_context.png").stat().st_size > 1000
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "H2A / H2B" in html
+    # the first screen answers (#26.2): the first section after the title is the hypotheses' answers, a row
+    # per hypothesis with its claim, expected outcome, finding and why, and each run's verdict and gates
+    first = html.split("<h2>")[1]
+    assert first.startswith("Answers</h2><table>")
+    for v in verdicts.values():
+        assert f"{v['run_id']} ({v['stack']}) {v['verdict']}" in first
+    assert "h2b_tier2_hits" in first or all(g["status"] == "pass" for g in h2b["gates"] if g["name"] == "h2b_tier2_hits")
+    for hid in ("H2A", "H2B"):
+        row = first.split(f"<td>{hid}</td>")[1].split("</tr>")[0]
+        assert any(f"<td>{status}</td>" in row for status in ("supported", "not supported", "inconclusive")), row
+    # the paired experiment under the results, with its verdict, delta, interval and p-values
+    assert "Paired experiments (rig pairs)" in html and pairs.name in html and "Wilcoxon p" in html
+    comparison = json.loads((pairs / "comparisons.json").read_text())[0]
+    assert f"{comparison['mean']:.3g}" in html and f"[{comparison['ci'][0]:.3g}, {comparison['ci'][1]:.3g}]" in html
+    # correlations in the appendix, at the end
+    assert html.index("Appendix: correlations") > html.index("Caveats")
+    # per run, summary.json for scripts: steps, knee, gates, verdict, finding
+    for rid in observed["run_ids"]:
+        doc = json.loads((results / rid / "analysis" / "summary.json").read_text())
+        assert doc["run_id"] == rid and doc["verdict"] == verdicts[rid]["verdict"] and doc["steps"]
+        assert {"ttft_p99_s", "itl_p99_s", "output_tokens_per_s"} <= set(doc["steps"][0])
+        assert doc["finding"]["status"] in ("supported", "not supported", "inconclusive") and doc["gates"]
     # export, then the same report from files only
     run_ids = [a for r in observed["run_ids"] for a in ("--run", r)]
     assert run_module("analysis", "--config", overlay, "export", *run_ids, timeout=300).returncode == 0
-    offline = tmp_path / "offline"
+    earlier = set(results.glob("report-*"))
     proc = run_module("analysis", "--config", overlay, "--prometheus", f"http://127.0.0.1:{free_port()}", "report",
-                      "--offline", *run_ids, "--out", str(offline), timeout=300)
+                      "--offline", *run_ids, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    [offline] = set(results.glob("report-*")) - earlier          # its own directory, named by its time
+    assert re.fullmatch(r"report-\d{8}T\d{6}Z", offline.name)
     ordered = lambda f: f.sort_values(["run_id", "label"]).reset_index(drop=True)    # noqa: E731
     pd.testing.assert_frame_equal(ordered(pd.read_csv(offline / "summary_v3.csv")), ordered(summary), check_like=True)
     assert all((results / r / "analysis" / "verdict.json").exists() for r in observed["run_ids"])
@@ -289,7 +328,7 @@ def test_steps_are_measured_from_their_target_load_and_outages_make_no_knee():
     step that never reached it has no throughput; a step an outage touched is left out of the pooled
     steps, and a level left with no clean repetition makes no knee (#24.1, #24.2)."""
     from analysis.knee import knee_of
-    from analysis.steps import by_step, step_table
+    from analysis.steps import by_step, frame, step_table
 
     def step(i, conc, start, at_target="start"):
         return {"index": i, "step": i, "repetition": 0, "phase": "run", "label": f"concurrency={conc}", "swept": {},
@@ -307,7 +346,7 @@ def test_steps_are_measured_from_their_target_load_and_outages_make_no_knee():
                              "start_time": s["start"] + k + user * 0.25, "ttft_s": 0.1, "e2e_s": 1.0,
                              "prompt_tokens": 256, "completion_tokens": 8, "cached_tokens": None, "phase": "run",
                              "session_id": None, "schedule_lag_s": None, "users_active": 4})
-    table = step_table(manifest, pd.DataFrame(rows))
+    table = step_table(manifest, frame(rows))
     first, down, never, hit = (table.iloc[i] for i in range(4))
     assert first["off_target_requests"] == 0 and first["at_target_after_s"] == 0
     assert 3.5 < first["concurrency_observed"] <= 4.0                        # Little's law over the window
@@ -428,5 +467,34 @@ def test_a_hypothesis_registered_in_one_place_gets_its_section_csv_gates_and_fin
     written = report.build([run], tmp_path, lambda _m: None)
     assert "HX_toy.csv" in written
     md = (tmp_path / "report.md").read_text()
-    assert "## HX — Toys are fun" in md and "Expected: more toys **Finding: supported** — 1 run" in md
+    assert "## HX — Toys are fun" in md and "**HX**: **Finding: supported** — 1 run" in md
+    assert ("| HX | Toys are fun | more toys | supported | 1 run | hx-1 (stackB) fail: aligned_samples missing "
+            "TELEMETRY_MISSING; ssd_mechanism missing TELEMETRY_MISSING |") in md         # the answers, and why
     assert "toy section body" in md and "hx_toy" in md
+
+
+def test_figures_do_not_overstate(tmp_path, monkeypatch):
+    """#26.2: x ticks at the steps' values; shares on 0-100 %; no fitted line through fewer than 5 points and
+    none pooling two stacks; legend entries only for what is drawn; a band across repetitions."""
+    from analysis import figures as F
+    kept = []
+    monkeypatch.setattr(F.plt, "close", kept.append)
+    d = pd.DataFrame({"hypothesis": "H0", "stack": "stackA", "concurrency": [4, 8, 16, 24, 32, 48],
+                      "ttft_p50_s": 0.1, "ttft_p95_s": 0.2, "ttft_p99_s": [.1, .2, .3, .9, 1.5, 2.0],
+                      "ttft_p99_min": .05, "ttft_p99_max": 2.5, "repetitions": 3, "share": [.01, .02, .02, .03, .05, .1],
+                      "gone": np.nan})
+    F.percentiles_vs(d, "concurrency", tmp_path / "a.png", "t")
+    ax = kept[-1].axes[0]
+    assert list(ax.get_xticks()) == [4, 8, 16, 24, 32, 48] and ax.get_xticklabels()[3].get_text() == "24"
+    assert "p99 range over 3 repetitions" in [t.get_text() for t in ax.get_legend().get_texts()]
+    F.compare(d, "concurrency", "share", tmp_path / "b.png", "t", "share", share=True)
+    assert kept[-1].axes[0].get_ylim() == (0, 100)
+    x = pd.Series([1.0, 2, 3, 4, 5, 6, 1, 2, 3])
+    y = x * 2
+    stacks = pd.Series(["A"] * 6 + ["B"] * 3)
+    F.scatter_fit(x, y, stacks, tmp_path / "c.png", "t", "x", "y", groups=stacks)
+    legend = [t.get_text() for t in kept[-1].axes[0].get_legend().get_texts()]
+    assert legend == ["A", "B", "fit A R²=1.00"]                # B has 3 points: no line through them
+    F.compare(d.assign(hypothesis=["H0"] * 3 + ["H1"] * 3, gone=[np.nan] * 3 + [1.0] * 3), "concurrency", "gone",
+              tmp_path / "d.png", "t", "y")
+    assert [t.get_text() for t in kept[-1].axes[0].get_legend().get_texts()] == ["H1 stackA"]   # H0's is all NaN

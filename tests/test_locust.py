@@ -15,6 +15,8 @@ import requests
 from faultcase import fault
 from conftest import ROOT, Sim, free_port, free_port_below, run_module, sims_overlay
 from analysis import gates as G
+from analysis.steps import load_run, step_table
+from locustfiles.lib.console import ms
 from configs.runfiles import read_records
 
 LOCUSTFILES = sorted(p.stem for p in (ROOT / "locustfiles").glob("*.py") if p.stem not in ("adapter_proxy", "__init__"))
@@ -41,9 +43,9 @@ loadgen: {{metrics_port: {free_port()}, adapter_proxy_port: {free_port_below(327
         yield {"tmp": tmp, "overlay": overlay, "a": a, "b": b}
 
 
-def locust(rig, name, *args, env=None, timeout=120, wait=True):
+def locust(rig, name, *args, env=None, timeout=120, wait=True, quiet=True):
     cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / f"{name}.py"), "--headless",
-           "--only-summary", *args]
+           *(["--only-summary"] if quiet else []), *args]
     # the simulators serve l70b; H0's own model (l8b) is not loaded there
     full_env = {**os.environ, "HARNESS_CONFIG": str(rig["overlay"]), "MODEL": "l70b", **(env or {})}
     if not wait:         # Ctrl-C as a terminal's foreground job gets it: a background job inherits SIGINT ignored
@@ -170,6 +172,32 @@ def test_ctrl_c_or_sigterm_marks_the_run_incomplete(rig, sig):
     assert read_records(run / "requests.jsonl")
 
 
+def test_the_console_says_what_runs_each_steps_numbers_and_the_next_command(rig):
+    """#26.1: the plan and its expected time first, one line per step as it ends (the analysis' own numbers;
+    n/a where Prometheus cannot say), a table and the next command at the end; Locust's periodic tables are
+    off by default in a headless run."""
+    proc = locust(rig, "h2b", env={"DURATION_S": "4", "CONTEXT_TOKENS": "256,512", "CONCURRENCY": "4"},
+                  quiet=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run] = runs(rig, "h2b")[-1:]
+    out = proc.stderr
+    assert f"[H2B] run {run.name}: stackB at http://127.0.0.1:{rig['b'].port}/v1" in out
+    assert "configuration: configs/harness.yaml + configs/hypotheses.yaml + " in out and str(rig["overlay"]) in out
+    assert "6 steps x 4 s = 0m24s expected" in out                     # 2 steps, 3 repetitions
+    assert "[H2B] spill: no step can reach the disk tier" in out                 # 4 users: nothing spills
+    _, records = load_run(run)
+    table = step_table(manifest(run), records)
+    lines = [line for line in out.splitlines() if line.startswith("[H2B] step ") and " done, " in line]
+    assert len(lines) == 6 and "[H2B] step 2/6 begins: context_tokens=512 (rep 1)" in out
+    for line, (_, row) in zip(lines, table.iterrows()):
+        assert f"ttft p50/p99 ms {ms(row.ttft_p50_s)}/{ms(row.ttft_p99_s)}" in line, line
+        assert f"itl p50/p99 ms {ms(row.itl_p50_s)}/{ms(row.itl_p99_s)}" in line and row.itl_p50_s > 0
+        assert f"errors {row.errors}" in line and "kv_tier2 r/s n/a" in line and "disk onboard n/a" in line
+    assert f"complete: 6 of 6 steps in {run}; next: python -m analysis report --run {run.name}" in out
+    assert "Aggregated" in out and out.count("Aggregated") <= 3        # Locust's summary at the end, no tables before
+    assert len(out.splitlines()) < 80, out
+
+
 def test_distributed_run_is_one_consistent_run(rig):
     before = set(runs(rig, "h2b"))
     prefix = rig["tmp"] / "dist"
@@ -183,7 +211,10 @@ def test_distributed_run_is_one_consistent_run(rig):
     assert len(keys) == len(set(keys))                           # nothing written twice
     with open(f"{prefix}_stats.csv") as f:
         stats = {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
-    assert int(stats[("E2E", "completions")]["Request Count"]) == sum(r["ok"] for r in records)
+    # one Locust entry per request (#26.1): the Aggregated row counts requests, not TTFT + E2E + POST entries
+    sent = [r for r in records if r["error_class"] not in ("cancelled_by_step", "shed_by_client")]
+    assert int(stats[("POST", "completions")]["Request Count"]) == len(sent)
+    assert int(stats[("", "Aggregated")]["Request Count"]) == len(sent)
     copies = [r for f in (run / "workers").glob("*.jsonl") for r in read_records(f)]     # each worker's own
     assert sorted(map(json.dumps, copies)) == sorted(map(json.dumps, records))
     assert manifest(run)["status"] == "complete" and manifest(run)["locust"]["mode"] == "master"
@@ -340,7 +371,6 @@ def test_a_context_beyond_the_served_limit_stops_before_the_run(rig):
 def test_streams_cut_at_a_step_boundary_are_recorded_not_counted(rig, tmp_path):
     """Going from 6 users to 1 cuts 5 streams in flight: each is a record (cancelled_by_step), none is
     an error or a latency sample."""
-    from analysis.steps import load_run, step_table
     overlay = tmp_path / "long.yaml"
     overlay.write_text(rig["overlay"].read_text() + "hypotheses: {H0: {params: {context_tokens: 64, max_tokens: 400}}}\n")
     before = set(runs(rig, "h0"))
@@ -464,8 +494,6 @@ def test_a_frontend_that_drops_unknown_fields_is_flagged_for_h9(rig, tmp_path):
 def test_a_stack_that_dies_mid_run_is_an_outage_not_a_flood(rig, tmp_path):
     """Connection refusals in a row make users back off; the manifest holds the outage and the errors
     gate names it (the issue saw ~77k records in 48 s without any pause)."""
-
-    from analysis.steps import load_run
     with Sim(tmp_path, "B") as dying:
         before = set(runs(rig, "h2b"))
         proc = locust(rig, "h2b", env={"ENDPOINT": f"{dying.base}/v1", "DURATION_S": "5", "CONTEXT_TOKENS": "256"},
@@ -488,7 +516,6 @@ def test_open_loop_arrivals_keep_their_schedule_and_shed_over_the_cap(rig, tmp_p
     """RATE_RPS: requests start on a Poisson schedule whatever the completions do; each record says when it
     was due and how late it left; arrivals over max_in_flight are recorded as shed, never sent."""
     import yaml
-    from analysis.steps import load_run, step_table
     before = set(runs(rig, "h0"))
     proc = locust(rig, "h0", env={"STACK": "A", "RATE_RPS": "8,24", "DURATION_S": "5", "CONTEXT_TOKENS": "64"})
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
@@ -531,7 +558,6 @@ def test_open_loop_refuses_stateful_workloads_and_distributed_runs(rig):
 
 def test_trace_replay_follows_the_trace_schedule_lengths_and_prefix_sharing(rig, tmp_path):
     import yaml
-    from analysis.steps import load_run, step_table
     from locustfiles.lib import trace
     doc = yaml.safe_load(rig["overlay"].read_text())
     doc.setdefault("hypotheses", {})["TR"] = {"params": {"trace_time_scale": 0.1}}      # 10 x faster than the trace

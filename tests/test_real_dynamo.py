@@ -145,7 +145,7 @@ def test_analysis_report_on_the_real_runs(dynamo, runs, tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "H9 — Session rehydration from the SSD tier" in report
     # no KVBM on the mocker: the disk figures are the host's disk, and its correlations are no evidence (#24.5)
-    h2b_line = next(line for line in report.splitlines() if line.startswith("- H2B stackB: at "))
+    h2b_line = next(line for line in report.splitlines() if line.startswith("- H2B ") and "(stackB): at " in line)
     assert "host disk, no KV tier observed" in h2b_line and "tier2 onboard" not in h2b_line
     assert "not evidence of a storage effect" in report
     assert "up to 2.20x apart" in report          # the frontend's own TTFT buckets, and what they cost a p99

@@ -9,7 +9,7 @@ def section(runs: list, out: Out) -> None:
     out.csv("H9_rehydrate.csv", cols(pooled_of(runs), ("phase",)))
     for a in runs:
         errors = gate_of(a, "errors")
-        out.doc.bullets([f"{a.manifest['stack']}: TTFT p50 " +
+        out.doc.bullets([f"{a.run_id} ({a.manifest['stack']}): TTFT p50 " +
                          ", ".join(f"{r.label} {r.phase} {ms(r.ttft_p50_s)}" for r in a.pooled.itertuples()) +
                          (f"; blocked: {a.manifest['blocked']['reason']}" if a.manifest.get("blocked") else "") +
                          (f"; errors: {errors.detail} ({errors.reason})" if errors else "")])

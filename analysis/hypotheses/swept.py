@@ -10,12 +10,12 @@ from .registry import Out
 
 
 def table_and_figure(runs: list, out: Out, level: str, column: str, name: str, title: str, ylabel: str,
-                     scale: float) -> pd.DataFrame:
+                     scale: float, share: bool = False) -> pd.DataFrame:
     pooled = pooled_of(runs)
     if level not in pooled:
         pooled[level] = pooled["label"].str.extract(rf"{level}=([0-9.]+)")[0].astype(float)
     out.csv(name, cols(pooled, (level,)))
-    p = figures.compare(pooled, level, column, out.figs / name.replace(".csv", ".png"), title, ylabel, scale)
+    p = figures.compare(pooled, level, column, out.figs / name.replace(".csv", ".png"), title, ylabel, scale, share)
     if p:
         out.doc.figure(p, title)
     return pooled

@@ -75,6 +75,7 @@ class RuleFile:
 # shares of slower counters; a value recorded at t covers (t - 30 s, t], so it speaks for one step only
 # from 30 s into it (the analysis leaves it out of shorter steps).
 RATE_WINDOW_S = 5
+KNEE_RATIO = 2.0          # the test plan's knee: TTFT p99 over p50 (the analysis' rule, the alert, the dashboards)
 LATENCY_WINDOW_S = 30
 _FAST, _SLOW = f"[{RATE_WINDOW_S}s]", f"[{LATENCY_WINDOW_S}s]"
 
@@ -169,8 +170,9 @@ and each source tier's share of the blocks onboarded to the device (how often a 
               "{{ $labels.device }} reports time above its temperature threshold: latency numbers are suspect"),
         Alert("MemoryPressureSustained", f"rate({S.PRESSURE_MEMORY_WAITING.total}[1m]) > 0.10",
               "tasks stalled on memory over 10% of the time for 2 minutes (PSI)", for_="2m"),
-        Alert("LatencyKneeReached", f"{TTFT_P99_OVER_P50} > 2",
-              "{{ $labels.stack }} step {{ $labels.step }}: TTFT p99 > 2 x p50 for a minute (queue knee)",
+        Alert("LatencyKneeReached", f"{TTFT_P99_OVER_P50} > {KNEE_RATIO:g}",
+              f"{{{{ $labels.stack }}}} step {{{{ $labels.step }}}}: TTFT p99 > {KNEE_RATIO:g} x p50 for a minute "
+              "(queue knee)",
               severity="info", for_="1m"),
     )),
 )

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 
+# the tag of every Grafana annotation the load generator posts (a step's start); the dashboards show them by it
+ANNOTATION_TAG = "sparkrig"
+
+
 @dataclass(frozen=True)
 class Series:
     name: str

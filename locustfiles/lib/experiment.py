@@ -25,6 +25,7 @@ from configs.paths import check_name
 from configs.plan import normalise_endpoint
 from configs.probe import wait_for_model
 from configs.runfiles import REQUEST_MANIFEST, new_run_id, write_request_manifest
+from configs.vocabulary import series as S
 
 from . import gather, state, watch
 from .preflight import UNKNOWN_FIELD, size_prompts, unknown_fields_ignored
@@ -100,9 +101,9 @@ def _begin_run(environment) -> None:
         manifest.note(f"session_id_ignored: the frontend answers 200 to a made-up field ({UNKNOWN_FIELD}), so "
                       "it drops fields it does not know and session_id reaches nothing behind it")
     if st.cfg.loadgen.grafana_url:
-        st.side.grafana = GrafanaAnnotator(st.cfg.loadgen.grafana_url, os.environ.get("GRAFANA_TOKEN"), ["sparkrig"])
-    print(f"[{st.plan.hypothesis_id}] run {st.run_id}: results in {manifest.path.parent}; {sizing}",
-          file=sys.stderr, flush=True)
+        st.side.grafana = GrafanaAnnotator(st.cfg.loadgen.grafana_url, os.environ.get("GRAFANA_TOKEN"),
+                                           [S.ANNOTATION_TAG])
+    st.console.banner(target, manifest.path.parent, getattr(environment.parsed_options, "run_time", None), sizing)
     if st.plan.hypothesis.adapter_proxy:
         try:
             st.side.start_proxy(st.plan.openai_base, st.tier2_path(st.current()), manifest)
@@ -197,8 +198,18 @@ def _on_slot_message(environment, msg, **_kw) -> None:
     state.of(environment).enter_slot(msg.data)
 
 
+def _quiet_console(environment) -> None:
+    """A headless run prints our step lines, not Locust's request tables every 2 s (941 lines in four
+    minutes, the step lines lost among them); Locust's summary at the end stays, and --print-stats brings
+    the periodic tables back. Set here: Locust starts its printer after init, reading only_summary."""
+    options = environment.parsed_options
+    if options is not None and options.headless and not getattr(options, "print_stats", False):
+        options.only_summary = True
+
+
 def _on_init(environment, st: RunState) -> None:
     environment.sparkrig = st
+    _quiet_console(environment)
     # Locust's spawning_complete carries no environment: this process's is the one it means
     events.spawning_complete.add_listener(lambda user_count, **_kw: _on_spawning_complete(environment, user_count))
     if isinstance(environment.runner, WorkerRunner):

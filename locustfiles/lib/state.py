@@ -8,7 +8,6 @@ import itertools
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from configs.plan import OVERRIDE_VARS, normalise_endpoint
 from configs.runfiles import RequestRecord
 
 from . import trace, workloads
+from .console import Console
 from .metrics import LoadgenMetrics, worker_name
 from .outage import OutageTracker
 from .prompts import PromptSizer
@@ -65,6 +65,7 @@ class RunState:
         self.run_id: Optional[str] = None
         self.sink = Sink(self.cfg, self._stop)
         self.side = SideJobs(self.cfg)
+        self.console = Console(self)
         self.announced: list[Path] = []               # file_sd files a master wrote for its workers
         self.workers_pending: set[str] = set()        # a master's workers whose last records have not come
         self.load_target: Optional[int] = None        # the users the shape asked for in this step
@@ -139,7 +140,7 @@ class RunState:
             path = make_dir(run_dir(self.cfg, run_id), exist_ok=True) / "workers" / f"{self.worker}.jsonl"
         else:
             directory, self.sink.lock = create_run_dir(self.cfg, run_id, self.env.get("RUN_ID_REUSE") == "1")
-            path = directory / "requests.jsonl"
+            path = self.console.records = directory / "requests.jsonl"
         self.run_id = run_id
         if self.workload == "rehydrate_replay":                # one session list per context size
             sessions: dict[int, int] = {}
@@ -187,9 +188,10 @@ class RunState:
             self.side.annotate(f"{self.plan.hypothesis_id} {self.plan.stack_name} step {slot.index}: "
                                f"{slot.step.label()} ({slot.phase}, rep {slot.repetition + 1})",
                                [self.plan.hypothesis_id, self.plan.stack_name, self.run_id], manifest)
-            print(f"[{self.plan.hypothesis_id}] step {slot.index + 1}/{len(self.slots)}: {slot.step.label()}"
-                  f"{'' if slot.phase == 'run' else ' phase ' + slot.phase} (rep {slot.repetition + 1})",
-                  file=sys.stderr, flush=True)
+            if len(manifest.doc["steps"]) > 1:        # the step before ended: its line, once its records are in
+                self.console.step_ended(len(manifest.doc["steps"]) - 2, master=self.worker_watch is not None)
+            self.console.say(f"step {slot.index + 1}/{len(self.slots)} begins: {slot.step.label()}"
+                             f"{'' if slot.phase == 'run' else ' phase ' + slot.phase} (rep {slot.repetition + 1})")
 
     def note_load(self, running: int, target: int) -> None:
         """The step's load generator reached its target (master / local; the shape's tick and Locust's
@@ -227,6 +229,8 @@ class RunState:
             self._record_outage(open_outage)
         self.side.close(self.sink.manifest)
         self.sink.close(complete, reason)
+        if self.sink.manifest is not None:
+            self.console.finish(self.sink.manifest.path.parent)
         for path in self.announced:
             path.unlink(missing_ok=True)
 

@@ -125,8 +125,10 @@ def send(client, path: str, body: dict, record: RequestRecord, stats_name: str,
     """POST a streaming request through a FastHttpSession and fill in ``record`` (and ``text``, when given,
     with the generated text).
 
-    Locust's own stats get the HTTP request (failures carry the server's message), and on success
-    a TTFT and an E2E entry of their own request types.
+    Locust's own statistics get one entry per request, as Locust's OpenAIUser (locust/contrib/oai.py) reports
+    it: the whole stream's time (E2E) as its response time and the output tokens as its length; failures
+    carry the server's message. TTFT and ITL are the step lines' and Grafana's (a TTFT entry of its own
+    was added into Locust's Aggregated row: three "requests" per request, an average of TTFT and E2E).
     """
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
     record.start_time = time.time()
@@ -147,14 +149,10 @@ def send(client, path: str, body: dict, record: RequestRecord, stats_name: str,
                 record.error_class, record.error = "stream_cut", f"{type(exc).__name__}: {exc}"[:300]
         record.e2e_s = record.e2e_s or time.perf_counter() - started
         record.ok = record.error_class is None
+        resp.request_meta["response_time"] = record.e2e_s * 1000
+        resp.request_meta["response_length"] = record.completion_tokens or 0
         if record.ok:
             resp.success()
         else:
             resp.failure(f"{record.error_class}: {record.error}")
-    if record.ok:
-        fire = client.request_event.fire
-        for kind, value in (("TTFT", record.ttft_s), ("E2E", record.e2e_s)):
-            if value is not None:
-                fire(request_type=kind, name=stats_name, response_time=value * 1000, response_length=0,
-                     exception=None, context={})
     return record

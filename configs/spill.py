@@ -1,0 +1,60 @@
+"""Whether a run can reach the disk tier at all, told before it starts: a run whose KV working set fits in
+tier0 + tier1 measures queueing, never storage, and its H2B gates can only say there was no onboard
+signal — minutes later. The working set of a fixed-context step is one prompt per user (or one for all
+when they share it) plus its output, in whole KV blocks, against the profile's tiers in blocks (the
+simulator sizes them so; a real KVBM divides DYN_KVBM_CPU_CACHE_GB by its own block size the same way)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .plan import RunPlan, Step
+from .sizes import format_size
+
+
+@dataclass(frozen=True)
+class StepFit:
+    step: Step
+    blocks: int                  # the step's KV working set
+    capacity: int                # tier0 + tier1 blocks
+
+    @property
+    def spills(self) -> bool:
+        return self.blocks > self.capacity
+
+
+def working_set_blocks(step: Step) -> int:
+    p, block = step.params, step.profile.kv_block_size_tokens
+    per_user = -(-(p.context_tokens + p.max_tokens) // block)
+    return per_user * (p.concurrency if p.nonce_per_user else 1)
+
+
+def fits(plan: RunPlan) -> Optional[list[StepFit]]:
+    """Each step's working set against its tiers; None where the question does not apply: a stack without
+    a disk tier (Stack A, tier modes B0/B1) or a workload whose working set is not one prompt per user."""
+    if plan.tier_mode != "B2" or plan.hypothesis.workload != "fixed_context":
+        return None
+    out = []
+    for step in plan.steps:
+        pr = step.profile
+        out.append(StepFit(step, working_set_blocks(step), (pr.tier0_bytes + pr.tier1_bytes) // pr.kv_block_size_bytes))
+    return out
+
+
+def prediction(plan: RunPlan) -> Optional[str]:
+    """One line: which steps can spill to the disk tier, or that none can and what would make one."""
+    steps = fits(plan)
+    if not steps:
+        return None
+    spilling = [f for f in steps if f.spills]
+    largest = max(steps, key=lambda f: f.blocks)
+    p, pr = largest.step.params, largest.step.profile
+    users = f"{p.concurrency} users x " if p.nonce_per_user else "one shared prompt of "
+    sizes = (f"{users}{p.context_tokens + p.max_tokens} tokens = {largest.blocks} KV blocks "
+             f"({format_size(largest.blocks * pr.kv_block_size_bytes)}) against tier0 + tier1 = {largest.capacity} "
+             f"blocks ({format_size(pr.tier0_bytes)} + {format_size(pr.tier1_bytes)}, profile {plan.profile_name})")
+    if not spilling:
+        return (f"spill: no step can reach the disk tier: the largest working set, {sizes}, fits; this run "
+                "measures queueing, not storage (raise CONCURRENCY or CONTEXT_TOKENS, or use a smaller profile)")
+    return (f"spill: {len(spilling)} of {len(steps)} steps can reach the disk tier (the first: "
+            f"{spilling[0].step.label()}; the largest: {sizes})")
