@@ -12,16 +12,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
+from configs import load
 from configs.vocabulary import rules as R
 from configs.vocabulary import series as S
 from configs.vocabulary import stacks as V
 
 OUT = Path(__file__).resolve().parent / "dashboards"
-DS = {"type": "prometheus", "uid": "sparkrig-prometheus"}
+# Every panel reads the dashboard's datasource variable, whose default is the import's input: Grafana's
+# import asks which Prometheus DS_PROMETHEUS is; a provisioned copy falls back to the default datasource.
+INPUT = "DS_PROMETHEUS"
+DS = {"type": "prometheus", "uid": "${datasource}"}
+DASHBOARD_TAG = "sparkrig"                    # every board carries it; the links between boards follow it
 NEEDS: dict[tuple[str, str], str] = {}        # (dashboard uid, panel title) -> hardware it needs
+# the fleet's labels (Prometheus external_labels): a rig's own Prometheus stores none, and "All" (.*) also
+# matches a series without them, so one dashboard serves a rig and a fleet's store alike
+FLEET = 'rig=~"$rig", site=~"$site"'
+FLEET_LABELS = ("rig", "site")
 
 
 def var(name: str, query: str, label: str, multi: bool = True) -> dict:
@@ -30,35 +40,94 @@ def var(name: str, query: str, label: str, multi: bool = True) -> dict:
             "allValue": ".*", "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "sort": 1}
 
 
+DATASOURCE_VAR = {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus",
+                  "current": {"text": f"${{{INPUT}}}", "value": f"${{{INPUT}}}"}, "hide": 0, "refresh": 1}
+FLEET_VARS = [var("rig", "label_values(up, rig)", "rig"), var("site", 'label_values(up{rig=~"$rig"}, site)', "site")]
 RUN_VARS = [
-    var("run_id", f"label_values({S.LOADGEN_STEP.name}, run_id)", "run"),
-    var("stack", f'label_values({S.LOADGEN_STEP.name}{{run_id=~"$run_id"}}, stack)', "stack"),
+    var("run_id", f"label_values({S.LOADGEN_STEP.name}{{{FLEET}}}, run_id)", "run"),
+    var("stack", f'label_values({S.LOADGEN_STEP.name}{{{FLEET}, run_id=~"$run_id"}}, stack)', "stack"),
 ]
-HOST_VARS = [var("instance", 'label_values(up{role="exporter"}, instance)', "exporter")]
-DISK_VARS = HOST_VARS + [var("device", f"label_values({S.DISK_INFO.name}, device)", "device")]
+HOST_VARS = [var("instance", f'label_values(up{{role="exporter", {FLEET}}}, instance)', "exporter")]
+DISK_VARS = HOST_VARS + [var("device", f"label_values({S.DISK_INFO.name}{{{FLEET}}}, device)", "device")]
+
+_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
+             "offset"}
+_AGGREGATIONS = {"sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile",
+                 "count_values", "group"}
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\{[^}]*\}|\[[^\]]*\]|[A-Za-z_:][\w:]*|\s+|.', re.S)
+
+
+def scoped(expr: str, matchers: str = FLEET) -> str:
+    """``expr`` with ``matchers`` in every selector: a metric name gets them in its braces (added where it
+    has none); a label list after by/without/on/ignoring and a function's name are left alone. Our
+    expressions are this module's and the vocabulary's, so a small scanner suffices."""
+    tokens = [t for t in _TOKEN.findall(expr)]
+    out, i, labels_next = [], 0, False
+    while i < len(tokens):
+        t = tokens[i]
+        j = i + 1
+        while j < len(tokens) and tokens[j].isspace():
+            j += 1
+        nxt = tokens[j] if j < len(tokens) else ""
+        if t.startswith("{"):                                   # a selector without a name ({__name__=~…})
+            out.append("{" + matchers + (", " + t[1:] if t[1:-1].strip() else "}"))
+        elif re.fullmatch(r"[A-Za-z_:][\w:]*", t) and not labels_next:
+            if t in _KEYWORDS:
+                labels_next = t not in ("and", "or", "unless", "bool", "offset") and nxt == "("
+                out.append(t)
+            elif nxt == "(" or t in _AGGREGATIONS:              # a function or an aggregation
+                out.append(t)
+            elif nxt.startswith("{"):
+                out.append(t + "{" + matchers + (", " + nxt[1:] if nxt[1:-1].strip() else "}"))
+                out.extend(tokens[i + 1:j])
+                i = j + 1
+                continue
+            else:
+                out.append(t + "{" + matchers + "}")
+        else:
+            if labels_next and t == ")":
+                labels_next = False
+            out.append(t)
+        i += 1
+    return "".join(out)
 
 
 class Board:
     def __init__(self, uid: str, title: str, variables: list, description: str) -> None:
-        self.uid, self.title, self.variables, self.description = uid, title, variables, description
+        self.uid, self.title, self.description = uid, title, description
+        self.variables = [DATASOURCE_VAR, *FLEET_VARS, *variables]
         self.panels: list[dict] = []
-        self.annotations: list[dict] = []
+        self.annotations: list[dict] = [{
+            "name": "Load generator (steps it posted)", "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "enable": True, "iconColor": "purple",
+            "target": {"type": "tags", "tags": [S.ANNOTATION_TAG], "matchAny": False, "limit": 200}}]
         self._x = self._y = 0
+        self._row_height = 8
 
     def panel(self, title: str, exprs: list[tuple[str, str]], unit: str = "short", width: int = 12,
               description: str = "", needs: str = "", overrides: list | None = None, kind: str = "timeseries",
-              max_: float | None = None) -> None:
+              max_: float | None = None, threshold: float | None = None, height: int = 8) -> None:
+        """A panel; ``threshold``: the value where a number turns bad (drawn as a line, red beyond on a stat)."""
         if self._x + width > 24:
-            self._x, self._y = 0, self._y + 8
+            self._x, self._y = 0, self._y + self._row_height
+        self._row_height = height if self._x == 0 else max(self._row_height, height)
         defaults = {"unit": unit, **({"max": max_} if max_ is not None else {})}
+        if threshold is not None:
+            defaults["thresholds"] = {"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                                                   {"color": "red", "value": threshold}]}
+            if kind == "timeseries":
+                defaults["custom"] = {"thresholdsStyle": {"mode": "line"}}
+        options = {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
+                   "tooltip": {"mode": "multi"}} if kind == "timeseries" else \
+            {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}, "colorMode": "background",
+             "graphMode": "area", "textMode": "value_and_name"} if kind == "stat" else {}
         self.panels.append({
             "id": len(self.panels) + 1, "type": kind, "title": title, "datasource": DS,
             "description": description + (f" Needs {needs}; empty without it." if needs else ""),
-            "gridPos": {"x": self._x, "y": self._y, "w": width, "h": 8},
+            "gridPos": {"x": self._x, "y": self._y, "w": width, "h": height},
             "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
-            "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
-                        "tooltip": {"mode": "multi"}} if kind == "timeseries" else {},
-            "targets": [{"datasource": DS, "refId": chr(65 + i), "expr": e, "legendFormat": legend}
+            "options": options,
+            "targets": [{"datasource": DS, "refId": chr(65 + i), "expr": scoped(e), "legendFormat": legend}
                         for i, (e, legend) in enumerate(exprs)],
         })
         if needs:
@@ -67,18 +136,23 @@ class Board:
 
     def step_annotations(self) -> None:
         """Step boundaries of Locust runs, from the step gauge the load generator publishes."""
+        run = '{run_id=~"$run_id"}' if any(v["name"] == "run_id" for v in self.variables) else ""
         self.annotations.append({
             "name": "Steps", "datasource": DS, "enable": True, "iconColor": "orange",
-            "expr": f'changes({S.LOADGEN_STEP.name}{{run_id=~"$run_id"}}[5s]) > 0',
+            "expr": scoped(f'changes({S.LOADGEN_STEP.name}{run}[5s]) > 0'),
             "step": "5s", "titleFormat": "step {{step}}", "textFormat": "{{run_id}} {{stack}}",
             "tagKeys": "stack,hypothesis",
         })
 
     def json(self) -> dict:
         return {
-            "uid": self.uid, "title": self.title, "description": self.description, "tags": ["sparkrig"],
+            "__inputs": [{"name": INPUT, "label": "Prometheus", "description": "the rig's Prometheus (or a fleet's "
+                          "store)", "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}],
+            "uid": self.uid, "title": self.title, "description": self.description, "tags": [DASHBOARD_TAG],
             "editable": True, "schemaVersion": 39, "version": 1, "refresh": "5s", "timezone": "browser",
             "time": {"from": "now-30m", "to": "now"}, "graphTooltip": 1,
+            "links": [{"title": "sparkrig", "type": "dashboards", "tags": [DASHBOARD_TAG], "asDropdown": False,
+                       "includeVars": True, "keepTime": True}],
             "templating": {"list": self.variables},
             "annotations": {"list": [{"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
                                       "enable": True, "hide": True, "name": "Annotations & Alerts",
@@ -94,6 +168,42 @@ SEL_RUN = 'run_id=~"$run_id", stack=~"$stack"'
 SEL_DISK = 'instance=~"$instance", device=~"$device"'
 
 
+def home() -> Board:
+    """The question a user watching a run asks: is the NVMe tier shaping p99 right now?"""
+    objective = load().objectives.nvme_r_await_ms / 1000
+    b = Board("sparkrig-home", "Is the NVMe tier shaping p99?", RUN_VARS,
+              "TTFT p99 beside what the kv_tier2 disk and KVBM's disk tier do: when p99 rises with r_await and "
+              "with KV onboarded from disk, storage is shaping latency. Links above go to the detail boards.")
+    b.step_annotations()
+    b.panel("TTFT p99", [(f'max({R.TTFT_P99}{{{SEL_RUN}}})', "p99")], unit="s", width=4, kind="stat", height=5)
+    b.panel("TTFT p99 / p50", [(f'max({R.TTFT_P99_OVER_P50}{{{SEL_RUN}}})', "p99/p50")], unit="none", width=4,
+            kind="stat", height=5, threshold=R.KNEE_RATIO,
+            description=f"Over {R.KNEE_RATIO:g}: the test plan's knee (queueing or storage)")
+    b.panel("kv_tier2 r_await", [(f'max({R.DISK_READ_AWAIT}{{role="kv_tier2"}})', "r_await")], unit="s", width=4,
+            kind="stat", height=5, threshold=objective,
+            description="Read latency of the disk holding the KV tier2 directory; red over objectives.nvme_r_await_ms")
+    b.panel("Onboarded from disk", [(f'max({R.KV_ONBOARD_SHARE}{{from_tier="disk"}})', "disk share")],
+            unit="percentunit", width=4, kind="stat", height=5, max_=1,
+            description="Share of the KV blocks onboarded in the last 30 s that came from the disk tier",
+            needs="KV blocks onboarded from host or disk in the last 30 s")
+    b.panel("kv_tier2 read MB/s", [(f'sum({R.DISK_READ_BYTES_RATE}{{role="kv_tier2"}})', "read")], unit="Bps",
+            width=4, kind="stat", height=5)
+    b.panel("CPU iowait", [(f"avg({R.CPU_IOWAIT_RATIO})", "iowait")], unit="percentunit", width=4, kind="stat",
+            height=5)
+    right = [{"matcher": {"id": "byRegexp", "options": "r_await.*"},
+              "properties": [{"id": "custom.axisPlacement", "value": "right"}, {"id": "unit", "value": "s"}]}]
+    b.panel("TTFT p99 over kv_tier2 r_await", [
+        (f'max by (stack) ({R.TTFT_P99}{{{SEL_RUN}}})', "{{stack}} TTFT p99"),
+        (f'max({R.DISK_READ_AWAIT}{{role="kv_tier2"}})', "r_await kv_tier2"),
+        (f"vector({objective:g})", "r_await objective")], unit="s", overrides=right,
+        description="p99 (left) and the kv_tier2 disk's read latency (right) on one time axis, the objective dashed")
+    b.panel("KV onboarded from disk vs bytes read from the kv_tier2 disk", [
+        (f'sum({R.KV_TRANSFER_BYTES_RATE}{{direction="onboard",from_tier="disk"}})', "onboarded from disk (KVBM)"),
+        (f'sum({R.DISK_READ_BYTES_RATE}{{role="kv_tier2"}})', "read from the kv_tier2 disk")], unit="Bps",
+        description="KVBM's claim beside the disk's reads: a claim with no reads under it is not storage")
+    return b
+
+
 def run_overview() -> Board:
     b = Board("sparkrig-run", "Run overview", RUN_VARS, "Latency, throughput and load of Locust runs, "
               "Stack A vs Stack B side by side; orange marks are step boundaries.")
@@ -102,8 +212,8 @@ def run_overview() -> Board:
         b.panel(f"{name} p50 / p95 / p99 by stack", [
             (f'max by (stack) ({rule}{{{SEL_RUN}}})', f"{{{{stack}}}} {q}")
             for rule, q in zip(rules, ("p50", "p95", "p99"))], unit="s")
-    b.panel("TTFT p99 / p50 (knee when > 2)", [
-        (f'max by (stack) ({R.TTFT_P99_OVER_P50}{{{SEL_RUN}}})', "{{stack}}")], unit="none")
+    b.panel(f"TTFT p99 / p50 (knee when > {R.KNEE_RATIO:g})", [
+        (f'max by (stack) ({R.TTFT_P99_OVER_P50}{{{SEL_RUN}}})', "{{stack}}")], unit="none", threshold=R.KNEE_RATIO)
     b.panel("Requests per second by HTTP status and error class", [
         (f'sum by (stack, status, error_class) (rate({S.REQUESTS.total}{{{SEL_RUN}}}[30s]))',
          "{{stack}} {{status}} {{error_class}}")], unit="reqps",
@@ -136,8 +246,9 @@ def run_overview() -> Board:
 
 
 def kv_tiers() -> Board:
-    b = Board("sparkrig-kv", "KV tiers", RUN_VARS + HOST_VARS, "KVBM tier movement, normalised by the kvbm "
-              "exporter: hit ratios, blocks and bytes per tier and direction, occupancy, matched tokens.")
+    b = Board("sparkrig-kv", "KV tiers", [], "KVBM tier movement, normalised by the kvbm exporter: hit ratios, "
+              "blocks and bytes per tier and direction, occupancy, matched tokens. Its series carry no run: open it "
+              "from a run's board (the links keep the time range).")
     b.step_annotations()
     b.panel("Tier hit ratio (KVBM sliding window)", [(R.KV_HIT_RATIO, "{{tier}}")],
             unit="percentunit", max_=1)
@@ -167,13 +278,15 @@ def kv_tiers() -> Board:
     b.panel("Tier2 read latency vs NVMe r_await (kv_tier2 disk)", [
         (f'{R.DISK_READ_AWAIT}{{role="kv_tier2"}}', "{{device}} r_await"),
         (f'histogram_quantile(0.95, sum by (le) (rate({S.SIM_FETCH.name}_bucket{{tier="disk"}}[30s])))',
-         "tier2 fetch p95 (simulator)")], unit="s")
+         "tier2 fetch p95 (simulator)")], unit="s", threshold=load().objectives.nvme_r_await_ms / 1000)
     return b
 
 
 def nvme() -> Board:
     b = Board("sparkrig-nvme", "NVMe", DISK_VARS, "iostat -x equivalents from recording rules; the disk holding "
-              "the KV tier2 directory (role=kv_tier2) is drawn thick and red.")
+              "the KV tier2 directory (role=kv_tier2) is drawn thick and red; the line is the r_await objective.")
+    b.step_annotations()
+    objective = load().objectives.nvme_r_await_ms / 1000
     for title, rule, unit in (("r/s and w/s", None, "iops"),
                               ("Read MB/s", R.DISK_READ_BYTES_RATE, "Bps"),
                               ("r_await", R.DISK_READ_AWAIT, "s"),
@@ -185,7 +298,8 @@ def nvme() -> Board:
                      (f"{R.DISK_WRITES_RATE}{{{SEL_DISK}}}", "{{device}} {{role}} w/s")]
         else:
             exprs = [(f"{rule}{{{SEL_DISK}}}", "{{device}} {{role}}")]
-        b.panel(title, exprs, unit=unit, overrides=KV_TIER2)
+        b.panel(title, exprs, unit=unit, overrides=KV_TIER2,
+                threshold=objective if rule == R.DISK_READ_AWAIT else None)
     b.panel("Tier2 filesystem free", [
         (f"{S.TIER2_FS_AVAIL.name} / {S.TIER2_FS_SIZE.name}", "free")],
         unit="percentunit", max_=1)
@@ -205,6 +319,7 @@ def nvme() -> Board:
 def uma_host() -> Board:
     b = Board("sparkrig-uma", "UMA & host", HOST_VARS, "Unified memory and host pressure: on GB10 this memory is "
               "also the GPU's, so MemAvailable, Cached, PSI and major faults carry the UMA story; iowait for H8.")
+    b.step_annotations()
     sel = '{instance=~"$instance"}'
     b.panel("Memory", [(f"{S.MEM_AVAILABLE.name}{sel}", "MemAvailable"),
                        (f"{S.MEM_CACHED.name}{sel}", "Cached"),
@@ -229,6 +344,7 @@ def uma_host() -> Board:
 def gpu() -> Board:
     b = Board("sparkrig-gpu", "GPU", HOST_VARS, "NVML through the gpu exporter; fields NVML does not support on "
               "this GPU (GB10: device memory, PCIe) are listed in the last panel.")
+    b.step_annotations()
     sel = '{instance=~"$instance"}'
     g = "an NVIDIA GPU"
     b.panel("NVML up", [(f"{S.GPU_UP.name}{sel}", "up")])
@@ -246,7 +362,7 @@ def gpu() -> Board:
     return b
 
 
-BOARDS = (run_overview, kv_tiers, nvme, uma_host, gpu)
+BOARDS = (home, run_overview, kv_tiers, nvme, uma_host, gpu)
 
 
 def render_all() -> dict[str, str]:
