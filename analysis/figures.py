@@ -91,7 +91,10 @@ def compare(pooled: pd.DataFrame, level: str, column: str, path: Path, title: st
     fig, ax = plt.subplots(figsize=(7, 4))
     for (hyp, stack), d in pooled.groupby(["hypothesis", "series" if "series" in pooled else "stack"], sort=False):
         d = d.sort_values(level)
-        ax.plot(d[level], d[column] * (100 if share else scale), "-o", label=f"{hyp} {stack}")
+        line, = ax.plot(d[level], d[column] * (100 if share else scale), "-o", label=f"{hyp} {stack}")
+        spread = column.replace("_s", "_min"), column.replace("_s", "_max")      # ttft_p99_s: its repetitions' range
+        if column.endswith("_s") and set(spread) <= set(d) and "repetitions" in d and (d["repetitions"] > 1).any():
+            ax.fill_between(d[level], d[spread[0]] * scale, d[spread[1]] * scale, alpha=0.2, color=line.get_color())
     if share:
         ax.set_ylim(0, 100)
     step_ticks(ax, pooled[level])

@@ -51,13 +51,18 @@ def _start_time(pid: int) -> Optional[str]:
 
 
 def _alive(pid: int) -> bool:
+    """Running: a zombie has exited, only its parent has not collected it yet (a process `rig up` started is
+    init's child once `rig up` exits, and this machine's init collects every 2 s: each stop waited for it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:              # gone between the two looks
+        return False
 
 
 def _me() -> str:

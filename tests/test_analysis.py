@@ -489,6 +489,8 @@ def test_figures_do_not_overstate(tmp_path, monkeypatch):
     assert "p99 range over 3 repetitions" in [t.get_text() for t in ax.get_legend().get_texts()]
     F.compare(d, "concurrency", "share", tmp_path / "b.png", "t", "share", share=True)
     assert kept[-1].axes[0].get_ylim() == (0, 100)
+    F.compare(d, "concurrency", "ttft_p99_s", tmp_path / "e.png", "t", "ms", 1000)
+    assert kept[-1].axes[0].collections                          # the p99 range over the repetitions, shaded
     x = pd.Series([1.0, 2, 3, 4, 5, 6, 1, 2, 3])
     y = x * 2
     stacks = pd.Series(["A"] * 6 + ["B"] * 3)

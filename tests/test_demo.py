@@ -1,5 +1,6 @@
 """`python -m rig demo --quick`, end to end: simulated stacks, exporters, Prometheus, Locust, analysis."""
 import json
+import re
 import shutil
 
 import pytest
@@ -40,4 +41,15 @@ def test_quick_demo_finds_the_knees_and_the_tier2_mechanism(tmp_path):
     gates = {g["name"]: g for g in by[("H2A", "stackA")]["gates"]}
     assert gates["h2a_nvme_flat"]["status"] in ("pass", "fail") and gates["h2a_nvme_flat"]["reason"]
     assert (report / "report.html").exists() and (report / "uwork.csv").exists()
+    # the report's first screen answers (#26.2): its first section is the hypotheses' answers
+    first = (report / "report.html").read_text().split("<h2>")[1]
+    assert first.startswith("Answers</h2><table>")
+    for hid in ("H0", "H2A", "H2B"):
+        assert f"<td>{hid}</td>" in first
+    # the console's step lines (#26.1), with the kv_tier2 disk and the disk-onboard share from Prometheus
+    lines = [line for line in proc.stdout.splitlines() if "[H2B] step " in line and " done, " in line]
+    assert len(lines) == 4 and all("kv_tier2 r/s n/a" not in line for line in lines), lines
+    shares = [int(m.group(1)) for line in lines for m in [re.search(r"disk onboard (\d+)%", line)] if m]
+    assert shares and max(shares) > 0, lines
+    assert "[H2B] spill: 2 of 4 steps can reach the disk tier" in proc.stdout
     assert not list((tmp_path / "run" / "pids").glob("*.pid"))          # everything it started is stopped

@@ -17,8 +17,10 @@ from conftest import ROOT, Sim, free_port, free_port_below, run_module, sims_ove
 from analysis import gates as G
 from analysis.steps import load_run, step_table
 from locustfiles.lib.console import ms
+from configs import load
 from configs.runfiles import read_records
 
+ONE_REPETITION = ", ".join(f"{h}: {{repetitions: 1}}" for h in load().hypotheses)
 LOCUSTFILES = sorted(p.stem for p in (ROOT / "locustfiles").glob("*.py") if p.stem not in ("adapter_proxy", "__init__"))
 MODEL = "nvidia/Llama-3.3-70B-Instruct-NVFP4"
 
@@ -26,7 +28,8 @@ MODEL = "nvidia/Llama-3.3-70B-Instruct-NVFP4"
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
     """Simulated Stack A and B plus an overlay pointing the harness at them, with everything it
-    writes under a temporary directory and small fio files."""
+    writes under a temporary directory, small fio files, and one repetition of every hypothesis (what these
+    tests check holds for one; three tripled the module's time)."""
     tmp = tmp_path_factory.mktemp("locust")
     with Sim(tmp, "A", time_scale=0.25) as a, Sim(tmp, "B", time_scale=0.25) as b:
         # the adapter proxy's port lies below Linux's ephemeral range (32768-60999): a metrics server that falls
@@ -39,6 +42,7 @@ fio_profiles:
   moderate: {{size: 16MiB}}
   heavy: {{size: 16MiB}}
 loadgen: {{metrics_port: {free_port()}, adapter_proxy_port: {free_port_below(32768)}, ready_timeout_s: 10}}
+hypotheses: {{{ONE_REPETITION}}}
 """)
         yield {"tmp": tmp, "overlay": overlay, "a": a, "b": b}
 
@@ -183,17 +187,17 @@ def test_the_console_says_what_runs_each_steps_numbers_and_the_next_command(rig)
     out = proc.stderr
     assert f"[H2B] run {run.name}: stackB at http://127.0.0.1:{rig['b'].port}/v1" in out
     assert "configuration: configs/harness.yaml + configs/hypotheses.yaml + " in out and str(rig["overlay"]) in out
-    assert "6 steps x 4 s = 0m24s expected" in out                     # 2 steps, 3 repetitions
+    assert "2 steps x 4 s = 0m08s expected" in out
     assert "[H2B] spill: no step can reach the disk tier" in out                 # 4 users: nothing spills
     _, records = load_run(run)
     table = step_table(manifest(run), records)
     lines = [line for line in out.splitlines() if line.startswith("[H2B] step ") and " done, " in line]
-    assert len(lines) == 6 and "[H2B] step 2/6 begins: context_tokens=512 (rep 1)" in out
+    assert len(lines) == 2 and "[H2B] step 2/2 begins: context_tokens=512 (rep 1)" in out
     for line, (_, row) in zip(lines, table.iterrows()):
         assert f"ttft p50/p99 ms {ms(row.ttft_p50_s)}/{ms(row.ttft_p99_s)}" in line, line
         assert f"itl p50/p99 ms {ms(row.itl_p50_s)}/{ms(row.itl_p99_s)}" in line and row.itl_p50_s > 0
         assert f"errors {row.errors}" in line and "kv_tier2 r/s n/a" in line and "disk onboard n/a" in line
-    assert f"complete: 6 of 6 steps in {run}; next: python -m analysis report --run {run.name}" in out
+    assert f"complete: 2 of 2 steps in {run}; next: python -m analysis report --run {run.name}" in out
     assert "Aggregated" in out and out.count("Aggregated") <= 3        # Locust's summary at the end, no tables before
     assert len(out.splitlines()) < 80, out
 
@@ -346,9 +350,15 @@ def test_adapter_proxy_refuses_bad_ids_and_does_tier2_io(rig, tmp_path):
     assert not list((tmp_path / "t2" / "lora").iterdir())      # its adapter files go with it
 
 
-def test_endpoint_not_ready_is_one_line_and_exit_2_and_leaves_no_run(rig, write_yaml):
+def test_endpoint_not_ready_is_one_line_and_exit_2_and_leaves_no_run(rig, tmp_path):
+    import yaml
+    doc = yaml.safe_load(rig["overlay"].read_text())
+    doc["loadgen"]["ready_timeout_s"] = 1                # the wait's length is not what this checks
+    overlay = tmp_path / "impatient.yaml"
+    overlay.write_text(yaml.safe_dump(doc))
     before = set(runs(rig, "h2b"))
-    proc = locust(rig, "h2b", env={"ENDPOINT": f"http://127.0.0.1:{free_port()}/v1", "DURATION_S": "2"})
+    proc = locust(rig, "h2b", env={"HARNESS_CONFIG": str(overlay), "ENDPOINT": f"http://127.0.0.1:{free_port()}/v1",
+                                   "DURATION_S": "2"})
     assert proc.returncode == 2
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cannot reach" in errors[0]
@@ -372,7 +382,10 @@ def test_streams_cut_at_a_step_boundary_are_recorded_not_counted(rig, tmp_path):
     """Going from 6 users to 1 cuts 5 streams in flight: each is a record (cancelled_by_step), none is
     an error or a latency sample."""
     overlay = tmp_path / "long.yaml"
-    overlay.write_text(rig["overlay"].read_text() + "hypotheses: {H0: {params: {context_tokens: 64, max_tokens: 400}}}\n")
+    import yaml
+    doc = yaml.safe_load(rig["overlay"].read_text())
+    doc["hypotheses"]["H0"]["params"] = {"context_tokens": 64, "max_tokens": 400}
+    overlay.write_text(yaml.safe_dump(doc))
     before = set(runs(rig, "h0"))
     proc = locust(rig, "h0", env={"HARNESS_CONFIG": str(overlay), "STACK": "B", "CONCURRENCY": "6,1",
                                   "DURATION_S": "3"}, timeout=120)
@@ -421,7 +434,7 @@ def test_step_boundaries_become_grafana_annotations(rig, tmp_path):
     finally:
         httpd.shutdown()
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
-    assert len(posted) == 6                                # 2 steps x 3 repetitions
+    assert len(posted) == 2                                # 2 steps x 1 repetition
     path, auth, body = posted[1]
     assert path == "/api/annotations" and auth == "Bearer tok"
     assert "context_tokens=512" in body["text"] and {"sparkrig", "H2B", "stackB"} <= set(body["tags"])

@@ -18,3 +18,4 @@ def test_bind_failures_say_what_failed():
     with pytest.raises(StartError, match="cannot resolve the listen address 'no-such-host.invalid'"):
         ensure_free("no-such-host.invalid", 9090, "Prometheus")
     ensure_free("127.0.0.1", 0, "Prometheus")                                  # a free one passes
+

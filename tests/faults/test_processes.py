@@ -213,3 +213,16 @@ def test_a_killed_worker_is_an_outage_of_the_load_generator(tmp_path):
     assert [g.reason for g in gates if g.name == "loadgen"] == ["LOADGEN_WORKER_LOST"] and G.verdict(gates) == "fail"
     observed = step_table(manifest, records)["concurrency_observed"].iloc[0]
     assert 3.5 < observed < 7.0, observed                      # 8 users, then 4 for most of the step
+
+
+def test_an_exited_process_its_parent_has_not_collected_is_not_running():
+    """A zombie has exited: a stop waits for the exit, not for init to collect it (every stop took 2 s)."""
+    from rig.procs import _alive
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while _alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(child.pid)                             # exited, not yet waited for: a zombie
+    assert open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    child.wait()
+    assert _alive(os.getpid())
