@@ -73,7 +73,10 @@ class Console:
         planned = len(st.slots) * plan.step_duration_s
         expected = min(planned, run_time) if run_time else planned
         cut = f", cut to {duration(expected)} by -t" if run_time and run_time < planned else ""
-        self.say(f"{len(st.slots)} steps x {plan.step_duration_s} s = {duration(planned)} expected{cut}; "
+        phases = len(st.slots) // (len(plan.steps) * plan.repetitions)
+        times = "".join(f" x {n} {what}" for n, what in ((plan.repetitions, "repetitions"), (phases, "phases"))
+                        if n > 1)
+        self.say(f"{len(plan.steps)} steps{times} x {plan.step_duration_s} s = {duration(planned)} expected{cut}; "
                  f"{sizing}")
         if (spill := prediction(plan)) is not None:
             self.say(spill)
@@ -104,9 +107,14 @@ class Console:
             return
         doc = manifest.doc
         step = doc["steps"][index]
-        self._read()
-        records = frame(self._records.pop(index, []))
-        row = step_table({**doc, "steps": [step]}, records).iloc[0].to_dict()
+        try:
+            self._read()
+            records = frame(self._records.pop(index, []))
+            row = step_table({**doc, "steps": [step]}, records).iloc[0].to_dict()
+        except (OSError, ValueError, KeyError, TypeError) as exc:     # the line, never the run
+            self.say(f"step {index + 1}/{len(self.st.slots)} done, {step['label']}: no summary "
+                     f"({type(exc).__name__}: {exc}); the records are in {self.records}")
+            return
         if self.tiered:
             start, end = step["start"] + row["warmup_s"], row["end"]
             row["kv_tier2 r/s"], row["disk onboard"] = self._telemetry(doc, start, end)
@@ -157,6 +165,7 @@ class Console:
         if self.rows:
             table = pd.DataFrame([self._cells(r) for r in self.rows], columns=self._columns())
             print(table.to_string(index=False), file=sys.stderr, flush=True)
+        config = f" --config {self.st.cfg.overlay}" if self.st.cfg.overlay else ""
         self.say(f"{manifest.doc['status']}: {len(self.rows)} of {len(self.st.slots)} steps in {results}; next: "
-                 f"python -m analysis report --run {self.st.run_id}")
+                 f"python -m analysis{config} report --run {self.st.run_id}")
 
