@@ -101,6 +101,31 @@ def repetitions(pooled: pd.DataFrame) -> list[Gate]:
     ]
 
 
+def goodput(pooled: pd.DataFrame, slo: Optional[dict]) -> Optional[Gate]:
+    """Every step's share of good requests (analysis.steps.goodput) at the objective's percentile or above;
+    None where the run's objective asks for no gate. A step with no served request has no share: missing,
+    never a pass."""
+    if not slo or not slo.get("gate"):
+        return None
+    bounds = ", ".join(f"{k[:-2].upper()} <= {slo[k]:g} s" for k in ("ttft_s", "tpot_s", "e2e_s") if slo.get(k))
+    want = (slo.get("percentile") or 100.0) / 100
+    judged = pooled.dropna(subset=["good_share"]) if "good_share" in pooled else pooled.iloc[0:0]
+    if judged.empty:
+        return Gate("goodput", "missing", "NO_SERVED_REQUESTS", f"no step served a request to judge ({bounds})")
+    below = judged[judged["good_share"] < want]
+    unjudged = len(pooled) - len(judged)
+    if not below.empty:
+        worst = below.loc[below["good_share"].idxmin()]
+        return Gate("goodput", "fail", "GOODPUT_BELOW_OBJECTIVE",
+                    f"{len(below)} of {len(pooled)} steps under {want:.0%} good ({bounds}); worst "
+                    f"{worst['good_share']:.1%} at {worst['label']}")
+    if unjudged:
+        return Gate("goodput", "missing", "NO_SERVED_REQUESTS",
+                    f"{unjudged} of {len(pooled)} steps served no request to judge; the others at {want:.0%} good or more")
+    return Gate("goodput", "pass", "OK", f"every step at {want:.0%} good or more ({bounds}); lowest "
+                                         f"{judged['good_share'].min():.1%}")
+
+
 def nvme_flat(run_mean: float, idle: float) -> Gate:
     if math.isnan(run_mean) or math.isnan(idle):
         return Gate("h2a_nvme_flat", "missing", "TELEMETRY_MISSING", "no kv_tier2 disk r/s for the run or idle",

@@ -212,6 +212,8 @@ def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) 
     first = manifest["steps"][0]["start"] if manifest["steps"] else start
     out.append(G.alignment(frames, first, end, tiered))
     out += G.repetitions(pooled)
+    if (gate := G.goodput(pooled, (manifest.get("plan") or {}).get("slo"))) is not None:
+        out.append(gate)
     hyp = manifest["hypothesis"]
     h = H.lookup(hyp)
     if h is not None:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
 from configs.runfiles import CANCELLED_BY_STEP, NOT_SERVER_OUTCOMES, SHED_BY_CLIENT, read_manifest, read_records
+from configs.runfiles import tpot as per_request_tpot
 from .knee import PLAN_RATIO
 
 
@@ -120,8 +122,60 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
         cached = ok["cached_tokens"].dropna() if len(ok) else ok
         prompt = ok.loc[cached.index, "prompt_tokens"].fillna(0).sum() if len(cached) else 0
         row["prefix_cached_share"] = float(cached.sum()) / prompt if prompt else float("nan")
+        row.update(per_token(ok))
+        # open loop: TTFT from when the schedule wanted the request sent (coordinated omission shows here);
+        # the knee and the gates read TTFT from the actual send
+        late = ok["ttft_s"].astype(float) + ok["schedule_lag_s"].astype(float) if len(ok) else ok
+        for q in (0.5, 0.99):
+            row[f"ttft_from_intended_p{int(q * 100)}_s"] = pct(late, q)
+        row.update(goodput(ok, len(mine), measured, (manifest.get("plan") or {}).get("slo")))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def per_token(ok: pd.DataFrame) -> dict:
+    """Per-token figures of served requests, as vLLM's benchmark and aiperf define them: TPOT = (E2E − TTFT) /
+    (output tokens − 1) per request with two tokens or more (aiperf calls it ITL; ours, the gaps between
+    chunks, is its ICL); output tokens/s per user = 1 / TPOT; prefill tokens/s per user = prompt tokens /
+    TTFT, and over the uncached part alone where the server reports cached_tokens."""
+    nan = float("nan")
+    if ok.empty:
+        return {"tpot_p50_s": nan, "tpot_p95_s": nan, "tpot_p99_s": nan, "output_tokens_per_s_per_user": nan,
+                "prefill_tokens_per_s_per_user": nan, "uncached_prefill_tokens_per_s_per_user": nan}
+    e2e, ttft = ok["e2e_s"].astype(float), ok["ttft_s"].astype(float)
+    tokens = ok["completion_tokens"].astype(float)
+    decoding = (tokens > 1) & (e2e > ttft)
+    tpot = per_request_tpot(e2e, ttft, tokens)[decoding]
+    out = {f"tpot_p{q}_s": pct(tpot, q / 100) for q in (50, 95, 99)}
+    out["output_tokens_per_s_per_user"] = float((1 / tpot).median()) if len(tpot) else nan
+    prompt = ok["prompt_tokens"].astype(float)
+    timed = ttft > 0
+    out["prefill_tokens_per_s_per_user"] = float((prompt / ttft)[timed].median()) if timed.any() else nan
+    known = timed & ok["cached_tokens"].notna()
+    uncached = (prompt - ok["cached_tokens"].astype(float)) / ttft
+    out["uncached_prefill_tokens_per_s_per_user"] = float(uncached[known].median()) if known.any() else nan
+    return out
+
+
+def goodput(ok: pd.DataFrame, served: int, measured: float, slo: Optional[dict]) -> dict:
+    """The step against the run's request objective (configs.model.Slo, as the manifest recorded it): the share
+    of its served requests that were good — served within every bound given (TPOT only where a request had
+    two output tokens) — good requests per second, and whether the share reached the objective's percentile.
+    A run from before objectives were recorded has none: nan."""
+    nan = float("nan")
+    if not slo or not served:
+        return {"good_share": nan, "goodput_rps": nan, "meets_slo": nan}
+    good = pd.Series(True, index=ok.index)
+    for column, bound in (("ttft_s", slo.get("ttft_s")), ("e2e_s", slo.get("e2e_s"))):
+        if bound is not None:
+            good &= ok[column].astype(float) <= bound
+    if slo.get("tpot_s") is not None:
+        tokens = ok["completion_tokens"].astype(float)
+        per = per_request_tpot(ok["e2e_s"].astype(float), ok["ttft_s"].astype(float), tokens)
+        good &= (tokens <= 1) | (per <= slo["tpot_s"])
+    share = float(good.sum()) / served
+    return {"good_share": share, "goodput_rps": float(good.sum()) / measured if measured > 0 else nan,
+            "meets_slo": share * 100 >= (slo.get("percentile") or 100.0)}
 
 
 def in_flight(records: pd.DataFrame, start: float, end: float) -> float:
@@ -139,17 +193,36 @@ def by_turn(records: pd.DataFrame) -> pd.DataFrame:
     """Sessioned chat by turn index: how much of each turn's prompt the server served from its prefix cache
     (cached over prompt tokens, where it reports cached_tokens) and its TTFT: the reuse a session gets as
     its history grows."""
-    ok = records[records["ok"] & records["turn"].notna()] if not records.empty and "turn" in records else records
+    ok = _sessioned(records)
     if ok.empty:
-        return pd.DataFrame(columns=["turn", "requests", "cached_share", "ttft_p50_s", "ttft_p99_s"])
+        return pd.DataFrame(columns=["turn", "requests", "cached_share", "prefix_hit_share", "ttft_p50_s",
+                                     "ttft_p99_s"])
     rows = []
     for turn, d in ok.groupby(ok["turn"].astype(int)):
         known = d[d["cached_tokens"].notna()]
         prompt = known["prompt_tokens"].fillna(0).sum()
         rows.append({"turn": turn, "requests": len(d),
                      "cached_share": float(known["cached_tokens"].sum()) / prompt if prompt else float("nan"),
+                     # the share of the turn's requests the cache served any of (unknown counts left out)
+                     "prefix_hit_share": float((known["cached_tokens"] > 0).mean()) if len(known) else float("nan"),
                      "ttft_p50_s": pct(d["ttft_s"], 0.5), "ttft_p99_s": pct(d["ttft_s"], 0.99)})
     return pd.DataFrame(rows)
+
+
+def _sessioned(records: pd.DataFrame) -> pd.DataFrame:
+    return records[records["ok"] & records["turn"].notna()] if not records.empty and "turn" in records else records
+
+
+def session_hits(records: pd.DataFrame) -> pd.Series:
+    """Each session's cached share of its prompts (where the server reports cached_tokens), by session id:
+    how the reuse spreads over sessions, which a mean by turn hides (some sessions always hit, some never)."""
+    ok = _sessioned(records)
+    ok = ok[ok["cached_tokens"].notna() & ok["session_id"].notna()] if not ok.empty else ok
+    if ok.empty:
+        return pd.Series(dtype=float)
+    sums = ok.groupby("session_id")[["cached_tokens", "prompt_tokens"]].sum()
+    sums = sums[sums["prompt_tokens"] > 0]
+    return (sums["cached_tokens"] / sums["prompt_tokens"]).astype(float)
 
 
 def by_step(table: pd.DataFrame) -> pd.DataFrame:
@@ -162,6 +235,9 @@ def by_step(table: pd.DataFrame) -> pd.DataFrame:
     out = g.agg(ttft_p50_s=("ttft_p50_s", "median"), ttft_p95_s=("ttft_p95_s", "median"),
                 ttft_p99_s=("ttft_p99_s", "median"), ttft_tail_requests=("ttft_tail_requests", "sum"),
                 e2e_p50_s=("e2e_p50_s", "median"), itl_p50_s=("itl_p50_s", "median"), itl_p99_s=("itl_p99_s", "median"),
+                tpot_p50_s=("tpot_p50_s", "median"), tpot_p99_s=("tpot_p99_s", "median"),
+                good_share=("good_share", "median"), goodput_rps=("goodput_rps", "median"),
+                output_tokens_per_s_per_user=("output_tokens_per_s_per_user", "median"),
                 e2e_p95_s=("e2e_p95_s", "median"), e2e_p99_s=("e2e_p99_s", "median"),
                 throughput_rps=("throughput_rps", "median"), output_tokens_per_s=("output_tokens_per_s", "median"),
                 requests=("requests", "sum"),

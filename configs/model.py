@@ -5,6 +5,7 @@ module holds types and range checks, never numbers of its own.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union, get_args
 
@@ -221,6 +222,30 @@ PLAYBOOK_PHASES = get_args(Phase)          # the sweep playbook's phases, in the
 
 
 @dataclass(frozen=True)
+class Slo:
+    """A request's service-level objective, as DistServe's goodput and vLLM's --goodput have it: a served
+    request is good when it met every bound given (TTFT, TPOT, E2E; None: not bounded), and a step meets the
+    objective when at least ``percentile`` % of its served requests are good. In a hypothesis every field
+    left out is the harness' (objectives.requests); ``gate``: a goodput gate judges every step."""
+    ttft_s: Optional[float] = None
+    tpot_s: Optional[float] = None
+    e2e_s: Optional[float] = None
+    percentile: Optional[float] = None
+    gate: Optional[bool] = None
+
+    def __post_init__(self):
+        for name in ("ttft_s", "tpot_s", "e2e_s"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, name, "must be positive (leave it out: not bounded)")
+        _check(self.percentile is None or 0 < self.percentile <= 100, "percentile", "must be in (0, 100]")
+
+    def over(self, base: "Slo") -> "Slo":
+        """This objective with ``base``'s values where it gives none."""
+        mine = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return Slo(**{k: getattr(base, k) if v is None else v for k, v in mine.items()})
+
+
+@dataclass(frozen=True)
 class Hypothesis:
     title: str
     stacks: list[str]
@@ -237,6 +262,7 @@ class Hypothesis:
     adapter_proxy: bool = False
     blocked_if: Optional[str] = None
     tier_mode: str = "B2"          # Stack B's KVBM tiers for this hypothesis (TIER_MODE overrides)
+    slo: Slo = field(default_factory=Slo)   # over the harness' objectives.requests (SLO_* override both)
     # the sweep playbook's phase (`rig sweep`): A baselines, B features, C hero, H9 the rehydration check;
     # None: not in the playbook. A phase runs its hypotheses in this file's order, each on its stacks.
     phase: Optional[Phase] = None
@@ -425,8 +451,9 @@ class DynamoSettings:
 
 @dataclass(frozen=True)
 class Objectives:
-    """What a number must stay under to be good, where a dashboard or a report draws the line."""
+    """What a number must stay under to be good, where a dashboard, a report or a gate draws the line."""
     nvme_r_await_ms: float = 5.0      # the kv_tier2 disk's read latency (iostat r_await)
+    requests: Slo = field(default_factory=lambda: Slo(ttft_s=2.0, tpot_s=0.1, percentile=99.0, gate=False))
 
     def __post_init__(self):
         _check(self.nvme_r_await_ms > 0, "nvme_r_await_ms", "must be positive")

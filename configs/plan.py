@@ -17,11 +17,12 @@ from . import checks, redact
 from .errors import ConfigError
 from .checks import FieldError
 from .model import (FIO_SWEEP_KEY, MAX_CONCURRENCY, MAX_RATE_RPS, OPEN_LOOP_WORKLOADS, PROFILE_SWEEP_KEYS, Harness,
-                    Hypothesis, Profile, StackSpec, WorkloadParams, tier_mode)
+                    Hypothesis, Profile, Slo, StackSpec, WorkloadParams, tier_mode)
 from .schema import read, to_plain
 
+SLO_VARS = {"SLO_TTFT_S": "ttft_s", "SLO_TPOT_S": "tpot_s", "SLO_E2E_S": "e2e_s", "SLO_PERCENTILE": "percentile"}
 OVERRIDE_VARS = ("STACK", "PROFILE", "CONCURRENCY", "CONTEXT_TOKENS", "DURATION_S", "ENDPOINT", "SEED", "MODEL",
-                 "TIER_MODE", "RATE_RPS", "TRACE_FILE")
+                 "TIER_MODE", "RATE_RPS", "TRACE_FILE", *SLO_VARS)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class RunPlan:
     repetitions: int
     steps: tuple[Step, ...]
     tier_mode: Optional[str] = None          # Stack B's KVBM tiers; None on a stack without tiering
+    slo: Slo = Slo()                         # the request objective goodput is judged against
 
     def snapshot(self) -> dict:
         """JSON-friendly record of everything that shaped the run, for the run manifest."""
@@ -195,8 +197,16 @@ def plan_run(cfg: Harness, hypothesis_id: str, env: Mapping[str, str] | None = N
             mode = tier_mode(env["TIER_MODE"], "TIER_MODE") if "TIER_MODE" in env else hyp.tier_mode
         except FieldError as exc:
             raise ConfigError(f"environment TIER_MODE: {exc.message}") from None
+    slo = hyp.slo.over(cfg.objectives.requests)
+    for var, name in SLO_VARS.items():
+        if var in env:
+            try:
+                slo = dataclasses.replace(slo, **{name: float(env[var])})
+            except (ValueError, FieldError):
+                raise _env_error(var, env[var], "a positive number (a percentile: up to 100)") from None
     return RunPlan(
         hypothesis_id=key, hypothesis=hyp, stack_name=sname, stack=stack, profile_name=pname,
         model_handle=handle, openai_base=base, seed=seed, step_duration_s=duration,
         repetitions=hyp.repetitions, steps=_steps(cfg, hyp, params, cfg.profiles[pname], sweep), tier_mode=mode,
+        slo=slo,
     )

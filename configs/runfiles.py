@@ -154,6 +154,12 @@ def write_request_manifest(path: Path, entries: list[dict]) -> str:
     return hashlib.blake2b(b"\n".join(sorted(lines)), digest_size=12).hexdigest()
 
 
+def tpot(e2e, ttft, tokens):
+    """Time per output token after the first, as vLLM's benchmark and aiperf (its ITL) define it, for a request
+    with two output tokens or more; numbers or columns alike."""
+    return (e2e - ttft) / (tokens - 1)
+
+
 def read_records(path: Path, fields: Optional[tuple] = None):
     """Complete records, as a list, or with ``fields`` as a generator of dicts holding only those keys (a
     3-hour run has hundreds of thousands of records)."""

@@ -229,9 +229,13 @@ def run_overview() -> Board:
     b.panel("Step target: concurrency and context", [
         (f'max by (stack) ({S.LOADGEN_CONCURRENCY.name}{{{SEL_RUN}}})', "{{stack}} concurrency"),
         (f'max by (stack) ({S.LOADGEN_CONTEXT.name}{{{SEL_RUN}}})', "{{stack}} context tokens")])
-    b.panel("Inter-token latency p50 / p99", [
-        (f'histogram_quantile({q}, sum by (stack, le) (rate({S.REQUEST_ITL.name}_bucket{{{SEL_RUN}}}[30s])))',
-         f"{{{{stack}}}} p{int(q * 100)}") for q in (0.5, 0.99)], unit="s")
+    b.panel("Inter-token latency (gaps between chunks) p50 / p99", [
+        (f'max by (stack) ({rule}{{{SEL_RUN}}})', f"{{{{stack}}}} {q}")
+        for rule, q in ((R.ITL_P50, "p50"), (R.ITL_P99, "p99"))], unit="s")
+    b.panel("Time per output token p50 / p99", [
+        (f'max by (stack) ({rule}{{{SEL_RUN}}})', f"{{{{stack}}}} {q}")
+        for rule, q in ((R.TPOT_P50, "p50"), (R.TPOT_P99, "p99"))], unit="s",
+        description="(E2E - TTFT) / (output tokens - 1) per request, as vLLM's benchmark and aiperf define it")
     fe = [f"{x:g}" for x in V.FE_TTFT_BUCKETS if x > 0]
     widest = max(b / a for a, b in zip(V.FE_TTFT_BUCKETS[1:], V.FE_TTFT_BUCKETS[2:]))
     b.panel("Stack-side TTFT p99 (frontend's own histograms)", [

@@ -433,7 +433,11 @@ def test_reuse_by_turn_is_the_servers_cached_share_of_each_turns_prompt():
     t = by_turn(records)
     assert t["turn"].tolist() == [0, 1, 2] and t["requests"].tolist() == [2, 2, 2]
     assert t["cached_share"].tolist() == pytest.approx([0.0, 0.5, 0.8])      # unknown counts left out, failed too
+    assert t["prefix_hit_share"].tolist() == [0.0, 1.0, 1.0]                # #27.4: requests the cache served any of
     assert by_turn(records.iloc[:0]).empty
+    from analysis.steps import session_hits
+    hits = session_hits(records.assign(session_id=["a", "b", "a", "b", "a", "b", "b"]))
+    assert hits.to_dict() == pytest.approx({"a": (0 + 150 + 480) / 1000, "b": 150 / 400})   # b's unknown left out
 
 
 def test_a_hypothesis_registered_in_one_place_gets_its_section_csv_gates_and_finding(tmp_path, monkeypatch):
@@ -500,3 +504,26 @@ def test_figures_do_not_overstate(tmp_path, monkeypatch):
     F.compare(d.assign(hypothesis=["H0"] * 3 + ["H1"] * 3, gone=[np.nan] * 3 + [1.0] * 3), "concurrency", "gone",
               tmp_path / "d.png", "t", "y")
     assert [t.get_text() for t in kept[-1].axes[0].get_legend().get_texts()] == ["H1 stackA"]   # H0's is all NaN
+
+
+def test_tpot_per_user_and_prefill_throughput_from_crafted_records():
+    """#27.1, exact values: TPOT = (E2E − TTFT) / (output tokens − 1), 1 / TPOT per user, prompt tokens over
+    TTFT (the uncached part where cached_tokens is known); one-token answers have no TPOT (the one here has
+    no schedule lag: its intended-start TTFT is left out)."""
+    from analysis.steps import frame, step_table
+    manifest = {"run_id": "r", "hypothesis": "H0", "stack": "stackA", "end": 100.0, "steps": [
+        {"index": 0, "step": 0, "repetition": 0, "phase": "run", "label": "single", "swept": {},
+         "target_concurrency": 2, "target_context_tokens": 1000, "start": 0.0, "end": 100.0, "at_target": 0.0}]}
+    rows = [{"step": 0, "ok": True, "status": 200, "start_time": 10.0 + i, "ttft_s": 0.5, "e2e_s": 0.5 + 0.02 * 9,
+             "prompt_tokens": 1000, "completion_tokens": 10, "cached_tokens": 600, "itl_s": [0.02] * 9,
+             "schedule_lag_s": 0.25} for i in range(10)]
+    rows.append({"step": 0, "ok": True, "status": 200, "start_time": 30.0, "ttft_s": 0.5, "e2e_s": 0.5,
+                 "prompt_tokens": 1000, "completion_tokens": 1, "cached_tokens": None, "itl_s": []})
+    row = step_table(manifest, frame(rows)).iloc[0]
+    assert row["tpot_p50_s"] == pytest.approx(0.02) and row["tpot_p99_s"] == pytest.approx(0.02)
+    assert row["output_tokens_per_s_per_user"] == pytest.approx(50.0)
+    assert row["prefill_tokens_per_s_per_user"] == pytest.approx(2000.0)
+    assert row["uncached_prefill_tokens_per_s_per_user"] == pytest.approx(800.0)
+    assert row["itl_p50_s"] == pytest.approx(0.02) and row["itl_p99_s"] == pytest.approx(0.02)
+    # #27.5: an open loop's TTFT from the intended start (its schedule lag added) beside the one from the send
+    assert row["ttft_from_intended_p50_s"] == pytest.approx(0.75) and row["ttft_p50_s"] == pytest.approx(0.5)

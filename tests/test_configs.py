@@ -305,3 +305,21 @@ def test_the_overlay_a_configuration_was_loaded_with_travels_with_it(write_yaml,
     assert configs.load().overlay is None and "overlay" not in to_plain(configs.load())
     with pytest.raises(ConfigError, match="overlay: unknown key"):
         configs.load(write_yaml("overlay: /etc/passwd\n", "bad.yaml"))
+
+
+def test_a_request_objective_layers_harness_hypothesis_and_environment(cfg, write_yaml):
+    """#27.2: objectives.requests, a hypothesis' slo over it field by field, SLO_* over both; the plan (and so
+    the run's manifest) carries the result; a bad value is one line."""
+    plan = plan_run(cfg, "H0", {})
+    assert (plan.slo.ttft_s, plan.slo.tpot_s, plan.slo.e2e_s, plan.slo.percentile, plan.slo.gate) == \
+        (2.0, 0.1, None, 99.0, False)
+    overlay = write_yaml("hypotheses:\n  H0: {slo: {ttft_s: 0.5, gate: true}}\n")
+    mine = configs.load(overlay)
+    plan = plan_run(mine, "H0", {"SLO_PERCENTILE": "95", "SLO_E2E_S": "30"})
+    assert (plan.slo.ttft_s, plan.slo.tpot_s, plan.slo.e2e_s, plan.slo.percentile, plan.slo.gate) == \
+        (0.5, 0.1, 30.0, 95.0, True)
+    assert plan.snapshot()["slo"] == {"ttft_s": 0.5, "tpot_s": 0.1, "e2e_s": 30.0, "percentile": 95.0, "gate": True}
+    with pytest.raises(ConfigError, match="environment SLO_TPOT_S='-1'"):
+        plan_run(cfg, "H0", {"SLO_TPOT_S": "-1"})
+    with pytest.raises(ConfigError, match="percentile: must be in"):
+        configs.load(write_yaml("objectives: {requests: {percentile: 0}}\n", "bad.yaml"))

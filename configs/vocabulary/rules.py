@@ -27,6 +27,10 @@ E2E_P50 = "run_stack_step:sparkrig_request_e2e_seconds:p50_rate30s"
 E2E_P95 = "run_stack_step:sparkrig_request_e2e_seconds:p95_rate30s"
 E2E_P99 = "run_stack_step:sparkrig_request_e2e_seconds:p99_rate30s"
 TTFT_P99_OVER_P50 = "run_stack_step:sparkrig_request_ttft_seconds:p99_over_p50_rate30s"
+ITL_P50 = "run_stack_step:sparkrig_request_itl_seconds:p50_rate30s"
+ITL_P99 = "run_stack_step:sparkrig_request_itl_seconds:p99_rate30s"
+TPOT_P50 = "run_stack_step:sparkrig_request_tpot_seconds:p50_rate30s"
+TPOT_P99 = "run_stack_step:sparkrig_request_tpot_seconds:p99_rate30s"
 REQUESTS_FAILED_RATIO = "run_stack_step:sparkrig_requests_failed:ratio_rate30s"
 FRONTEND_FAILURES_RATE = "stack:dynamo_frontend_failures:rate30s"
 
@@ -115,6 +119,10 @@ over Locust worker processes; and the knee test's p99/p50 ratio.""", (
         Rule(E2E_P50, _quantile("0.50", S.REQUEST_E2E)),
         Rule(E2E_P95, _quantile("0.95", S.REQUEST_E2E)),
         Rule(E2E_P99, _quantile("0.99", S.REQUEST_E2E)),
+        Rule(ITL_P50, _quantile("0.50", S.REQUEST_ITL)),
+        Rule(ITL_P99, _quantile("0.99", S.REQUEST_ITL)),
+        Rule(TPOT_P50, _quantile("0.50", S.REQUEST_TPOT)),
+        Rule(TPOT_P99, _quantile("0.99", S.REQUEST_TPOT)),
         Rule(TTFT_P99_OVER_P50, f"{TTFT_P99}\n  / clamp_min({TTFT_P50}, 1e-9)"),
         Rule(REQUESTS_FAILED_RATIO,
              f'sum by ({_STEP}) (rate({S.REQUESTS.total}{{error_class!=""}}{_SLOW}))\n'

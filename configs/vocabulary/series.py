@@ -55,6 +55,8 @@ PAIR = ("direction", "from_tier", "to_tier")
 REQUEST_TTFT = Series("sparkrig_request_ttft_seconds", "histogram", "Time to first text token", STEP_LABELS)
 REQUEST_E2E = Series("sparkrig_request_e2e_seconds", "histogram", "Request end to end", STEP_LABELS)
 REQUEST_ITL = Series("sparkrig_request_itl_seconds", "histogram", "Gap between text chunks", STEP_LABELS)
+REQUEST_TPOT = Series("sparkrig_request_tpot_seconds", "histogram",
+                      "Time per output token after the first: (E2E - TTFT) / (output tokens - 1)", STEP_LABELS)
 REQUESTS = Series("sparkrig_requests", "counter", "Requests by HTTP status and error class",
                   STEP_LABELS + ("status", "error_class"))
 LOADGEN_USERS = Series("sparkrig_loadgen_active_users", "gauge", "Locust users running in this process", RUN_LABELS)

@@ -13,6 +13,7 @@ from typing import Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from configs.runfiles import tpot
 from configs.vocabulary import series as S
 
 from .histogram import BatchHistogram
@@ -49,6 +50,7 @@ class LoadgenMetrics:
         self.ttft = histogram(S.REQUEST_TTFT, BUCKETS)
         self.e2e = histogram(S.REQUEST_E2E, BUCKETS)
         self.itl = histogram(S.REQUEST_ITL, ITL_BUCKETS)
+        self.tpot = histogram(S.REQUEST_TPOT, ITL_BUCKETS)
         self.requests = make(Counter, S.REQUESTS)
         self.users = make(Gauge, S.LOADGEN_USERS)
         self.step = make(Gauge, S.LOADGEN_STEP)
@@ -71,11 +73,14 @@ class LoadgenMetrics:
     def observe(self, record) -> None:
         lb = {**self.labels, "step": str(record.step)}
         if record.ok:
-            key = tuple(lb[k] for k in self.ttft.labelnames)     # the three share the step labels
+            key = tuple(lb[k] for k in self.ttft.labelnames)     # the histograms share the step labels
             if record.ttft_s is not None:
                 self.ttft.observe(key, (record.ttft_s,))
             self.e2e.observe(key, (record.e2e_s,))
             self.itl.observe(key, record.itl_s)
+            tokens = record.completion_tokens or 0
+            if record.ttft_s is not None and tokens > 1 and record.e2e_s > record.ttft_s:
+                self.tpot.observe(key, (tpot(record.e2e_s, record.ttft_s, tokens),))
         self.requests.labels(**lb, status=str(record.status), error_class=record.error_class or "").inc()
 
     def set_step(self, index: int, params) -> None:

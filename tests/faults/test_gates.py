@@ -78,3 +78,32 @@ def test_a_window_far_from_its_records_is_one_line():
     assert window({"start": 1_699_999_990.0, "end": None}, records) == (1_699_999_990.0, 1_700_000_012.0)
     with pytest.raises(ValueError, match="does not hold its records"):
         window({"start": 1.0, "end": 1_700_000_020.0}, records)
+
+
+@fault("gate.goodput", "a run whose objective asks for a goodput gate (TTFT <= 0.5 s at the 99th percentile): one step "
+       "serves 97 % of its requests within it; a step that served nothing; a run whose objective asks for no gate",
+       "goodput fails GOODPUT_BELOW_OBJECTIVE naming the step; no served request is missing (NO_SERVED_REQUESTS), "
+       "never a pass; no gate asked: none", ("gate:goodput=GOODPUT_BELOW_OBJECTIVE", "gate:goodput=NO_SERVED_REQUESTS"))
+def test_goodput_below_the_objective_fails_and_nothing_served_is_not_a_pass():
+    from analysis.steps import frame, step_table
+    slo = {"ttft_s": 0.5, "tpot_s": None, "e2e_s": None, "percentile": 99.0, "gate": True}
+
+    def step(i, start):
+        return {"index": i, "step": i, "repetition": 0, "phase": "run", "label": f"concurrency={2 ** i}", "swept": {},
+                "target_concurrency": 2 ** i, "target_context_tokens": 256, "start": start, "end": start + 60.0,
+                "at_target": start}
+    manifest = {"run_id": "g", "hypothesis": "H0", "stack": "stackA", "end": 1180.0, "plan": {"slo": slo},
+                "steps": [step(0, 1000.0), step(1, 1060.0), step(2, 1120.0)]}
+    rows = [{"step": s, "ok": True, "status": 200, "start_time": 1000.0 + 60 * s + 10 + i * 0.4,
+             "ttft_s": 0.8 if (s == 1 and i < 3) else 0.1, "e2e_s": 1.0, "prompt_tokens": 256, "completion_tokens": 8,
+             "itl_s": [0.1] * 7} for s in (0, 1) for i in range(100)]
+    table = step_table(manifest, frame(rows))
+    assert list(table["good_share"][:2]) == [1.0, 0.97] and list(table["meets_slo"][:2]) == [True, False]
+    assert table["goodput_rps"][0] == 100 / (60 - 5)                   # good requests over the measured time
+    gate = G.goodput(table, slo)
+    assert (gate.status, gate.reason) == ("fail", "GOODPUT_BELOW_OBJECTIVE") and "concurrency=2" in gate.detail
+    clean = table.iloc[[0]]
+    assert G.goodput(clean, slo).status == "pass"
+    unserved = G.goodput(table.iloc[[0, 2]], slo)                      # the third step served nothing
+    assert (unserved.status, unserved.reason) == ("missing", "NO_SERVED_REQUESTS")
+    assert G.goodput(table, {**slo, "gate": False}) is None
