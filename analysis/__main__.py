@@ -143,7 +143,8 @@ def main(argv=None) -> int:
         # a report never replaces an earlier one: each in its own directory, named by when it was made
         out = Path(args.out) if args.out else results / f"report-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
         progress(f"writing the report to {out}")
-        experiments = tuple(sorted(d for d in results.glob("pairs-*") if (d / "verdict.json").is_file()))
+        experiments = tuple(sorted(d for kind, done in (("pairs", "verdict.json"), ("capacity", "capacity.json"))
+                                   for d in results.glob(f"{kind}-*") if (d / done).is_file()))
         written = cross.build(analyses, out, progress, experiments)
     except TelemetryError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -92,6 +92,23 @@ def pairs_section(experiments: list[Path], doc: Document) -> None:
                 "reasons": ", ".join(c.get("reasons") or []) or "OK"} for c in rows]), "{:.3g}")
 
 
+def capacity_section(experiments: list[Path], doc: Document) -> None:
+    """Capacity searches (`rig capacity`) found under the results: each stack's largest load meeting the request
+    objective, its interval and whether a repeat confirmed it, as each search's capacity.json holds them."""
+    found = [json.loads((d / "capacity.json").read_text()) | {"dir": d.name} for d in experiments
+             if (d / "capacity.json").exists()]
+    if not found:
+        return
+    doc.h(2, "Capacity under the request objective (rig capacity)")
+    doc.bullets([f"**{c['said']}** ({c['dir']})" for c in found])
+    doc.table(pd.DataFrame([{
+        "search": c["dir"], "hypothesis": c["hypothesis"], "stack": c["stack"], "tier mode": c.get("tier_mode") or "-",
+        "context tokens": c["context_tokens"], "capacity": c["capacity"], "interval": f"[{c['interval'][0]}, "
+        f"{c['interval'][1]})", "unit": c["unit"], "confirmed": c["confirmed"], "probes": len(c["probes"]),
+        "bracketing runs": " · ".join(p["run_id"] for p in c["probes"] if p["load"] in c["interval"])}
+        for c in found]))
+
+
 def sig(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
 
@@ -117,7 +134,8 @@ def correlations_appendix(analyses: list[RunAnalysis], doc: Document) -> None:
 
 def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None],
           experiments: tuple[Path, ...] = ()) -> dict[str, Path]:
-    """The report of ``analyses`` (and of the paired ``experiments`` directories) in ``out``."""
+    """The report of ``analyses`` (and of the ``experiments`` directories: paired repeats, capacity searches)
+    in ``out``."""
     make_dir(out, exist_ok=True)                      # the harness's modes, whatever the umask
     figs = make_dir(out / "figures", exist_ok=True)
     written: dict[str, Path] = {}
@@ -125,7 +143,8 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
     doc.h(1, "DGX Spark storage-aware inference: report")
     findings = _findings(analyses)
     answers(findings, doc)
-    pairs_section(experiments, doc)
+    capacity_section(list(experiments), doc)
+    pairs_section(list(experiments), doc)
     doc.h(2, "Runs")
     doc.p(f"{len(analyses)} run(s). Latency percentiles come from the per-request records (exact); "
           "the histogram-derived p99 from Prometheus is shown beside them (ttft_p99_hist_s; empty, with "

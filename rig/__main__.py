@@ -1,14 +1,14 @@
-"""python -m rig up|down|status|render|demo|sweep|ratesweep|rehydrate|pairs|pack|hygiene|dynamo — the local stand-in for docker compose."""
+"""python -m rig up|down|status|render|demo|sweep|ratesweep|capacity|rehydrate|pairs|pack|hygiene|dynamo — the local stand-in for docker compose."""
 from __future__ import annotations
 
 import argparse
 
 from configs.errors import cli_main
 
-from . import demo, dynamo, hygiene, local, pack, pairs, ratesweep, rehydrate, sweep
+from . import capacity, demo, dynamo, hygiene, local, pack, pairs, ratesweep, rehydrate, sweep
 
 # each registers its own subcommands (add_parser + set_defaults(func=...)), in the order --help lists them
-COMMANDS = (local, demo, sweep, pairs, rehydrate, pack, hygiene, ratesweep, dynamo)
+COMMANDS = (local, demo, sweep, pairs, rehydrate, pack, hygiene, ratesweep, capacity, dynamo)
 
 
 @cli_main

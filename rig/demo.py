@@ -5,7 +5,8 @@ all stopped at the end or on Ctrl-C, results kept.
 Runs, in order: H0 on A then B (queue knee), an idle pause (the baseline H2A's flat-NVMe gate
 compares against), H2A on A and H2B on B (context growth), H4B (fio contention on the tier2 disk),
 H8 on A then B (iowait), then 6 paired B1/B2 repeats of the rehydrate replay (`rig pairs`: deltas with
-intervals and a verdict). ``--quick`` keeps H0 and H2 with shorter steps (the CI end-to-end test).
+intervals and a verdict) and each stack's capacity at 4k contexts under the request objective (`rig
+capacity`). ``--quick`` keeps H0 and H2 with shorter steps (the CI end-to-end test).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from configs.discovery import prometheus_url
 from configs.loader import DEFAULT_FILES, OVERLAY_ENV, merge, read_yaml
 from configs.paths import PROJECT_ROOT, resolve
 
-from . import local
+from . import capacity, local
 from . import pairs
 from .launch import Interrupt, Interrupted, end_locust, run_locust, say, start_simulator
 from .procs import StartError, Supervisor
@@ -33,6 +34,7 @@ DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
 IDLE_PAUSE_S = 35          # > the analysis' 30 s idle window
 SETTLE_S = 5
 PAIRS = {"pairs": 6, "concurrency": 2, "context_tokens": 1024, "duration_s": 2}   # the full demo's paired block
+CAPACITY = {"hypothesis": "H0", "most": 64, "duration_s": 4, "context_tokens": 4096}   # and its capacity search
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,11 @@ def main(quick: bool = False, overlay: Optional[str] = None) -> int:
                                  allow_missing_kvbm=False)
                 if code > 128:     # interrupted there: its own handler had the signal
                     raise Interrupted(code - 128)
+                for name in ("stackB", "stackA"):      # the largest load meeting the request objective
+                    stop.check()
+                    say(f"capacity of {name} ({time.monotonic() - t0:.0f} s elapsed) ...")
+                    capacity.run(cfg, CAPACITY["hypothesis"], name, most=CAPACITY["most"],
+                                 duration_s=CAPACITY["duration_s"], context_tokens=CAPACITY["context_tokens"])
             say(f"writing the report ({len(run_ids)} runs) ...")
             out = resolve(cfg.results_dir) / f"demo-report-{time.strftime('%Y%m%dT%H%M%S')}"
             args = [a for r in run_ids for a in ("--run", r)]

@@ -1,0 +1,157 @@
+"""`python -m rig capacity H0 --stack stackB`: the largest load whose steady state meets the request objective,
+as guidellm's goodput search and aiperf's max-concurrency-under-SLA answer it. Closed-loop users (or, with
+--rate, open-loop requests per second) grow geometrically until a probe fails the objective, are bisected
+between the last pass and the first fail, and the answer is run once more to confirm it. A probe is one short
+run of the hypothesis at that load; it meets the objective when every step of it does (analysis.steps:
+`meets_slo`, the run's `plan.slo`). The answer, its interval and the probes that bracket it go to
+`<results_dir>/capacity-<time>/capacity.json`, which the report shows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+from configs import Harness, load, plan_run
+from configs.paths import resolve
+
+from .launch import experiment_dir, run_locust, say
+
+
+@dataclass
+class Probe:
+    load: float
+    run_id: str
+    meets: bool
+    why: str                       # the worst step's numbers, or why the run cannot be judged
+    good_share: float = math.nan
+    ttft_p99_s: float = math.nan
+    tpot_p99_s: float = math.nan
+
+
+def judge(cfg: Harness, run_id: str) -> tuple[bool, str, dict]:
+    """Whether a probe's run met its objective at every step, the worst step's numbers, and those numbers."""
+    from analysis.steps import by_step, load_run, step_table
+    run = resolve(cfg.results_dir) / run_id
+    manifest, records = load_run(run)
+    pooled = by_step(step_table(manifest, records))
+    if pooled.empty or pooled["good_share"].isna().all():
+        return False, "no step served a request to judge", {}
+    worst = pooled.loc[pooled["good_share"].fillna(-1).idxmin()]
+    numbers = {"good_share": float(worst["good_share"]), "ttft_p99_s": float(worst["ttft_p99_s"]),
+               "tpot_p99_s": float(worst["tpot_p99_s"])}
+    meets = bool(pooled["meets_slo"].eq(True).all()) and manifest.get("status") == "complete"
+    why = f"{numbers['good_share']:.1%} good at {worst['label']} (TTFT p99 {numbers['ttft_p99_s'] * 1000:.0f} ms)"
+    if manifest.get("status") != "complete":
+        why += f"; the run is {manifest.get('status')}: {manifest.get('stop_reason') or 'stopped'}"
+    return meets, why, numbers
+
+
+def search(probe: Callable[[float], Probe], start: float, most: float, integer: bool) -> dict:
+    """Grow ×2 from ``start`` until a probe fails (or ``most`` passes), bisect to one unit (integer loads) or
+    5 %, then repeat the answer once. Returns the answer, its interval, whether the repeat confirmed it, and
+    every probe in order."""
+    probes: list[Probe] = []
+
+    def run(load: float) -> bool:
+        p = probe(load)
+        probes.append(p)
+        return p.meets
+    low: Optional[float] = None
+    high: Optional[float] = None
+    load = start
+    while True:
+        if run(load):
+            low = load
+            if load >= most:
+                break
+            load = min(most, load * 2)
+        else:
+            high = load
+            break
+    if low is not None and high is not None:
+        while (high - low > 1) if integer else (high - low > 0.05 * low):
+            mid = (low + high) // 2 if integer else round((low + high) / 2, 2)
+            if run(mid):
+                low = mid
+            else:
+                high = mid
+    confirmed = run(low) if low is not None else False
+    return {"capacity": low, "interval": [low, high], "confirmed": confirmed,
+            "probes": [asdict(p) for p in probes]}
+
+
+def sentence(result: dict, stack: str, unit: str, slo: dict, context: int) -> str:
+    bounds = ", ".join(f"{k[:-2].upper()} <= {slo[k] * 1000:g} ms" for k in ("ttft_s", "tpot_s", "e2e_s")
+                       if slo.get(k))
+    low, high = result["interval"]
+    if low is None:
+        return f"{stack} meets no tested load: already {high:g} {unit} fail {bounds} at the {slo['percentile']:g}th percentile"
+    beyond = f", below {high:g}" if high is not None else " (the most tested; the capacity may be higher)"
+    sure = "confirmed by a repeat" if result["confirmed"] else "NOT confirmed: the repeat failed"
+    return (f"{stack} serves {low:g} {unit}{beyond} at {bounds} ({slo['percentile']:g}th percentile) with "
+            f"{context}-token contexts; {sure}")
+
+
+def run(cfg: Harness, hypothesis: str, stack: str, tier_mode: Optional[str] = None, rate: bool = False,
+        start: float = 1, most: float = 256, duration_s: int = 30, context_tokens: Optional[int] = None) -> dict:
+    """The search on ``stack``, each probe a run of ``hypothesis``; the result as capacity.json holds it."""
+    fixed = (*((("TIER_MODE", tier_mode),) if tier_mode else ()),
+             *((("CONTEXT_TOKENS", str(context_tokens)),) if context_tokens else ()))
+    # the operator's SLO_* and the rest reach every probe's Locust; the plan read here is theirs too
+    plan = plan_run(cfg, hypothesis, {**os.environ, "STACK": stack, **dict(fixed)})
+    out, _ts = experiment_dir(cfg, "capacity")
+    running: list = []
+    unit = "requests/s" if rate else "users"
+    slo = asdict(plan.slo)
+    say(f"[{plan.hypothesis_id}] capacity of {plan.stack_name} in {unit} under {slo}; {duration_s} s per probe; "
+        f"results in {out}")
+
+    def probe(level: float) -> Probe:
+        env = (("RATE_RPS", f"{level:g}") if rate else ("CONCURRENCY", str(int(level))),
+               ("DURATION_S", str(duration_s)), *fixed)
+        code, run_id = run_locust(plan.hypothesis_id, plan.stack_name, cfg, running, env)
+        if not run_id:
+            p = Probe(level, "", False, f"the probe's run did not start (locust exit {code})")
+        else:
+            meets, why, numbers = judge(cfg, run_id)
+            p = Probe(level, run_id, meets, why, **numbers)
+        say(f"  {level:g} {unit}: {'meets' if p.meets else 'fails'} the objective: {p.why}")
+        return p
+    result = search(probe, start, most, integer=not rate)
+    context = plan.steps[0].params.context_tokens
+    result.update(hypothesis=plan.hypothesis_id, stack=plan.stack_name, tier_mode=plan.tier_mode, unit=unit,
+                  slo=slo, context_tokens=context, duration_s=duration_s,
+                  said=sentence(result, plan.stack_name, unit, slo, context))
+    (out / "capacity.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    say(result["said"])
+    say(f"capacity: {out / 'capacity.json'}")
+    return result
+
+
+def main(args) -> int:
+    result = run(load(args.config), args.hypothesis, args.stack, args.tier_mode, args.rate, args.start, args.max,
+                 args.duration_s, args.context_tokens)
+    return 0 if result["capacity"] is not None else 1
+
+
+def register(sub) -> None:
+    p = sub.add_parser("capacity", help="the largest load meeting the request objective (objectives.requests, "
+                                        "the hypothesis' slo, SLO_*): grow, bisect, confirm",
+                       description=__doc__.split("\n\n")[0],
+                       epilog="examples:\n  python -m rig capacity H0 --stack stackB\n"
+                              "  SLO_TTFT_S=0.5 python -m rig capacity H0 --stack stackA --max 64 --duration-s 30\n"
+                              "  python -m rig capacity H0 --stack stackB --rate --start 0.5",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("hypothesis", help="a fixed-context hypothesis, e.g. H0")
+    p.add_argument("--stack", default="stackB", help="stack to load (default stackB)")
+    p.add_argument("--tier-mode", help="Stack B's tier mode for every probe (B0, B1, B2)")
+    p.add_argument("--rate", action="store_true", help="search open-loop requests per second instead of users")
+    p.add_argument("--start", type=float, default=1, help="first load probed (default 1)")
+    p.add_argument("--max", type=float, default=256, help="largest load probed (default 256)")
+    p.add_argument("--duration-s", type=int, default=30, help="seconds per probe (default 30)")
+    p.add_argument("--context-tokens", type=int, help="every probe's context (default: the hypothesis')")
+    p.set_defaults(func=main)
