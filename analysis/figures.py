@@ -192,3 +192,53 @@ def by_rig(pooled: pd.DataFrame, path: Path, title: str) -> Optional[Path]:
     ax.grid(alpha=0.3)
     ax.legend(title="rig")
     return _save(fig, path)
+
+
+def pareto_front(x, y) -> list[bool]:
+    """The points no other point beats on both axes (more total throughput and more per user)."""
+    pts = list(zip(x, y))
+    return [not any(a >= px and b >= py and (a, b) != (px, py) for a, b in pts) for px, py in pts]
+
+
+def throughput_vs_user(pooled: pd.DataFrame, path: Path) -> Optional[Path]:
+    """Output tokens/s per user against total output tokens/s, one curve per series (a stack and tier mode),
+    its steps in order, the Pareto front ringed: where more users stop buying throughput and start costing
+    each user speed."""
+    need = ["output_tokens_per_s", "output_tokens_per_s_per_user"]
+    d = pooled.dropna(subset=need) if not pooled.empty and set(need) <= set(pooled) else pd.DataFrame()
+    if len(d) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for series, g in d.groupby("series", sort=False):
+        ax.plot(g["output_tokens_per_s"], g["output_tokens_per_s_per_user"], "-o", label=str(series))
+    front = d[pareto_front(d["output_tokens_per_s"], d["output_tokens_per_s_per_user"])]
+    ax.scatter(front["output_tokens_per_s"], front["output_tokens_per_s_per_user"], s=160, facecolors="none",
+               edgecolors="black", label="Pareto front")
+    ax.set(title="Throughput vs per-user speed", xlabel="output tokens/s (total)", ylabel="output tokens/s per user")
+    ax.grid(alpha=0.3)
+    legend(ax, fontsize=8)
+    return _save(fig, path)
+
+
+def latency_cdfs(records: pd.DataFrame, labels: dict, path: Path, title: str) -> Optional[Path]:
+    """Empirical CDFs of TTFT and of the gaps between chunks (ITL), one line per step (``labels``: step -> its
+    label), over the served requests."""
+    ok = records[records["ok"].astype(bool)] if not records.empty else records
+    if ok.empty:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for step, d in ok.groupby("step", sort=True):
+        label = labels.get(step, f"step {step}")
+        ttft = np.sort(d["ttft_s"].dropna().astype(float).to_numpy()) * 1000
+        if len(ttft):
+            left.step(ttft, np.arange(1, len(ttft) + 1) / len(ttft), where="post", label=label)
+        gaps = np.sort(np.concatenate([np.empty(0, np.float32), *d["itl_s"]])) * 1000 if "itl_s" in d else []
+        if len(gaps):
+            right.step(gaps, np.arange(1, len(gaps) + 1) / len(gaps), where="post", label=label)
+    for ax, what in ((left, "TTFT (ms)"), (right, "gap between chunks (ms)")):
+        ax.set(xlabel=what, ylabel="share of requests" if ax is left else "share of gaps", ylim=(0, 1))
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        legend(ax, fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)

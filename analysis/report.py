@@ -12,6 +12,7 @@ import pandas as pd
 from configs.paths import make_dir
 from configs.vocabulary import stacks as V
 
+from . import figures
 from . import hypotheses as H
 from . import rigs
 from .document import Document
@@ -90,6 +91,23 @@ def pairs_section(experiments: list[Path], doc: Document) -> None:
                 "95 % interval": f"[{sig(c['ci'][0])}, {sig(c['ci'][1])}]",
                 "Wilcoxon p": c["wilcoxon_p"], "sign p": c["sign_p"],
                 "reasons": ", ".join(c.get("reasons") or []) or "OK"} for c in rows]), "{:.3g}")
+
+
+def distributions(analyses: list[RunAnalysis], doc: Document, figs: Path) -> None:
+    """Throughput against per-user speed across every run's steps (a curve per stack and tier mode), and each
+    run's TTFT and inter-chunk gap distributions by step."""
+    doc.h(2, "Throughput and latency distributions")
+    steps = pd.concat([a.pooled.assign(series=f"{a.manifest['hypothesis']} {a.manifest['stack']}"
+                                       + (f" {a.manifest['tier_mode']}" if a.manifest.get("tier_mode") else ""))
+                       for a in analyses if not a.pooled.empty], ignore_index=True) if analyses else pd.DataFrame()
+    p = figures.throughput_vs_user(steps, figs / "throughput_vs_user.png")
+    if p:
+        doc.figure(p, "Output tokens/s per user vs total output tokens/s per step, Pareto front ringed")
+    for a in analyses:
+        labels = {s["index"]: s["label"] for s in a.manifest["steps"]}
+        p = figures.latency_cdfs(a.records, labels, figs / f"cdf_{a.run_id}.png", f"{a.run_id}: TTFT and ITL by step")
+        if p:
+            doc.figure(p, f"{a.run_id}: TTFT and inter-chunk gap CDFs by step")
 
 
 def capacity_section(experiments: list[Path], doc: Document) -> None:
@@ -173,6 +191,7 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
             _section(h, mine, out_)
 
     rigs.section(analyses, doc, figs, csv)
+    distributions(analyses, doc, figs)
 
     doc.h(2, "Quality gates")
     for a in analyses:

@@ -256,6 +256,9 @@ def test_report_from_real_runs_and_offline_export(observed, tmp_path):
     assert "Paired experiments (rig pairs)" in html and pairs.name in html and "Wilcoxon p" in html
     comparison = json.loads((pairs / "comparisons.json").read_text())[0]
     assert f"{comparison['mean']:.3g}" in html and f"[{comparison['ci'][0]:.3g}, {comparison['ci'][1]:.3g}]" in html
+    # throughput against per-user speed, and each run's latency distributions (#27.7)
+    assert "Output tokens/s per user vs total output tokens/s per step" in html
+    assert all(f"{rid}: TTFT and inter-chunk gap CDFs by step" in html for rid in observed["run_ids"])
     # correlations in the appendix, at the end
     assert html.index("Appendix: correlations") > html.index("Caveats")
     # per run, summary.json for scripts: steps, knee, gates, verdict, finding
@@ -504,6 +507,19 @@ def test_figures_do_not_overstate(tmp_path, monkeypatch):
     F.compare(d.assign(hypothesis=["H0"] * 3 + ["H1"] * 3, gone=[np.nan] * 3 + [1.0] * 3), "concurrency", "gone",
               tmp_path / "d.png", "t", "y")
     assert [t.get_text() for t in kept[-1].axes[0].get_legend().get_texts()] == ["H1 stackA"]   # H0's is all NaN
+    # #27.7: throughput against per-user speed with its Pareto front; TTFT and ITL CDFs by step
+    assert F.pareto_front([10, 20, 30, 25], [9, 8, 2, 1]) == [True, True, True, False]
+    steps = pd.DataFrame({"series": ["A"] * 3 + ["B"] * 3, "output_tokens_per_s": [10, 20, 30, 12, 24, 25],
+                          "output_tokens_per_s_per_user": [9, 8, 2, 10, 9, 1]})
+    F.throughput_vs_user(steps, tmp_path / "f.png")
+    ax = kept[-1].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["A", "B", "Pareto front"]
+    assert sorted(map(tuple, ax.collections[-1].get_offsets().tolist())) == [(12, 10), (24, 9), (30, 2)]
+    records = pd.DataFrame({"step": [0, 0, 1], "ok": [True, True, True], "ttft_s": [0.1, 0.2, 0.3],
+                            "itl_s": [np.array([0.01, 0.02], np.float32)] * 3})
+    F.latency_cdfs(records, {0: "c=1", 1: "c=2"}, tmp_path / "g.png", "t")
+    left, right = kept[-1].axes
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["c=1", "c=2"] and len(right.lines) == 2
 
 
 def test_tpot_per_user_and_prefill_throughput_from_crafted_records():
