@@ -24,7 +24,7 @@ CORRELATION_WINDOW_S = 2.0
 STEP_TELEMETRY = ("nvme_reads", "nvme_read_bytes", "nvme_r_await", "nvme_util", "iowait", "psi_io",
                   "kv_onboard_disk_bytes", "kv_onboard_disk_blocks", "kv_onboard_blocks", "kv_offload_disk_bytes",
                   "kv_hit_disk",
-                  "kv_hit_host", "kv_onboard_share_disk", "tier2_fetch_p95")
+                  "kv_hit_host", "kv_onboard_share_disk", "tier2_fetch_p95", "gpu_watts")
 CORRELATE_WITH = ("nvme_r_await", "nvme_reads", "nvme_util", "kv_onboard_disk_bytes", "iowait", "psi_io")
 
 
@@ -168,6 +168,15 @@ def correlations(records: pd.DataFrame, frames: dict, start: float, end: float,
     return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
 
 
+def per_joule(steps: pd.DataFrame) -> pd.DataFrame:
+    """Output tokens per joule of GPU energy per step: nan where NVML gives no energy counter (GB10 may not)
+    or the GPUs drew nothing measurable, never a 0 or an infinity."""
+    if steps.empty:
+        return steps
+    watts = steps["gpu_watts"].where(steps["gpu_watts"] > 0)
+    return steps.assign(output_tokens_per_joule=steps["output_tokens_per_s"] / watts)
+
+
 def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
             progress: Callable[[str], None] = lambda _m: None) -> RunAnalysis:
     manifest, records = load_run(run_dir)
@@ -182,6 +191,7 @@ def analyse(run_dir: Path, source: Source, step_s: float, tiered: bool,
         by = table.groupby("step")
         means = by[list(STEP_TELEMETRY) + ["ttft_p99_hist_s"]].mean().join(by["ttft_p99_hist_reason"].first())
         pooled = pooled.merge(means, left_on="step", right_index=True, how="left")
+    table, pooled = per_joule(table), per_joule(pooled)
     key = level_key(manifest)
     knee, sat = knee_of(table, pooled, key)
     observed = tiered and G.kv_up_share(frames, start, end) >= G.KVBM_UP_MIN     # nan (never said): False

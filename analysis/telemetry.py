@@ -50,6 +50,8 @@ QUERIES: dict[str, tuple[str, str]] = {
     "kv_block_size": (agg("max", S.KV_BLOCK_SIZE_BYTES.name), "tiered"),
     # bytes the stack's own serving process had read from storage (/proc/<pid>/io via the uma exporter)
     "serving_read_bytes": (agg("sum", R.PROCESS_READ_BYTES_RATE, 'process="{stack}"'), "optional"),
+    # watts the GPUs drew (NVML's energy counter), for output tokens per joule; none without NVML energy
+    "gpu_watts": (agg("sum", R.GPU_ENERGY_RATE), "optional"),
     "tier2_fetch_p95": ("histogram_quantile(0.95, sum by (le) (rate("
                         + sel(S.SIM_FETCH.name + "_bucket", 'tier="disk"') + "[30s])))", "optional"),
 }

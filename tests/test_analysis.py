@@ -543,3 +543,11 @@ def test_tpot_per_user_and_prefill_throughput_from_crafted_records():
     assert row["itl_p50_s"] == pytest.approx(0.02) and row["itl_p99_s"] == pytest.approx(0.02)
     # #27.5: an open loop's TTFT from the intended start (its schedule lag added) beside the one from the send
     assert row["ttft_from_intended_p50_s"] == pytest.approx(0.75) and row["ttft_p50_s"] == pytest.approx(0.5)
+
+
+def test_output_tokens_per_joule_is_missing_without_an_energy_counter():
+    """#27.6: tokens per joule from the GPUs' power (NVML's energy counter); nan without it, never 0 or inf."""
+    from analysis.run import per_joule
+    steps = pd.DataFrame({"output_tokens_per_s": [500.0, 500.0, 500.0], "gpu_watts": [100.0, np.nan, 0.0]})
+    out = per_joule(steps)["output_tokens_per_joule"].tolist()
+    assert out[0] == 5.0 and np.isnan(out[1]) and np.isnan(out[2])

@@ -35,6 +35,7 @@ REQUESTS_FAILED_RATIO = "run_stack_step:sparkrig_requests_failed:ratio_rate30s"
 FRONTEND_FAILURES_RATE = "stack:dynamo_frontend_failures:rate30s"
 
 CPU_IOWAIT_RATIO = "instance:sparkrig_cpu_iowait:ratio_rate5s"
+GPU_ENERGY_RATE = "instance:sparkrig_gpu_energy_joules:rate30s"     # watts, from NVML's energy counter
 MEMORY_AVAILABLE_RATIO = "instance:sparkrig_memory_available:ratio"
 MEMORY_USED = "instance:sparkrig_memory_used:bytes"
 PRESSURE_IO_RATIO = "instance:sparkrig_pressure_io_waiting:ratio_rate30s"
@@ -142,6 +143,9 @@ over Locust worker processes; and the knee test's p99/p50 ratio.""", (
         Rule(PRESSURE_MEMORY_RATIO, f"rate({S.PRESSURE_MEMORY_WAITING.total}{_SLOW})"),
         Rule(PROCESS_READ_BYTES_RATE, f"sum by (instance, process) (rate({S.PROCESS_READ_BYTES.total}{_FAST}))",
              "bytes the serving processes themselves had read from storage: what backs a KV-from-disk claim"),
+        Rule(GPU_ENERGY_RATE, f"sum by (instance) (rate({S.GPU_ENERGY.total}{_SLOW}))",
+             "the GPUs' power from NVML's energy counter (joules per second): what output tokens per joule\n"
+             "divide by; none where NVML has no energy counter"),
     )),
     RuleFile("kv", "sparkrig_kv", """\
 KV tiers from the kvbm exporter's normalised series: bytes and blocks per second per tier pair,
