@@ -34,16 +34,16 @@ class Probe:
 
 def judge(cfg: Harness, run_id: str) -> tuple[bool, str, dict]:
     """Whether a probe's run met its objective at every step, the worst step's numbers, and those numbers."""
-    from analysis.steps import by_step, load_run, step_table
+    from analysis.steps import load_run, step_table
     run = resolve(cfg.results_dir) / run_id
     manifest, records = load_run(run)
-    pooled = by_step(step_table(manifest, records))
-    if pooled.empty or pooled["good_share"].isna().all():
+    steps = step_table(manifest, records)         # every step of every repetition must meet it
+    if steps.empty or steps["good_share"].isna().all():
         return False, "no step served a request to judge", {}
-    worst = pooled.loc[pooled["good_share"].fillna(-1).idxmin()]
+    worst = steps.loc[steps["good_share"].fillna(-1).idxmin()]
     numbers = {"good_share": float(worst["good_share"]), "ttft_p99_s": float(worst["ttft_p99_s"]),
                "tpot_p99_s": float(worst["tpot_p99_s"])}
-    meets = bool(pooled["meets_slo"].eq(True).all()) and manifest.get("status") == "complete"
+    meets = bool(steps["meets_slo"].eq(True).all()) and manifest.get("status") == "complete"
     why = f"{numbers['good_share']:.1%} good at {worst['label']} (TTFT p99 {numbers['ttft_p99_s'] * 1000:.0f} ms)"
     if manifest.get("status") != "complete":
         why += f"; the run is {manifest.get('status')}: {manifest.get('stop_reason') or 'stopped'}"
