@@ -98,6 +98,11 @@ def test_h0_runs_on_the_rigs_model_and_finds_levels(runs):
     run, manifest, records = runs["H0"]
     assert manifest["model"] == MODEL and manifest["status"] == "complete"
     assert {r["target_concurrency"] for r in records if r["ok"]} == {1, 4, 8}
+    # ITL and TPOT from the real frontend's stream (#27.1): every step has them
+    from analysis.steps import load_run, step_table
+    table = step_table(*load_run(run))
+    assert (table["itl_p50_s"] > 0).all() and (table["tpot_p50_s"] > 0).all(), table[["itl_p50_s", "tpot_p50_s"]]
+    assert table["output_tokens_per_s_per_user"].gt(0).all()
 
 
 def test_h9_is_blocked_by_the_real_frontend_and_keeps_running(runs):
