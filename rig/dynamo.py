@@ -66,8 +66,10 @@ def _stamp(cfg: Harness) -> Path:
 
 
 def _pip(cfg: Harness, *args: str, what: str) -> None:
-    proc = subprocess.run([str(venv_python(cfg)), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
-                          capture_output=True, text=True)
+    """pip install into the Dynamo venv, without compiling every module it unpacks (transformers' thousands
+    took half the install): Python compiles what the frontend and the mocker import, once, when they do."""
+    proc = subprocess.run([str(venv_python(cfg)), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                           "--no-compile", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
         raise StartError(f"installing {what} failed: {lines[-1] if lines else 'pip exit ' + str(proc.returncode)}")
