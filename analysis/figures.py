@@ -224,7 +224,7 @@ def latency_cdfs(records: pd.DataFrame, labels: dict, path: Path, title: str) ->
     """Empirical CDFs of TTFT and of the gaps between chunks (ITL), one line per step (``labels``: step -> its
     label), over the served requests."""
     ok = records[records["ok"].astype(bool)] if not records.empty else records
-    if ok.empty:
+    if ok.empty or "step" not in ok or ok["ttft_s"].isna().all():
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for step, d in ok.groupby("step", sort=True):

@@ -125,7 +125,7 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
         row.update(per_token(ok))
         # open loop: TTFT from when the schedule wanted the request sent (coordinated omission shows here);
         # the knee and the gates read TTFT from the actual send
-        late = ok["ttft_s"].astype(float) + ok["schedule_lag_s"].astype(float) if len(ok) else ok
+        late = ok["ttft_s"].astype(float) + ok["schedule_lag_s"].astype(float) if len(ok) else []
         for q in (0.5, 0.99):
             row[f"ttft_from_intended_p{int(q * 100)}_s"] = pct(late, q)
         row.update(goodput(ok, len(mine), measured, (manifest.get("plan") or {}).get("slo")))

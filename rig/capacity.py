@@ -121,7 +121,7 @@ def run(cfg: Harness, hypothesis: str, stack: str, tier_mode: Optional[str] = No
             p = Probe(level, run_id, meets, why, **numbers)
         say(f"  {level:g} {unit}: {'meets' if p.meets else 'fails'} the objective: {p.why}")
         return p
-    result = search(probe, start, most, integer=not rate)
+    result = search(probe, start if rate else int(start), most if rate else int(most), integer=not rate)
     context = plan.steps[0].params.context_tokens
     result.update(hypothesis=plan.hypothesis_id, stack=plan.stack_name, tier_mode=plan.tier_mode, unit=unit,
                   slo=slo, context_tokens=context, duration_s=duration_s,

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import Sim, free_port, run_module, stack_a_overlay
+from conftest import Sim, run_module, stack_a_overlay
 from rig.capacity import Probe, search
 
 

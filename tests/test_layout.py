@@ -110,7 +110,8 @@ def test_each_rig_command_is_registered_by_its_own_module():
         module.register(sub)
     names = set(sub.choices)
     assert names == {"up", "down", "status", "render", "demo", "sweep", "pairs", "rehydrate", "pack", "hygiene",
-                     "ratesweep", "dynamo"}
-    assert all(callable(ap.parse_args([n] + {"pack": ["x"], "ratesweep": ["H0"], "dynamo": ["status"]}.get(n, []))
+                     "ratesweep", "capacity", "dynamo"}
+    assert all(callable(ap.parse_args([n] + {"pack": ["x"], "ratesweep": ["H0"], "capacity": ["H0"],
+                                             "dynamo": ["status"]}.get(n, []))
                         .func) for n in names)
     assert "if args.cmd" not in (ROOT / "rig" / "__main__.py").read_text()
