@@ -71,10 +71,23 @@ def _section(h: H.Hypothesis, mine: list[tuple[str, list[RunAnalysis], H.Finding
     h.section(runs, out)
 
 
+def _read(paths: list[Path], doc: Document) -> list[tuple[Path, object]]:
+    """Each JSON file that exists, parsed; a damaged one is one line in the report, never the report's end."""
+    out = []
+    for path in paths:
+        if not path.exists():
+            continue
+        try:
+            out.append((path.parent, json.loads(path.read_text())))
+        except (OSError, ValueError) as exc:
+            doc.p(f"{path}: not read ({type(exc).__name__}: {exc})")
+    return out
+
+
 def pairs_section(experiments: list[Path], doc: Document) -> None:
     """Paired AB/BA experiments (`rig pairs`) found under the results: verdict, and per metric the mean
     delta, its interval and the tests' p-values, as each experiment's comparisons.json holds them."""
-    found = [(d, json.loads((d / "verdict.json").read_text())) for d in experiments if (d / "verdict.json").exists()]
+    found = _read([d / "verdict.json" for d in experiments], doc)
     if not found:
         return
     doc.h(2, "Paired experiments (rig pairs)")
@@ -83,8 +96,7 @@ def pairs_section(experiments: list[Path], doc: Document) -> None:
         doc.p(f"**{d.name}: {grade}** ({', '.join(verdict.get('reasons') or [])}); primary metric "
               f"{verdict.get('primary_metric') or 'none'}; deltas are the second mode minus the first within each "
               f"pair ({d / 'report.md'}).")
-        path = d / "comparisons.json"
-        rows = json.loads(path.read_text()) if path.exists() else []
+        rows = next((r for _, r in _read([d / "comparisons.json"], doc)), [])
         if rows:
             doc.table(pd.DataFrame([{
                 "metric": c["metric"], "pairs": len(c["deltas"]), "mean delta": c["mean"],
@@ -113,8 +125,7 @@ def distributions(analyses: list[RunAnalysis], doc: Document, figs: Path) -> Non
 def capacity_section(experiments: list[Path], doc: Document) -> None:
     """Capacity searches (`rig capacity`) found under the results: each stack's largest load meeting the request
     objective, its interval and whether a repeat confirmed it, as each search's capacity.json holds them."""
-    found = [json.loads((d / "capacity.json").read_text()) | {"dir": d.name} for d in experiments
-             if (d / "capacity.json").exists()]
+    found = [c | {"dir": d.name} for d, c in _read([d / "capacity.json" for d in experiments], doc)]
     if not found:
         return
     doc.h(2, "Capacity under the request objective (rig capacity)")

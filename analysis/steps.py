@@ -12,7 +12,7 @@ from configs.runfiles import tpot as per_request_tpot
 from .knee import PLAN_RATIO
 
 
-# the record fields the analysis uses; the rest (ITL lists, prompts' hashes…) stay in the file
+# the record fields the analysis uses; the rest (prompts' hashes, adapters, sessions' targets…) stay in the file
 FIELDS = ("step", "ok", "status", "error_class", "error", "start_time", "ttft_s", "e2e_s", "prompt_tokens",
           "completion_tokens", "cached_tokens", "phase", "session_id", "schedule_lag_s", "users_active", "turn",
           "itl_s")

@@ -551,3 +551,18 @@ def test_output_tokens_per_joule_is_missing_without_an_energy_counter():
     steps = pd.DataFrame({"output_tokens_per_s": [500.0, 500.0, 500.0], "gpu_watts": [100.0, np.nan, 0.0]})
     out = per_joule(steps)["output_tokens_per_joule"].tolist()
     assert out[0] == 5.0 and np.isnan(out[1]) and np.isnan(out[2])
+
+
+def test_a_damaged_experiment_file_is_one_line_of_the_report(tmp_path):
+    """A pairs or capacity directory whose JSON was cut (a full disk) costs its own line, not the report."""
+    from analysis.document import Document
+    from analysis.report import capacity_section, pairs_section
+    for kind, name in (("pairs-1", "verdict.json"), ("capacity-1", "capacity.json")):
+        (tmp_path / kind).mkdir()
+        (tmp_path / kind / name).write_text('{"cut')
+    doc = Document()
+    pairs_section([tmp_path / "pairs-1"], doc)
+    capacity_section([tmp_path / "capacity-1"], doc)
+    lines = doc.markdown(tmp_path).strip().splitlines()
+    assert [line.split(": not read")[0] for line in lines if line] == [
+        str(tmp_path / "pairs-1" / "verdict.json"), str(tmp_path / "capacity-1" / "capacity.json")]
