@@ -54,7 +54,8 @@ _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "an
              "offset"}
 _AGGREGATIONS = {"sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile",
                  "count_values", "group"}
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\{[^}]*\}|\[[^\]]*\]|[A-Za-z_:][\w:]*|\s+|.', re.S)
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\{[^}]*\}|\[[^\]]*\]|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|[A-Za-z_:][\w:]*|\s+|.',
+                    re.S)
 
 
 def scoped(expr: str, matchers: str = FLEET) -> str:

@@ -96,6 +96,7 @@ def test_scoped_puts_the_fleet_matchers_in_every_selector_and_nowhere_else():
         'a{rig=~"$rig", site=~"$site"} / b{rig=~"$rig", site=~"$site"} > 0 and on() c{rig=~"$rig", site=~"$site"} == 1'
     assert f('rate({__name__=~"t[_:]x"}[1m])') == 'rate({rig=~"$rig", site=~"$site", __name__=~"t[_:]x"}[1m])'
     assert f("vector(0.005)") == "vector(0.005)"
+    assert f("clamp_min(a, 1e-9) * 2.5e3") == 'clamp_min(a{rig=~"$rig", site=~"$site"}, 1e-9) * 2.5e3'    # numbers
 
 
 def substitute(expr: str, values: dict) -> str:
