@@ -66,13 +66,20 @@ def _stamp(cfg: Harness) -> Path:
 
 
 def _pip(cfg: Harness, *args: str, what: str) -> None:
-    """pip install into the Dynamo venv, without compiling every module it unpacks (transformers' thousands
-    took half the install): Python compiles what the frontend and the mocker import, once, when they do."""
+    """pip install into the Dynamo venv, not byte-compiling (``compile_all`` does, on every core)."""
     proc = subprocess.run([str(venv_python(cfg)), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                            "--no-compile", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
         raise StartError(f"installing {what} failed: {lines[-1] if lines else 'pip exit ' + str(proc.returncode)}")
+
+
+def compile_all(cfg: Harness) -> None:
+    """Byte-compile the venv on every core: pip compiling transformers' thousands of modules one by one took
+    half the install, and with PYTHONDONTWRITEBYTECODE set nothing is cached on import (every start would
+    compile them again). A module that does not compile is skipped, as pip skips it."""
+    subprocess.run([str(venv_python(cfg)), "-m", "compileall", "-q", "-j", "0", str(resolve(cfg.dynamo.venv) / "lib")],
+                   capture_output=True)
 
 
 def install(cfg: Harness, say: Say = print) -> Path:
@@ -91,6 +98,7 @@ def install(cfg: Harness, say: Say = print) -> Path:
     _pip(cfg, "--no-deps", f"ai-dynamo=={v}", f"ai-dynamo-runtime=={v}", what=f"ai-dynamo {v}")
     say("installing their requirements (transformers, pydantic, pyzmq, ...)")
     _pip(cfg, *REQUIREMENTS, what="ai-dynamo's requirements")
+    compile_all(cfg)
     check = subprocess.run([str(venv_python(cfg)), "-c", "import dynamo.frontend, dynamo.mocker"],
                            capture_output=True, text=True)
     if check.returncode != 0:
