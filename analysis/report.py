@@ -109,9 +109,10 @@ def distributions(analyses: list[RunAnalysis], doc: Document, figs: Path) -> Non
     """Throughput against per-user speed across every run's steps (a curve per stack and tier mode), and each
     run's TTFT and inter-chunk gap distributions by step."""
     doc.h(2, "Throughput and latency distributions")
-    steps = pd.concat([a.pooled.assign(series=f"{a.manifest['hypothesis']} {a.manifest['stack']}"
-                                       + (f" {a.manifest['tier_mode']}" if a.manifest.get("tier_mode") else ""))
-                       for a in analyses if not a.pooled.empty], ignore_index=True) if analyses else pd.DataFrame()
+    drawn = [a.pooled.assign(series=f"{a.manifest['hypothesis']} {a.manifest['stack']}"
+                             + (f" {a.manifest['tier_mode']}" if a.manifest.get("tier_mode") else ""))
+             for a in analyses if not a.pooled.empty]      # a run an outage touched throughout has no steps
+    steps = pd.concat(drawn, ignore_index=True) if drawn else pd.DataFrame()
     p = figures.throughput_vs_user(steps, figs / "throughput_vs_user.png")
     if p:
         doc.figure(p, "Output tokens/s per user vs total output tokens/s per step, Pareto front ringed")

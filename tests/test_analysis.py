@@ -471,6 +471,9 @@ def test_a_hypothesis_registered_in_one_place_gets_its_section_csv_gates_and_fin
                             "requests": 1}])
     run = RunAnalysis(Path("hx-1"), manifest, records, pd.DataFrame(), pooled, None, "step", None, pd.DataFrame(),
                       gates)
+    lost = RunAnalysis(Path("hx-2"), {**manifest, "run_id": "hx-2"}, records, pd.DataFrame(), pd.DataFrame(), None,
+                       "step", None, pd.DataFrame(), gates)
+    report.build([lost], tmp_path / "none", lambda _m: None)      # no pooled steps at all (an outage run)
     written = report.build([run], tmp_path, lambda _m: None)
     assert "HX_toy.csv" in written
     md = (tmp_path / "report.md").read_text()
