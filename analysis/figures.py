@@ -92,7 +92,7 @@ def compare(pooled: pd.DataFrame, level: str, column: str, path: Path, title: st
     for (hyp, stack), d in pooled.groupby(["hypothesis", "series" if "series" in pooled else "stack"], sort=False):
         d = d.sort_values(level)
         line, = ax.plot(d[level], d[column] * (100 if share else scale), "-o", label=f"{hyp} {stack}")
-        spread = column.replace("_s", "_min"), column.replace("_s", "_max")      # ttft_p99_s: its repetitions' range
+        spread = f"{column[:-2]}_min", f"{column[:-2]}_max"          # ttft_p99_s: its repetitions' range
         if column.endswith("_s") and set(spread) <= set(d) and "repetitions" in d and (d["repetitions"] > 1).any():
             ax.fill_between(d[level], d[spread[0]] * scale, d[spread[1]] * scale, alpha=0.2, color=line.get_color())
     if share:
@@ -122,7 +122,8 @@ def scatter_fit(x: pd.Series, y: pd.Series, labels: pd.Series, path: Path, title
         slope, intercept, r2 = linear_fit(x[sel], y[sel])
         if slope == slope:
             xs = [x[sel].min(), x[sel].max()]
-            ax.plot(xs, [slope * v + intercept for v in xs], "--", label=f"fit {group} R²={r2:.2f}".replace("  ", " "))
+            name = f"fit {group} " if group else "fit "
+            ax.plot(xs, [slope * v + intercept for v in xs], "--", label=f"{name}R²={r2:.2f}")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     legend(ax)

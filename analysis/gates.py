@@ -121,7 +121,8 @@ def goodput(pooled: pd.DataFrame, slo: Optional[dict]) -> Optional[Gate]:
                     f"{worst['good_share']:.1%} at {worst['label']}")
     if unjudged:
         return Gate("goodput", "missing", "NO_SERVED_REQUESTS",
-                    f"{unjudged} of {len(pooled)} steps served no request to judge; the others at {want:.0%} good or more")
+                    f"{unjudged} of {len(pooled)} steps served no request to judge; the others at {want:.0%} good "
+                    "or more")
     return Gate("goodput", "pass", "OK", f"every step at {want:.0%} good or more ({bounds}); lowest "
                                          f"{judged['good_share'].min():.1%}")
 

@@ -142,19 +142,23 @@ def per_token(ok: pd.DataFrame) -> dict:
     if ok.empty:
         return {"tpot_p50_s": nan, "tpot_p95_s": nan, "tpot_p99_s": nan, "output_tokens_per_s_per_user": nan,
                 "prefill_tokens_per_s_per_user": nan, "uncached_prefill_tokens_per_s_per_user": nan}
-    e2e, ttft = ok["e2e_s"].astype(float), ok["ttft_s"].astype(float)
-    tokens = ok["completion_tokens"].astype(float)
-    decoding = (tokens > 1) & (e2e > ttft)
-    tpot = per_request_tpot(e2e, ttft, tokens)[decoding]
+    tpot = _tpot(ok).dropna()
     out = {f"tpot_p{q}_s": pct(tpot, q / 100) for q in (50, 95, 99)}
     out["output_tokens_per_s_per_user"] = float((1 / tpot).median()) if len(tpot) else nan
-    prompt = ok["prompt_tokens"].astype(float)
+    prompt, ttft = ok["prompt_tokens"].astype(float), ok["ttft_s"].astype(float)
     timed = ttft > 0
     out["prefill_tokens_per_s_per_user"] = float((prompt / ttft)[timed].median()) if timed.any() else nan
     known = timed & ok["cached_tokens"].notna()
     uncached = (prompt - ok["cached_tokens"].astype(float)) / ttft
     out["uncached_prefill_tokens_per_s_per_user"] = float(uncached[known].median()) if known.any() else nan
     return out
+
+
+def _tpot(ok: pd.DataFrame) -> pd.Series:
+    """Each served request's TPOT; nan where it has none (fewer than two output tokens)."""
+    e2e, ttft = ok["e2e_s"].astype(float), ok["ttft_s"].astype(float)
+    tokens = ok["completion_tokens"].astype(float)
+    return per_request_tpot(e2e, ttft, tokens).where((tokens > 1) & (e2e > ttft))
 
 
 def goodput(ok: pd.DataFrame, served: int, measured: float, slo: Optional[dict]) -> dict:
@@ -170,9 +174,8 @@ def goodput(ok: pd.DataFrame, served: int, measured: float, slo: Optional[dict])
         if bound is not None:
             good &= ok[column].astype(float) <= bound
     if slo.get("tpot_s") is not None:
-        tokens = ok["completion_tokens"].astype(float)
-        per = per_request_tpot(ok["e2e_s"].astype(float), ok["ttft_s"].astype(float), tokens)
-        good &= (tokens <= 1) | (per <= slo["tpot_s"])
+        per = _tpot(ok)
+        good &= per.isna() | (per <= slo["tpot_s"])
     share = float(good.sum()) / served
     return {"good_share": share, "goodput_rps": float(good.sum()) / measured if measured > 0 else nan,
             "meets_slo": share * 100 >= (slo.get("percentile") or 100.0)}

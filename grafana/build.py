@@ -11,6 +11,7 @@ the JSON), so that test can tell "no GPU here" from a broken query.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -62,7 +63,7 @@ def scoped(expr: str, matchers: str = FLEET) -> str:
     """``expr`` with ``matchers`` in every selector: a metric name gets them in its braces (added where it
     has none); a label list after by/without/on/ignoring and a function's name are left alone. Our
     expressions are this module's and the vocabulary's, so a small scanner suffices."""
-    tokens = [t for t in _TOKEN.findall(expr)]
+    tokens = _TOKEN.findall(expr)
     out, i, labels_next = [], 0, False
     while i < len(tokens):
         t = tokens[i]
@@ -169,9 +170,15 @@ SEL_RUN = 'run_id=~"$run_id", stack=~"$stack"'
 SEL_DISK = 'instance=~"$instance", device=~"$device"'
 
 
+@functools.cache
+def r_await_objective_s() -> float:
+    """The kv_tier2 disk's read-latency line (objectives.nvme_r_await_ms), from the configuration in effect."""
+    return load().objectives.nvme_r_await_ms / 1000
+
+
 def home() -> Board:
     """The question a user watching a run asks: is the NVMe tier shaping p99 right now?"""
-    objective = load().objectives.nvme_r_await_ms / 1000
+    objective = r_await_objective_s()
     b = Board("sparkrig-home", "Is the NVMe tier shaping p99?", RUN_VARS,
               "TTFT p99 beside what the kv_tier2 disk and KVBM's disk tier do: when p99 rises with r_await and "
               "with KV onboarded from disk, storage is shaping latency. Links above go to the detail boards.")
@@ -283,7 +290,7 @@ def kv_tiers() -> Board:
     b.panel("Tier2 read latency vs NVMe r_await (kv_tier2 disk)", [
         (f'{R.DISK_READ_AWAIT}{{role="kv_tier2"}}', "{{device}} r_await"),
         (f'histogram_quantile(0.95, sum by (le) (rate({S.SIM_FETCH.name}_bucket{{tier="disk"}}[30s])))',
-         "tier2 fetch p95 (simulator)")], unit="s", threshold=load().objectives.nvme_r_await_ms / 1000)
+         "tier2 fetch p95 (simulator)")], unit="s", threshold=r_await_objective_s())
     return b
 
 
@@ -291,7 +298,7 @@ def nvme() -> Board:
     b = Board("sparkrig-nvme", "NVMe", DISK_VARS, "iostat -x equivalents from recording rules; the disk holding "
               "the KV tier2 directory (role=kv_tier2) is drawn thick and red; the line is the r_await objective.")
     b.step_annotations()
-    objective = load().objectives.nvme_r_await_ms / 1000
+    objective = r_await_objective_s()
     for title, rule, unit in (("r/s and w/s", None, "iops"),
                               ("Read MB/s", R.DISK_READ_BYTES_RATE, "Bps"),
                               ("r_await", R.DISK_READ_AWAIT, "s"),

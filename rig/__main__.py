@@ -1,4 +1,5 @@
-"""python -m rig up|down|status|render|demo|sweep|ratesweep|capacity|rehydrate|pairs|pack|hygiene|dynamo — the local stand-in for docker compose."""
+"""python -m rig up|down|status|render|demo|sweep|ratesweep|capacity|rehydrate|pairs|pack|hygiene|dynamo — the
+local stand-in for docker compose."""
 from __future__ import annotations
 
 import argparse

@@ -89,7 +89,8 @@ def sentence(result: dict, stack: str, unit: str, slo: dict, context: int) -> st
                        if slo.get(k))
     low, high = result["interval"]
     if low is None:
-        return f"{stack} meets no tested load: already {high:g} {unit} fail {bounds} at the {slo['percentile']:g}th percentile"
+        return (f"{stack} meets no tested load: already {high:g} {unit} fail {bounds} at the "
+                f"{slo['percentile']:g}th percentile")
     beyond = f", below {high:g}" if high is not None else " (the most tested; the capacity may be higher)"
     sure = "confirmed by a repeat" if result["confirmed"] else "NOT confirmed: the repeat failed"
     return (f"{stack} serves {low:g} {unit}{beyond} at {bounds} ({slo['percentile']:g}th percentile) with "

@@ -15,7 +15,8 @@ from ..steps import error_rate
 COLS = ["run_id", "rig", "hypothesis", "stack", "label", "concurrency", "concurrency_observed", "context_tokens",
         "fio_profile", "requests", "error_rate", "throughput_rps", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s",
         "e2e_p50_s", "e2e_p99_s", "itl_p50_s", "itl_p99_s", "tpot_p50_s", "tpot_p99_s", "output_tokens_per_s",
-        "output_tokens_per_s_per_user", "output_tokens_per_joule", "good_share", "goodput_rps", "ttft_p99_hist_s", "ttft_p99_hist_reason", "prefix_cached_share", "nvme_reads",
+        "output_tokens_per_s_per_user", "output_tokens_per_joule", "good_share", "goodput_rps", "ttft_p99_hist_s",
+        "ttft_p99_hist_reason", "prefix_cached_share", "nvme_reads",
         "nvme_r_await", "nvme_util", "iowait", "kv_onboard_disk_bytes", "kv_onboard_share_disk", "kv_hit_disk"]
 POOL_KEYS = ["hypothesis", "stack", "step", "phase", "label", "concurrency", "context_tokens", "arrival_rate_rps",
              "fio_profile"]

@@ -16,19 +16,19 @@ from .registry import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Finding, GateConte
 def section(runs: list, out: Out) -> None:
     out.csv("H2_context.csv", cols(pooled_of(runs).sort_values(["hypothesis", "context_tokens"])))
     drawn, _ = lines(runs)
-    for name, col, ylabel, scale, title in (
-            ("H2_p99_vs_context.png", "ttft_p99_s", "TTFT p99 (ms)", 1000, "H2A vs H2B: TTFT p99 vs context"),
-            ("H2_nvme_reads_vs_context.png", "nvme_reads", "kv_tier2 disk r/s", 1, "H2: NVMe r/s vs context"),
-            ("H2B_tier2_share_vs_context.png", "kv_onboard_share_disk", "share of onboarded blocks from disk", None,
+    for name, col, ylabel, scale, share, title in (
+            ("H2_p99_vs_context.png", "ttft_p99_s", "TTFT p99 (ms)", 1000, False, "H2A vs H2B: TTFT p99 vs context"),
+            ("H2_nvme_reads_vs_context.png", "nvme_reads", "kv_tier2 disk r/s", 1, False, "H2: NVMe r/s vs context"),
+            ("H2B_tier2_share_vs_context.png", "kv_onboard_share_disk", "share of onboarded blocks from disk", 1, True,
              "H2B: tier2 hit share vs context")):
-        p = figures.compare(drawn, "context_tokens", col, out.figs / name, title, ylabel, scale or 1,
-                            share=scale is None)
+        p = figures.compare(drawn, "context_tokens", col, out.figs / name, title, ylabel, scale, share)
         if p:
             out.doc.figure(p, title)
     for a in runs:
         last = a.pooled.sort_values("context_tokens").iloc[-1]
-        out.doc.bullets([f"{a.manifest['hypothesis']} {a.run_id} ({a.manifest['stack']}): at {int(last['context_tokens'])} tokens "
-                         f"p99 {ms(last['ttft_p99_s'])}, {a.disk_label} {last['nvme_reads']:.1f} r/s"
+        out.doc.bullets([f"{a.manifest['hypothesis']} {a.run_id} ({a.manifest['stack']}): at "
+                         f"{int(last['context_tokens'])} tokens p99 {ms(last['ttft_p99_s'])}, {a.disk_label} "
+                         f"{last['nvme_reads']:.1f} r/s"
                          + (f", tier2 onboard {last['kv_onboard_disk_bytes'] / 2**20:.2f} MiB/s"
                             if a.kv_tier_observed and not math.isnan(last["kv_onboard_disk_bytes"]) else "")])
 
