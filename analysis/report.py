@@ -45,20 +45,23 @@ def failing(a: RunAnalysis) -> str:
                      if g.status not in ("pass", "not_applicable")) or "none"
 
 
-def answers(findings: list, doc: Document) -> None:
+def answers(findings: list, capacities: list[dict], doc: Document) -> None:
     """The first screen: per hypothesis, its claim and expected outcome as the runs' configuration stated
-    them, what was observed, the finding and why, and each run's verdict with the gates it rests on."""
+    them, what was observed, the finding and why, each run's verdict with the gates it rests on, and the
+    capacity searches run with it (their sentence: "stackB serves 8 users, below 16, at …")."""
     doc.h(2, "Answers")
     if not findings:
         doc.p("No run has steps to judge.")
         return
-    doc.table(pd.DataFrame([{
+    rows = pd.DataFrame([{
         "hypothesis": hid, "claim": mine[0].manifest["title"],
         "expected": mine[0].manifest["plan"]["hypothesis"]["expected"],
         "finding": f.status, "observed, and why": f.why,
         "runs (verdict: gates not passed)": " · ".join(f"{a.run_id} ({a.manifest['stack']}) {a.verdict}: "
-                                                       f"{failing(a)}" for a in mine)}
-        for _h, hid, mine, f in findings]))
+                                                       f"{failing(a)}" for a in mine),
+        "capacity under the objective": " · ".join(c["said"] for c in capacities if c["hypothesis"] == hid) or "-"}
+        for _h, hid, mine, f in findings])
+    doc.table(rows if capacities else rows.drop(columns="capacity under the objective"))
 
 
 def _section(h: H.Hypothesis, mine: list[tuple[str, list[RunAnalysis], H.Finding]], out: H.Out) -> None:
@@ -123,10 +126,13 @@ def distributions(analyses: list[RunAnalysis], doc: Document, figs: Path) -> Non
             doc.figure(p, f"{a.run_id}: TTFT and inter-chunk gap CDFs by step")
 
 
-def capacity_section(experiments: list[Path], doc: Document) -> None:
-    """Capacity searches (`rig capacity`) found under the results: each stack's largest load meeting the request
-    objective, its interval and whether a repeat confirmed it, as each search's capacity.json holds them."""
-    found = [c | {"dir": d.name} for d, c in _read([d / "capacity.json" for d in experiments], doc)]
+def capacities(experiments: list[Path], doc: Document) -> list[dict]:
+    """Capacity searches (`rig capacity`) found under the results, as each search's capacity.json holds them."""
+    return [c | {"dir": d.name} for d, c in _read([d / "capacity.json" for d in experiments], doc)]
+
+
+def capacity_section(found: list[dict], doc: Document) -> None:
+    """Each search's largest load meeting the request objective, its interval and whether a repeat confirmed it."""
     if not found:
         return
     doc.h(2, "Capacity under the request objective (rig capacity)")
@@ -172,8 +178,9 @@ def build(analyses: list[RunAnalysis], out: Path, progress: Callable[[str], None
     doc = Document()
     doc.h(1, "DGX Spark storage-aware inference: report")
     findings = _findings(analyses)
-    answers(findings, doc)
-    capacity_section(list(experiments), doc)
+    searched = capacities(list(experiments), doc)
+    answers(findings, searched, doc)
+    capacity_section(searched, doc)
     pairs_section(list(experiments), doc)
     doc.h(2, "Runs")
     doc.p(f"{len(analyses)} run(s). Latency percentiles come from the per-request records (exact); "

@@ -15,7 +15,8 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
-from configs import Harness, load, plan_run
+from configs import ConfigError, Harness, load, plan_run
+from configs.model import tier_mode as read_tier_mode
 from configs.paths import resolve
 
 from .launch import experiment_dir, run_locust, say
@@ -98,18 +99,21 @@ def sentence(result: dict, stack: str, unit: str, slo: dict, context: int) -> st
 
 
 def run(cfg: Harness, hypothesis: str, stack: str, tier_mode: Optional[str] = None, rate: bool = False,
-        start: float = 1, most: float = 256, duration_s: int = 30, context_tokens: Optional[int] = None) -> dict:
-    """The search on ``stack``, each probe a run of ``hypothesis``; the result as capacity.json holds it."""
+        start: float = 1, most: float = 256, duration_s: int = 30, context_tokens: Optional[int] = None,
+        part: str = "") -> dict:
+    """The search on ``stack`` as it runs now, each probe a run of ``hypothesis``; the result as
+    capacity.json holds it."""
     fixed = (*((("TIER_MODE", tier_mode),) if tier_mode else ()),
              *((("CONTEXT_TOKENS", str(context_tokens)),) if context_tokens else ()))
     # the operator's SLO_* and the rest reach every probe's Locust; the plan read here is theirs too
     plan = plan_run(cfg, hypothesis, {**os.environ, "STACK": stack, **dict(fixed)})
-    out, _ts = experiment_dir(cfg, "capacity")
+    out, _ts = experiment_dir(cfg, "capacity", part)
     running: list = []
     unit = "requests/s" if rate else "users"
     slo = asdict(plan.slo)
-    say(f"[{plan.hypothesis_id}] capacity of {plan.stack_name} in {unit} under {slo}; {duration_s} s per probe; "
-        f"results in {out}")
+    mode = f" ({plan.tier_mode})" if plan.stack.kv_tiering else ""
+    say(f"[{plan.hypothesis_id}] capacity of {plan.stack_name}{mode} in {unit} under {slo}; {duration_s} s per "
+        f"probe; results in {out}")
 
     def probe(level: float) -> Probe:
         env = (("RATE_RPS", f"{level:g}") if rate else ("CONCURRENCY", str(int(level))),
@@ -126,17 +130,45 @@ def run(cfg: Harness, hypothesis: str, stack: str, tier_mode: Optional[str] = No
     context = plan.steps[0].params.context_tokens
     result.update(hypothesis=plan.hypothesis_id, stack=plan.stack_name, tier_mode=plan.tier_mode, unit=unit,
                   slo=slo, context_tokens=context, duration_s=duration_s,
-                  said=sentence(result, plan.stack_name, unit, slo, context))
+                  said=sentence(result, plan.stack_name + mode, unit, slo, context))
     (out / "capacity.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     say(result["said"])
     say(f"capacity: {out / 'capacity.json'}")
     return result
 
 
+def per_tier_mode(cfg: Harness, hypothesis: str, modes: list[str], **search) -> list[dict]:
+    """One search per tier mode, Stack B restarted in each (the simulator, or a real one through
+    STACK_B_RESTART_CMD) with the hypothesis' profile: a probe's TIER_MODE only labels its run, it is the
+    restart that puts the stack in that mode. Each mode's answer goes to its own capacity-<time>-<mode>/."""
+    from . import local
+    from .launch import restart_stack_b, stop_simulator
+    from .procs import Supervisor
+    profile = plan_run(cfg, hypothesis, {**os.environ, "STACK": "stackB"}).profile_name
+    sup = Supervisor(local.run_dir(cfg))
+    results = []
+    try:
+        for mode in modes:
+            restart_stack_b(cfg, sup, profile, mode)
+            results.append(run(cfg, hypothesis, "stackB", mode, part=mode, **search))
+    finally:
+        stop_simulator(sup, "stackB")                  # the simulator this command started, nothing else
+    if len(results) > 1:
+        say("capacity per tier mode: " + "; ".join(r["said"] for r in results))
+    return results
+
+
 def main(args) -> int:
-    result = run(load(args.config), args.hypothesis, args.stack, args.tier_mode, args.rate, args.start, args.max,
-                 args.duration_s, args.context_tokens)
-    return 0 if result["capacity"] is not None else 1
+    cfg = load(args.config)
+    search = dict(rate=args.rate, start=args.start, most=args.max, duration_s=args.duration_s,
+                  context_tokens=args.context_tokens)
+    if not args.tier_mode:
+        return 0 if run(cfg, args.hypothesis, args.stack, **search)["capacity"] is not None else 1
+    modes = list(dict.fromkeys(read_tier_mode(m, "--tier-mode") for m in args.tier_mode.split(",") if m.strip()))
+    if args.stack != "stackB" or not cfg.stacks["stackB"].kv_tiering:
+        raise ConfigError(f"--tier-mode: only Stack B has tier modes (stackB, with kv_tiering), not {args.stack}")
+    results = per_tier_mode(cfg, args.hypothesis, modes, **search)
+    return 0 if all(r["capacity"] is not None for r in results) else 1
 
 
 def register(sub) -> None:
@@ -145,11 +177,13 @@ def register(sub) -> None:
                        description=__doc__.split("\n\n")[0],
                        epilog="examples:\n  python -m rig capacity H0 --stack stackB\n"
                               "  SLO_TTFT_S=0.5 python -m rig capacity H0 --stack stackA --max 64 --duration-s 30\n"
-                              "  python -m rig capacity H0 --stack stackB --rate --start 0.5",
+                              "  python -m rig capacity H0 --stack stackB --rate --start 0.5\n"
+                              "  python -m rig capacity H2B --stack stackB --tier-mode B1,B2 --max 64",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("hypothesis", help="a fixed-context hypothesis, e.g. H0")
     p.add_argument("--stack", default="stackB", help="stack to load (default stackB)")
-    p.add_argument("--tier-mode", help="Stack B's tier mode for every probe (B0, B1, B2)")
+    p.add_argument("--tier-mode", help="Stack B's tier modes, one search each, Stack B restarted in each "
+                                       "(B0, B1, B2 or a list: B1,B2); default: Stack B as it runs")
     p.add_argument("--rate", action="store_true", help="search open-loop requests per second instead of users")
     p.add_argument("--start", type=float, default=1, help="first load probed (default 1)")
     p.add_argument("--max", type=float, default=256, help="largest load probed (default 256)")

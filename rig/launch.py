@@ -26,12 +26,12 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def experiment_dir(cfg: Harness, kind: str) -> tuple[Path, str]:
-    """``<results_dir>/<kind>-<time>/`` for one experiment and its time stamp: made by this process, which
-    holds its writer lock to the end (never released: the kernel lets go when the process ends), so
+def experiment_dir(cfg: Harness, kind: str, part: str = "") -> tuple[Path, str]:
+    """``<results_dir>/<kind>-<time>[-<part>]/`` for one experiment and its time stamp: made by this process,
+    which holds its writer lock to the end (never released: the kernel lets go when the process ends), so
     `rig hygiene` leaves a live experiment and its legs where they are."""
     ts = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = make_dir(resolve(cfg.results_dir) / f"{kind}-{ts}")
+    out = make_dir(resolve(cfg.results_dir) / f"{kind}-{ts}{'-' + part if part else ''}")
     hold_writer_lock(out)
     return out, ts
 
@@ -155,6 +155,16 @@ def run_locust(hypothesis: str, stack: str, cfg: Harness, running: list, extra_e
     code = proc.wait()
     running.remove(proc)
     return code, run_id if (resolve(cfg.results_dir) / run_id / "manifest.json").exists() else ""
+
+
+def restart_stack_b(cfg: Harness, sup: Supervisor, profile: str, tier_mode: str) -> None:
+    """Stack B in ``tier_mode`` with ``profile``'s tiers: a real one through STACK_B_RESTART_CMD (or the
+    operator), else the simulator, started by ``sup`` (the one it started before stopped first)."""
+    if os.environ.get("STACK_B_RESTART_CMD"):
+        restart_real_stack_b(cfg, profile, tier_mode)
+        return
+    stop_simulator(sup, "stackB")
+    start_simulator(cfg, sup, "stackB", profile, tier_mode=tier_mode)
 
 
 def restart_real_stack_b(cfg: Harness, profile: str, tier_mode: str = "B2") -> None:

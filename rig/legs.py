@@ -29,7 +29,7 @@ from exporters.collectors.smart import SmartReader, pick_tool
 from exporters.registry import kvbm_collector
 
 from . import local
-from .launch import end_locust, restart_real_stack_b, run_locust, say, start_simulator, stop_simulator
+from .launch import end_locust, restart_stack_b, run_locust, say, stop_simulator
 from .procs import Supervisor
 
 SIM = "stacksim-B"
@@ -141,11 +141,7 @@ class LegRunner:
         self.profile = self.cfg.hypotheses["H9"].profile
 
     def restart(self, mode: str) -> None:
-        if self.real:
-            restart_real_stack_b(self.cfg, self.profile, mode)
-            return
-        stop_simulator(self.sup, "stackB")
-        start_simulator(self.cfg, self.sup, "stackB", self.profile, tier_mode=mode)
+        restart_stack_b(self.cfg, self.sup, self.profile, mode)
 
     def serving_pid(self) -> Optional[int]:
         if self.real:

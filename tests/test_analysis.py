@@ -219,9 +219,23 @@ def _pairs_experiment(results: Path) -> Path:
     return out
 
 
+def _capacity_search(results: Path) -> dict:
+    """A `rig capacity` search's capacity.json as rig.capacity writes it: H2B on Stack B in B2, 6 users."""
+    from rig.capacity import Probe, search, sentence
+    slo = {"ttft_s": 0.5, "tpot_s": None, "e2e_s": None, "percentile": 99.0}
+    result = search(lambda load: Probe(load, f"run-{load:g}", load <= 6, ""), 1, 64, integer=True)
+    result.update(hypothesis="H2B", stack="stackB", tier_mode="B2", unit="users", slo=slo, context_tokens=4096,
+                  duration_s=30, said=sentence(result, "stackB (B2)", "users", slo, 4096))
+    out = results / "capacity-20261202T000000Z-B2"
+    out.mkdir(exist_ok=True)
+    (out / "capacity.json").write_text(json.dumps(result))
+    return result
+
+
 def test_report_from_real_runs_and_offline_export(observed, tmp_path):
     overlay, results = str(observed["overlay"]), observed["results"]
     pairs = _pairs_experiment(results)
+    searched = _capacity_search(results)
     out = tmp_path / "report"
     proc = run_module("analysis", "--config", overlay, "report", "--all", "--out", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -252,6 +266,10 @@ def test_report_from_real_runs_and_offline_export(observed, tmp_path):
     for hid in ("H2A", "H2B"):
         row = first.split(f"<td>{hid}</td>")[1].split("</tr>")[0]
         assert any(f"<td>{status}</td>" in row for status in ("supported", "not supported", "inconclusive")), row
+    # the capacity search of H2B is said in H2B's answer, and only there (#27.3)
+    said = "stackB (B2) serves 6 users, below 7 at TTFT &lt;= 500 ms (99th percentile) with 4096-token contexts"
+    assert said in first.split("<td>H2B</td>")[1].split("</tr>")[0]
+    assert said not in first.split("<td>H2A</td>")[1].split("</tr>")[0] and searched["capacity"] == 6
     # the paired experiment under the results, with its verdict, delta, interval and p-values
     assert "Paired experiments (rig pairs)" in html and pairs.name in html and "Wilcoxon p" in html
     comparison = json.loads((pairs / "comparisons.json").read_text())[0]
@@ -559,13 +577,13 @@ def test_output_tokens_per_joule_is_missing_without_an_energy_counter():
 def test_a_damaged_experiment_file_is_one_line_of_the_report(tmp_path):
     """A pairs or capacity directory whose JSON was cut (a full disk) costs its own line, not the report."""
     from analysis.document import Document
-    from analysis.report import capacity_section, pairs_section
+    from analysis.report import capacities, capacity_section, pairs_section
     for kind, name in (("pairs-1", "verdict.json"), ("capacity-1", "capacity.json")):
         (tmp_path / kind).mkdir()
         (tmp_path / kind / name).write_text('{"cut')
     doc = Document()
     pairs_section([tmp_path / "pairs-1"], doc)
-    capacity_section([tmp_path / "capacity-1"], doc)
+    capacity_section(capacities([tmp_path / "capacity-1"], doc), doc)
     lines = doc.markdown(tmp_path).strip().splitlines()
     assert [line.split(": not read")[0] for line in lines if line] == [
         str(tmp_path / "pairs-1" / "verdict.json"), str(tmp_path / "capacity-1" / "capacity.json")]

@@ -5,9 +5,10 @@ import json
 import math
 import os
 
+import psutil
 import pytest
 
-from conftest import Sim, run_module, stack_a_overlay
+from conftest import Sim, pairs_overlay, run_module, stack_a_overlay
 from rig.capacity import Probe, search
 
 
@@ -59,9 +60,42 @@ def test_capacity_finds_the_simulators_batch_slots(tmp_path):
     assert "stackA serves 4 users, below 5 at TTFT <= 200 ms, TPOT <= 100 ms (90th percentile) with 256-token " \
            "contexts; confirmed by a repeat" in proc.stdout
     from analysis.document import Document
-    from analysis.report import capacity_section
+    from analysis.report import capacities, capacity_section
     doc = Document()
-    capacity_section([found.parent], doc)                      # the report shows it, with its bracketing runs
+    capacity_section(capacities([found.parent], doc), doc)     # the report shows it, with its bracketing runs
     md = doc.markdown(tmp_path)
     assert result["said"] in md and "| [4, 5) |" in md
     assert all(p["run_id"] in md for p in result["probes"] if p["load"] in (4, 5))
+
+
+@pytest.mark.timeout(200)
+def test_capacity_per_tier_mode_restarts_stack_b_in_each(tmp_path):
+    """`--tier-mode B0,B2`: one search per mode, each with Stack B (the simulator this command starts) restarted
+    in that mode, each answer in its own directory; the simulator is gone afterwards."""
+    overlay = pairs_overlay(tmp_path)
+    overlay.write_text(overlay.read_text() + "  H0: {profile: stress, repetitions: 1, params: {context_tokens: 256, "
+                                             "max_tokens: 8, think_time_s: 0}}\n")
+    env = {**os.environ, "SLO_TTFT_S": "5", "SLO_PERCENTILE": "50", "MODEL": "l70b"}
+    proc = run_module("rig", "--config", str(overlay), "capacity", "H0", "--tier-mode", "off,B2", "--start", "2",
+                      "--max", "2", "--duration-s", "2", env=env, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "simulated stackB (stress, B0)" in out and "simulated stackB (stress, B2)" in out
+    found = {json.loads(p.read_text())["tier_mode"]: p for p in (tmp_path / "results").glob("capacity-*/capacity.json")}
+    assert set(found) == {"B0", "B2"} and all(p.parent.name.endswith("-" + m) for m, p in found.items())
+    for mode, path in found.items():
+        result = json.loads(path.read_text())
+        assert result["capacity"] == 2 and result["said"].startswith(f"stackB ({mode}) serves 2 users")
+        runs = [json.loads((tmp_path / "results" / p["run_id"] / "manifest.json").read_text()) for p in result["probes"]]
+        assert {m["tier_mode"] for m in runs} == {mode}
+    assert "capacity per tier mode: stackB (B0) serves 2 users" in out
+    left = [p for p in psutil.process_iter(["cmdline"]) if str(overlay) in " ".join(p.info["cmdline"] or ())]
+    assert not left, left                                     # the simulator it started is stopped
+
+
+def test_tier_modes_are_for_stack_b_only(tmp_path):
+    proc = run_module("rig", "--config", str(pairs_overlay(tmp_path)), "capacity", "H0", "--stack", "stackA",
+                      "--tier-mode", "B1")
+    assert proc.returncode != 0 and "--tier-mode: only Stack B has tier modes" in proc.stderr
+    proc = run_module("rig", "--config", str(pairs_overlay(tmp_path)), "capacity", "H0", "--tier-mode", "B9")
+    assert proc.returncode != 0 and "--tier-mode: expected one of B0, B1, B2" in proc.stderr

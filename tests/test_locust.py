@@ -197,6 +197,7 @@ def test_the_console_says_what_runs_each_steps_numbers_and_the_next_command(rig)
         assert f"ttft p50/p99 ms {ms(row.ttft_p50_s)}/{ms(row.ttft_p99_s)}" in line, line
         assert f"itl p50/p99 ms {ms(row.itl_p50_s)}/{ms(row.itl_p99_s)}" in line and row.itl_p50_s > 0
         assert f"tpot p50/p99 ms {ms(row.tpot_p50_s)}/{ms(row.tpot_p99_s)}" in line and row.tpot_p50_s > 0
+        assert f"good {row.good_share:.0%} {'ok' if row.meets_slo else 'MISS'}" in line, line
         assert f"errors {row.errors}" in line and "kv_tier2 r/s n/a" in line and "disk onboard n/a" in line
     assert f"complete: 2 of 2 steps in {run}; next: python -m analysis --config {rig['overlay']} report --run " \
            f"{run.name}" in out

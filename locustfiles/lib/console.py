@@ -29,8 +29,8 @@ from configs.spill import prediction
 
 # seconds a master waits after a step's end for its workers' last records of it (they flush twice a second)
 WORKER_LAG_S = 1.0
-COLUMNS = ("step", "label", "ok", "ttft p50/p99 ms", "itl p50/p99 ms", "tpot p50/p99 ms", "out tok/s", "errors",
-           "cut", "shed")
+COLUMNS = ("step", "label", "ok", "ttft p50/p99 ms", "itl p50/p99 ms", "tpot p50/p99 ms", "out tok/s", "good",
+           "errors", "cut", "shed")
 TIERED = ("kv_tier2 r/s", "disk onboard")
 
 
@@ -41,6 +41,15 @@ def ms(seconds: float) -> str:
 
 def _ms(a: float, b: float) -> str:
     return "n/a" if math.isnan(a) else f"{ms(a)}/{ms(b)}"
+
+
+def good(row: dict) -> str:
+    """The share of served requests within the request objective, and whether the step meets it (the
+    objective's percentile): "97% ok", "80% MISS"."""
+    share = row["good_share"]
+    if share is None or math.isnan(share):
+        return "n/a"
+    return f"{share:.0%} {'ok' if row['meets_slo'] else 'MISS'}"
 
 
 def duration(seconds: float) -> str:
@@ -147,7 +156,7 @@ class Console:
         cells = [str(row["slot"] + 1), row["label"], str(row["ok"]), _ms(row["ttft_p50_s"], row["ttft_p99_s"]),
                  _ms(row["itl_p50_s"], row["itl_p99_s"]), _ms(row["tpot_p50_s"], row["tpot_p99_s"]),
                  "n/a" if math.isnan(row["output_tokens_per_s"]) else f"{row['output_tokens_per_s']:.0f}",
-                 str(row["errors"]), str(row["cancelled_by_step"]), str(row["shed_by_client"])]
+                 good(row), str(row["errors"]), str(row["cancelled_by_step"]), str(row["shed_by_client"])]
         return cells + ([row["kv_tier2 r/s"], row["disk onboard"]] if self.tiered else [])
 
     # ---- the end ------------------------------------------------------------------------------------
