@@ -63,6 +63,7 @@ bench: setup
 	$(PY) bench/exporter_cost.py
 	$(PY) bench/fio_vs_iostat.py
 	$(PY) bench/client_bench.py
+	$(PY) bench/aiperf_vs_rig.py
 	$(PY) bench/report_bench.py
 	$(PY) bench/soak_bench.py
 	$(PY) bench/fleet_sizing.py
