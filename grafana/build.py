@@ -108,15 +108,18 @@ class Board:
 
     def panel(self, title: str, exprs: list[tuple[str, str]], unit: str = "short", width: int = 12,
               description: str = "", needs: str = "", overrides: list | None = None, kind: str = "timeseries",
-              max_: float | None = None, threshold: float | None = None, height: int = 8) -> None:
-        """A panel; ``threshold``: the value where a number turns bad (drawn as a line, red beyond on a stat)."""
+              max_: float | None = None, threshold: float | None = None, height: int = 8,
+              bad_below: bool = False) -> None:
+        """A panel; ``threshold``: the value where a number turns bad (drawn as a line, red beyond on a stat;
+        ``bad_below``: red under it, as a share that must reach a percentile)."""
         if self._x + width > 24:
             self._x, self._y = 0, self._y + self._row_height
         self._row_height = height if self._x == 0 else max(self._row_height, height)
         defaults = {"unit": unit, **({"max": max_} if max_ is not None else {})}
         if threshold is not None:
-            defaults["thresholds"] = {"mode": "absolute", "steps": [{"color": "green", "value": None},
-                                                                   {"color": "red", "value": threshold}]}
+            low, high = ("red", "green") if bad_below else ("green", "red")
+            defaults["thresholds"] = {"mode": "absolute", "steps": [{"color": low, "value": None},
+                                                                   {"color": high, "value": threshold}]}
             if kind == "timeseries":
                 defaults["custom"] = {"thresholdsStyle": {"mode": "line"}}
         options = {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
@@ -244,6 +247,12 @@ def run_overview() -> Board:
         (f'max by (stack) ({rule}{{{SEL_RUN}}})', f"{{{{stack}}}} {q}")
         for rule, q in ((R.TPOT_P50, "p50"), (R.TPOT_P99, "p99"))], unit="s",
         description="(E2E - TTFT) / (output tokens - 1) per request, as vLLM's benchmark and aiperf define it")
+    objective_shares(b)
+    b.panel("Output tokens per joule (GPUs' energy counter)", [
+        (f'max by (stack) ({R.OUTPUT_TOKENS_PER_JOULE}{{{SEL_RUN}}})', "{{stack}}")], unit="short",
+        description="Served output tokens/s over the GPUs' power from NVML's energy counter; empty where NVML has "
+                    "no energy counter (GB10 may not): never a 0",
+        needs="NVML's energy counter (nvmlDeviceGetTotalEnergyConsumption)")
     fe = [f"{x:g}" for x in V.FE_TTFT_BUCKETS if x > 0]
     widest = max(b / a for a, b in zip(V.FE_TTFT_BUCKETS[1:], V.FE_TTFT_BUCKETS[2:]))
     b.panel("Stack-side TTFT p99 (frontend's own histograms)", [
@@ -255,6 +264,32 @@ def run_overview() -> Board:
                     "load generator's own histograms (buckets at most 1.2x apart); the report's exact "
                     "percentiles come from the request records.")
     return b
+
+
+def objective_shares(b: Board) -> None:
+    """Per bound of the request objective (objectives.requests), the share of served requests within it, read
+    from the load generator's histogram at the largest bucket edge not over the bound: a share that can only
+    understate, never a pass the records would not give. Goodput needs every bound at once, which separate
+    histograms cannot say: the report's good_share and goodput_rps come from the records."""
+    from prometheus_client.utils import floatToGoString
+    slo = load().objectives.requests
+    targets, said = [], []
+    for name, series, buckets, bound in (("TTFT", S.REQUEST_TTFT, S.LATENCY_BUCKETS, slo.ttft_s),
+                                         ("TPOT", S.REQUEST_TPOT, S.GAP_BUCKETS, slo.tpot_s),
+                                         ("E2E", S.REQUEST_E2E, S.LATENCY_BUCKETS, slo.e2e_s)):
+        edges = [x for x in buckets if bound is not None and x <= bound]
+        if not edges:
+            continue
+        le = floatToGoString(edges[-1])
+        targets.append((f'sum by (stack) (rate({series.name}_bucket{{{SEL_RUN}, le="{le}"}}[30s])) / '
+                        f'sum by (stack) (rate({series.name}_count{{{SEL_RUN}}}[30s]))', f"{{{{stack}}}} {name} <= {le} s"))
+        said.append(f"{name} <= {bound:g} s read at the bucket edge {le} s")
+    if targets:
+        b.panel(f"Requests within the objective's bounds (line: {slo.percentile:g} %)", targets,
+                unit="percentunit", max_=1, threshold=slo.percentile / 100, bad_below=True,
+                description="Share of served requests within each bound of objectives.requests (" + "; ".join(said)
+                            + "): it can only understate. A hypothesis' own slo is not drawn here; goodput "
+                            "(every bound at once) is in the report, from the request records.")
 
 
 def kv_tiers() -> Board:

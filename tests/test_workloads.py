@@ -6,7 +6,7 @@ import pytest
 
 from configs import ConfigError, WorkloadParams
 from locustfiles.lib import workloads
-from locustfiles.lib.metrics import BUCKETS
+from configs.vocabulary.series import LATENCY_BUCKETS as BUCKETS
 from locustfiles.lib.prompts import PromptSizer
 from configs.runfiles import RecordWriter, RequestRecord, read_records
 from locustfiles.lib.stream import error_message

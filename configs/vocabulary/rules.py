@@ -36,6 +36,7 @@ FRONTEND_FAILURES_RATE = "stack:dynamo_frontend_failures:rate30s"
 
 CPU_IOWAIT_RATIO = "instance:sparkrig_cpu_iowait:ratio_rate5s"
 GPU_ENERGY_RATE = "instance:sparkrig_gpu_energy_joules:rate30s"     # watts, from NVML's energy counter
+OUTPUT_TOKENS_PER_JOULE = "run_stack:sparkrig_request_output_tokens:per_joule_rate30s"
 MEMORY_AVAILABLE_RATIO = "instance:sparkrig_memory_available:ratio"
 MEMORY_USED = "instance:sparkrig_memory_used:bytes"
 PRESSURE_IO_RATIO = "instance:sparkrig_pressure_io_waiting:ratio_rate30s"
@@ -146,6 +147,11 @@ over Locust worker processes; and the knee test's p99/p50 ratio.""", (
         Rule(GPU_ENERGY_RATE, f"sum by (instance) (rate({S.GPU_ENERGY.total}{_SLOW}))",
              "the GPUs' power from NVML's energy counter (joules per second): what output tokens per joule\n"
              "divide by; none where NVML has no energy counter"),
+        Rule(OUTPUT_TOKENS_PER_JOULE,
+             f"sum by (run_id, stack) (rate({S.OUTPUT_TOKENS.total}{_SLOW}))\n"
+             f"  / on() group_left() sum({GPU_ENERGY_RATE})",
+             "output tokens per joule of the GPUs: the load generator's served output tokens over every GPU's\n"
+             "power (one stack served at a time on a rig); none where NVML has no energy counter, never a 0"),
     )),
     RuleFile("kv", "sparkrig_kv", """\
 KV tiers from the kvbm exporter's normalised series: bytes and blocks per second per tier pair,

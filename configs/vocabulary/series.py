@@ -52,11 +52,24 @@ STEP_LABELS = RUN_LABELS + ("step",)
 PAIR = ("direction", "from_tier", "to_tier")
 
 # ---- load generator (locustfiles/lib/metrics.py) ----------------------------------------------------
+def geometric_buckets(low: float, high: float, ratio: float = 1.2) -> tuple[float, ...]:
+    out, b = [], low
+    while b < high:
+        out.append(round(b, 6))
+        b *= ratio
+    return tuple(out) + (high,)
+
+
+# at most 1.2x apart, so a histogram p99 is within 20 % and a dashboard can read a share under a bound
+LATENCY_BUCKETS = geometric_buckets(0.005, 120.0)     # TTFT, E2E
+GAP_BUCKETS = geometric_buckets(0.0005, 10.0)         # ITL, TPOT
 REQUEST_TTFT = Series("sparkrig_request_ttft_seconds", "histogram", "Time to first text token", STEP_LABELS)
 REQUEST_E2E = Series("sparkrig_request_e2e_seconds", "histogram", "Request end to end", STEP_LABELS)
 REQUEST_ITL = Series("sparkrig_request_itl_seconds", "histogram", "Gap between text chunks", STEP_LABELS)
 REQUEST_TPOT = Series("sparkrig_request_tpot_seconds", "histogram",
                       "Time per output token after the first: (E2E - TTFT) / (output tokens - 1)", STEP_LABELS)
+OUTPUT_TOKENS = Series("sparkrig_request_output_tokens", "counter",
+                       "Output tokens of served requests (the server's usage.completion_tokens)", STEP_LABELS)
 REQUESTS = Series("sparkrig_requests", "counter", "Requests by HTTP status and error class",
                   STEP_LABELS + ("status", "error_class"))
 LOADGEN_USERS = Series("sparkrig_loadgen_active_users", "gauge", "Locust users running in this process", RUN_LABELS)

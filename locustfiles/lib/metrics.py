@@ -19,18 +19,6 @@ from configs.vocabulary import series as S
 from .histogram import BatchHistogram
 
 
-def geometric_buckets(low: float = 0.005, high: float = 120.0, ratio: float = 1.2) -> tuple[float, ...]:
-    out, b = [], low
-    while b < high:
-        out.append(round(b, 6))
-        b *= ratio
-    return tuple(out) + (high,)
-
-
-BUCKETS = geometric_buckets()
-ITL_BUCKETS = geometric_buckets(0.0005, 10.0)
-
-
 def worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -47,11 +35,12 @@ class LoadgenMetrics:
             h = BatchHistogram(series.name, series.help, series.labels, buckets)
             r.register(h)
             return h
-        self.ttft = histogram(S.REQUEST_TTFT, BUCKETS)
-        self.e2e = histogram(S.REQUEST_E2E, BUCKETS)
-        self.itl = histogram(S.REQUEST_ITL, ITL_BUCKETS)
-        self.tpot = histogram(S.REQUEST_TPOT, ITL_BUCKETS)
+        self.ttft = histogram(S.REQUEST_TTFT, S.LATENCY_BUCKETS)
+        self.e2e = histogram(S.REQUEST_E2E, S.LATENCY_BUCKETS)
+        self.itl = histogram(S.REQUEST_ITL, S.GAP_BUCKETS)
+        self.tpot = histogram(S.REQUEST_TPOT, S.GAP_BUCKETS)
         self.requests = make(Counter, S.REQUESTS)
+        self.output_tokens = make(Counter, S.OUTPUT_TOKENS)
         self.users = make(Gauge, S.LOADGEN_USERS)
         self.step = make(Gauge, S.LOADGEN_STEP)
         self.concurrency = make(Gauge, S.LOADGEN_CONCURRENCY)
@@ -79,6 +68,7 @@ class LoadgenMetrics:
             self.e2e.observe(key, (record.e2e_s,))
             self.itl.observe(key, record.itl_s)
             tokens = record.completion_tokens or 0
+            self.output_tokens.labels(**lb).inc(tokens)
             if record.ttft_s is not None and tokens > 1 and record.e2e_s > record.ttft_s:
                 self.tpot.observe(key, (tpot(record.e2e_s, record.ttft_s, tokens),))
         self.requests.labels(**lb, status=str(record.status), error_class=record.error_class or "").inc()
