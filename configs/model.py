@@ -296,6 +296,10 @@ class EngineParams:
     max_loras: int
     lora_load_ms: float
     time_scale: float = 1.0
+    # fault mode, off in every shipped profile: ai-dynamo/dynamo #15079 (kvbm 1.4.2): a disk onboard whose
+    # transfer failed is still counted as a full hit (kvbm_onboard_blocks_d2d, matched tokens) and the
+    # request answered 200; the simulator then reads nothing and prefills the blocks again
+    count_failed_disk_onboards: bool = False
 
     def __post_init__(self):
         for name in ("max_batch_size", "max_num_tokens", "max_output_tokens", "max_queue", "max_loras"):

@@ -173,9 +173,12 @@ class Engine:
                 self._fetched("host", t)
             if adm.from_disk:
                 t = self.clock()
-                results = await asyncio.gather(*(self._read_block(h, slot, w) for h, slot, w in adm.from_disk))
+                if self.p.count_failed_disk_onboards:       # #15079: the transfer fails, the hit is counted
+                    results = [False] * len(adm.from_disk)
+                else:
+                    results = await asyncio.gather(*(self._read_block(h, slot, w) for h, slot, w in adm.from_disk))
                 self._fetched("disk", t)
-                self.kv.disk_onboarded(adm, results)
+                self.kv.disk_onboarded(adm, results, count_failed=self.p.count_failed_disk_onboards)
                 seq.prefill_left += results.count(False) * self.kv.block_tokens
         except Exception as exc:  # an I/O failure fails this request, not the server
             log.warning("onboarding %s failed: %s", seq.id, exc)

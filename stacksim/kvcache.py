@@ -157,20 +157,25 @@ class TieredKVCache:
             self._count_lookup(adm, 0)
         return adm
 
-    def disk_onboarded(self, adm: Admission, ok: list[bool]) -> None:
+    def disk_onboarded(self, adm: Admission, ok: list[bool], count_failed: bool = False) -> None:
         """The engine read ``adm.from_disk`` back; ``ok`` says which reads returned the block. Only
         those are onboards, matched tokens and disk hits; an unreadable block leaves tier2 and its
-        tokens are prefilled again."""
+        tokens are prefilled again. ``count_failed``: KVBM 1.4.2's bug (ai-dynamo/dynamo #15079), every
+        block counted as onboarded and matched whether or not its transfer succeeded."""
         good = sum(ok)
+        counted = len(ok) if count_failed else good
         c = self.counters
-        c.onboard_blocks_d2d += good
-        c.matched_tokens += good * self.block_tokens
-        c.tier2_read_errors += len(ok) - good
+        c.onboard_blocks_d2d += counted
+        c.matched_tokens += counted * self.block_tokens
         adm.cached_blocks -= len(ok) - good
+        if count_failed:                 # nothing says the transfer failed: the block stays, to fail again
+            self._count_lookup(adm, counted)
+            return
+        c.tier2_read_errors += len(ok) - good
         for (h, slot, _w), fine in zip(adm.from_disk, ok):
             if not fine and self._t2.get(h) == slot:
                 self._drop_t2(h, evicted=False)
-        self._count_lookup(adm, good)
+        self._count_lookup(adm, counted)
 
     def _count_lookup(self, adm: Admission, disk_hits: int) -> None:
         if adm.looked and (self.capacity1 or self.tier2):

@@ -179,12 +179,12 @@ loadgen: {{metrics_port: {free_port()}, ready_timeout_s: 10}}
     return path
 
 
-def pairs_overlay(tmp, tier2_bytes: str = "256MiB", openai_port: int | None = None):
+def pairs_overlay(tmp, tier2_bytes: str = "256MiB", openai_port: int | None = None, engine: str = ""):
     """An overlay for `rig pairs` and `rig rehydrate` legs on a small simulated Stack B under ``tmp``."""
     overlay = tmp / "pairs.yaml"
     overlay.write_text(f"""results_dir: {tmp / 'results'}
 run_dir: {tmp / 'run'}
-engine: {{time_scale: 0.25, lora_count: 0}}
+engine: {{time_scale: 0.25, lora_count: 0{', ' + engine if engine else ''}}}
 stacks:
   stackB: {{openai_base: 'http://127.0.0.1:{openai_port or free_port()}/v1', metrics_url: 'http://127.0.0.1:{free_port()}/metrics',
             kvbm_metrics_url: 'http://127.0.0.1:{free_port()}/metrics',

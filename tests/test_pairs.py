@@ -180,6 +180,22 @@ def test_the_early_gate_stops_when_b2_has_no_disk_tier(tmp_path):
     assert len(list(csv.DictReader(open(out / "legs.csv")))) == 2          # what ran is kept
 
 
+@fault("28.4", "KVBM counts a disk hit whose transfer failed and answers 200 (ai-dynamo/dynamo #15079, kvbm 1.4.2; "
+       "the simulator's engine.count_failed_disk_onboards)",
+       "the first B2 leg stops the experiment with DISK_READS_NOT_BACKED: KVBM's onboard counter moved, the serving "
+       "process read nothing", ("pairs:DISK_READS_NOT_BACKED",))
+def test_disk_hits_the_disk_never_served_are_not_backed(tmp_path):
+    overlay = pairs_overlay(tmp_path, engine="count_failed_disk_onboards: true")
+    proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", "--duration-s", "2", "--concurrency",
+                      "2", "--context-tokens", "1024", timeout=240)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-2000:]
+    out = only(tmp_path, "pairs-*[0-9]Z")
+    assert json.loads((out / "verdict.json").read_text())["reasons"] == ["DISK_READS_NOT_BACKED"]
+    b2 = next(r for r in csv.DictReader(open(out / "legs.csv")) if r["mode"] == "B2")
+    assert float(b2["onboard_disk_blocks"]) > 0 and int(b2["errors"]) == 0      # KVBM's word, and 200s
+    assert float(b2["process_read_bytes"]) < float(b2["onboard_disk_bytes"]) / 2   # what the process read
+
+
 @fault("pairs.dead", "`rig pairs` against a frontend that does not answer", "stops before any leg: PREFLIGHT_FRONTEND_UNREACHABLE", ("pairs:PREFLIGHT_FRONTEND_UNREACHABLE",))
 def test_preflight_names_a_dead_endpoint(tmp_path):
     overlay = pairs_overlay(tmp_path)
