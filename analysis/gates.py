@@ -202,7 +202,13 @@ def kv_up_share(frames: dict, start: float, end: float) -> float:
     return fresh_share(scraped_times(frames, "kv"), start, end)
 
 
-def mechanism(written: float, read: float, reads: DiskReads, kv_up_share: float = math.nan) -> Gate:
+FILTER_HINT = ("KVBM's disk-offload filter was on (a block reaches the disk only on its second offload within "
+               "600 s), so blocks offloaded once never reach it: set the profile's disk_offload_filter: false "
+               "(DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER=true on the worker)")
+
+
+def mechanism(written: float, read: float, reads: DiskReads, kv_up_share: float = math.nan,
+              filter_on: bool = False) -> Gate:
     """KVBM's counters say what it believes it moved; the pass needs bytes that were really read, by the
     serving process where that is observed. KV read back from a tier written before this run (H4B after
     H2B) is the mechanism too, so "nothing written" fails only when nothing was read either. A claim
@@ -216,6 +222,9 @@ def mechanism(written: float, read: float, reads: DiskReads, kv_up_share: float 
                     ("kv_offload_disk_bytes", "kv_onboard_disk_bytes"))
     if not read > 0:
         if not written > 0:
+            if filter_on:
+                return Gate("ssd_mechanism", "fail", "DISK_OFFLOAD_FILTER_ON",
+                            f"no KV bytes written to or read from the disk tier: {FILTER_HINT}")
             return Gate("ssd_mechanism", "fail", "GATE_NO_SSD_MECHANISM_SIGNAL",
                         "no KV bytes written to or read from the disk tier")
         return Gate("ssd_mechanism", "fail", "REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY",

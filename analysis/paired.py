@@ -83,6 +83,7 @@ class Mechanism:
     write: Optional[bool]
     rehydrate: Optional[bool]
     backed: Optional[bool] = None
+    filter_on: bool = False          # KVBM's disk-offload filter, as the legs' profile set it
 
     @property
     def reason(self) -> Optional[str]:
@@ -90,7 +91,8 @@ class Mechanism:
             return "TELEMETRY_MISSING"
         if self.rehydrate:
             return {True: None, False: "DISK_READS_NOT_BACKED"}.get(self.backed, "TELEMETRY_MISSING")
-        return "REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY" if self.write else "GATE_NO_SSD_MECHANISM_SIGNAL"
+        return "REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY" if self.write else \
+            "DISK_OFFLOAD_FILTER_ON" if self.filter_on else "GATE_NO_SSD_MECHANISM_SIGNAL"
 
 
 @dataclass

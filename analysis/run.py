@@ -234,7 +234,8 @@ def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) 
     if tiered and H.claims_storage(hyp) and manifest.get("tier_mode") in (None, "B2"):   # B0/B1: no disk tier
         out.append(G.mechanism(total(frames, "kv_offload_disk_bytes", start, end),
                                total(frames, "kv_onboard_disk_bytes", start, end),
-                               disk_reads(manifest, frames, start, end), G.kv_up_share(frames, start, end)))
+                               disk_reads(manifest, frames, start, end), G.kv_up_share(frames, start, end),
+                               filter_on=manifest.get("disk_offload_filter") is True))
     return out
 
 

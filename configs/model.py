@@ -132,6 +132,9 @@ class Profile:
     prefetch_enable: bool = False
     prefetch_depth: int = 0
     telemetry_cadence_ms: int = 200
+    # KVBM's CPU->disk offload filter (on by default in KVBM: a block reaches the disk only on its second
+    # offload within 600 s; stacksim/offload_filter.py). False: DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER=true.
+    disk_offload_filter: bool = True
 
     def __post_init__(self):
         _check(self.kv_block_size_bytes > 0, "kv_block_size_bytes", "must be positive")

@@ -47,6 +47,8 @@ def tier_env(cfg: Harness, profile: str, stack: str = "stackB", tier_mode: str =
         "DYN_KVBM_DISK_CACHE_GB": _gb(p.tier2_bytes),
         "DYN_KVBM_DISK_CACHE_DIR": tier2,
         "DYN_KVBM_METRICS": "true",
+        # KVBM reads "true" or "1" only (lib/bindings/kvbm/src/block_manager.rs); unset leaves its filter on
+        "DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER": None if p.disk_offload_filter else "true",
     }
     if kvbm_url:
         env["DYN_KVBM_METRICS_PORT"] = str(urlparse(kvbm_url).port or 6880)
@@ -54,6 +56,7 @@ def tier_env(cfg: Harness, profile: str, stack: str = "stackB", tier_mode: str =
         env["DYN_KVBM_DISK_CACHE_GB"] = "0"
         env["DYN_KVBM_TIER2_BYTES"] = "0"
         env["DYN_KVBM_DISK_CACHE_DIR"] = None         # unset: a value left from a B2 start must not linger
+        env["DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER"] = None
     if mode == "B0":
         env = {k: None for k in env if k.startswith("DYN_KVBM_")}
     return {"DYN_KVBM_TIER_MODE": mode, **env}

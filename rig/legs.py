@@ -191,7 +191,8 @@ class LegRunner:
                **metrics, "errors": errors, "metric_used": used, **grown(before, after),
                "process_read_bytes": io_after["read_bytes"] - io_before["read_bytes"] if io_before and io_after
                else math.nan, "locust_exit": code,
-               "run_status": manifest["status"], "blocked": (manifest.get("blocked") or {}).get("reason") or ""}
+               "run_status": manifest["status"], "blocked": (manifest.get("blocked") or {}).get("reason") or "",
+               "disk_offload_filter": manifest.get("disk_offload_filter")}
         say(f"    TTFC p50 {row['ttfc_p50_ms']:.1f} ms, p99 {row['ttfc_p99_ms']:.1f} ms, {row['replay_requests']} "
             f"replayed, {errors} errors, {row['onboard_disk_blocks']:g} blocks onboarded from disk")
         return row

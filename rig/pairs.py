@@ -115,8 +115,10 @@ def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, cont
                             gate != "TELEMETRY_MISSING":
                         if mechanism_gate:
                             _write(out, rows, legs, [], flags, modes)
+                            hint = f"; {G.FILTER_HINT}" if gate == "DISK_OFFLOAD_FILTER_ON" else ""
                             return _stop(out, [gate], "the first B2 leg read nothing back from its disk tier "
-                                         f"({gate}): no SSD mechanism to compare (--no-mechanism-gate to go on)")
+                                         f"({gate}): no SSD mechanism to compare (--no-mechanism-gate to go "
+                                         f"on){hint}")
                         flags.append("MECHANISM_GATE_DISABLED")
             stop.check()
         except StartError as exc:
@@ -162,7 +164,8 @@ def _mechanism(rows: list[dict]) -> P.Mechanism:
              for r in claimed]
     backed = False if any(g.reason == "DISK_READS_NOT_BACKED" for g in gates) else \
         True if gates and all(g.status == "pass" for g in gates) else None
-    return P.Mechanism(write=any(r["offload_disk_bytes"] > 0 for r in b2), rehydrate=bool(claimed), backed=backed)
+    return P.Mechanism(write=any(r["offload_disk_bytes"] > 0 for r in b2), rehydrate=bool(claimed), backed=backed,
+                       filter_on=any(r.get("disk_offload_filter") is True for r in b2))
 
 
 def _write(out: Path, rows: list[dict], legs: list[P.Leg], comparisons: list, flags: list[str],

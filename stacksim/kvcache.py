@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from . import eviction
+from .offload_filter import FrequencyFilter
 from .tier2 import Tier2Store
 
 log = logging.getLogger("stacksim.kv")
@@ -52,12 +53,15 @@ class Admission:
 
 class TieredKVCache:
     def __init__(self, tier0_blocks: int, tier1_blocks: int, tier2: Optional[Tier2Store], policy: str,
-                 block_tokens: int, io: Optional[Callable[..., Future]] = None, hit_window: int = 64) -> None:
+                 block_tokens: int, io: Optional[Callable[..., Future]] = None, hit_window: int = 64,
+                 offload_filter: Optional[FrequencyFilter] = None) -> None:
         # io(fn, *args) runs blocking tier2 I/O off the event loop and returns an asyncio Future,
         # so completion callbacks run on the loop thread with the rest of the bookkeeping.
         self.capacity0 = tier0_blocks
         self.capacity1 = tier1_blocks
         self.tier2 = tier2
+        # KVBM attaches its disk-offload filter to the host tier, and only with a disk tier
+        self.offload_filter = offload_filter if tier2 is not None and tier1_blocks else None
         self.block_tokens = block_tokens
         self.io = io
         self.counters = Counters()
@@ -203,7 +207,8 @@ class TieredKVCache:
             if len(self._t1) + self._held1 >= self.capacity1:
                 victim = self._t1.victim()
                 self._t1.forget(victim)
-                self._to_disk(victim, "offload_blocks_h2d")
+                if self.offload_filter is None or self.offload_filter.should_offload(victim):
+                    self._to_disk(victim, "offload_blocks_h2d")
             self._t1.add(h)
         elif self.tier2 is not None:
             self._to_disk(h, "offload_blocks_d2d")

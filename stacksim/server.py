@@ -21,6 +21,7 @@ from .engine import Engine, Rejected, Seq
 from .kvcache import TieredKVCache
 from .lora import LoraStore
 from .metrics import FrontendMetrics, KvbmMetrics, WorkerMetrics
+from .offload_filter import DECAY_S, FrequencyFilter
 from .ownership import DirLock, bind, check_free, claim_dir
 from .tier2 import Tier2Store
 from .tokens import MAX_TOKEN_CHARS, block_hashes, render_chat, tokenize
@@ -175,7 +176,8 @@ class StackServer:
         self.kv = TieredKVCache(
             tier0_blocks=p.tier0_bytes // block,
             tier1_blocks=p.tier1_bytes // block if self.dynamo and o.tier_mode != "B0" else 0,
-            tier2=tier2, policy=p.eviction_policy, block_tokens=p.kv_block_size_tokens, io=io)
+            tier2=tier2, policy=p.eviction_policy, block_tokens=p.kv_block_size_tokens, io=io,
+            offload_filter=FrequencyFilter(DECAY_S * e.time_scale) if p.disk_offload_filter else None)
         self.engine = Engine(e, self.kv, block, o.seed, io, self.lora)
         self.metrics = FrontendMetrics(self.engine, "dynamo" if self.dynamo else "trtllm", o.model)
         self.engine.start()

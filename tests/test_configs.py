@@ -261,6 +261,20 @@ def test_tier_env_follows_the_tier_mode():
     assert run_module("configs.tier_env", "--profile", "spill", "--tier-mode", "B9").returncode == 2
 
 
+def test_tier_env_sets_kvbms_disk_offload_filter_as_the_profile_says():
+    """spill and stress exist to put KV on the disk: KVBM's filter (a block reaches the disk only on its second
+    offload) is off there, in the spelling KVBM reads ("true"); comfy and any mode without a disk tier leave it
+    unset, so a value from an earlier start cannot linger."""
+    def run(profile, mode="B2"):
+        script = ("export DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER=stale; "
+                  f'eval "$({sys.executable} -m configs.tier_env --profile {profile} --tier-mode {mode})"; '
+                  'echo "${DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER-unset}"')
+        return subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    assert run("spill") == run("stress") == "true"
+    assert run("comfy") == run("spill", "B1") == run("spill", "B0") == "unset"
+
+
 def test_tier_env_quotes_hostile_paths(write_yaml, tmp_path):
     canary = tmp_path / "canary"
     hostile = f"/tmp/kv dir/$(touch {canary})/'q'"

@@ -191,6 +191,7 @@ def test_the_console_says_what_runs_each_steps_numbers_and_the_next_command(rig)
     assert "[H2B] spill: no step can reach the disk tier" in out                 # 4 users: nothing spills
     _, records = load_run(run)
     table = step_table(manifest(run), records)
+    assert manifest(run)["disk_offload_filter"] is False        # the spill profile turns KVBM's filter off
     lines = [line for line in out.splitlines() if line.startswith("[H2B] step ") and " done, " in line]
     assert len(lines) == 2 and "[H2B] step 2/2 begins: context_tokens=512 (rep 1)" in out
     for line, (_, row) in zip(lines, table.iterrows()):

@@ -475,3 +475,46 @@ def test_a_fault_inside_the_engine_fails_its_requests_and_the_loop_goes_on(monke
     first, events, alive, faults = asyncio.run(scenario())
     assert first[0] == "error" and first[1].status == 500 and "engine fault" in first[1].message
     assert [e[0] for e in events] == ["token", "token", "token", "done"] and alive and faults == 1
+
+
+def test_the_disk_offload_filter_counts_as_kvbm_does():
+    """filter.rs: a count starts at 1 and doubles per sighting; a block goes to disk at 2 or more; each decay
+    period takes 1 from every count and forgets those at 0."""
+    from stacksim.offload_filter import FrequencyFilter
+    now = [0.0]
+    f = FrequencyFilter(decay_s=10, clock=lambda: now[0])
+    assert [f.should_offload(b"a") for _ in range(3)] == [False, True, True]      # 1, 2, 4
+    assert f.should_offload(b"b") is False and f.filtered == 2
+    now[0] = 25.0                                       # two periods: a 8 -> 6, b 1 -> gone
+    assert f.should_offload(b"b") is False               # a first sighting again
+    assert f.should_offload(b"a") is True
+    now[0] = 1000.0                                      # every count decayed away
+    assert f.should_offload(b"a") is False
+
+
+def test_with_the_filter_on_single_use_blocks_never_reach_the_disk(tmp_path):
+    """Prompts seen once, through a small device and host tier: with KVBM's filter on (its default) none of
+    their blocks is written to disk, offloaded once each; off, they spill as the profiles intend; a
+    prompt seen again is written on its second offload."""
+    from stacksim.kvcache import TieredKVCache
+    from stacksim.offload_filter import FrequencyFilter
+    from stacksim.tier2 import Tier2Store
+
+    def run(prompts, filtered):
+        async def go():
+            loop = asyncio.get_running_loop()
+            d = tmp_path / f"t2-{filtered}-{len(prompts)}"
+            d.mkdir()
+            store = Tier2Store(d, "kv_blocks.bin", 4096, 256)
+            kv = TieredKVCache(4, 4, store, "lru", 32, io=lambda fn, *a: loop.run_in_executor(None, fn, *a),
+                               offload_filter=FrequencyFilter() if filtered else None)
+            for hashes in prompts:
+                adm = kv.admit(hashes, len(hashes))
+                kv.release(adm)
+            await asyncio.sleep(0.2)                 # the writes land
+            return kv.counters.offload_blocks_h2d
+        return asyncio.run(go())
+    once = [[bytes([i, j]) for j in range(4)] for i in range(12)]
+    assert run(once, filtered=True) == 0
+    assert run(once, filtered=False) > 0
+    assert run(once + once, filtered=True) > 0          # the second pass offloads them again: now they go

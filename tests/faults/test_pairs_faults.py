@@ -46,6 +46,23 @@ def test_kvbm_counters_alone_are_no_mechanism():
     assert v["ssd_rehydrate_signal_present"] and v["ssd_rehydrate_backed_by_reads"] is False
 
 
+@fault("28.1", "a B2 run with KVBM's disk-offload filter on (its default) moves nothing to or from the disk: "
+       "blocks offloaded once never pass the filter", "ssd_mechanism and the pairs verdict say DISK_OFFLOAD_FILTER_ON "
+       "with the fix, not a bare GATE_NO_SSD_MECHANISM_SIGNAL; with the filter off, nothing moved is still "
+       "GATE_NO_SSD_MECHANISM_SIGNAL", ("gate:ssd_mechanism=DISK_OFFLOAD_FILTER_ON", "pairs:DISK_OFFLOAD_FILTER_ON"))
+def test_no_disk_traffic_under_the_offload_filter_names_the_filter():
+    from analysis import gates as G
+    from rig.pairs import _mechanism
+    on = G.mechanism(0.0, 0.0, G.DiskReads(process=0.0), filter_on=True)
+    assert (on.status, on.reason) == ("fail", "DISK_OFFLOAD_FILTER_ON")
+    assert "DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER=true" in on.detail and "disk_offload_filter: false" in on.detail
+    assert G.mechanism(0.0, 0.0, G.DiskReads(process=0.0)).reason == "GATE_NO_SSD_MECHANISM_SIGNAL"
+    # traffic despite the filter (blocks offloaded twice) is judged as any other
+    assert G.mechanism(8e6, 8e6, G.DiskReads(process=8e6), filter_on=True).status == "pass"
+    assert _mechanism([{**b2(), "disk_offload_filter": True}]).reason == "DISK_OFFLOAD_FILTER_ON"
+    assert _mechanism([{**b2(), "disk_offload_filter": None}]).reason == "GATE_NO_SSD_MECHANISM_SIGNAL"
+
+
 class Kvbm:
     """KVBM's exposition on loopback as Dynamo 1.6.1 writes it (counters without ``_total``), its counters set
     by the test (a restart sets them lower)."""
