@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from . import redact, tier_env
+from . import kvbm_checks, redact, tier_env
 from .errors import cli_main
 from .loader import load
 from .plan import plan_run
@@ -28,13 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = load(args.config)
     if args.cmd == "validate":
+        for name, profile in cfg.profiles.items():
+            for line in kvbm_checks.warnings(name, profile):
+                print(f"warning: {line}", file=sys.stderr)
         print(f"ok: {len(cfg.stacks)} stacks, {len(cfg.profiles)} profiles, "
               f"{len(cfg.fio_profiles)} fio profiles, {len(cfg.hypotheses)} hypotheses")
     elif args.cmd == "show":
         data = plan_run(cfg, args.hypothesis, os.environ).snapshot() if args.hypothesis else to_plain(cfg)
         print(json.dumps(redact.plain(data), indent=2))
     else:
-        sys.stdout.write(tier_env.render(tier_env.tier_env(cfg, args.profile.lower(), args.stack, args.tier_mode)))
+        return tier_env.main(["--profile", args.profile, "--stack", args.stack, "--tier-mode", args.tier_mode,
+                              *(("--config", args.config) if args.config else ())])
     return 0
 
 

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from .errors import ConfigError, cli_main
 from .loader import load
-from . import model
+from . import kvbm_checks, model
 from .model import Harness
 from .paths import resolve
 
@@ -76,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stack", default="stackB", help="stack whose KVBM metrics port to export (default stackB)")
     ap.add_argument("--tier-mode", default="B2", help="B0 (off), B1 (cpu_only) or B2 (cpu_disk, the default)")
     args = ap.parse_args(argv)
-    sys.stdout.write(render(tier_env(load(args.config), args.profile.lower(), args.stack, args.tier_mode)))
+    cfg, profile = load(args.config), args.profile.lower()
+    env = tier_env(cfg, profile, args.stack, args.tier_mode)
+    if env.get("DYN_KVBM_DISK_CACHE_GB") not in (None, "0"):          # what a real KVBM would make of it
+        for line in kvbm_checks.warnings(profile, cfg.profiles[profile]):
+            print(f"warning: {line}", file=sys.stderr)
+    sys.stdout.write(render(env))
     return 0
 
 

@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strict-fields", dest="strict_fields", action="store_true", default=None,
                     help="reject unknown request fields such as session_id with 400 (Stack B default)")
     ap.add_argument("--no-strict-fields", dest="strict_fields", action="store_false")
-    ap.add_argument("--keep-tier2", action="store_true", help="leave tier2 and adapter files on exit")
+    ap.add_argument("--keep-tier2", action="store_true", help="leave the tier2 directory and its adapter files on exit (the KV disk file, "
+                                                             "unlinked at start as KVBM's is, goes with the process)")
     ap.add_argument("--tier-mode", default="B2", help="Stack B's KVBM tiers: B0 (off: no host or disk tier, no KVBM "
                                                       "metrics), B1 (cpu_only), B2 (cpu_disk, the default)")
     ap.add_argument("--log-level", default="INFO")

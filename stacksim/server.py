@@ -172,7 +172,7 @@ class StackServer:
         block = p.kv_block_size_bytes
         tier2 = None
         if self.dynamo and o.tier_mode == "B2" and p.tier2_bytes >= block:
-            tier2 = Tier2Store(self.data_dir, "kv_blocks.bin", block, p.tier2_bytes // block)
+            tier2 = Tier2Store(self.data_dir, block, p.tier2_bytes // block)
         self.kv = TieredKVCache(
             tier0_blocks=p.tier0_bytes // block,
             tier1_blocks=p.tier1_bytes // block if self.dynamo and o.tier_mode != "B0" else 0,
@@ -233,7 +233,7 @@ class StackServer:
         if self._pool:
             self._pool.shutdown(wait=True)
         if self.kv is not None and self.kv.tier2:
-            self.kv.tier2.close(remove=remove)
+            self.kv.tier2.close()
         if remove and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         if self._lock is not None:

@@ -1,20 +1,30 @@
-"""Tier 2: KV blocks as real block-sized ``pwrite``/``pread`` in one slot file under the tier2 directory.
+"""Tier 2: KV blocks as real block-sized ``pwrite``/``pread`` in one file in the tier2 directory, made the way
+KVBM makes its disk cache (ai-dynamo/dynamo lib/llm/src/block_manager/storage/disk.rs and nixl.rs):
+``dynamo-kvbm-disk-cache-XXXXXX`` created exclusively in the directory (mkostemp, O_CLOEXEC), O_DIRECT set
+on it afterwards (KVBM's default allocator, `DefaultDirectIo`), sized to the tier at start, then unlinked
+(KVBM unlinks once NIXL has registered it): ``ls`` and ``du`` show nothing while the process holds it, so
+tier2 evidence comes from the disk that holds the directory and from the serving process's own reads
+(/proc/<pid>/io), never from a visible file. KVBM fallocates the size; this uses KVBM's truncate fallback
+(a sparse file), so a simulator on a shared machine never takes space it does not write.
 
-O_DIRECT is used where the filesystem allows it, so reads and writes reach the device and
-show up in /proc/diskstats, iostat and the NVMe exporter, and fio contention slows them.
-Where O_DIRECT is refused (tmpfs, some overlay filesystems) it falls back to buffered I/O
-with ``fdatasync`` + ``POSIX_FADV_DONTNEED`` so reads still miss the page cache, and logs it.
+O_DIRECT reads and writes reach the device and show up in /proc/diskstats, iostat and the NVMe exporter,
+and fio contention slows them. Where O_DIRECT is refused (tmpfs, some overlay filesystems) it falls back
+to buffered I/O with ``fdatasync`` + ``POSIX_FADV_DONTNEED`` so reads still miss the page cache, and logs it.
 """
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import mmap
 import os
+import random
+import string
 import threading
 from pathlib import Path
 
 log = logging.getLogger("stacksim.tier2")
+NAME_CHARS = string.ascii_letters + string.digits      # what mkostemp fills XXXXXX with
 
 
 class Tier2Store:
@@ -23,14 +33,13 @@ class Tier2Store:
     filesystem refuses for lack of space (ENOSPC) freezes it at the slots already handed out, less
     the slots whose writes were refused (those are never reused)."""
 
-    def __init__(self, directory: Path, name: str, block_bytes: int, capacity_blocks: int) -> None:
-        self.path = Path(directory) / name
+    def __init__(self, directory: Path, block_bytes: int, capacity_blocks: int) -> None:
         self.block_bytes = block_bytes
         st = os.statvfs(directory)
         fits = st.f_bavail * st.f_frsize // block_bytes
         if fits < capacity_blocks:
             log.warning("tier2 %s: capacity cut from %d to %d blocks: the filesystem has only %.1f MiB free",
-                        self.path, capacity_blocks, fits, st.f_bavail * st.f_frsize / 2**20)
+                        directory, capacity_blocks, fits, st.f_bavail * st.f_frsize / 2**20)
         self._limit = min(capacity_blocks, fits)
         self._full = False
         self._unbacked: set[int] = set()   # slots whose write the filesystem refused for lack of space
@@ -40,19 +49,26 @@ class Tier2Store:
         self._local = threading.local()
         self.bytes_written = 0
         self.bytes_read = 0
-        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        self.fd, self.path = _create(Path(directory))
         self.direct = False
         if hasattr(os, "O_DIRECT") and block_bytes % 4096 == 0:
             try:
-                self.fd = os.open(self.path, flags | os.O_DIRECT, 0o600)
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) | os.O_DIRECT)
                 self.direct = True
             except OSError as exc:
                 if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
                     raise
         if not self.direct:
-            self.fd = os.open(self.path, flags, 0o600)
             log.warning("tier2 %s: O_DIRECT not available on this filesystem; using buffered I/O "
                         "with fdatasync + fadvise(DONTNEED)", self.path)
+        try:
+            os.ftruncate(self.fd, self._limit * block_bytes)
+        except OSError as exc:          # a file-size limit: the file grows as blocks are written instead
+            if exc.errno not in (errno.EFBIG, errno.ENOSPC, errno.EDQUOT):
+                raise
+            log.warning("tier2 %s: cannot size the file to %d blocks (%s); it grows as blocks are written",
+                        self.path, self._limit, exc.strerror)
+        os.unlink(self.path)
 
     def _buffer(self) -> mmap.mmap:
         # Page-aligned scratch per I/O thread: O_DIRECT needs aligned memory, mmap gives it.
@@ -122,10 +138,21 @@ class Tier2Store:
             self.bytes_read += n
         return n == self.block_bytes and buf[: len(key)] == key
 
-    def close(self, remove: bool = True) -> None:
+    def close(self) -> None:
+        """The file goes with its last descriptor: it was unlinked at start."""
         try:
             os.close(self.fd)
         except OSError:
             pass
-        if remove:
-            self.path.unlink(missing_ok=True)
+
+
+def _create(directory: Path) -> tuple[int, Path]:
+    """mkostemp(``dynamo-kvbm-disk-cache-XXXXXX``, O_CLOEXEC): a new file of that name, never an existing one."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        path = directory / ("dynamo-kvbm-disk-cache-" + "".join(random.choices(NAME_CHARS, k=6)))
+        try:
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free dynamo-kvbm-disk-cache-XXXXXX name in {directory}")

@@ -337,3 +337,37 @@ def test_a_request_objective_layers_harness_hypothesis_and_environment(cfg, writ
         plan_run(cfg, "H0", {"SLO_TPOT_S": "-1"})
     with pytest.raises(ConfigError, match="percentile: must be in"):
         configs.load(write_yaml("objectives: {requests: {percentile: 0}}\n", "bad.yaml"))
+
+
+def test_kvbm_checks_warn_about_tiers_a_real_kvbm_would_waste(cfg, tmp_path):
+    """Write-through sizes, /tmp, memory filesystems and spinning disks: each one line naming the profile."""
+    import dataclasses
+    import os
+    from configs import kvbm_checks as K
+    spill = cfg.profiles["spill"]
+    t2 = ROOT / "var" / "never-made-by-this-test" / "t2"      # outside /tmp; only its nearest parent exists
+    sized = dataclasses.replace(spill, tier0_bytes=64 * 2**20, tier1_bytes=32 * 2**20, tier2_bytes=16 * 2**20,
+                                tier2_path=str(t2))
+    lines = K.warnings("x", sized, mountinfo=str(tmp_path / "none"), sysfs=str(tmp_path / "nosys"))
+    assert len(lines) == 2 and "no larger than the host tier (32MiB)" in lines[0] and "write" in lines[0]
+    assert "smaller than the device KV pool (64MiB)" in lines[1]
+    fine = dataclasses.replace(spill, tier0_bytes=2**20, tier1_bytes=2**21, tier2_bytes=2**30,
+                               tier2_path=str(t2))
+    assert K.warnings("x", fine, mountinfo=str(tmp_path / "none"), sysfs=str(tmp_path / "nosys")) == []
+    # a spinning disk, as its queue says (a sysfs tree for this path's device, a partition of it)
+    dev = os.stat(K._existing(t2)).st_dev
+    node = tmp_path / "sys" / "dev" / "block" / f"{os.major(dev)}:{os.minor(dev)}"
+    (node / ".." / "queue").mkdir(parents=True)
+    node.mkdir(parents=True, exist_ok=True)
+    (node / ".." / "queue" / "rotational").write_text("1\n")
+    spun = K.warnings("x", fine, mountinfo=str(tmp_path / "none"), sysfs=str(tmp_path / "sys"))
+    assert spun == [f"profiles.x.tier2_path {t2}: on a rotational disk, not an NVMe tier"]
+    # on tmpfs (the mount table says so for this device) and under /tmp
+    (tmp_path / "mountinfo").write_text(f"36 25 {os.major(dev)}:{os.minor(dev)} / {ROOT} rw - tmpfs tmpfs rw\n")
+    memory = K.warnings("x", fine, mountinfo=str(tmp_path / "mountinfo"), sysfs=str(tmp_path / "sys"))
+    assert len(memory) == 1 and "on tmpfs" in memory[0] and "not the NVMe" in memory[0]
+    at_tmp = dataclasses.replace(fine, tier2_path="/tmp/kvbm")
+    assert any("under /tmp, KVBM's default" in w for w in K.warnings("x", at_tmp))
+    # the command says them on stderr, and still validates
+    proc = run_module("configs", "validate")
+    assert proc.returncode == 0 and "warning: profiles.spill: the host tier (48MiB) is smaller" in proc.stderr

@@ -1,10 +1,12 @@
 """The simulator over real HTTP on loopback, as a client of the real stacks would see it."""
 import asyncio
 import json
+import os
 import socket
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 import aiohttp
 import openai
@@ -134,9 +136,12 @@ def test_stack_b_spills_to_real_tier2_files(sim_b):
     assert val("stacksim_kv_tier_occupancy_blocks", tier="host") <= 32
     assert val("stacksim_kv_tier_fetch_seconds_count", tier="disk") >= 3
     assert val("stacksim_kv_tier2_errors_total", op="read") == 0
-    # Real file I/O: the slot file holds the blocks and the kernel counted the process's disk traffic.
-    blocks = sim_b.data_dir / "kv_blocks.bin"
-    assert blocks.stat().st_size >= val("kvbm_offload_blocks_h2d_total") * 65536 / 2
+    # Real file I/O, in KVBM's unlinked disk cache file: held open by the process, absent from the
+    # directory; the kernel counted the process's own disk traffic.
+    [held] = disk_cache_files(sim_b.proc.pid)
+    assert held.startswith(str(sim_b.data_dir / "dynamo-kvbm-disk-cache-")) and held.endswith(" (deleted)")
+    assert len(held.split("dynamo-kvbm-disk-cache-")[1].split(" ")[0]) == 6
+    assert not list(sim_b.data_dir.glob("dynamo-kvbm-disk-cache-*"))
     io_after = sim_b.proc_io()
     assert io_after["write_bytes"] - io_before["write_bytes"] >= 65536
     assert io_after["read_bytes"] - io_before["read_bytes"] >= 3 * 18 * 65536
@@ -338,21 +343,28 @@ def test_queue_knee_below_64_streams(tmp_path):
     assert high > 3 * low, (low, high)
 
 
+def disk_cache_files(pid: int) -> list[str]:
+    """The KV disk cache files a process holds open, as /proc/<pid>/fd shows them."""
+    fds = Path(f"/proc/{pid}/fd")
+    return [t for t in (os.readlink(f) for f in fds.iterdir() if f.is_symlink()) if "dynamo-kvbm-disk-cache-" in t]
+
+
 def test_shutdown_removes_tier2_unless_kept(tmp_path):
     sim = Sim(tmp_path, "B", SMALL_TIERS)
     with sim:
-        assert (sim.data_dir / "kv_blocks.bin").exists()
+        assert sim.data_dir.is_dir() and len(disk_cache_files(sim.proc.pid)) == 1
     assert sim.proc.returncode == 0 and not sim.data_dir.exists()
     (tmp_path / "k").mkdir()
     kept = Sim(tmp_path / "k", "B", SMALL_TIERS, args=["--keep-tier2"])
     with kept:
         pass
-    assert (kept.data_dir / "kv_blocks.bin").exists()
+    assert (kept.data_dir / "lora" / "lora-001.bin").exists()
+    assert not list(kept.data_dir.glob("dynamo-kvbm-disk-cache-*"))     # KVBM's file never outlives it
 
 
 def test_a_second_simulator_on_the_same_port_touches_nothing(tmp_path):
     with Sim(tmp_path, "B", SMALL_TIERS) as live:
-        files = [live.data_dir / "kv_blocks.bin", live.data_dir / "lora" / "lora-001.bin"]
+        files = [live.data_dir / "lora" / "lora-000.bin", live.data_dir / "lora" / "lora-001.bin"]
         inodes = [f.stat().st_ino for f in files]
         second = subprocess.run(live.cmd, cwd=ROOT, capture_output=True, text=True, timeout=30)
         assert second.returncode == 1
@@ -394,7 +406,7 @@ def test_tier_modes_leave_out_the_tiers_they_name(tmp_path, mode):
         for p in [words(600, f"mode{i}") for i in range(8)]:            # enough to spill past tier0
             requests.post(f"{sim.base}/v1/completions", json={"model": MODEL, "prompt": p, "max_tokens": 2},
                           timeout=30).raise_for_status()
-        assert not (sim.data_dir / "kv_blocks.bin").exists()            # no disk tier in B0 or B1
+        assert not disk_cache_files(sim.proc.pid)                      # no disk tier in B0 or B1
         if mode == "B0":                                                # no KVBM at all: nothing listens there
             with pytest.raises(requests.ConnectionError):
                 requests.get(f"http://127.0.0.1:{sim.kvbm_port}/metrics", timeout=2)
@@ -505,7 +517,7 @@ def test_with_the_filter_on_single_use_blocks_never_reach_the_disk(tmp_path):
             loop = asyncio.get_running_loop()
             d = tmp_path / f"t2-{filtered}-{len(prompts)}"
             d.mkdir()
-            store = Tier2Store(d, "kv_blocks.bin", 4096, 256)
+            store = Tier2Store(d, 4096, 256)
             kv = TieredKVCache(4, 4, store, "lru", 32, io=lambda fn, *a: loop.run_in_executor(None, fn, *a),
                                offload_filter=FrequencyFilter() if filtered else None)
             for hashes in prompts:
