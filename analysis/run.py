@@ -25,7 +25,8 @@ STEP_TELEMETRY = ("nvme_reads", "nvme_read_bytes", "nvme_r_await", "nvme_util", 
                   "kv_onboard_disk_bytes", "kv_onboard_disk_blocks", "kv_onboard_blocks", "kv_offload_disk_bytes",
                   "kv_hit_disk",
                   "kv_hit_host", "kv_onboard_share_disk", "tier2_fetch_p95", "gpu_watts")
-CORRELATE_WITH = ("nvme_r_await", "nvme_reads", "nvme_util", "kv_onboard_disk_bytes", "iowait", "psi_io")
+CORRELATE_WITH = ("nvme_r_await", "nvme_reads", "nvme_util", "kv_onboard_disk_bytes", "kv_onboarding", "iowait",
+                  "psi_io")
 
 
 @dataclass

@@ -48,6 +48,8 @@ QUERIES: dict[str, tuple[str, str]] = {
     "kv_hit_host": (agg("max", R.KV_HIT_RATIO, 'tier="host"'), "tiered"),
     "kv_onboard_share_disk": (agg("max", R.KV_ONBOARD_SHARE, 'from_tier="disk"'), "tiered"),
     "kv_block_size": (agg("max", S.KV_BLOCK_SIZE_BYTES.name), "tiered"),
+    # requests waiting on KV onboarding (KVBM after 1.6.1 publishes it): a direct cause of TTFT
+    "kv_onboarding": (agg("max", S.KV_ONBOARDING_REQUESTS.name), "optional"),
     # bytes the stack's own serving process had read from storage (/proc/<pid>/io via the uma exporter)
     "serving_read_bytes": (agg("sum", R.PROCESS_READ_BYTES_RATE, 'process="{stack}"'), "optional"),
     # watts the GPUs drew (NVML's energy counter), for output tokens per joule; none without NVML energy

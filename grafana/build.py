@@ -303,6 +303,10 @@ def kv_tiers() -> Board:
         (R.KV_ONBOARD_SHARE, "{{from_tier}}")], unit="percentunit", max_=1,
         description="Empty while nothing is onboarded: a share of nothing is no signal",
         needs="KV blocks onboarded from host or disk in the last 30 s")
+    b.panel("Requests waiting on KV onboarding", [(f"max({S.KV_ONBOARDING_REQUESTS.name})", "onboarding")],
+            unit="short", description="KVBM's scheduler_onboarding: requests whose onboard transfers are pending, "
+                                      "the queue a first token waits behind; published by releases after 1.6.1",
+            needs=f"a KVBM release after 1.6.1 ({V.KVBM}{V.KVBM_SCHEDULER_ONBOARDING})")
     b.panel("Blocks per second by tier and direction", [
         (R.KV_TRANSFER_BLOCKS_RATE, "{{direction}} {{from_tier}}→{{to_tier}}")], unit="short")
     b.panel("Bytes per second by tier and direction", [

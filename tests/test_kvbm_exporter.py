@@ -120,6 +120,7 @@ def test_remote_tier_release_is_normalised(serve, caplog):
     assert m[("sparkrig_kv_transfer_bytes_total", transfer("offload", "device", "disk"))] == 16 * BLOCK
     assert m[("sparkrig_kv_hit_ratio", lb(tier="remote"))] == 0.5
     assert m[("sparkrig_kv_transfer_failures_total", lb(tier="remote", op="read"))] == 1
+    assert m[("sparkrig_kv_onboarding_requests", lb())] == 2       # the onboarding queue, as KVBM counts it
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 

@@ -231,6 +231,8 @@ KV_BLOCK_SIZE_TOKENS = Series("sparkrig_kv_block_size_tokens", "gauge", "Tokens 
 KV_TRANSFER_BLOCKS = Series("sparkrig_kv_transfer_blocks", "counter", "KV blocks moved between tiers", PAIR)
 KV_TRANSFER_BYTES = Series("sparkrig_kv_transfer_bytes", "counter", "KV bytes moved between tiers (blocks x block "
                            "size; measured bytes for object/remote tiers)", PAIR)
+KV_ONBOARDING_REQUESTS = Series("sparkrig_kv_onboarding_requests", "gauge", "Requests waiting on pending KV "
+                                "onboard transfers (KVBM's scheduler_onboarding, releases after 1.6.1)")
 KV_HIT_RATIO = Series("sparkrig_kv_hit_ratio", "gauge", "Sliding-window hit ratio per tier", ("tier",))
 KV_TRANSFER_REQUESTS = Series("sparkrig_kv_transfer_requests", "counter", "Offload/onboard requests (older releases)",
                               ("direction",))

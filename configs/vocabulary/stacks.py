@@ -104,6 +104,9 @@ KVBM_HELP = {                    # as the simulator describes the counters it se
     "matched_tokens": "Prompt tokens matched in KVBM host/disk tiers",
 }
 KVBM_MATCHED_TOKENS = "matched_tokens"
+# gauge of releases after 1.6.1 (beside the remote tier): requests whose onboard transfers are pending, the
+# onboarding queue a request's first token waits behind
+KVBM_SCHEDULER_ONBOARDING = "scheduler_onboarding"
 KVBM_KNOWN_UNMAPPED = ("remote_transfer_latency_seconds", "scheduler_")
 # Every release we know exposes these; their absence means a misconfigured or very different KVBM.
 KVBM_EXPECTED = ("offload_blocks_d2h", "offload_blocks_h2d", "onboard_blocks_h2d", "onboard_blocks_d2d",

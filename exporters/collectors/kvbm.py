@@ -241,6 +241,9 @@ class KvbmCollector:
         out = [blocks, nbytes, hits, reqs, fails, file_io]
         if matched is not None:
             out.append(S.KV_MATCHED_TOKENS.family(self.monotonic("matched_tokens", matched)))
+        onboarding = _value(kvbm, V.KVBM + V.KVBM_SCHEDULER_ONBOARDING)
+        if onboarding is not None:
+            out.append(S.KV_ONBOARDING_REQUESTS.family(onboarding))
         return [f for f in out if f.samples]
 
     def _occupancy(self, scraped: dict) -> list:
