@@ -57,10 +57,17 @@ REASONS = {
     "PREFLIGHT_FRONTEND_UNHEALTHY": "the frontend's /health is not healthy",
     "PREFLIGHT_MODEL_NOT_REGISTERED": "the frontend lists no model",
     "PREFLIGHT_KVBM_METRICS_UNREACHABLE": "KVBM's metrics do not answer (DYN_KVBM_METRICS=true on the worker)",
+    "DISK_OFFLOAD_FILTER_ON": "nothing moved through the disk tier with KVBM's disk-offload filter on",
+    "CONTROL_DIFFERS": "the control legs (a working set inside tier0, which no offload tier can help) differ between "
+                       "the modes beyond noise: the method is biased, so no delta is a finding",
+    "CONTROL_TOO_FEW_PAIRS": f"fewer than {MIN_PAIRS} control pairs: the control cannot speak (a warning)",
+    "CONTROL_NOT_IN_TIER0": "a control leg onboarded KV from the disk tier: its working set left tier0, so it "
+                            "controls nothing (a warning)",
 }
 # reasons said in the verdict that do not make a comparison less sound: a metric's stand-in, and a replay
 # list that differs from an earlier experiment's (this one is compared within itself)
-WARNINGS = frozenset({"METRIC_FALLBACK_TTFT", "BASELINE_MANIFEST_CHANGED"})
+WARNINGS = frozenset({"METRIC_FALLBACK_TTFT", "BASELINE_MANIFEST_CHANGED", "CONTROL_TOO_FEW_PAIRS",
+                      "CONTROL_NOT_IN_TIER0"})
 
 
 @dataclass(frozen=True)
@@ -195,6 +202,14 @@ def compare(legs: list[Leg], metric: str, a: str = "B1", b: str = "B2") -> Compa
     if beyond_noise and abs(c.order_diff) >= ORDER_EFFECT_SHARE * abs(c.mean):
         c.reasons.append("ORDER_EFFECT_" + metric.upper())
     return c
+
+
+def control_reason(c: Comparison) -> Optional[str]:
+    """The control legs replay prefixes that stay in tier0 (no thrash, a working set inside it): no tier mode
+    can change them, so a delta there beyond noise, by the same test a finding needs, is the method's bias."""
+    if len(c.deltas) < MIN_PAIRS:
+        return "CONTROL_TOO_FEW_PAIRS"
+    return "CONTROL_DIFFERS" if c.excludes_zero and c.wilcoxon_p < ALPHA else None
 
 
 def _order_ci(first_a: list[float], first_b: list[float], n: int = 10_000, seed: int = 1) -> tuple[float, float]:

@@ -22,7 +22,11 @@ from .schema import read, to_plain
 
 SLO_VARS = {"SLO_TTFT_S": "ttft_s", "SLO_TPOT_S": "tpot_s", "SLO_E2E_S": "e2e_s", "SLO_PERCENTILE": "percentile"}
 OVERRIDE_VARS = ("STACK", "PROFILE", "CONCURRENCY", "CONTEXT_TOKENS", "DURATION_S", "ENDPOINT", "SEED", "MODEL",
-                 "TIER_MODE", "RATE_RPS", "TRACE_FILE", *SLO_VARS)
+                 "TIER_MODE", "RATE_RPS", "TRACE_FILE", "PHASES", *SLO_VARS)
+# a rehydrate replay's phases, in order: PHASES=populate,replay leaves the thrash out (rig pairs' control
+# legs: the prefixes stay in tier0, where no offload tier can help)
+REHYDRATE_PHASES = ("populate", "thrash", "replay")
+REHYDRATE_SESSIONS_PER_USER = 4          # prefixes in a rehydrate replay's list, per user of its step
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class RunPlan:
     steps: tuple[Step, ...]
     tier_mode: Optional[str] = None          # Stack B's KVBM tiers; None on a stack without tiering
     slo: Slo = Slo()                         # the request objective goodput is judged against
+    phases: tuple[str, ...] = ("run",)       # each step's phases: a rehydrate replay's, else one
 
     def snapshot(self) -> dict:
         """JSON-friendly record of everything that shaped the run, for the run manifest."""
@@ -204,9 +209,19 @@ def plan_run(cfg: Harness, hypothesis_id: str, env: Mapping[str, str] | None = N
                 slo = dataclasses.replace(slo, **{name: float(env[var])})
             except (ValueError, FieldError):
                 raise _env_error(var, env[var], "a positive number (a percentile: up to 100)") from None
+    phases = ("run",)
+    if hyp.workload == "rehydrate_replay":
+        phases = REHYDRATE_PHASES
+        if "PHASES" in env:
+            wanted = [p.strip() for p in env["PHASES"].split(",") if p.strip()]
+            if not wanted or any(p not in REHYDRATE_PHASES for p in wanted) or "replay" not in wanted:
+                raise _env_error("PHASES", env["PHASES"], f"some of {', '.join(REHYDRATE_PHASES)}, replay among them")
+            phases = tuple(p for p in REHYDRATE_PHASES if p in wanted)
+    elif "PHASES" in env:
+        raise _env_error("PHASES", env["PHASES"], f"nothing: {key} is no rehydrate replay")
     return RunPlan(
         hypothesis_id=key, hypothesis=hyp, stack_name=sname, stack=stack, profile_name=pname,
         model_handle=handle, openai_base=base, seed=seed, step_duration_s=duration,
         repetitions=hyp.repetitions, steps=_steps(cfg, hyp, params, cfg.profiles[pname], sweep), tier_mode=mode,
-        slo=slo,
+        slo=slo, phases=phases,
     )

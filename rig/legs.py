@@ -164,8 +164,10 @@ class LegRunner:
             codes.append("PREFLIGHT_KVBM_METRICS_UNREACHABLE")
         return codes
 
-    def run(self, mode: str, run_id: str, concurrency: int, context_tokens: int, duration_s: int) -> dict:
-        """One leg; the row of numbers it leaves (the storage evidence goes to storage-<run_id>.json)."""
+    def run(self, mode: str, run_id: str, concurrency: int, context_tokens: int, duration_s: int,
+            control: bool = False) -> dict:
+        """One leg; the row of numbers it leaves (the storage evidence goes to storage-<run_id>.json). A
+        ``control`` leg leaves the thrash out: its prefixes stay in tier0, where no tier mode can help."""
         pid = self.serving_pid()
         tier2 = str(resolve(self.cfg.profiles[self.profile].tier2_path))
         evidence = {"before": storage_snapshot(tier2, pid)}
@@ -176,7 +178,7 @@ class LegRunner:
         code, _ = run_locust("H9", "stackB", self.cfg, self.running,
                              (("CONCURRENCY", str(concurrency)), ("CONTEXT_TOKENS", str(context_tokens)),
                               ("DURATION_S", str(duration_s)), ("TIER_MODE", mode), ("RUN_ID", run_id),
-                              ("SESSION_ID", "off")))
+                              ("SESSION_ID", "off"), *((("PHASES", "populate,replay"),) if control else ())))
         after = kv_evidence(reader)
         evidence["after"] = storage_snapshot(tier2, pid)
         (self.out / f"storage-{run_id}.json").write_text(json.dumps(evidence, indent=1) + "\n")
@@ -187,7 +189,8 @@ class LegRunner:
         except (OSError, ValueError) as exc:
             raise LegError(f"leg {run_id} (locust exit {code}) left no readable run: {exc}") from None
         io_before, io_after = evidence["before"]["process_io"], evidence["after"]["process_io"]
-        row = {"mode": mode, "run_id": run_id, "concurrency": concurrency, "request_manifest_hash": replay_hash,
+        row = {"mode": mode, "control": control, "run_id": run_id, "concurrency": concurrency,
+               "context_tokens": context_tokens, "request_manifest_hash": replay_hash,
                **metrics, "errors": errors, "metric_used": used, **grown(before, after),
                "process_read_bytes": io_after["read_bytes"] - io_before["read_bytes"] if io_before and io_after
                else math.nan, "locust_exit": code,

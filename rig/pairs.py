@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from analysis.jsonout import json_safe
-from configs import Harness, load
+from configs import ConfigError, Harness, load
 from configs.model import TIER_MODES
 
 from .launch import Interrupt, Interrupted, experiment_dir, say
@@ -62,21 +62,41 @@ def check_baseline(results: Path, key: str, found: str, strict: bool, accept: bo
     return []
 
 
+def control_context(cfg: Harness, concurrency: int) -> int:
+    """The largest prefix whose replay list (REHYDRATE_SESSIONS_PER_USER per user, each prefix with its
+    output) fills at most half of tier0 in H9's profile: with no thrash it never leaves tier0, so no tier
+    mode can change its latency."""
+    from configs.plan import REHYDRATE_SESSIONS_PER_USER
+    h9 = cfg.hypotheses["H9"]
+    p = cfg.profiles[h9.profile]
+    per_prefix = (p.tier0_bytes // p.kv_block_size_bytes) // (2 * REHYDRATE_SESSIONS_PER_USER * concurrency)
+    tokens = per_prefix * p.kv_block_size_tokens - h9.params.max_tokens
+    if tokens < p.kv_block_size_tokens:
+        raise ConfigError(f"--control: {REHYDRATE_SESSIONS_PER_USER * concurrency} prefixes of {concurrency} users "
+                          f"cannot fit in half of profile {h9.profile}'s tier0 ({p.tier0_bytes // 2**20} MiB); "
+                          "lower --concurrency")
+    return tokens
+
+
 def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, context_tokens: int,
         duration_s: int, mechanism_gate: bool, allow_missing_kvbm: bool, strict_baseline: bool = False,
-        accept_baseline: bool = False) -> int:
+        accept_baseline: bool = False, control: bool = False) -> int:
     from analysis import gates as G
     from analysis import paired as P
     from .legs import LegError, LegRunner
     a, b = modes
+    control_tokens = control_context(cfg, concurrency) if control else None
     out, ts = experiment_dir(cfg, "pairs")
     runner = LegRunner(cfg, out)
     legs: list[P.Leg] = []
+    controls: list[P.Leg] = []
     rows: list[dict] = []
     flags: list[str] = []
     baseline = None
     say(f"{pairs} pairs of {a} and {b} (AB/BA alternating), replay concurrency {concurrency}, {context_tokens} "
-        f"tokens, {duration_s} s per phase; results in {out}")
+        f"tokens, {duration_s} s per phase; results in {out}"
+        + (f"; each pair with control legs of {control_tokens}-token prefixes and no thrash (they stay in tier0)"
+           if control else ""))
     with Interrupt(runner.running) as stop:
         try:
             for pair in range(pairs):
@@ -110,8 +130,8 @@ def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, cont
                     if mode == "B1" and "B1_DISK_TIER_NOT_DISABLED" not in flags and \
                             G.b1_disk_off(row["onboard_disk_bytes"], row["tier2_read_bytes"]).status == "fail":
                         flags.append("B1_DISK_TIER_NOT_DISABLED")
-                    gate = _mechanism(rows).reason
-                    if mode == "B2" and sum(1 for r in rows if r["mode"] == "B2") == 1 and gate and \
+                    gate = _mechanism(compared(rows)).reason
+                    if mode == "B2" and sum(1 for r in compared(rows) if r["mode"] == "B2") == 1 and gate and \
                             gate != "TELEMETRY_MISSING":
                         if mechanism_gate:
                             _write(out, rows, legs, [], flags, modes)
@@ -120,6 +140,16 @@ def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, cont
                                          f"({gate}): no SSD mechanism to compare (--no-mechanism-gate to go "
                                          f"on){hint}")
                         flags.append("MECHANISM_GATE_DISABLED")
+                for position, mode in enumerate(order if control else ()):
+                    stop.check()
+                    runner.restart(mode)
+                    say(f"[pair {pair + 1}/{pairs} control leg {position + 1}: {mode}]")
+                    row = runner.run(mode, f"pairs-{ts}-p{pair}-c{position}-{mode}", concurrency, control_tokens,
+                                     duration_s, control=True)
+                    rows.append({"pair": pair, "order": "_".join(order), "position": position, **row})
+                    if row["run_status"] == "complete":
+                        controls.append(P.Leg(pair, "_".join(order), mode, {m: row[m] for m in METRICS},
+                                              row["errors"], row["metric_used"]))
             stop.check()
         except StartError as exc:
             return _stop(out, ["PREFLIGHT_STACK_DID_NOT_START"], str(exc))
@@ -133,10 +163,31 @@ def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, cont
         finally:
             runner.close()
     comparisons = [P.compare(legs, m, a, b) for m in METRICS]
+    if control:
+        flags += control_flags(out, rows, controls, modes)
     verdict = _write(out, rows, legs, comparisons, flags, modes)
     say(f"verdict: {'decision-grade' if verdict['decision_grade'] else 'not decision-grade'} "
         f"({', '.join(verdict['reasons'])}); {out}")
     return 0
+
+
+def compared(rows: list[dict]) -> list[dict]:
+    """The legs compared (the control legs apart)."""
+    return [r for r in rows if not r.get("control")]
+
+
+def control_flags(out: Path, rows: list[dict], controls: list, modes: tuple[str, str]) -> list[str]:
+    """What the control legs say of the method (analysis.paired.control_reason), their comparison kept in
+    control.json; a control leg that onboarded from disk left tier0 and controls nothing."""
+    from analysis import paired as P
+    c = P.compare(controls, METRICS[0], *modes)
+    (out / "control.json").write_text(json.dumps(json_safe(asdict(c)), indent=2) + "\n")
+    flags = [r for r in (P.control_reason(c),) if r]
+    if any(r["onboard_disk_blocks"] > 0 for r in rows if r.get("control")):
+        flags.append("CONTROL_NOT_IN_TIER0")
+    say(f"control ({METRICS[0]}, {modes[1]} - {modes[0]}): mean {c.mean:.2f} over {len(c.deltas)} pair(s)"
+        + (f": {', '.join(flags)}" if flags else ": no difference beyond noise"))
+    return flags
 
 
 def leg_flags(rows: list[dict]) -> list[str]:
@@ -171,7 +222,7 @@ def _mechanism(rows: list[dict]) -> P.Mechanism:
 def _write(out: Path, rows: list[dict], legs: list[P.Leg], comparisons: list, flags: list[str],
            modes: tuple[str, str]) -> dict:
     from analysis import paired as P
-    verdict = P.verdict(legs, comparisons, _mechanism(rows), tuple(flags + leg_flags(rows)))
+    verdict = P.verdict(legs, comparisons, _mechanism(compared(rows)), tuple(flags + leg_flags(compared(rows))))
     if rows:
         with open(out / "legs.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -216,7 +267,8 @@ def _report(rows: list[dict], comparisons: list, verdict: dict, modes: tuple[str
     lines += ["", "| pair | order | mode | TTFC p50 ms | TTFC p99 ms | replay req/s | errors | disk onboards |",
               "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['pair']} | {r['order']} | {r['mode']} | {_num(r['ttfc_p50_ms'], '.1f')} | "
+        mode = f"{r['mode']} (control)" if r.get("control") else r["mode"]
+        lines.append(f"| {r['pair']} | {r['order']} | {mode} | {_num(r['ttfc_p50_ms'], '.1f')} | "
                      f"{_num(r['ttfc_p99_ms'], '.1f')} | {_num(r['throughput_rps'])} | {r['errors']} | "
                      f"{_num(r['onboard_disk_blocks'], 'g')} |")
     return "\n".join(lines) + "\n"
@@ -236,7 +288,8 @@ def main(argv_args) -> int:
         return 2
     return run(load(argv_args.config), argv_args.pairs, modes, argv_args.concurrency,
                argv_args.context_tokens, argv_args.duration_s, not argv_args.no_mechanism_gate,
-               argv_args.allow_missing_kvbm, argv_args.strict_baseline, argv_args.accept_new_baseline)
+               argv_args.allow_missing_kvbm, argv_args.strict_baseline, argv_args.accept_new_baseline,
+               argv_args.control)
 
 
 def register(sub) -> None:
@@ -253,6 +306,9 @@ def register(sub) -> None:
                    help="go on without KVBM metrics (then never decision-grade: TELEMETRY_MISSING)")
     p.add_argument("--strict-baseline", action="store_true",
                    help="stop when the replay list differs from the known-good baseline (default: warn)")
+    p.add_argument("--control", action="store_true",
+                   help="each pair also runs control legs: short prefixes, no thrash, inside tier0, where no tier "
+                        "mode can help; a difference there is the method's bias (CONTROL_DIFFERS)")
     p.add_argument("--accept-new-baseline", action="store_true",
                    help="make this run's replay list the known-good baseline (an audit line is appended)")
     p.set_defaults(func=main)

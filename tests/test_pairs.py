@@ -165,6 +165,27 @@ def test_pairs_run_end_to_end_with_counterbalanced_legs(tmp_path):
     assert len({r["request_hash"] for r in replays}) <= len(replay)      # replays repeat the list's requests
 
 
+def test_control_legs_stay_in_tier0_and_say_what_they_show(tmp_path):
+    overlay = pairs_overlay(tmp_path)
+    proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", "--duration-s", "2",
+                      "--concurrency", "2", "--context-tokens", "1024", "--control", timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    out = only(tmp_path, "pairs-*[0-9]Z")
+    legs = list(csv.DictReader(open(out / "legs.csv")))
+    assert [(r["mode"], r["control"]) for r in legs] == [("B1", "False"), ("B2", "False"), ("B1", "True"),
+                                                        ("B2", "True")]
+    control = [r for r in legs if r["control"] == "True"]
+    # 2 users x 4 prefixes in half of the 4 MiB tier0 (64 blocks of 32 tokens): 4 blocks each, less the output
+    assert {r["context_tokens"] for r in control} == {str(4 * 32 - 8)}
+    assert all(float(r["onboard_disk_blocks"]) == 0 for r in control) and all(int(r["replay_requests"]) > 0
+                                                                               for r in control)
+    manifests = [json.loads((tmp_path / "results" / r["run_id"] / "manifest.json").read_text()) for r in control]
+    assert all({s["phase"] for s in m["steps"]} == {"populate", "replay"} for m in manifests)   # no thrash
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert "CONTROL_TOO_FEW_PAIRS" in verdict["reasons"] and verdict["ssd_rehydrate_signal_present"]
+    assert (out / "control.json").exists() and "(control)" in (out / "report.md").read_text()
+
+
 @fault("pairs.early", "the first B2 leg reads nothing back from a disk tier", "the experiment stops with GATE_NO_SSD_MECHANISM_SIGNAL", ("pairs:GATE_NO_SSD_MECHANISM_SIGNAL",))
 def test_the_early_gate_stops_when_b2_has_no_disk_tier(tmp_path):
     """The overlay reaches the simulator and every leg however it was given: here through $HARNESS_CONFIG

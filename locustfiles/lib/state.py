@@ -16,7 +16,7 @@ from typing import Optional
 from configs import ConfigError, RunPlan, Step, load, plan_run
 from configs.discovery import advertise_host, connect_host, register_loadgen, targets_dir
 from configs.paths import make_dir, resolve
-from configs.plan import OVERRIDE_VARS, normalise_endpoint
+from configs.plan import OVERRIDE_VARS, REHYDRATE_SESSIONS_PER_USER, normalise_endpoint
 from configs.runfiles import RequestRecord
 
 from . import trace, workloads
@@ -43,8 +43,7 @@ class Slot:
 
 
 def build_slots(plan: RunPlan) -> list[Slot]:
-    phases = workloads.REHYDRATE_PHASES if plan.hypothesis.workload == "rehydrate_replay" else ("run",)
-    combos = itertools.product(range(plan.repetitions), plan.steps, phases)
+    combos = itertools.product(range(plan.repetitions), plan.steps, plan.phases)
     return [Slot(i, rep, step, phase) for i, (rep, step, phase) in enumerate(combos)]
 
 
@@ -146,7 +145,7 @@ class RunState:
             sessions: dict[int, int] = {}
             for step in self.plan.steps:
                 p = step.params
-                sessions[p.context_tokens] = max(sessions.get(p.context_tokens, 0), p.concurrency * 4)
+                sessions[p.context_tokens] = max(sessions.get(p.context_tokens, 0), p.concurrency * REHYDRATE_SESSIONS_PER_USER)
             self.rehydrate_manifests = {size: workloads.rehydrate_manifest(self.plan.seed, n, self.sizer, size)
                                         for size, n in sessions.items()}
         labels = {"run_id": run_id, "hypothesis": self.plan.hypothesis_id, "stack": self.plan.stack_name,

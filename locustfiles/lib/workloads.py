@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from configs import WorkloadParams
+from configs.plan import REHYDRATE_PHASES
 
 from .prompts import PromptSizer, prefix_hash
 
-REHYDRATE_PHASES = ("populate", "thrash", "replay")
 TRACE_BLOCK = 512                 # tokens per hash id in Mooncake traces
 
 

@@ -63,6 +63,33 @@ def test_no_disk_traffic_under_the_offload_filter_names_the_filter():
     assert _mechanism([{**b2(), "disk_offload_filter": None}]).reason == "GATE_NO_SSD_MECHANISM_SIGNAL"
 
 
+@fault("28.7", "the method itself favours one tier mode: control legs whose working set stays in tier0 (where no "
+       "offload can help) differ between B1 and B2", "CONTROL_DIFFERS: not decision-grade, whatever the main deltas; "
+       "too few control pairs is a warning (CONTROL_TOO_FEW_PAIRS), a control that left tier0 too "
+       "(CONTROL_NOT_IN_TIER0)", ("pairs:CONTROL_DIFFERS", "pairs:CONTROL_TOO_FEW_PAIRS", "pairs:CONTROL_NOT_IN_TIER0"))
+def test_a_biased_control_makes_no_finding(tmp_path):
+    from rig.pairs import control_flags
+
+    def legs(bias, n=6):
+        return [P.Leg(i, order, mode, {"ttfc_p50_ms": 50 + (i % 3) + (bias if mode == "B2" else 0)})
+                for i in range(n) for order in (("B1_B2", "B2_B1")[i % 2],) for mode in order.split("_")]
+    biased, fair = P.compare(legs(8.0), "ttfc_p50_ms"), P.compare(legs(0.0), "ttfc_p50_ms")
+    assert P.control_reason(biased) == "CONTROL_DIFFERS" and P.control_reason(fair) is None
+    assert P.control_reason(P.compare(legs(8.0, n=2), "ttfc_p50_ms")) == "CONTROL_TOO_FEW_PAIRS"
+    row = {"control": True, "onboard_disk_blocks": 0.0}
+    assert control_flags(tmp_path, [row], legs(8.0), ("B1", "B2")) == ["CONTROL_DIFFERS"]
+    assert json.loads((tmp_path / "control.json").read_text())["mean"] == 8.0
+    assert control_flags(tmp_path, [{**row, "onboard_disk_blocks": 3.0}], legs(0.0), ("B1", "B2")) == [
+        "CONTROL_NOT_IN_TIER0"]
+    main = [P.Leg(i, o, m, {"ttfc_p50_ms": 100 + i + (20 if m == "B2" else 0)})
+            for i in range(6) for o in (("B1_B2", "B2_B1")[i % 2],) for m in o.split("_")]
+    comparisons = [P.compare(main, "ttfc_p50_ms")]
+    backed = P.Mechanism(True, True, True)
+    assert P.verdict(main, comparisons, backed)["decision_grade"]
+    assert not P.verdict(main, comparisons, backed, ("CONTROL_DIFFERS",))["decision_grade"]
+    assert P.verdict(main, comparisons, backed, ("CONTROL_TOO_FEW_PAIRS",))["decision_grade"]
+
+
 class Kvbm:
     """KVBM's exposition on loopback as Dynamo 1.6.1 writes it (counters without ``_total``), its counters set
     by the test (a restart sets them lower)."""
