@@ -513,9 +513,9 @@ def test_a_stack_that_dies_mid_run_is_an_outage_not_a_flood(rig, tmp_path):
     gate names it (the issue saw ~77k records in 48 s without any pause)."""
     with Sim(tmp_path, "B") as dying:
         before = set(runs(rig, "h2b"))
-        proc = locust(rig, "h2b", env={"ENDPOINT": f"{dying.base}/v1", "DURATION_S": "5", "CONTEXT_TOKENS": "256"},
+        proc = locust(rig, "h2b", env={"ENDPOINT": f"{dying.base}/v1", "DURATION_S": "5", "CONTEXT_TOKENS": "256,512"},
                       wait=False)
-        time.sleep(6)
+        time.sleep(6)                # into the second of two 5 s steps, however long the start took
         dying.stop(signal.SIGKILL)
         out, _ = proc.communicate(timeout=120)
     [run] = set(runs(rig, "h2b")) - before
