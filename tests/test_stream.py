@@ -116,7 +116,7 @@ def test_the_batch_histogram_exposes_what_prometheus_clients_histogram_does():
     from prometheus_client.exposition import generate_latest
 
     from locustfiles.lib.histogram import BatchHistogram
-    from locustfiles.lib.metrics import ITL_BUCKETS
+    from configs.vocabulary.series import GAP_BUCKETS as ITL_BUCKETS
     values = {("a", "1"): [0.0005, 0.0004, 0.02, ITL_BUCKETS[10], 9.9, 10.0, 11.0],
               ("b", "2"): [0.25, 0.25 * 1.2, 0.001]}
     theirs, ours = CollectorRegistry(), CollectorRegistry()
