@@ -1,8 +1,10 @@
 """Whether a run can reach the disk tier at all, told before it starts: a run whose KV working set fits in
-tier0 + tier1 measures queueing, never storage, and its H2B gates can only say there was no onboard
+the tiers above the disk measures queueing, never storage, and its H2B gates can only say there was no onboard
 signal — minutes later. The working set of a fixed-context step is one prompt per user (or one for all
 when they share it) plus its output, in whole KV blocks, against the profile's tiers in blocks (the
-simulator sizes them so; a real KVBM divides DYN_KVBM_CPU_CACHE_GB by its own block size the same way)."""
+simulator sizes them so; a real KVBM divides DYN_KVBM_CPU_CACHE_GB by its own block size the same way).
+KVBM writes through (device -> host -> disk), so the host tier holds copies of what the device holds: what
+stays above the disk is the larger of tier0 and tier1, not their sum."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from .sizes import format_size
 class StepFit:
     step: Step
     blocks: int                  # the step's KV working set
-    capacity: int                # tier0 + tier1 blocks
+    capacity: int                # max(tier0, tier1) blocks
 
     @property
     def spills(self) -> bool:
@@ -37,7 +39,7 @@ def fits(plan: RunPlan) -> Optional[list[StepFit]]:
     out = []
     for step in plan.steps:
         pr = step.profile
-        out.append(StepFit(step, working_set_blocks(step), (pr.tier0_bytes + pr.tier1_bytes) // pr.kv_block_size_bytes))
+        out.append(StepFit(step, working_set_blocks(step), max(pr.tier0_bytes, pr.tier1_bytes) // pr.kv_block_size_bytes))
     return out
 
 
@@ -51,8 +53,9 @@ def prediction(plan: RunPlan) -> Optional[str]:
     p, pr = largest.step.params, largest.step.profile
     users = f"{p.concurrency} users x " if p.nonce_per_user else "one shared prompt of "
     sizes = (f"{users}{p.context_tokens + p.max_tokens} tokens = {largest.blocks} KV blocks "
-             f"({format_size(largest.blocks * pr.kv_block_size_bytes)}) against tier0 + tier1 = {largest.capacity} "
-             f"blocks ({format_size(pr.tier0_bytes)} + {format_size(pr.tier1_bytes)}, profile {plan.profile_name})")
+             f"({format_size(largest.blocks * pr.kv_block_size_bytes)}) against the larger of tier0 and tier1, "
+             f"{largest.capacity} blocks ({format_size(pr.tier0_bytes)}, {format_size(pr.tier1_bytes)}: KVBM writes "
+             f"through; profile {plan.profile_name})")
     if not spilling:
         return (f"spill: no step can reach the disk tier: the largest working set, {sizes}, fits; this run "
                 "measures queueing, not storage (raise CONCURRENCY or CONTEXT_TOKENS, or use a smaller profile)")

@@ -2,9 +2,14 @@
 
 Blocks are identified by chained prefix hashes, so shared prefixes and returning sessions
 hit. Stack A has tier0 only: when its pinned blocks fill the pool, admission fails and the
-engine queues or rejects. Stack B evicts unpinned blocks downwards (counting KVBM's
-offload counters) and onboards prefix hits from tier1/tier2 back to tier0 (onboard counters).
-This class does bookkeeping only; the engine performs the onboarding I/O it returns.
+engine queues or rejects. Stack B writes through as KVBM does (ai-dynamo/dynamo
+lib/llm/src/block_manager/offload.rs: a block registered in a pool is sent to the offload manager,
+which copies it to the next tier unless it is there already): every block registered on the device
+is copied to the host (offload_blocks_d2h), every block registered on the host is queued for the disk
+(offload_blocks_h2d, through KVBM's disk-offload filter when it is on), and eviction only drops a copy.
+So the tiers above the disk hold the larger of tier0 and tier1, not their sum. Prefix hits onboard
+from tier1/tier2 back to tier0 (onboard counters). This class does bookkeeping only; the engine
+performs the onboarding I/O it returns.
 """
 from __future__ import annotations
 
@@ -72,7 +77,6 @@ class TieredKVCache:
         self._t2: dict[bytes, int] = {}          # hash -> slot
         self._t2_index = eviction.make(policy)
         self._writes: dict[bytes, Future] = {}
-        self._held1 = 0                          # tier1 blocks an admission is onboarding (see admit)
         self._lookups: deque = deque(maxlen=hit_window)
 
     # ---- occupancy -------------------------------------------------------------------------
@@ -126,22 +130,14 @@ class TieredKVCache:
             if self._t0[h] == 0:
                 self._t0_free.remove(h)
             self._t0[h] += 1
-        # The blocks this sequence onboards must survive the evictions that make room for it: they leave
-        # the lower tiers' victim lists meanwhile (host ones still take their room in tier1).
+        while self.capacity0 - self.used0 < need:
+            self._evict_t0(self._t0_free.victim())
+        # Matched lower-tier blocks are used again: the most recently used there, so the copies written
+        # through for this very sequence do not push them out while they are onboarded.
         for h in host:
-            self._t1.forget(h)
+            self._t1.touch(h)
         for h in disk:
-            self._t2_index.forget(h)
-        self._held1 = len(host)
-        try:
-            while self.capacity0 - self.used0 < need:
-                self._evict_t0(self._t0_free.victim())
-        finally:
-            self._held1 = 0
-            for h in host:
-                self._t1.add(h)
-            for h in disk:
-                self._t2_index.add(h)
+            self._t2_index.touch(h)
         for h in host + disk + new_hashed:
             self._t0[h] = 1
         anon = total_blocks - len(hashes)   # partial last prompt block and the output's blocks
@@ -157,6 +153,10 @@ class TieredKVCache:
                         cached_blocks=matched, from_host=host, looked=looked)
         for h in disk:
             adm.from_disk.append((h, self._t2[h], self._writes.get(h)))
+        # Registered on the device (a host hit is on the host already). Should a disk smaller than one
+        # sequence drop a block read here meanwhile, its read finds another block's bytes and fails.
+        for h in disk + new_hashed:
+            self._register_on_device(h)
         if not disk:
             self._count_lookup(adm, 0)
         return adm
@@ -196,20 +196,22 @@ class TieredKVCache:
         self._anon -= adm.anon_blocks
         adm.pinned, adm.anon_blocks = [], 0
 
-    # ---- eviction down the tiers -------------------------------------------------------------
+    # ---- write-through and eviction -----------------------------------------------------------
     def _evict_t0(self, h: bytes) -> None:
+        """Only the device copy goes: the block was written through when it was registered."""
         self._t0_free.forget(h)
         del self._t0[h]
-        if h in self._t1 or h in self._t2:
-            return
-        if self.capacity1 > self._held1:
-            self.counters.offload_blocks_d2h += 1
-            if len(self._t1) + self._held1 >= self.capacity1:
-                victim = self._t1.victim()
-                self._t1.forget(victim)
-                if self.offload_filter is None or self.offload_filter.should_offload(victim):
-                    self._to_disk(victim, "offload_blocks_h2d")
+
+    def _register_on_device(self, h: bytes) -> None:
+        if self.capacity1:
+            if h in self._t1:
+                return
+            if len(self._t1) >= self.capacity1:
+                self._t1.forget(self._t1.victim())     # its disk copy, if the filter let one be made, stays
             self._t1.add(h)
+            self.counters.offload_blocks_d2h += 1
+            if self.offload_filter is None or self.offload_filter.should_offload(h):
+                self._to_disk(h, "offload_blocks_h2d")
         elif self.tier2 is not None:
             self._to_disk(h, "offload_blocks_d2d")
 

@@ -52,7 +52,7 @@ def test_the_shipped_spill_and_stress_profiles_reach_the_disk_tier_where_the_pla
     assert fits(plan_run(cfg, "H2A", {})) is None                       # Stack A
     small = prediction(plan_run(cfg, "H2B", {"CONCURRENCY": "2"}))
     assert small.startswith("spill: no step can reach the disk tier") and "2 users x 4224 tokens = 264 KV blocks" \
-        in small and "3072 blocks (144MiB + 48MiB, profile spill)" in small
+        in small and "the larger of tier0 and tier1, 3072 blocks (144MiB, 192MiB: KVBM writes through" in small
     shared = plan_run(cfg, "H2B", {})
     one = dataclasses.replace(shared.steps[-1], params=dataclasses.replace(shared.steps[-1].params,
                                                                            nonce_per_user=False))
@@ -70,8 +70,8 @@ def test_sweeps_follow_the_plan(cfg):
     assert (heavy.rw, heavy.rwmixread, heavy.bs, heavy.iodepth, heavy.numjobs) == ("randrw", 70, 16384, 32, 4)
     h6 = plan_run(cfg, "H6", {})
     assert len(h6.steps) == 8
-    assert h6.steps[1].profile.tier1_bytes == 16 * 2**20 and h6.steps[1].profile.eviction_policy == "lfu"
-    assert h6.steps[-1].profile.tier1_bytes == 192 * 2**20
+    assert h6.steps[1].profile.tier1_bytes == 144 * 2**20 and h6.steps[1].profile.eviction_policy == "lfu"
+    assert h6.steps[-1].profile.tier1_bytes == 384 * 2**20
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -238,11 +238,11 @@ def test_tier_env_is_valid_shell_and_round_trips(cfg, tmp_path):
     subprocess.run(["bash", "-n", str(script)], check=True)
     values = _eval_tier_env([sys.executable, "-m", "configs.tier_env", "--profile", "spill"], NAMES)
     assert values["DYN_KVBM_TIER0_BYTES"] == str(144 * 2**20)
-    assert values["DYN_KVBM_TIER1_BYTES"] == str(48 * 2**20)
+    assert values["DYN_KVBM_TIER1_BYTES"] == str(192 * 2**20)
     assert values["DYN_KVBM_TIER2_BYTES"] == str(64 * 2**30)
     assert values["DYN_KVBM_KV_BLOCK_SIZE_BYTES"] == "65536"
     # KVBM reads GB as f64 decimal gigabytes: GB * 1e9 must give back the byte count.
-    assert round(float(values["DYN_KVBM_CPU_CACHE_GB"]) * 1e9) == 48 * 2**20
+    assert round(float(values["DYN_KVBM_CPU_CACHE_GB"]) * 1e9) == 192 * 2**20
     assert round(float(values["DYN_KVBM_DISK_CACHE_GB"]) * 1e9) == 64 * 2**30
     assert values["DYN_KVBM_TIER2_PATH"] == str(ROOT / "var/kvbm/spill") == values["DYN_KVBM_DISK_CACHE_DIR"]
     assert values["DYN_KVBM_METRICS"] == "true" and values["DYN_KVBM_METRICS_PORT"] == "6880"
@@ -255,7 +255,7 @@ def test_tier_env_follows_the_tier_mode():
                   'echo "$DYN_KVBM_TIER_MODE|${DYN_KVBM_CPU_CACHE_GB-unset}|${DYN_KVBM_DISK_CACHE_GB-unset}|'
                   '${DYN_KVBM_DISK_CACHE_DIR-unset}|${DYN_KVBM_METRICS-unset}"')
         return subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    gb = f"{48 * 2**20 / 1e9:.9f}".rstrip("0")
+    gb = f"{192 * 2**20 / 1e9:.9f}".rstrip("0")
     assert run("cpu_disk").startswith(f"B2|{gb}|")
     assert run("B1").strip() == f"B1|{gb}|0|unset|true"                 # the disk tier off, the CPU tier kept
     assert run("off").strip() == "B0|unset|unset|unset|unset"            # no KVBM at all: even stale values go
@@ -340,7 +340,7 @@ def test_a_request_objective_layers_harness_hypothesis_and_environment(cfg, writ
         configs.load(write_yaml("objectives: {requests: {percentile: 0}}\n", "bad.yaml"))
 
 
-def test_kvbm_checks_warn_about_tiers_a_real_kvbm_would_waste(cfg, tmp_path):
+def test_kvbm_checks_warn_about_tiers_a_real_kvbm_would_waste(cfg, tmp_path, write_yaml):
     """Write-through sizes, /tmp, memory filesystems and spinning disks: each one line naming the profile."""
     import dataclasses
     import os
@@ -369,6 +369,7 @@ def test_kvbm_checks_warn_about_tiers_a_real_kvbm_would_waste(cfg, tmp_path):
     assert len(memory) == 1 and "on tmpfs" in memory[0] and "not the NVMe" in memory[0]
     at_tmp = dataclasses.replace(fine, tier2_path="/tmp/kvbm")
     assert any("under /tmp, KVBM's default" in w for w in K.warnings("x", at_tmp))
-    # the command says them on stderr, and still validates
-    proc = run_module("configs", "validate")
+    # the command says them on stderr, and still validates; the shipped sizes are as KVBM wants them
+    proc = run_module("configs", "--config", str(write_yaml("profiles: {spill: {tier1_bytes: 48MiB}}\n")), "validate")
     assert proc.returncode == 0 and "warning: profiles.spill: the host tier (48MiB) is smaller" in proc.stderr
+    assert "smaller than the device" not in run_module("configs", "validate").stderr

@@ -162,9 +162,9 @@ def _small_filesystem(blocks: int):
 
 def test_a_full_tier2_filesystem_reports_only_real_disk_traffic(tmp_path):
     overlay = SMALL_TIERS + "engine: {lora_count: 0}\n"
-    with Sim(tmp_path, "B", overlay, time_scale=0.5, preexec=_small_filesystem(40)) as sim:
-        prompts = [words(600, f"full{i}") for i in range(12)]     # 216 blocks: ~120 pushed to a disk holding 40
-        for p in prompts + [prompts[7], prompts[6]]:   # the ones spilled last sit on the host and the disk
+    with Sim(tmp_path, "B", overlay, time_scale=0.5, preexec=_small_filesystem(100)) as sim:
+        prompts = [words(600, f"full{i}") for i in range(12)]     # 216 blocks written through to a disk of 100
+        for p in prompts + [prompts[7]]:      # the disk keeps the last 100 written; tier0 only prompts 8-11
             requests.post(f"{sim.base}/v1/completions", json={"model": MODEL, "prompt": p, "max_tokens": 2},
                           timeout=30).raise_for_status()
         time.sleep(0.5)                      # the last writes' completions reach the bookkeeping
@@ -176,7 +176,7 @@ def test_a_full_tier2_filesystem_reports_only_real_disk_traffic(tmp_path):
     assert val("stacksim_kv_tier2_errors_total", op="write") > 0          # the disk really filled up
     assert offloaded_to_disk * 65536 == written                           # a failed write is no offload
     assert 0 < val("kvbm_onboard_blocks_d2d_total") * 65536 <= read       # every onboard was read from the file
-    assert val("stacksim_kv_tier_capacity_blocks", tier="disk") <= 40
+    assert val("stacksim_kv_tier_capacity_blocks", tier="disk") <= 100
     assert val("stacksim_kv_tier_occupancy_blocks", tier="disk") <= val("stacksim_kv_tier_capacity_blocks", tier="disk")
 
 
@@ -530,3 +530,28 @@ def test_with_the_filter_on_single_use_blocks_never_reach_the_disk(tmp_path):
     assert run(once, filtered=True) == 0
     assert run(once, filtered=False) > 0
     assert run(once + once, filtered=True) > 0          # the second pass offloads them again: now they go
+
+
+def test_stack_b_writes_through_device_host_disk_as_kvbm_does(tmp_path):
+    """offload.rs: a block registered on the device is copied to the host, and one registered on the host is
+    queued for the disk, at once, not when it is evicted; an eviction only drops a copy, so the tiers above
+    the disk hold the larger of tier0 and tier1, not their sum."""
+    from stacksim.kvcache import TieredKVCache
+    from stacksim.tier2 import Tier2Store
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        kv = TieredKVCache(4, 8, Tier2Store(tmp_path, 4096, 64), "lru", 32,
+                           io=lambda fn, *a: loop.run_in_executor(None, fn, *a))
+        first = [bytes([1, j]) for j in range(4)]
+        kv.release(kv.admit(first, 4))
+        await asyncio.sleep(0.2)                                 # the disk writes land
+        copied = (kv.counters.offload_blocks_d2h, kv.counters.offload_blocks_h2d, kv.used0, kv.used1, kv.used2)
+        for i in (2, 3):                                         # 8 more blocks: tier0 drops the first 4,
+            kv.release(kv.admit([bytes([i, j]) for j in range(4)], 4))   # tier1 (8 blocks) drops them too
+        again = kv.admit(first, 4)
+        return copied, len(again.from_host), len(again.from_disk), kv.counters.offload_blocks_d2h
+    copied, from_host, from_disk, d2h = asyncio.run(go())
+    assert copied == (4, 4, 4, 4, 4)            # no eviction yet, and every block is on all three tiers
+    assert (from_host, from_disk) == (0, 4)     # 4 + 8 blocks passed through tiers of 4 and 8: only the disk kept them
+    assert d2h == 16                            # a block read back from the disk is registered on the device again
