@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .plan import RunPlan, Step
+from .errors import ConfigError
+from .model import Harness
+from .plan import REHYDRATE_SESSIONS_PER_USER, RunPlan, Step
 from .sizes import format_size
 
 
@@ -25,10 +27,30 @@ class StepFit:
         return self.blocks > self.capacity
 
 
+def sequence_blocks(context_tokens: int, max_tokens: int, block_tokens: int) -> int:
+    """One prompt with its output, in whole KV blocks."""
+    return -(-(context_tokens + max_tokens) // block_tokens)
+
+
 def working_set_blocks(step: Step) -> int:
-    p, block = step.params, step.profile.kv_block_size_tokens
-    per_user = -(-(p.context_tokens + p.max_tokens) // block)
+    p = step.params
+    per_user = sequence_blocks(p.context_tokens, p.max_tokens, step.profile.kv_block_size_tokens)
     return per_user * (p.concurrency if p.nonce_per_user else 1)
+
+
+def control_context(cfg: Harness, concurrency: int) -> int:
+    """The prefix of `rig pairs --control`: the largest whose replay list (REHYDRATE_SESSIONS_PER_USER per
+    user, each prefix with its output, in sequence_blocks) fills at most half of tier0 in H9's profile: with
+    no thrash it never leaves tier0, so no tier mode can change its latency."""
+    h9 = cfg.hypotheses["H9"]
+    p = cfg.profiles[h9.profile]
+    per_prefix = (p.tier0_bytes // p.kv_block_size_bytes) // (2 * REHYDRATE_SESSIONS_PER_USER * concurrency)
+    tokens = per_prefix * p.kv_block_size_tokens - h9.params.max_tokens
+    if tokens < p.kv_block_size_tokens:
+        raise ConfigError(f"--control: {REHYDRATE_SESSIONS_PER_USER * concurrency} prefixes of {concurrency} users "
+                          f"cannot fit in half of profile {h9.profile}'s tier0 ({p.tier0_bytes // 2**20} MiB); "
+                          "lower --concurrency")
+    return tokens
 
 
 def fits(plan: RunPlan) -> Optional[list[StepFit]]:

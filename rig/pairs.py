@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from analysis.jsonout import json_safe
-from configs import ConfigError, Harness, load
+from configs import ConfigError, Harness, load, spill
 from configs.model import TIER_MODES
 
 from .launch import Interrupt, Interrupted, experiment_dir, say
@@ -62,22 +62,6 @@ def check_baseline(results: Path, key: str, found: str, strict: bool, accept: bo
     return []
 
 
-def control_context(cfg: Harness, concurrency: int) -> int:
-    """The largest prefix whose replay list (REHYDRATE_SESSIONS_PER_USER per user, each prefix with its
-    output) fills at most half of tier0 in H9's profile: with no thrash it never leaves tier0, so no tier
-    mode can change its latency."""
-    from configs.plan import REHYDRATE_SESSIONS_PER_USER
-    h9 = cfg.hypotheses["H9"]
-    p = cfg.profiles[h9.profile]
-    per_prefix = (p.tier0_bytes // p.kv_block_size_bytes) // (2 * REHYDRATE_SESSIONS_PER_USER * concurrency)
-    tokens = per_prefix * p.kv_block_size_tokens - h9.params.max_tokens
-    if tokens < p.kv_block_size_tokens:
-        raise ConfigError(f"--control: {REHYDRATE_SESSIONS_PER_USER * concurrency} prefixes of {concurrency} users "
-                          f"cannot fit in half of profile {h9.profile}'s tier0 ({p.tier0_bytes // 2**20} MiB); "
-                          "lower --concurrency")
-    return tokens
-
-
 def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, context_tokens: int,
         duration_s: int, mechanism_gate: bool, allow_missing_kvbm: bool, strict_baseline: bool = False,
         accept_baseline: bool = False, control: bool = False) -> int:
@@ -85,11 +69,10 @@ def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, cont
     from analysis import paired as P
     from .legs import LegError, LegRunner
     a, b = modes
-    control_tokens = control_context(cfg, concurrency) if control else None
+    control_tokens = spill.control_context(cfg, concurrency) if control else None
     out, ts = experiment_dir(cfg, "pairs")
     runner = LegRunner(cfg, out)
     legs: list[P.Leg] = []
-    controls: list[P.Leg] = []
     rows: list[dict] = []
     flags: list[str] = []
     baseline = None
@@ -147,9 +130,6 @@ def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, cont
                     row = runner.run(mode, f"pairs-{ts}-p{pair}-c{position}-{mode}", concurrency, control_tokens,
                                      duration_s, control=True)
                     rows.append({"pair": pair, "order": "_".join(order), "position": position, **row})
-                    if row["run_status"] == "complete":
-                        controls.append(P.Leg(pair, "_".join(order), mode, {m: row[m] for m in METRICS},
-                                              row["errors"], row["metric_used"]))
             stop.check()
         except StartError as exc:
             return _stop(out, ["PREFLIGHT_STACK_DID_NOT_START"], str(exc))
@@ -163,8 +143,6 @@ def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, cont
         finally:
             runner.close()
     comparisons = [P.compare(legs, m, a, b) for m in METRICS]
-    if control:
-        flags += control_flags(out, rows, controls, modes)
     verdict = _write(out, rows, legs, comparisons, flags, modes)
     say(f"verdict: {'decision-grade' if verdict['decision_grade'] else 'not decision-grade'} "
         f"({', '.join(verdict['reasons'])}); {out}")
@@ -176,10 +154,13 @@ def compared(rows: list[dict]) -> list[dict]:
     return [r for r in rows if not r.get("control")]
 
 
-def control_flags(out: Path, rows: list[dict], controls: list, modes: tuple[str, str]) -> list[str]:
-    """What the control legs say of the method (analysis.paired.control_reason), their comparison kept in
-    control.json; a control leg that onboarded from disk left tier0 and controls nothing."""
+def control_flags(out: Path, rows: list[dict], modes: tuple[str, str]) -> list[str]:
+    """What the control legs that ran to the end say of the method (analysis.paired.control_reason), their
+    comparison kept in control.json; a control leg that onboarded from disk left tier0 and controls nothing.
+    From the rows, so an experiment cut short says it too."""
     from analysis import paired as P
+    controls = [P.Leg(r["pair"], r["order"], r["mode"], {m: r[m] for m in METRICS}, r["errors"], r["metric_used"])
+                for r in rows if r.get("control") and r["run_status"] == "complete"]
     c = P.compare(controls, METRICS[0], *modes)
     (out / "control.json").write_text(json.dumps(json_safe(asdict(c)), indent=2) + "\n")
     flags = [r for r in (P.control_reason(c),) if r]
@@ -222,6 +203,8 @@ def _mechanism(rows: list[dict]) -> P.Mechanism:
 def _write(out: Path, rows: list[dict], legs: list[P.Leg], comparisons: list, flags: list[str],
            modes: tuple[str, str]) -> dict:
     from analysis import paired as P
+    if any(r.get("control") for r in rows):
+        flags = flags + control_flags(out, rows, modes)
     verdict = P.verdict(legs, comparisons, _mechanism(compared(rows)), tuple(flags + leg_flags(compared(rows))))
     if rows:
         with open(out / "legs.csv", "w", newline="") as f:

@@ -76,11 +76,18 @@ def test_a_biased_control_makes_no_finding(tmp_path):
     biased, fair = P.compare(legs(8.0), "ttfc_p50_ms"), P.compare(legs(0.0), "ttfc_p50_ms")
     assert P.control_reason(biased) == "CONTROL_DIFFERS" and P.control_reason(fair) is None
     assert P.control_reason(P.compare(legs(8.0, n=2), "ttfc_p50_ms")) == "CONTROL_TOO_FEW_PAIRS"
-    row = {"control": True, "onboard_disk_blocks": 0.0}
-    assert control_flags(tmp_path, [row], legs(8.0), ("B1", "B2")) == ["CONTROL_DIFFERS"]
+    def rows(bias, **over):           # as legs.csv has them: the control legs' rows, whole metrics and all
+        return [{"pair": g.pair, "order": g.order, "mode": g.mode, "ttfc_p95_ms": 0.0, "ttfc_p99_ms": 0.0,
+                 "throughput_rps": 1.0, **g.metrics, "errors": 0, "metric_used": "ttfc", "control": True,
+                 "run_status": "complete", "onboard_disk_blocks": 0.0, **over} for g in legs(bias)]
+    assert control_flags(tmp_path, rows(8.0), ("B1", "B2")) == ["CONTROL_DIFFERS"]
     assert json.loads((tmp_path / "control.json").read_text())["mean"] == 8.0
-    assert control_flags(tmp_path, [{**row, "onboard_disk_blocks": 3.0}], legs(0.0), ("B1", "B2")) == [
-        "CONTROL_NOT_IN_TIER0"]
+    assert control_flags(tmp_path, rows(0.0, onboard_disk_blocks=3.0), ("B1", "B2")) == ["CONTROL_NOT_IN_TIER0"]
+    assert control_flags(tmp_path, rows(8.0, run_status="incomplete"), ("B1", "B2")) == ["CONTROL_TOO_FEW_PAIRS"]
+    # an experiment cut short still says it: _write derives the control flags from the rows it keeps
+    from rig.pairs import _write
+    cut = _write(tmp_path, rows(8.0), [], [], ["INTERRUPTED"], ("B1", "B2"))
+    assert "CONTROL_DIFFERS" in cut["reasons"] and (tmp_path / "control.json").exists()
     main = [P.Leg(i, o, m, {"ttfc_p50_ms": 100 + i + (20 if m == "B2" else 0)})
             for i in range(6) for o in (("B1_B2", "B2_B1")[i % 2],) for m in o.split("_")]
     comparisons = [P.compare(main, "ttfc_p50_ms")]
