@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from analysis.jsonout import json_safe
-from configs import ConfigError, Harness, load, spill
+from configs import Harness, load, spill
 from configs.model import TIER_MODES
 
 from .launch import Interrupt, Interrupted, experiment_dir, say
