@@ -2,14 +2,21 @@
 
 Blocks are identified by chained prefix hashes, so shared prefixes and returning sessions
 hit. Stack A has tier0 only: when its pinned blocks fill the pool, admission fails and the
-engine queues or rejects. Stack B writes through as KVBM does (ai-dynamo/dynamo
-lib/llm/src/block_manager/offload.rs: a block registered in a pool is sent to the offload manager,
-which copies it to the next tier unless it is there already): every block registered on the device
-is copied to the host (offload_blocks_d2h), every block registered on the host is queued for the disk
-(offload_blocks_h2d, through KVBM's disk-offload filter when it is on), and eviction only drops a copy.
-So the tiers above the disk hold the larger of tier0 and tier1, not their sum. Prefix hits onboard
-from tier1/tier2 back to tier0 (onboard counters). This class does bookkeeping only; the engine
-performs the onboarding I/O it returns.
+engine queues or rejects. Stack B moves blocks down its tiers in one of the two ways its offload does:
+
+* KVBM writes through (ai-dynamo/dynamo lib/llm/src/block_manager/offload.rs: a block registered in a
+  pool is sent to the offload manager, which copies it to the next tier unless it is there already):
+  every block registered on the device is copied to the host (offload_blocks_d2h), every block
+  registered on the host is queued for the disk (offload_blocks_h2d, through KVBM's disk-offload filter
+  when it is on), and an eviction only drops a copy. What stays above the disk is the larger of tier0
+  and tier1, not their sum.
+* TensorRT-LLM's native offload copies on eviction (docs/source/features/kvcache.md: "When a block is
+  evicted from primary memory, its KV state is copied to a block in secondary memory"): a block leaves
+  the device for the host, and the host's victim for the disk, so the tiers hold their sum.
+
+Prefix hits onboard from tier1/tier2 back to tier0 (onboard counters, in KVBM's names whichever offload
+runs; the metrics layer serves them in the offload's own). This class does bookkeeping only; the
+engine performs the onboarding I/O it returns.
 """
 from __future__ import annotations
 
@@ -59,7 +66,7 @@ class Admission:
 class TieredKVCache:
     def __init__(self, tier0_blocks: int, tier1_blocks: int, tier2: Optional[Tier2Store], policy: str,
                  block_tokens: int, io: Optional[Callable[..., Future]] = None, hit_window: int = 64,
-                 offload_filter: Optional[FrequencyFilter] = None) -> None:
+                 offload_filter: Optional[FrequencyFilter] = None, write_through: bool = True) -> None:
         # io(fn, *args) runs blocking tier2 I/O off the event loop and returns an asyncio Future,
         # so completion callbacks run on the loop thread with the rest of the bookkeeping.
         self.capacity0 = tier0_blocks
@@ -68,6 +75,7 @@ class TieredKVCache:
         # KVBM attaches its disk-offload filter to the host tier, and only with a disk tier
         self.offload_filter = offload_filter if tier2 is not None and tier1_blocks else None
         self.block_tokens = block_tokens
+        self.write_through = write_through
         self.io = io
         self.counters = Counters()
         self._t0: dict[bytes, int] = {}          # hash -> pin count
@@ -77,6 +85,7 @@ class TieredKVCache:
         self._t2: dict[bytes, int] = {}          # hash -> slot
         self._t2_index = eviction.make(policy)
         self._writes: dict[bytes, Future] = {}
+        self._held1 = 0                          # tier1 blocks an admission is onboarding (see admit)
         self._lookups: deque = deque(maxlen=hit_window)
 
     # ---- occupancy -------------------------------------------------------------------------
@@ -130,14 +139,24 @@ class TieredKVCache:
             if self._t0[h] == 0:
                 self._t0_free.remove(h)
             self._t0[h] += 1
-        while self.capacity0 - self.used0 < need:
-            self._evict_t0(self._t0_free.victim())
-        # Matched lower-tier blocks are used again: the most recently used there, so the copies written
-        # through for this very sequence do not push them out while they are onboarded.
+        # The blocks this sequence onboards must survive the evictions that make room for it (copied down
+        # on eviction, they could push them out): they leave the lower tiers' victim lists meanwhile (host
+        # ones still take their room in tier1) and come back as the most recently used there, so the
+        # copies written through for this very sequence do not push them out either.
         for h in host:
-            self._t1.touch(h)
+            self._t1.forget(h)
         for h in disk:
-            self._t2_index.touch(h)
+            self._t2_index.forget(h)
+        self._held1 = len(host)
+        try:
+            while self.capacity0 - self.used0 < need:
+                self._evict_t0(self._t0_free.victim())
+        finally:
+            self._held1 = 0
+            for h in host:
+                self._t1.add(h)
+            for h in disk:
+                self._t2_index.add(h)
         for h in host + disk + new_hashed:
             self._t0[h] = 1
         anon = total_blocks - len(hashes)   # partial last prompt block and the output's blocks
@@ -153,9 +172,10 @@ class TieredKVCache:
                         cached_blocks=matched, from_host=host, looked=looked)
         for h in disk:
             adm.from_disk.append((h, self._t2[h], self._writes.get(h)))
-        # Registered on the device (a host hit is on the host already). Should a disk smaller than one
-        # sequence drop a block read here meanwhile, its read finds another block's bytes and fails.
-        for h in disk + new_hashed:
+        # Written through once registered on the device (a host hit is on the host already). Should a disk
+        # smaller than one sequence drop a block read here meanwhile, its read finds another block's bytes
+        # and fails.
+        for h in disk + new_hashed if self.write_through else ():
             self._register_on_device(h)
         if not disk:
             self._count_lookup(adm, 0)
@@ -196,11 +216,21 @@ class TieredKVCache:
         self._anon -= adm.anon_blocks
         adm.pinned, adm.anon_blocks = [], 0
 
-    # ---- write-through and eviction -----------------------------------------------------------
+    # ---- down the tiers ------------------------------------------------------------------------
     def _evict_t0(self, h: bytes) -> None:
-        """Only the device copy goes: the block was written through when it was registered."""
         self._t0_free.forget(h)
         del self._t0[h]
+        if self.write_through or h in self._t1 or h in self._t2:
+            return                           # only the device copy goes
+        if self.capacity1 > self._held1:
+            self.counters.offload_blocks_d2h += 1
+            if len(self._t1) + self._held1 >= self.capacity1:
+                victim = self._t1.victim()
+                self._t1.forget(victim)
+                self._to_disk(victim, "offload_blocks_h2d")
+            self._t1.add(h)
+        elif self.tier2 is not None:
+            self._to_disk(h, "offload_blocks_d2d")
 
     def _register_on_device(self, h: bytes) -> None:
         if self.capacity1:

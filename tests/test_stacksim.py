@@ -555,3 +555,26 @@ def test_stack_b_writes_through_device_host_disk_as_kvbm_does(tmp_path):
     assert copied == (4, 4, 4, 4, 4)            # no eviction yet, and every block is on all three tiers
     assert (from_host, from_disk) == (0, 4)     # 4 + 8 blocks passed through tiers of 4 and 8: only the disk kept them
     assert d2h == 16                            # a block read back from the disk is registered on the device again
+
+
+def test_trtllm_native_offload_copies_on_eviction(tmp_path):
+    """TensorRT-LLM (docs/source/features/kvcache.md): a block is copied to secondary memory when it is evicted
+    from primary, the host's victim to the disk: nothing moves before an eviction, and the tiers hold their sum."""
+    from stacksim.kvcache import TieredKVCache
+    from stacksim.tier2 import Tier2Store
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        kv = TieredKVCache(4, 8, Tier2Store(tmp_path, 4096, 64), "lru", 32,
+                           io=lambda fn, *a: loop.run_in_executor(None, fn, *a), write_through=False)
+        first = [bytes([1, j]) for j in range(4)]
+        kv.release(kv.admit(first, 4))
+        before = (kv.counters.offload_blocks_d2h, kv.used1, kv.used2)
+        for i in (2, 3):
+            kv.release(kv.admit([bytes([i, j]) for j in range(4)], 4))
+        again = kv.admit(first, 4)
+        await asyncio.sleep(0.2)
+        return before, len(again.from_host), kv.counters.offload_blocks_d2h, kv.counters.offload_blocks_h2d
+    before, from_host, d2h, h2d = asyncio.run(go())
+    assert before == (0, 0, 0)
+    assert from_host == 4 and d2h == 12 and h2d == 4    # 12 blocks fit 4 + 8; the host's overflow went to disk
