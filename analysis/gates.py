@@ -186,12 +186,13 @@ class DiskReads:
 
 
 def kvbm_down(kv_up_share: float) -> Optional[str]:
-    """Why KVBM's counters cannot be taken as measured, or None."""
+    """Why the KV tier counters (KVBM's, or TensorRT-LLM's under its own offload) cannot be taken as measured,
+    or None."""
     if math.isnan(kv_up_share):
         return None
     if kv_up_share < KVBM_UP_MIN:
-        return (f"KVBM's metrics answered only {kv_up_share:.0%} of the run ({ALIGNMENT_TARGETS['kv']}): its "
-                "counters held still, which is not a measured zero")
+        return (f"the KV tier counters answered only {kv_up_share:.0%} of the run ({ALIGNMENT_TARGETS['kv']}): "
+                "they held still, which is not a measured zero")
     return None
 
 

@@ -78,12 +78,13 @@ def scope(manifest: dict) -> str:
 # counts the samples where its target was up.
 ALIGNMENT = {"latency": (sel(S.LOADGEN_STEP.name, RUN), None),
              "sysmon": (sel(S.DISK_READS.total, KV2), None),
-             "kv": (sel(S.KVBM_UP.name, 'target="kvbm"'), 1.0)}
+             "kv": (sel(S.KVBM_UP.name, f'target=~"{S.KV_SOURCE_TARGET_RE}"'), 1.0)}
 # what each source is, for a gate's words when it is missing
 ALIGNMENT_TARGETS = {"latency": "the load generator's metrics (loadgen job)",
                      "sysmon": "the nvme exporter's kv_tier2 disk series",
-                     "kv": f"KVBM's metrics ({S.KVBM_UP.name}{{target=\"kvbm\"}}; the worker needs "
-                           "DYN_KVBM_METRICS=true and its metrics port reachable)"}
+                     "kv": f"the KV tier counters ({S.KVBM_UP.name}{{target=~\"{S.KV_SOURCE_TARGET_RE}\"}}: KVBM "
+                           "needs DYN_KVBM_METRICS=true on the worker, TensorRT-LLM's offload --publish-metrics; "
+                           "either needs its metrics port reachable)"}
 
 
 def raw_name(source: str) -> str:

@@ -25,11 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     te.add_argument("--profile", required=True)
     te.add_argument("--stack", default="stackB")
     te.add_argument("--tier-mode", default="B2", help="B0 (off), B1 (cpu_only) or B2 (cpu_disk)")
+    te.add_argument("--offload", choices=("kvbm", "trtllm"), help="default: the stack's kv_offload")
     args = ap.parse_args(argv)
     cfg = load(args.config)
     if args.cmd == "validate":
+        offload = next((s.kv_offload for s in cfg.stacks.values() if s.kv_tiering), "kvbm")
         for name, profile in cfg.profiles.items():
-            for line in kvbm_checks.warnings(name, profile):
+            for line in kvbm_checks.warnings(name, profile, offload=offload):
                 print(f"warning: {line}", file=sys.stderr)
         print(f"ok: {len(cfg.stacks)} stacks, {len(cfg.profiles)} profiles, "
               f"{len(cfg.fio_profiles)} fio profiles, {len(cfg.hypotheses)} hypotheses")
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(redact.plain(data), indent=2))
     else:
         return tier_env.main(["--profile", args.profile, "--stack", args.stack, "--tier-mode", args.tier_mode,
+                              *(("--offload", args.offload) if args.offload else ()),
                               *(("--config", args.config) if args.config else ())])
     return 0
 

@@ -5,7 +5,9 @@ ai-dynamo/dynamo lib/llm/src/block_manager/offload.rs), so a disk tier no larger
 nothing the host does not, and a host tier smaller than the device's KV pool churns without holding what
 the device evicts. Its disk cache file lives in DYN_KVBM_DISK_CACHE_DIR (default ``/tmp/``) and is opened
 O_DIRECT (storage/disk.rs): on tmpfs or an overlay the reads never reach a disk, and a rotational disk
-is no NVMe tier.
+is no NVMe tier. TensorRT-LLM's native offload copies a block down only on eviction, so its tiers add up and
+the size warnings are KVBM's alone; its disk_cache_path must exist before the engine starts (llm_args.py's
+validator refuses it otherwise), and the rest of the path warnings hold for it too.
 """
 from __future__ import annotations
 
@@ -59,7 +61,28 @@ def rotational(path: Path, sysfs: str = "/sys") -> bool | None:
     return None
 
 
-def warnings(name: str, p: Profile, mountinfo: str = "/proc/self/mountinfo", sysfs: str = "/sys") -> list[str]:
+def warnings(name: str, p: Profile, mountinfo: str = "/proc/self/mountinfo", sysfs: str = "/sys",
+             offload: str = "kvbm") -> list[str]:
+    out = _write_through_sizes(name, p) if offload == "kvbm" else []
+    if not p.tier2_bytes:
+        return out
+    path = Path(resolve(p.tier2_path))
+    if offload == "trtllm" and not path.is_dir():
+        out.append(f"profiles.{name}.tier2_path {path}: does not exist; TensorRT-LLM refuses a disk_cache_path "
+                   "that is not an existing directory (mkdir -p it on the NVMe)")
+    if path == Path(KVBM_DEFAULT_DIR) or Path(KVBM_DEFAULT_DIR) in path.parents:
+        out.append(f"profiles.{name}.tier2_path {path}: under /tmp, KVBM's default cache directory, which is "
+                   "often tmpfs and cleaned on boot; give the disk tier its own directory on the NVMe")
+    kind = fs_type(path, mountinfo)
+    if kind in MEMORY_FS:
+        out.append(f"profiles.{name}.tier2_path {path}: on {kind}: the disk cache there is memory, not the "
+                   "NVMe (O_DIRECT reads never reach a disk); mount the NVMe there")
+    elif rotational(path, sysfs):
+        out.append(f"profiles.{name}.tier2_path {path}: on a rotational disk, not an NVMe tier")
+    return out
+
+
+def _write_through_sizes(name: str, p: Profile) -> list[str]:
     out = []
     if p.tier2_bytes and p.tier2_bytes <= p.tier1_bytes:
         out.append(f"profiles.{name}: the disk tier ({format_size(p.tier2_bytes)}) is no larger than the host "
@@ -68,16 +91,4 @@ def warnings(name: str, p: Profile, mountinfo: str = "/proc/self/mountinfo", sys
     if p.tier1_bytes and p.tier1_bytes < p.tier0_bytes:
         out.append(f"profiles.{name}: the host tier ({format_size(p.tier1_bytes)}) is smaller than the device "
                    f"KV pool ({format_size(p.tier0_bytes)}): it churns and cannot hold what the device evicts")
-    if not p.tier2_bytes:
-        return out
-    path = Path(resolve(p.tier2_path))
-    if path == Path(KVBM_DEFAULT_DIR) or Path(KVBM_DEFAULT_DIR) in path.parents:
-        out.append(f"profiles.{name}.tier2_path {path}: under /tmp, KVBM's default cache directory, which is "
-                   "often tmpfs and cleaned on boot; give the disk tier its own directory on the NVMe")
-    kind = fs_type(path, mountinfo)
-    if kind in MEMORY_FS:
-        out.append(f"profiles.{name}.tier2_path {path}: on {kind}: KVBM's disk cache there is memory, not the "
-                   "NVMe (O_DIRECT reads never reach a disk); mount the NVMe there")
-    elif rotational(path, sysfs):
-        out.append(f"profiles.{name}.tier2_path {path}: on a rotational disk, not an NVMe tier")
     return out

@@ -96,6 +96,11 @@ class StackSpec:
     # How the frontend spreads requests over its workers (Dynamo's --router-mode), as the deployment runs
     # it; recorded with each run so that H5's reuse is read per router mode. None: not said.
     router_mode: Optional[Literal["round-robin", "random", "kv"]] = None
+    # Who moves Stack B's KV between its tiers: Dynamo's KVBM (its own metrics listener, kvbm_metrics_url), or
+    # TensorRT-LLM's native offload that succeeds it (kv_cache_config host/disk tiers; its trtllm_ metrics on
+    # the worker's system port under Dynamo, on /prometheus/metrics under trtllm-serve). B0/B1/B2 are the same
+    # tiers in both; `python -m configs.tier_env` prints the setup for either.
+    kv_offload: Literal["kvbm", "trtllm"] = "kvbm"
 
     def __post_init__(self):
         for name in ("openai_base", "metrics_url", "kvbm_metrics_url"):
@@ -104,13 +109,25 @@ class StackSpec:
         for url in self.worker_urls:
             checks.http_url(url, "worker_metrics_url")
         _check(len(set(self.worker_urls)) == len(self.worker_urls), "worker_metrics_url", "lists a URL twice")
-        _check(not self.kv_tiering or self.kvbm_metrics_url is not None, "kvbm_metrics_url",
-               "a stack with kv_tiering needs kvbm_metrics_url")
+        _check(not self.kv_tiering or self.kv_offload != "kvbm" or self.kvbm_metrics_url is not None,
+               "kvbm_metrics_url", "a stack with kv_tiering through KVBM needs kvbm_metrics_url")
+        _check(not self.kv_tiering or self.kv_offload != "trtllm" or bool(self.kv_metrics_urls), "worker_metrics_url",
+               "kv_offload: trtllm under Dynamo reads TensorRT-LLM's KV metrics from the worker's system port: "
+               "give worker_metrics_url")
 
     @property
     def worker_urls(self) -> tuple[str, ...]:
         w = self.worker_metrics_url
         return () if w is None else (w,) if isinstance(w, str) else tuple(w)
+
+    @property
+    def kv_metrics_urls(self) -> tuple[str, ...]:
+        """Where this stack's KV tier counters are read: KVBM's listener, or the engines' own metrics."""
+        if not self.kv_tiering:
+            return ()
+        if self.kv_offload == "kvbm":
+            return (self.kvbm_metrics_url,) if self.kvbm_metrics_url else ()
+        return self.worker_urls if self.server == "dynamo" else (self.metrics_url,)
 
     @property
     def simulated_worker_url(self) -> Optional[str]:

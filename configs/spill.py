@@ -4,7 +4,9 @@ signal — minutes later. The working set of a fixed-context step is one prompt 
 when they share it) plus its output, in whole KV blocks, against the profile's tiers in blocks (the
 simulator sizes them so; a real KVBM divides DYN_KVBM_CPU_CACHE_GB by its own block size the same way).
 KVBM writes through (device -> host -> disk), so the host tier holds copies of what the device holds: what
-stays above the disk is the larger of tier0 and tier1, not their sum."""
+stays above the disk is the larger of tier0 and tier1, not their sum. TensorRT-LLM's native offload copies a
+block down only when it is evicted (docs/source/features/kvcache.md), so there the tiers above the disk hold
+their sum."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from .sizes import format_size
 class StepFit:
     step: Step
     blocks: int                  # the step's KV working set
-    capacity: int                # max(tier0, tier1) blocks
+    capacity: int                # blocks above the disk: max(tier0, tier1) under KVBM, their sum under TRT-LLM
 
     @property
     def spills(self) -> bool:
@@ -53,6 +55,14 @@ def control_context(cfg: Harness, concurrency: int) -> int:
     return tokens
 
 
+def above_disk(plan: RunPlan, profile) -> tuple[int, str, str]:
+    """Blocks the tiers above the disk hold for the stack's offload, and how that is reckoned."""
+    t0, t1 = profile.tier0_bytes // profile.kv_block_size_bytes, profile.tier1_bytes // profile.kv_block_size_bytes
+    if plan.stack.kv_offload == "trtllm":
+        return t0 + t1, "the sum of tier0 and tier1", "TensorRT-LLM copies a block down on eviction"
+    return max(t0, t1), "the larger of tier0 and tier1", "KVBM writes through"
+
+
 def fits(plan: RunPlan) -> Optional[list[StepFit]]:
     """Each step's working set against its tiers; None where the question does not apply: a stack without
     a disk tier (Stack A, tier modes B0/B1) or a workload whose working set is not one prompt per user."""
@@ -61,7 +71,7 @@ def fits(plan: RunPlan) -> Optional[list[StepFit]]:
     out = []
     for step in plan.steps:
         pr = step.profile
-        out.append(StepFit(step, working_set_blocks(step), max(pr.tier0_bytes, pr.tier1_bytes) // pr.kv_block_size_bytes))
+        out.append(StepFit(step, working_set_blocks(step), above_disk(plan, pr)[0]))
     return out
 
 
@@ -74,10 +84,11 @@ def prediction(plan: RunPlan) -> Optional[str]:
     largest = max(steps, key=lambda f: f.blocks)
     p, pr = largest.step.params, largest.step.profile
     users = f"{p.concurrency} users x " if p.nonce_per_user else "one shared prompt of "
+    _, against, why = above_disk(plan, pr)
     sizes = (f"{users}{p.context_tokens + p.max_tokens} tokens = {largest.blocks} KV blocks "
-             f"({format_size(largest.blocks * pr.kv_block_size_bytes)}) against the larger of tier0 and tier1, "
-             f"{largest.capacity} blocks ({format_size(pr.tier0_bytes)}, {format_size(pr.tier1_bytes)}: KVBM writes "
-             f"through; profile {plan.profile_name})")
+             f"({format_size(largest.blocks * pr.kv_block_size_bytes)}) against {against}, "
+             f"{largest.capacity} blocks ({format_size(pr.tier0_bytes)}, {format_size(pr.tier1_bytes)}: {why}; "
+             f"profile {plan.profile_name})")
     if not spilling:
         return (f"spill: no step can reach the disk tier: the largest working set, {sizes}, fits; this run "
                 "measures queueing, not storage (raise CONCURRENCY or CONTEXT_TOKENS, or use a smaller profile)")

@@ -33,22 +33,36 @@ def gpu(args, cfg, nvml) -> list:
     return [GpuCollector(nvml)]
 
 
+def _tiered(cfg):
+    """The stack whose KV tiers the collector reads (Stack B in the shipped configuration), or None."""
+    return next((s for s in cfg.stacks.values() if s.kv_tiering), None)
+
+
 def kvbm_collector(cfg, profile: str, kvbm_url: str, frontend_url: Optional[str] = None,
                    worker_urls: Sequence[str] = ()):
-    """The KVBM collector as the exporter runs it: the tiered stack's model shape and ``profile``'s block
-    size turn blocks into bytes. The paired legs read their KV evidence through this very collector."""
+    """The KV tier collector as the exporter runs it, for the tiered stack's offload (KVBM's listener, or
+    TensorRT-LLM's engines); its model shape and ``profile``'s block size turn blocks into bytes. The paired
+    legs read their KV evidence through this very collector."""
     from .collectors.kvbm import BlockSize, KvbmCollector
-    tiered = next((s for s in cfg.stacks.values() if s.kvbm_metrics_url), None)
+    tiered = _tiered(cfg)
     p = cfg.profiles[profile]
     block = BlockSize(p.kv_block_size_bytes, p.kv_block_size_tokens, cfg.models[tiered.model].shape if tiered else None)
-    return KvbmCollector(kvbm_url, frontend_url or None, block, cfg.exporters.kvbm_timeout_s, worker_urls=worker_urls)
+    return KvbmCollector(kvbm_url, frontend_url or None, block, cfg.exporters.kvbm_timeout_s, worker_urls=worker_urls,
+                         offload=tiered.kv_offload if tiered else "kvbm")
+
+
+def kv_source(cfg) -> Optional[str]:
+    """The URL the tiered stack's KV counters are read from first (KVBM's, or the first engine's)."""
+    tiered = _tiered(cfg)
+    return tiered.kv_metrics_urls[0] if tiered and tiered.kv_metrics_urls else None
 
 
 def kvbm(args, cfg, nvml) -> list:
-    tiered = next((s for s in cfg.stacks.values() if s.kvbm_metrics_url), None)
-    kvbm_url = args.kvbm_url or os.environ.get("KVBM_URL") or (tiered.kvbm_metrics_url if tiered else None)
+    tiered = _tiered(cfg)
+    kvbm_url = args.kvbm_url or os.environ.get("KVBM_URL") or kv_source(cfg)
     if not kvbm_url:
-        raise ConfigError("no KVBM URL: give --kvbm-url or set kvbm_metrics_url on a stack in configs")
+        raise ConfigError("no KV tier metrics URL: give --kvbm-url, or set kvbm_metrics_url (KVBM) or "
+                          "worker_metrics_url (kv_offload: trtllm) on the stack with kv_tiering")
     frontend = args.frontend_url if args.frontend_url is not None else (tiered.metrics_url if tiered else None)
     if args.worker_url is not None:                  # '' to skip
         workers = [args.worker_url] if args.worker_url else []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -40,10 +41,12 @@ class LegError(Exception):
 
 
 def kv_reader(cfg: Harness, profile: str):
-    """The exporter's own KVBM collector for Stack B's KVBM (exporters.registry.kvbm_collector), or None
-    without one: a leg reads its KV evidence as the analysis does, the same names, block size and bytes."""
-    url = cfg.stacks["stackB"].kvbm_metrics_url
-    return kvbm_collector(cfg, profile, url) if url else None
+    """The exporter's own KV tier collector for Stack B's offload, KVBM or TensorRT-LLM's
+    (exporters.registry.kvbm_collector), or None without one: a leg reads its KV evidence as the analysis
+    does, the same names, block size and bytes."""
+    b = cfg.stacks["stackB"]
+    urls = b.kv_metrics_urls
+    return kvbm_collector(cfg, profile, urls[0], worker_urls=urls[1:]) if urls else None
 
 
 def kv_evidence(reader) -> Optional[dict]:
@@ -55,7 +58,7 @@ def kv_evidence(reader) -> Optional[dict]:
     if reader is None:
         return None
     fams = {f.name: f for f in reader.collect()}
-    if not any(s.value for s in fams[S.KVBM_UP.name].samples if s.labels.get("target") == "kvbm"):
+    if not any(s.value for s in fams[S.KVBM_UP.name].samples if re.fullmatch(S.KV_SOURCE_TARGET_RE, s.labels["target"])):
         return None
 
     def summed(series, keep) -> float:

@@ -45,7 +45,7 @@ def jobs(cfg: Harness) -> list[Job]:
         addr, path = _hostport(stack.metrics_url)
         out.append(Job(f"stack-{stack_name}", slow, path,
                        [{"targets": [addr], "labels": {"stack": stack_name, "role": "frontend"}}]))
-        if stack.kvbm_metrics_url:
+        if stack.kvbm_metrics_url and stack.kv_offload == "kvbm":    # TensorRT-LLM's offload: no KVBM listener
             addr, path = _hostport(stack.kvbm_metrics_url)
             out.append(Job(f"kvbm-{stack_name}", fast, path,
                            [{"targets": [addr], "labels": {"stack": stack_name, "role": "kvbm"}}]))

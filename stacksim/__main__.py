@@ -1,4 +1,5 @@
-"""``python -m stacksim``: run simulated Stack A (trtllm-serve) and/or Stack B (Dynamo + KVBM).
+"""``python -m stacksim``: run simulated Stack A (trtllm-serve) and/or Stack B (Dynamo + KVBM, or Dynamo +
+TensorRT-LLM's native KV offload with ``--kv-offload trtllm``).
 
 Ports and the served model come from the stacks in the configuration (8355; 9000 and 6880 for
 KVBM), tier sizes and the tier2 directory from the profile, engine knobs from ``engine``.
@@ -38,11 +39,16 @@ def options_for(cfg, stack: str, args) -> StackOptions:
         kvbm_port = args.kvbm_port
     if args.worker_port is not None:
         worker_port = args.worker_port or None
+    offload = args.kv_offload or spec.kv_offload
+    if stack == "B" and offload == "trtllm" and not worker_port:
+        raise ConfigError("--kv-offload trtllm: TensorRT-LLM's KV families are served on the worker's system port; "
+                          f"give {name}.worker_metrics_url (or --worker-port)")
     strict = (stack == "B") if args.strict_fields is None else args.strict_fields
     return StackOptions(stack=stack, model=args.model or cfg.models[spec.model].handle, profile=profile,
                         engine=engine, host=args.host, port=port, kvbm_port=kvbm_port, worker_port=worker_port,
                         seed=args.seed, strict_fields=strict, keep_tier2=args.keep_tier2,
-                        tier_mode=tier_mode(args.tier_mode, "--tier-mode"))
+                        tier_mode=tier_mode(args.tier_mode, "--tier-mode"),
+                        kv_offload=offload)
 
 
 def _port(url: str, key: str) -> int:
@@ -94,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
                                                              "unlinked at start as KVBM's is, goes with the process)")
     ap.add_argument("--tier-mode", default="B2", help="Stack B's KVBM tiers: B0 (off: no host or disk tier, no KVBM "
                                                       "metrics), B1 (cpu_only), B2 (cpu_disk, the default)")
+    ap.add_argument("--kv-offload", choices=("kvbm", "trtllm"),
+                    help="Stack B's offload: KVBM (writes through; its own metrics listener) or TensorRT-LLM's native "
+                         "offload (copies on eviction; trtllm_ KV families on the worker port). Default: the stack's "
+                         "kv_offload")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")

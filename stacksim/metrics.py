@@ -1,4 +1,5 @@
-"""Metrics under the real systems' names: Dynamo frontend (Stack B), trtllm-serve (Stack A), KVBM.
+"""Metrics under the real systems' names: Dynamo frontend (Stack B), trtllm-serve (Stack A), KVBM, and
+TensorRT-LLM's own KV offload families where Stack B runs that offload instead of KVBM.
 
 KVBM registers its counters with the Rust ``prometheus`` crate, which prints the family name
 without ``_total``; prometheus_client would append it, so the KVBM block is written by hand.
@@ -191,11 +192,7 @@ class KvbmMetrics:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.registry = CollectorRegistry(auto_describe=True)
-        self.fetch = Histogram(S.SIM_FETCH.name, S.SIM_FETCH.help, S.SIM_FETCH.labels, buckets=FETCH_BUCKETS,
-                               registry=self.registry)
-        for tier in ("host", "disk"):       # present from the start, so dashboards show 0, not "no data"
-            self.fetch.labels(tier=tier)
-        self.registry.register(_TierState(engine))
+        tier_extras(engine, self.registry)
 
     def exposition(self) -> bytes:
         kv = self.engine.kv
@@ -209,6 +206,17 @@ class KvbmMetrics:
             family = V.KVBM + name
             lines += [f"# HELP {family} Sliding-window hit rate", f"# TYPE {family} gauge", f"{family} {value}"]
         return ("\n".join(lines) + "\n").encode() + generate_latest(self.registry)
+
+
+def tier_extras(engine: Engine, registry: CollectorRegistry) -> Histogram:
+    """The simulator's own tier series (stacksim_*: occupancy, the bytes per block it writes, its tier2 file's
+    bytes, onboard fetch times) beside whichever offload's families it serves; the engine reports each fetch."""
+    fetch = Histogram(S.SIM_FETCH.name, S.SIM_FETCH.help, S.SIM_FETCH.labels, buckets=FETCH_BUCKETS, registry=registry)
+    for tier in ("host", "disk"):       # present from the start, so dashboards show 0, not "no data"
+        fetch.labels(tier=tier)
+    registry.register(_TierState(engine))
+    engine.on_fetch = lambda tier, seconds: fetch.labels(tier).observe(seconds)
+    return fetch
 
 
 class _TierState:
@@ -241,13 +249,18 @@ class _TierState:
 
 class WorkerMetrics:
     """A Dynamo worker's system-port metrics (DYN_SYSTEM_PORT) under 1.6.1's names and labels: the
-    work handler's request counters and the engine's KV usage and queue, read at scrape time."""
+    work handler's request counters and the engine's KV usage and queue, read at scrape time. With
+    TensorRT-LLM's native offload (``trtllm_kv``) the worker also passes the engine's trtllm_ KV families
+    through, as dynamo.trtllm does with --publish-metrics, and the simulator's tier extras sit beside them."""
 
-    def __init__(self, engine: Engine, model: str, worker_id: str) -> None:
+    def __init__(self, engine: Engine, model: str, worker_id: str, trtllm_kv: bool = False) -> None:
         self.engine, self.model = engine, model
         self.component = dict(zip(V.WK_LABELS, ("backend", "generate", "dynamo", worker_id)))
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
+        if trtllm_kv:
+            self.registry.register(TrtllmKvMetrics(engine, model, worker_id))
+            tier_extras(engine, self.registry)
 
     def collect(self):
         e, kv = self.engine, self.engine.kv
@@ -273,3 +286,55 @@ class WorkerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class TrtllmKvMetrics:
+    """TensorRT-LLM's KV-cache families (tensorrt_llm/metrics/collector.py: log_iteration_stats and
+    _log_cached_tokens_by_level; tests/fixtures/trtllm/) as Dynamo's worker passes them through: the engine's
+    labels plus the ones Dynamo injects. Its onboard/offload counters count bytes into and out of the GPU
+    only (any colder tier together); the per-tier split is the hit tokens by cache level. The simulator's
+    blocks are counted in KVBM's names (kvcache.py) and served here in TRT-LLM's."""
+
+    def __init__(self, engine: Engine, model: str, worker_id: str) -> None:
+        self.engine = engine
+        injected = dict(zip(V.TRTLLM_DYNAMO_LABELS, ("dynamo", "backend", "generate", worker_id, model)))
+        self.labels = {"engine_type": "trtllm", "model_name": model, **injected}
+
+    def collect(self):
+        kv = self.engine.kv
+        c, tokens, block = kv.counters, kv.block_tokens, self.engine.block_bytes
+        names, values = list(self.labels), list(self.labels.values())
+
+        def family(cls, name, doc, value):
+            f = cls(name, doc, labels=names)
+            f.add_metric(values, value)
+            return f
+        looked = c.device_reused_blocks + c.device_missed_blocks
+        cold = kv.capacity1 + (kv.tier2.capacity if kv.tier2 else 0)
+        for name, doc, value in (
+                (V.TRTLLM_KV_HIT_RATE, "KV cache hit rate", c.device_reused_blocks / looked if looked else 0.0),
+                (V.TRTLLM_KV_UTILIZATION, "KV cache utilization", kv.used0 / kv.capacity0),
+                (V.TRTLLM_KV_HOST_UTILIZATION, "KV cache host (secondary) pool utilization",
+                 (kv.used1 + kv.used2) / cold if cold else 0.0),
+                (V.TRTLLM_KV_MAX_BLOCKS, "Maximum number of KV cache blocks", kv.capacity0),
+                (V.TRTLLM_KV_FREE_BLOCKS, "Number of free KV cache blocks", kv.capacity0 - kv.used0),
+                (V.TRTLLM_KV_USED_BLOCKS, "Number of used KV cache blocks", kv.used0),
+                (V.TRTLLM_KV_TOKENS_PER_BLOCK, "Number of tokens per KV cache block", tokens)):
+            yield family(GaugeMetricFamily, name, doc, value)
+        for name, doc, value in (
+                (V.TRTLLM_KV_REUSED_BLOCKS, "Cumulative number of KV cache blocks reused (cache hits)",
+                 c.device_reused_blocks),
+                (V.TRTLLM_KV_MISSED_BLOCKS, "Cumulative number of KV cache blocks missed (cache misses)",
+                 c.device_missed_blocks),
+                (V.TRTLLM_KV_ONBOARD_BYTES, "Total bytes transferred from host to GPU (onboard)",
+                 (c.onboard_blocks_h2d + c.onboard_blocks_d2d) * block),
+                (V.TRTLLM_KV_OFFLOAD_BYTES, "Total bytes transferred from GPU to host (offload)",
+                 (c.offload_blocks_d2h + c.offload_blocks_d2d) * block)):
+            yield family(CounterMetricFamily, name, doc, value)
+        hits = CounterMetricFamily(V.TRTLLM_PROMPT_CACHE_HIT_TOKENS, "Process-lifetime total prompt tokens served "
+                                   "from each KV cache level.", labels=list(V.TRTLLM_CACHE_LEVEL_LABELS) + names)
+        levels = [("gpu", c.device_reused_blocks)] + ([("host", c.onboard_blocks_h2d)] if kv.capacity1 else []) \
+            + ([("disk", c.onboard_blocks_d2d)] if kv.tier2 is not None else [])
+        for level, (tier, blocks) in enumerate(levels):
+            hits.add_metric([str(level), tier] + values, blocks * tokens)
+        yield hits

@@ -53,6 +53,9 @@ class StackOptions:
     strict_fields: bool = False
     keep_tier2: bool = False
     tier_mode: str = "B2"      # Stack B: B0 no KVBM (no host or disk tier, no KVBM listener), B1 host only
+    # Stack B's offload: KVBM (writes through, its own listener) or TensorRT-LLM's (copies on eviction, its
+    # families on the worker's system port, no disk-offload filter)
+    kv_offload: str = "kvbm"
 
 
 def openai_error(status: int, message: str, type_: str, code=None) -> web.Response:
@@ -148,7 +151,8 @@ class StackServer:
         try:
             listeners = {"API": o.port}
             if self.dynamo:
-                listeners.update(KVBM=o.kvbm_port if o.tier_mode != "B0" else None, worker=o.worker_port)
+                kvbm = o.kvbm_port if o.tier_mode != "B0" and o.kv_offload == "kvbm" else None
+                listeners.update(KVBM=kvbm, worker=o.worker_port)
             for role, port in listeners.items():
                 if port:
                     self._socks[role] = bind(o.host, port, f"{what}: {role} listener")
@@ -170,6 +174,7 @@ class StackServer:
                                                                f"{e.lora_bytes / 2**20:.0f} MiB")
         self.lora = LoraStore(self.data_dir, e.lora_count, e.lora_bytes, e.max_loras, e.lora_load_ms / 1000.0, io)
         block = p.kv_block_size_bytes
+        kvbm = o.kv_offload == "kvbm"
         tier2 = None
         if self.dynamo and o.tier_mode == "B2" and p.tier2_bytes >= block:
             tier2 = Tier2Store(self.data_dir, block, p.tier2_bytes // block)
@@ -177,7 +182,8 @@ class StackServer:
             tier0_blocks=p.tier0_bytes // block,
             tier1_blocks=p.tier1_bytes // block if self.dynamo and o.tier_mode != "B0" else 0,
             tier2=tier2, policy=p.eviction_policy, block_tokens=p.kv_block_size_tokens, io=io,
-            offload_filter=FrequencyFilter(DECAY_S * e.time_scale) if p.disk_offload_filter else None)
+            offload_filter=FrequencyFilter(DECAY_S * e.time_scale) if p.disk_offload_filter and kvbm else None,
+            write_through=kvbm)
         self.engine = Engine(e, self.kv, block, o.seed, io, self.lora)
         self.metrics = FrontendMetrics(self.engine, "dynamo" if self.dynamo else "trtllm", o.model)
         self.engine.start()
@@ -194,21 +200,24 @@ class StackServer:
             app.router.add_get("/prometheus/metrics", self._frontend_metrics)
             app.router.add_get("/version", lambda r: web.json_response({"version": "stacksim"}))
         await self._listen(app, "API")
-        if "KVBM" in self._socks:
+        kvbm_listener = "KVBM" in self._socks
+        if kvbm_listener:
             self.kvbm = KvbmMetrics(self.engine)
-            self.engine.on_fetch = lambda tier, s: self.kvbm.fetch.labels(tier).observe(s)
             kapp = web.Application()
             kapp.router.add_get("/metrics", self._kvbm_metrics)
             await self._listen(kapp, "KVBM")
         if "worker" in self._socks:
-            worker = WorkerMetrics(self.engine, o.model, f"{o.port:016x}")
+            worker = WorkerMetrics(self.engine, o.model, f"{o.port:016x}",
+                                   trtllm_kv=self.dynamo and o.kv_offload == "trtllm")
             wapp = web.Application()
             wapp.router.add_get("/metrics", lambda _r: web.Response(body=worker.exposition(),
                                                                      content_type="text/plain", charset="utf-8"))
             await self._listen(wapp, "worker")
         log.info("stack %s%s serving %s on http://%s:%d%s (profile tiers: %d/%d/%d blocks, tier2 %s)", o.stack,
                  f" ({o.tier_mode})" if self.dynamo else "", o.model, o.host, o.port,
-                 f", KVBM metrics on :{o.kvbm_port}" if self.dynamo and o.kvbm_port and o.tier_mode != "B0" else "",
+                 f", KVBM metrics on :{o.kvbm_port}" if kvbm_listener else
+                 (f", TensorRT-LLM KV offload metrics on :{o.worker_port}" if self.dynamo and o.kv_offload == "trtllm"
+                  and o.worker_port else ""),
                  self.kv.capacity0, self.kv.capacity1, tier2.capacity if tier2 else 0,
                  "O_DIRECT" if tier2 and tier2.direct else ("buffered" if tier2 else "none"))
 

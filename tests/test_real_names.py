@@ -97,3 +97,46 @@ def test_simulator_serves_what_the_harness_reads(simulated):
         assert name in worker, name
     for short in V.KVBM_EXPECTED:
         assert V.KVBM + short in simulated["kvbm"], short
+
+
+TRTLLM_REAL = ROOT / "tests" / "fixtures" / "trtllm" / "prometheus_metrics.txt"
+
+
+def trtllm_families(text: str) -> dict:
+    """{family: (type, label names, buckets)} for TensorRT-LLM's names; the labels Dynamo's worker injects
+    when it passes them through, and the pid of trtllm-serve's multiprocess gauges, are not the engine's."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name.startswith("trtllm_"):
+            labels = {k for s in fam.samples for k in s.labels} - {"le", "pid", *V.TRTLLM_DYNAMO_LABELS}
+            buckets = {float(s.labels["le"]) for s in fam.samples if s.name.endswith("_bucket")}
+            out[fam.name] = (fam.type, labels, buckets)
+    return out
+
+
+def test_trtllm_offload_families_match_tensorrt_llm(tmp_path):
+    """Stack B under TensorRT-LLM's native offload: the KV families the simulated worker passes through
+    are TensorRT-LLM's (tests/fixtures/trtllm/, built from its collector.py), with their types and labels,
+    plus Dynamo's injected labels; and a spilling workload moves their counters as the engine's would."""
+    small = "profiles: {spill: {tier0_bytes: 8MiB, tier1_bytes: 8MiB}}\n"      # 128 + 128 blocks
+    with Sim(tmp_path, "B", small, args=("--kv-offload", "trtllm"), time_scale=0.05) as sim:
+        url = f"{sim.base}/v1/completions"
+        prompts = [f"{i} " + " ".join(["doc"] * 3000) for i in range(8)]
+        for p in prompts + prompts:          # 8 documents past tier0 + tier1, then read back
+            requests.post(url, json={"model": MODEL, "prompt": p, "max_tokens": 2}, timeout=60).raise_for_status()
+        text = requests.get(f"http://127.0.0.1:{sim.worker_port}/metrics", timeout=5).text
+        with pytest.raises(requests.ConnectionError):          # no KVBM listener under TensorRT-LLM's offload
+            requests.get(f"http://127.0.0.1:{sim.kvbm_port}/metrics", timeout=5)
+    ours, theirs = trtllm_families(text), trtllm_families(TRTLLM_REAL.read_text())
+    assert {V.TRTLLM_KV_ONBOARD_BYTES, V.TRTLLM_KV_OFFLOAD_BYTES, V.TRTLLM_PROMPT_CACHE_HIT_TOKENS} <= set(ours)
+    drift = [f"{name}: {ours[name]} vs TensorRT-LLM's {theirs.get(name)}" for name in sorted(ours)
+             if theirs.get(name, (None,))[:2] != ours[name][:2]]
+    assert not drift, "\n".join(drift)
+    injected = {s.labels.get(k) for fam in text_string_to_metric_families(text) if fam.name.startswith("trtllm_")
+                for s in fam.samples for k in V.TRTLLM_DYNAMO_LABELS}
+    assert None not in injected, "every passed-through family carries Dynamo's labels"
+    values = {(s.name, s.labels.get("cache_tier")): s.value for fam in text_string_to_metric_families(text)
+              for s in fam.samples}
+    assert values[(V.TRTLLM_KV_OFFLOAD_BYTES + "_total", None)] > 0
+    assert values[(V.TRTLLM_PROMPT_CACHE_HIT_TOKENS + "_total", "disk")] > 0
+    assert values[(V.TRTLLM_KV_ONBOARD_BYTES + "_total", None)] > 0

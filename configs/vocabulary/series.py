@@ -216,6 +216,10 @@ GPU_FIELD_SUPPORTED = Series("sparkrig_gpu_field_supported", "gauge",
 
 # ---- kvbm exporter (KVBM, frontend and worker scraped and normalised) --------------------------------
 KVBM_UP = Series("sparkrig_kvbm_up", "gauge", "1 when the last scrape of the target succeeded", ("target",))
+# the target whose counters say what moved between the KV tiers, per offload: KVBM's listener, or under
+# TensorRT-LLM's native offload the engines themselves ("engine", then "engine-1", ... one per worker)
+KV_SOURCE_TARGETS = {"kvbm": "kvbm", "trtllm": "engine"}
+KV_SOURCE_TARGET_RE = "kvbm|engine(-[0-9]+)?"
 KVBM_SCRAPE_DURATION = Series("sparkrig_kvbm_scrape_duration_seconds", "gauge",
                               "Time the last scrape of the target took", ("target",))
 KVBM_SCRAPE_ERRORS = Series("sparkrig_kvbm_scrape_errors", "counter", "Failed scrapes by target and reason",

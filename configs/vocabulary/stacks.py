@@ -64,7 +64,7 @@ WK_LABELS = ("dynamo_component", "dynamo_endpoint", "dynamo_namespace", "worker_
 WK_QUEUE = "dynamo_request_queue"                  # gauge, no labels
 # KV usage of the engine, 0..1: the engine's own name first (vLLM-style, what the 1.6.1 mocker serves),
 # then Dynamo's component gauge of releases that publish it.
-WK_KV_USAGE = ("vllm:kv_cache_usage_perc", "dynamo_component_gpu_cache_usage_percent")
+WK_KV_USAGE = ("vllm:kv_cache_usage_perc", "dynamo_component_gpu_cache_usage_percent", "trtllm_kv_cache_utilization")
 WK_RUNNING = "vllm:num_requests_running"           # gauges: engine, model_name
 WK_WAITING = "vllm:num_requests_waiting"
 WK_ENGINE_LABELS = ("engine", "model_name")
@@ -132,3 +132,29 @@ TRTLLM_KV_USED_BLOCKS = "trtllm_kv_cache_used_blocks"
 TRTLLM_KV_TOKENS_PER_BLOCK = "trtllm_kv_cache_tokens_per_block"
 TRTLLM_KV_REUSED_BLOCKS = "trtllm_kv_cache_reused_blocks"      # counters
 TRTLLM_KV_MISSED_BLOCKS = "trtllm_kv_cache_missed_blocks"
+
+# ---- TensorRT-LLM's native KV offload (Stack B with kv_offload: trtllm) -------------------------
+# KVBM's successor: kv_cache_config host_cache_size / disk_cache_size / disk_cache_path (KV cache manager v2).
+# Its KV families, as NVIDIA/TensorRT-LLM tensorrt_llm/metrics/collector.py defines them (tests/fixtures/
+# trtllm/ says how that fixture was built from it), per release of the feature: the engine metrics came with
+# PR #12413 (Mar 2026), the disk tier with PR #14845 (Jun 2026), the per-tier hit counter with PR #18583
+# (~Sep 2026). trtllm-serve serves them on /prometheus/metrics (return_perf_metrics and
+# enable_iter_perf_stats on); Dynamo's dynamo.trtllm worker (--publish-metrics) passes every trtllm_ family
+# through on its system port (dynamo/trtllm/workers/llm_worker.py, metric_prefix_filters=["trtllm_"]),
+# adding its dynamo_* / worker_id / model labels. No counter measures disk bytes: the disk's reads come
+# from the serving process's /proc/<pid>/io, as KVBM's do.
+TRTLLM_KV_ONBOARD_BYTES = "trtllm_kv_cache_onboard_bytes"            # counter: into the GPU from any colder tier
+TRTLLM_KV_OFFLOAD_BYTES = "trtllm_kv_cache_offload_bytes"            # counter: out of the GPU to the next tier
+TRTLLM_KV_DISK_PREFETCH_BLOCKS = "trtllm_kv_cache_disk_prefetch_blocks"   # counter: disk -> host (prefetch)
+TRTLLM_PROMPT_CACHED_TOKENS = "trtllm_prompt_cached_tokens"          # counter: request-scoped cache hits
+TRTLLM_PROMPT_CACHE_HIT_TOKENS = "trtllm_prompt_cache_hit_tokens"    # counter: + cache_level, cache_tier
+TRTLLM_CACHE_LEVEL_LABELS = ("cache_level", "cache_tier")            # cache_tier: gpu, host or disk
+TRTLLM_CACHE_TIERS = {"gpu": "device", "host": "host", "disk": "disk"}   # its tier names -> ours
+TRTLLM_KV_RELEASES = {           # the first release stream with each family (a rig's engine may lack the later ones)
+    "metrics": (TRTLLM_KV_HIT_RATE, TRTLLM_KV_UTILIZATION, TRTLLM_KV_ONBOARD_BYTES, TRTLLM_KV_OFFLOAD_BYTES,
+                TRTLLM_KV_USED_BLOCKS, TRTLLM_KV_MAX_BLOCKS, TRTLLM_KV_TOKENS_PER_BLOCK),
+    "disk_tier": (TRTLLM_KV_DISK_PREFETCH_BLOCKS,),
+    "per_tier_hits": (TRTLLM_PROMPT_CACHE_HIT_TOKENS,),
+}
+# Dynamo's worker adds these to every family it passes through (dynamo/common/utils/prometheus.py)
+TRTLLM_DYNAMO_LABELS = ("dynamo_namespace", "dynamo_component", "dynamo_endpoint", "worker_id", "model")

@@ -3,7 +3,9 @@
 KVBM's names change between releases (the object tier became "remote", request counters came and
 went) and carry no bytes. This collector maps whatever a release exposes onto one vocabulary —
 blocks and bytes per direction and tier pair, hit ratios per tier, matched tokens, occupancy —
-with bytes = blocks x the configured block size. Counters stay monotonic across KVBM restarts
+with bytes = blocks x the configured block size. Under TensorRT-LLM's native offload (``offload="trtllm"``)
+the same series come from the engines' trtllm_ families instead (``_trtllm_families``), so gates, pairs and
+reports read one vocabulary whichever offload ran. Counters stay monotonic across KVBM restarts
 (a decrease adds the last value to an offset), so ``rate()`` never sees a drop. Unknown names
 and names a release lacks are logged once, not per scrape.
 """
@@ -35,6 +37,8 @@ OCCUPANCY = (
     (S.SIM_CAPACITY.name, "tier", None, "capacity"),
     (V.FE_ACTIVE_DECODE_BLOCKS, None, "device", "occupancy"),
     (V.FE_TOTAL_KV_BLOCKS, None, "device", "capacity"),
+    (V.TRTLLM_KV_USED_BLOCKS, None, "device", "occupancy"),
+    (V.TRTLLM_KV_MAX_BLOCKS, None, "device", "capacity"),
 )
 OCCUPANCY_SERIES = {"occupancy": S.KV_TIER_OCCUPANCY, "capacity": S.KV_TIER_CAPACITY}
 # Token counters taken from the frontend's per-request histograms (their _sum): prefix-cache hits
@@ -86,13 +90,28 @@ class Monotonic:
         self.last[key] = raw
         return self.offset.get(key, 0.0) + raw
 
+    def held(self, key) -> Optional[float]:
+        """The value last republished for ``key`` (a source that did not answer this time), None if never."""
+        return self.offset.get(key, 0.0) + self.last[key] if key in self.last else None
+
 
 class KvbmCollector:
     def __init__(self, kvbm_url: str, frontend_url: Optional[str], block: BlockSize, timeout_s: float = 2.0,
-                 get: Optional[Callable] = None, worker_urls: Sequence[str] = ()) -> None:
-        # every worker behind the frontend: target "worker", then "worker-1", "worker-2", ...
-        self.targets = {"kvbm": kvbm_url, **({"frontend": frontend_url} if frontend_url else {}),
-                        **{"worker" + (f"-{i}" if i else ""): url for i, url in enumerate(worker_urls)}}
+                 get: Optional[Callable] = None, worker_urls: Sequence[str] = (), offload: str = "kvbm") -> None:
+        """``kvbm_url``: the KV source, KVBM's listener; under ``offload="trtllm"`` the first engine's metrics,
+        the workers after it (each worker is then an engine target)."""
+        self.offload = offload
+        if offload == "trtllm":
+            engines = list(dict.fromkeys([kvbm_url, *worker_urls]))
+            self.engine_targets = [S.KV_SOURCE_TARGETS["trtllm"] + (f"-{i}" if i else "") for i in range(len(engines))]
+            self.targets = dict(zip(self.engine_targets, engines))
+            if frontend_url and frontend_url not in engines:        # trtllm-serve is its own frontend
+                self.targets["frontend"] = frontend_url
+        else:
+            self.engine_targets = []
+            # every worker behind the frontend: target "worker", then "worker-1", "worker-2", ...
+            self.targets = {"kvbm": kvbm_url, **({"frontend": frontend_url} if frontend_url else {}),
+                            **{"worker" + (f"-{i}" if i else ""): url for i, url in enumerate(worker_urls)}}
         self.block = block
         self.timeout_s = timeout_s
         self.get = get or requests.Session().get     # keep-alive: a new connection per 250 ms scrape costs more
@@ -135,7 +154,9 @@ class KvbmCollector:
         except (requests.Timeout, urllib3.exceptions.TimeoutError):
             failure = _Failure("timeout", f"no complete answer within {self.timeout_s:g} s")
         except (requests.RequestException, urllib3.exceptions.HTTPError):
-            hint = " (is the worker started with DYN_KVBM_METRICS=true?)" if target == "kvbm" else ""
+            hint = (" (is the worker started with DYN_KVBM_METRICS=true?)" if target == "kvbm" else
+                    " (is the worker started with --publish-metrics and DYN_SYSTEM_PORT?)"
+                    if target in self.engine_targets else "")
             failure = _Failure("connection", "cannot connect" + hint)
         except ValueError as exc:
             failure = _Failure("parse", f"not Prometheus text ({exc})")
@@ -191,12 +212,20 @@ class KvbmCollector:
         for (target, reason), n in sorted(self.errors.items()):
             errors.add_metric([target, reason], n)
         out = [up, took, errors]
-        block_bytes, block_tokens, source = self.block.resolve(
-            _value(scraped.get("kvbm", {}), S.SIM_BLOCK_BYTES.name), _max(scraped.get("frontend", {}), V.FE_BLOCK_SIZE))
+        engines = {t: scraped[t] for t in self.engine_targets if t in scraped}
+        source_families = next(iter(engines.values()), {}) if self.engine_targets else scraped.get("kvbm", {})
+        served_tokens = _max(scraped.get("frontend", {}), V.FE_BLOCK_SIZE) or _max(source_families,
+                                                                                  V.TRTLLM_KV_TOKENS_PER_BLOCK)
+        block_bytes, block_tokens, source = self.block.resolve(_value(source_families, S.SIM_BLOCK_BYTES.name),
+                                                               served_tokens)
         kvbm = scraped.get("kvbm")
         if kvbm is not None:
             self._check_names(kvbm)
             out += self._kv_families(kvbm, block_bytes)
+        if self.engine_targets:
+            for families in engines.values():
+                self._check_trtllm_names(families)
+            out += self._trtllm_families(engines, block_bytes, block_tokens)
         out += self._occupancy(scraped) + self._served(scraped)
         size = S.KV_BLOCK_SIZE_BYTES.family()
         size.add_metric([source], block_bytes)
@@ -246,6 +275,67 @@ class KvbmCollector:
             out.append(S.KV_ONBOARDING_REQUESTS.family(onboarding))
         return [f for f in out if f.samples]
 
+    def _check_trtllm_names(self, families: dict) -> None:
+        for release, names in V.TRTLLM_KV_RELEASES.items():
+            missing = [n for n in names if n not in families]
+            if missing and release != "disk_tier":          # the prefetch counter appears on its first use
+                self._once("missing:" + release, "TensorRT-LLM exposes no %s (its %s families); their normalised "
+                           "series are absent: is return_perf_metrics/enable_iter_perf_stats on (--publish-metrics "
+                           "under Dynamo), and is the engine recent enough?", ", ".join(missing), release)
+
+    def _engine_counter(self, engines: dict, key: str, read: Callable[[dict], Optional[float]]) -> Optional[float]:
+        """A counter summed over the engine targets, each kept monotonic on its own; an engine that did not
+        answer this scrape counts with its last value, so one worker's outage is no drop in the sum."""
+        values = [self.monotonic((t, key), raw) if t in engines and (raw := read(engines[t])) is not None
+                  else self.monotonic.held((t, key)) for t in self.engine_targets]
+        values = [v for v in values if v is not None]
+        return sum(values) if values else None
+
+    def _trtllm_families(self, engines: dict, block_bytes: int, block_tokens: int) -> list:
+        """TensorRT-LLM's KV families as the tier series. Its onboard/offload bytes count only what enters or
+        leaves the GPU, colder tiers together (collector.py; _KVCache._record_migrated_slots), so the onboards
+        per tier are its hit tokens by cache level (prompt_cache_hit_tokens_total{cache_tier}, blocks = tokens
+        / tokens per block) and the offload goes to the next tier down. No counter moves host <-> disk, and no
+        per-tier hit rate exists: those series stay absent, never a measured zero. An engine without the
+        per-tier counter (before TensorRT-LLM PR #18583) leaves the onboards per tier absent too."""
+        def tier_tokens(tier: str):
+            def read(fams):
+                got = [s.value for s in fams.get(V.TRTLLM_PROMPT_CACHE_HIT_TOKENS, ())
+                       if s.name == V.TRTLLM_PROMPT_CACHE_HIT_TOKENS + "_total"
+                       and V.TRTLLM_CACHE_TIERS.get(s.labels.get("cache_tier")) == tier]
+                return sum(got) if got else None
+            return read
+        levels = {V.TRTLLM_CACHE_TIERS.get(s.labels.get("cache_tier")): int(s.labels.get("cache_level", 0))
+                  for fams in engines.values() for s in fams.get(V.TRTLLM_PROMPT_CACHE_HIT_TOKENS, ())}
+        below = sorted((lv, t) for t, lv in levels.items() if t in ("host", "disk"))
+        blocks, nbytes = S.KV_TRANSFER_BLOCKS.family(), S.KV_TRANSFER_BYTES.family()
+        offloaded = self._engine_counter(engines, V.TRTLLM_KV_OFFLOAD_BYTES,
+                                         lambda f: _value(f, V.TRTLLM_KV_OFFLOAD_BYTES))
+        if offloaded is not None:
+            pair = ["offload", "device", below[0][1] if below else "host"]
+            blocks.add_metric(pair, offloaded / block_bytes)
+            nbytes.add_metric(pair, offloaded)
+        matched = None
+        for tier in ("host", "disk"):
+            tokens = self._engine_counter(engines, f"{V.TRTLLM_PROMPT_CACHE_HIT_TOKENS}:{tier}", tier_tokens(tier))
+            if tokens is None:
+                continue
+            pair = ["onboard", tier, "device"]
+            blocks.add_metric(pair, tokens / block_tokens)
+            nbytes.add_metric(pair, tokens / block_tokens * block_bytes)
+            matched = (matched or 0.0) + tokens
+        out = [blocks, nbytes]
+        if matched is not None:
+            out.append(S.KV_MATCHED_TOKENS.family(matched))
+        file_io = S.KV_TIER2_FILE_BYTES.family()         # the simulator's cross-check, beside the engine's families
+        for direction in ("read", "write"):
+            moved = self._engine_counter(engines, f"{S.SIM_TIER2_IO.name}:{direction}", lambda f, d=direction: next(
+                (s.value for s in f.get(S.SIM_TIER2_IO.name, ()) if s.name == S.SIM_TIER2_IO.total
+                 and s.labels.get("direction") == d), None))
+            if moved is not None:
+                file_io.add_metric([direction], moved)
+        return [f for f in out + [file_io] if f.samples]
+
     def _occupancy(self, scraped: dict) -> list:
         fams = {kind: series.family() for kind, series in OCCUPANCY_SERIES.items()}
         values: dict[tuple[str, str], float] = {}
@@ -265,7 +355,7 @@ class KvbmCollector:
     def _served(self, scraped: dict) -> list:
         """What the frontend and worker say about the engine's KV: usage share, prefix-cache tokens."""
         out = []
-        workers = [f for t, f in scraped.items() if t.startswith("worker")]
+        workers = [f for t, f in scraped.items() if t.startswith("worker") or t in self.engine_targets]
         usage = next((max(vs) for name in V.WK_KV_USAGE          # the fullest worker's share
                       if (vs := [v for w in workers if (v := _max(w, name)) is not None])), None)
         if usage is not None:

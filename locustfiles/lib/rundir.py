@@ -113,9 +113,12 @@ def start_manifest(directory: Path, run_id: str, plan: RunPlan, cfg: Harness, ex
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "hypothesis": plan.hypothesis_id,
         "title": plan.hypothesis.title, "stack": plan.stack_name, "profile": plan.profile_name,
         "workload": plan.hypothesis.workload, "model": plan.model_handle, "endpoint": plan.openai_base, "tier_mode": plan.tier_mode,
-        # KVBM's disk-offload filter as the profile sets it for the worker (None: no disk tier in this run)
+        # who moved the KV between tiers (None: a stack without tiers), and KVBM's disk-offload filter as the
+        # profile sets it for the worker (None: no disk tier in this run, or TensorRT-LLM's offload, which has none)
+        "kv_offload": plan.stack.kv_offload if plan.stack.kv_tiering else None,
         "disk_offload_filter": cfg.profiles[plan.profile_name].disk_offload_filter
-        if plan.stack.kv_tiering and plan.tier_mode == "B2" and cfg.profiles[plan.profile_name].tier2_bytes else None,
+        if plan.stack.kv_tiering and plan.stack.kv_offload == "kvbm" and plan.tier_mode == "B2"
+        and cfg.profiles[plan.profile_name].tier2_bytes else None,
         "rig": cfg.rig_labels()["rig"], "site": cfg.site,
         "seed": plan.seed, "repetitions": plan.repetitions, "step_duration_s": plan.step_duration_s,
         "status": "running", "blocked": None, "session_id_ignored": False, "started_at": utc(now), "start": now,

@@ -23,10 +23,11 @@ CHECK_EVERY_S = 5.0
 
 
 def needed_jobs(cfg: Harness, stack_name: str) -> list[str]:
-    """Our exporters, the stack's own metrics, KVBM's where the stack tiers KV, and the load generator."""
+    """Our exporters, the stack's own metrics, KVBM's where the stack tiers KV through it (TensorRT-LLM's
+    offload reports on the worker's port, a worker job), and the load generator."""
     stack = cfg.stacks[stack_name]
     names = [f"sparkrig-{name}" for name in cfg.exporters.ports] + [f"stack-{stack_name}"]
-    if stack.kv_tiering and stack.kvbm_metrics_url:
+    if stack.kv_tiering and stack.kv_offload == "kvbm" and stack.kvbm_metrics_url:
         names.append(f"kvbm-{stack_name}")
     return names + [LOADGEN_JOB]
 
