@@ -227,7 +227,8 @@ def mechanism(written: float, read: float, reads: DiskReads, kv_up_share: float 
                 return Gate("ssd_mechanism", "fail", "DISK_OFFLOAD_FILTER_ON",
                             f"no KV bytes written to or read from the disk tier: {FILTER_HINT}")
             return Gate("ssd_mechanism", "fail", "GATE_NO_SSD_MECHANISM_SIGNAL",
-                        "no KV bytes written to or read from the disk tier")
+                        "no KV bytes read back from the disk tier (its writes are not counted by this offload)"
+                        if math.isnan(written) else "no KV bytes written to or read from the disk tier")
         return Gate("ssd_mechanism", "fail", "REHYDRATE_SIGNAL_ABSENT_WRITE_ONLY",
                     f"{written / 2**20:.1f} MiB written to the disk tier, nothing read back")
     backing, where = reads.backing()
@@ -240,8 +241,9 @@ def mechanism(written: float, read: float, reads: DiskReads, kv_up_share: float 
         return Gate("ssd_mechanism", "fail", "DISK_READS_NOT_BACKED",
                     f"KVBM reports {read / 2**20:.1f} MiB onboarded from disk, but only {backing / 2**20:.1f} MiB "
                     f"were read by {where}")
-    wrote = f"{written / 2**20:.1f} MiB written, " if written > 0 else "nothing written in this run (a tier written " \
-                                                                       "earlier), "
+    wrote = f"{written / 2**20:.1f} MiB written, " if written > 0 else \
+        "writes not counted (TensorRT-LLM's offload has no disk-write counter), " if math.isnan(written) else \
+        "nothing written in this run (a tier written earlier), "
     return Gate("ssd_mechanism", "pass", "OK",
                 f"disk tier: {wrote}{read / 2**20:.1f} MiB read back ({backing / 2**20:.1f} MiB read by {where})")
 

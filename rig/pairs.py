@@ -196,7 +196,10 @@ def _mechanism(rows: list[dict]) -> P.Mechanism:
              for r in claimed]
     backed = False if any(g.reason == "DISK_READS_NOT_BACKED" for g in gates) else \
         True if gates and all(g.status == "pass" for g in gates) else None
-    return P.Mechanism(write=any(r["offload_disk_bytes"] > 0 for r in b2), rehydrate=bool(claimed), backed=backed,
+    # None where no leg's offload counts its disk writes (TensorRT-LLM's counts none): unknown, not "no writes"
+    written = None if all(math.isnan(r["offload_disk_bytes"]) for r in b2) else \
+        any(r["offload_disk_bytes"] > 0 for r in b2)
+    return P.Mechanism(write=written, rehydrate=bool(claimed), backed=backed,
                        filter_on=any(r.get("disk_offload_filter") is True for r in b2))
 
 

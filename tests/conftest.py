@@ -179,8 +179,10 @@ loadgen: {{metrics_port: {free_port()}, ready_timeout_s: 10}}
     return path
 
 
-def pairs_overlay(tmp, tier2_bytes: str = "256MiB", openai_port: int | None = None, engine: str = ""):
-    """An overlay for `rig pairs` and `rig rehydrate` legs on a small simulated Stack B under ``tmp``."""
+def pairs_overlay(tmp, tier2_bytes: str = "256MiB", openai_port: int | None = None, engine: str = "",
+                  offload: str = "kvbm"):
+    """An overlay for `rig pairs` and `rig rehydrate` legs on a small simulated Stack B under ``tmp``, its KV
+    moved by ``offload`` (KVBM, or TensorRT-LLM's native offload)."""
     overlay = tmp / "pairs.yaml"
     overlay.write_text(f"""results_dir: {tmp / 'results'}
 run_dir: {tmp / 'run'}
@@ -188,7 +190,7 @@ engine: {{time_scale: 0.25, lora_count: 0{', ' + engine if engine else ''}}}
 stacks:
   stackB: {{openai_base: 'http://127.0.0.1:{openai_port or free_port()}/v1', metrics_url: 'http://127.0.0.1:{free_port()}/metrics',
             kvbm_metrics_url: 'http://127.0.0.1:{free_port()}/metrics',
-            worker_metrics_url: 'http://127.0.0.1:{free_port()}/metrics'}}
+            worker_metrics_url: 'http://127.0.0.1:{free_port()}/metrics', kv_offload: {offload}}}
 profiles:
   stress: {{tier0_bytes: 4MiB, tier1_bytes: 2MiB, tier2_bytes: {tier2_bytes}, tier2_path: {tmp / 't2'}}}
 loadgen: {{metrics_port: {free_port()}, ready_timeout_s: 10}}

@@ -165,6 +165,9 @@ BAD_OVERLAYS = [
      "stacks.stackB.worker_metrics_url: lists a URL twice"),
     ("stacks:\n  stackB: {worker_metrics_url: ['http://']}\n", "worker_metrics_url: must be an http(s) URL"),
     ("stacks:\n  stackB: {router_mode: fastest}\n", "stacks.stackB.router_mode: expected one of"),
+    ("stacks:\n  stackB: {kv_offload: lmcache}\n", "stacks.stackB.kv_offload: expected one of"),
+    ("stacks:\n  stackB: {kv_offload: trtllm, worker_metrics_url: null}\n",
+     "stacks.stackB.worker_metrics_url: kv_offload: trtllm under Dynamo reads TensorRT-LLM's KV metrics"),
 ]
 
 
@@ -274,6 +277,58 @@ def test_tier_env_sets_kvbms_disk_offload_filter_as_the_profile_says():
                               check=True).stdout.strip()
     assert run("spill") == run("stress") == "true"
     assert run("comfy") == run("spill", "B1") == run("spill", "B0") == "unset"
+
+
+def test_tier_env_prints_tensorrt_llms_kv_cache_config_for_its_native_offload(cfg, write_yaml, tmp_path):
+    """The same tiers as KVBM's, as TensorRT-LLM's KvCacheConfig fields (llm_args.py): bytes, manager v2 in every
+    mode so a leg changes the tiers only, a host size of 0 in B0 (unset would size one automatically), the
+    disk only in B2; the stack's kv_offload picks the form, --offload overrides it."""
+    import yaml
+    from configs.tier_env import engine_config
+    spill = cfg.profiles["spill"]
+    b2, b1, b0 = (engine_config(cfg, "spill", m)["kv_cache_config"] for m in ("B2", "B1", "B0"))
+    assert b2 == {"use_kv_cache_manager_v2": True, "enable_block_reuse": True, "tokens_per_block": 32,
+                  "max_tokens": spill.tier0_bytes // spill.kv_block_size_bytes * 32,
+                  "host_cache_size": spill.tier1_bytes, "disk_cache_size": spill.tier2_bytes,
+                  "disk_cache_path": str(ROOT / "var" / "kvbm" / "spill")}
+    assert b1 == {k: v for k, v in b2.items() if not k.startswith("disk_")}
+    assert b0 == {**b1, "host_cache_size": 0}
+    proc = run_module("configs.tier_env", "--profile", "spill", "--offload", "trtllm")
+    assert proc.returncode == 0 and yaml.safe_load(proc.stdout) == engine_config(cfg, "spill")
+    options = yaml.safe_load(proc.stdout)
+    assert options["return_perf_metrics"] is options["enable_iter_perf_stats"] is True
+    assert "trtllm-serve nvidia/Llama-3.3-70B-Instruct-NVFP4 --config kv-offload.yaml" in proc.stdout
+    assert "--extra-engine-args kv-offload.yaml --publish-metrics" in proc.stdout
+    assert "DYN_KVBM" not in proc.stdout
+    # the stack's kv_offload is the default; a disk_cache_path that does not exist is a warning, not a setup
+    overlay = write_yaml(f"stacks: {{stackB: {{kv_offload: trtllm}}}}\nprofiles: {{spill: {{tier2_path: "
+                         f"{tmp_path / 'absent'}}}}}\n")
+    proc = run_module("configs", "--config", str(overlay), "tier-env", "--profile", "spill", "--tier-mode", "B1")
+    assert proc.returncode == 0 and "disk_cache_size" not in proc.stdout and "host_cache_size: " in proc.stdout
+    proc = run_module("configs.tier_env", "--config", str(overlay), "--profile", "spill")
+    assert f"warning: profiles.spill.tier2_path {tmp_path / 'absent'}: does not exist; TensorRT-LLM refuses" \
+        in proc.stderr and "KVBM writes through" not in proc.stderr
+    assert run_module("configs.tier_env", "--config", str(overlay), "--profile", "spill", "--offload",
+                      "kvbm").stdout.startswith("export DYN_KVBM_TIER_MODE=B2")
+
+
+def test_the_spill_prediction_follows_the_offload(cfg, write_yaml):
+    """KVBM writes through (the larger tier above the disk counts), TensorRT-LLM copies on eviction (their
+    sum does): the same steps spill under one and not the other."""
+    from configs.spill import fits, prediction
+    native = configs.load(write_yaml("stacks: {stackB: {kv_offload: trtllm}}\n"))
+    kvbm_fits, native_fits = fits(plan_run(cfg, "H2B", {})), fits(plan_run(native, "H2B", {}))
+    assert [f.capacity for f in kvbm_fits] == [3072] * 5 and [f.capacity for f in native_fits] == [2304 + 3072] * 5
+    assert "against the sum of tier0 and tier1, 5376 blocks (144MiB, 192MiB: TensorRT-LLM copies a block down on " \
+           "eviction" in prediction(plan_run(native, "H2B", {}))
+    assert not any(f.spills for f in native_fits) and kvbm_fits[-1].spills
+    # the shipped overlay for TensorRT-LLM's offload sizes tier1 so the same steps spill as under KVBM (H6
+    # sweeps tier1 itself, sized for KVBM: README says what it shows under TensorRT-LLM's offload)
+    shipped = configs.load(ROOT / "configs" / "trtllm-offload.yaml")
+    assert shipped.stacks["stackB"].kv_offload == "trtllm"
+    for hid in ("H2B", "H3", "H4B", "H7", "H8"):
+        ours, kvbm = fits(plan_run(shipped, hid, {"STACK": "stackB"})), fits(plan_run(cfg, hid, {"STACK": "stackB"}))
+        assert [f.spills for f in ours] == [f.spills for f in kvbm], hid
 
 
 def test_tier_env_quotes_hostile_paths(write_yaml, tmp_path):

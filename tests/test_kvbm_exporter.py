@@ -300,3 +300,63 @@ def test_scrapes_never_pile_up_behind_a_slow_one():
     finally:
         server.close()
     assert quick < 0.5 and c.overlaps == 1
+
+
+TRTLLM = (ROOT / "tests" / "fixtures" / "trtllm" / "prometheus_metrics.txt").read_text()
+REAL_BLOCK = 5242880                  # the fixture's scenario: one 70B fp8 block of 32 tokens
+
+
+def test_tensorrt_llm_offload_families_become_the_same_tier_series(serve, caplog):
+    """TensorRT-LLM's native offload: onboards per tier from its hit tokens by cache level (tokens / tokens per
+    block), the offload out of the GPU to the next level, matched tokens = host + disk hits, the device pool
+    from its block gauges; nothing it does not count (host -> disk, per-tier hit rates) appears."""
+    server = serve(TRTLLM)
+    m = scrape(KvbmCollector(server.url, None, BlockSize(REAL_BLOCK, 32), offload="trtllm"))
+    assert m[("sparkrig_kvbm_up", lb(target="engine"))] == 1 and ("sparkrig_kvbm_up", lb(target="kvbm")) not in m
+    assert m[("sparkrig_kv_transfer_blocks_total", transfer("onboard", "host", "device"))] == 294912 / 32
+    assert m[("sparkrig_kv_transfer_blocks_total", transfer("onboard", "disk", "device"))] == 73728 / 32
+    assert m[("sparkrig_kv_transfer_bytes_total", transfer("onboard", "disk", "device"))] == 73728 / 32 * REAL_BLOCK
+    # together they are what the engine's own byte counter says entered the GPU from colder tiers
+    onboard = sum(v for (name, labels), v in m.items() if name == "sparkrig_kv_transfer_bytes_total"
+                  and dict(labels)["direction"] == "onboard")
+    assert onboard == 6.03979776e+10
+    assert m[("sparkrig_kv_transfer_bytes_total", transfer("offload", "device", "host"))] == 2.097152e+11
+    assert m[("sparkrig_kv_transfer_blocks_total", transfer("offload", "device", "host"))] == 2.097152e+11 / REAL_BLOCK
+    assert m[("sparkrig_kv_matched_tokens_total", lb())] == 294912 + 73728
+    assert m[("sparkrig_kv_tier_occupancy_blocks", lb(tier="device"))] == 3584
+    assert m[("sparkrig_kv_tier_capacity_blocks", lb(tier="device"))] == 8192
+    assert m[("sparkrig_kv_tier_usage_ratio", lb(tier="device"))] == 0.4375
+    assert m[("sparkrig_kv_block_size_tokens", lb())] == 32
+    assert not [k for k in m if k[0] == "sparkrig_kv_hit_ratio" or "disk" == dict(k[1]).get("to_tier")]
+    assert not [r for r in caplog.records if "exposes no" in r.getMessage()]
+
+
+def test_tensorrt_llm_without_a_disk_level_onboarded_nothing_from_disk_and_an_old_engine_says_nothing(serve, caplog):
+    """The engine lists its cache levels: one without a disk level (B1) moved nothing from a disk, a measured 0;
+    an engine without the per-tier counter (before TensorRT-LLM PR #18583) leaves the onboards absent and says
+    so once."""
+    no_disk = "\n".join(line for line in TRTLLM.splitlines() if 'cache_tier="disk"' not in line) + "\n"
+    m = scrape(KvbmCollector(serve(no_disk).url, None, BlockSize(REAL_BLOCK, 32), offload="trtllm"))
+    assert m[("sparkrig_kv_transfer_blocks_total", transfer("onboard", "disk", "device"))] == 0
+    old = "\n".join(line for line in TRTLLM.splitlines() if "prompt_cache_hit_tokens" not in line) + "\n"
+    collector = KvbmCollector(serve(old).url, None, BlockSize(REAL_BLOCK, 32), offload="trtllm")
+    m = scrape(collector)
+    scrape(collector)
+    assert not [k for k in m if k[0] == "sparkrig_kv_transfer_blocks_total" and dict(k[1])["direction"] == "onboard"]
+    assert ("sparkrig_kv_matched_tokens_total", lb()) not in m
+    said = [r.getMessage() for r in caplog.records if "trtllm_prompt_cache_hit_tokens" in r.getMessage()]
+    assert len(said) == 1 and "per_tier_hits" in said[0]
+
+
+def test_tensorrt_llm_engines_add_up_and_one_that_stops_answering_holds_its_count(serve):
+    """Each worker's engine is a target of its own; their counters add up, and a worker that does not answer
+    one scrape counts with its last value, so the sum never drops (a drop would read as a restart)."""
+    one, two = serve(TRTLLM), serve(TRTLLM)
+    collector = KvbmCollector(one.url, None, BlockSize(REAL_BLOCK, 32), worker_urls=[one.url, two.url],
+                              offload="trtllm")
+    disk = ("sparkrig_kv_transfer_blocks_total", transfer("onboard", "disk", "device"))
+    assert scrape(collector)[disk] == 2 * 73728 / 32
+    two.status = 503
+    m = scrape(collector)
+    assert m[("sparkrig_kvbm_up", lb(target="engine-1"))] == 0 and m[disk] == 2 * 73728 / 32
+    assert m[("sparkrig_kvbm_counter_resets_total", lb())] == 0

@@ -186,6 +186,25 @@ def test_control_legs_stay_in_tier0_and_say_what_they_show(tmp_path):
     assert (out / "control.json").exists() and "(control)" in (out / "report.md").read_text()
 
 
+def test_pairs_under_tensorrt_llm_offload_take_their_evidence_from_the_engine(tmp_path):
+    """Stack B with TensorRT-LLM's native offload (kv_offload: trtllm): no KVBM listener; the legs read the
+    disk onboards from the engine's per-tier hit tokens on the worker port through the same collector, and
+    the serving process's reads back them as they back KVBM's."""
+    overlay = pairs_overlay(tmp_path, offload="trtllm")
+    proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", "--duration-s", "3",
+                      "--concurrency", "2", "--context-tokens", "1024", timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    out = only(tmp_path, "pairs-*[0-9]Z")
+    legs = list(csv.DictReader(open(out / "legs.csv")))
+    assert [r["mode"] for r in legs] == ["B1", "B2"]
+    for r in legs:
+        assert (float(r["onboard_disk_blocks"]) > 0) == (r["mode"] == "B2"), r
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["reasons"] == ["TOO_FEW_PAIRS"] and verdict["ssd_rehydrate_backed_by_reads"] is True
+    manifest = json.loads((tmp_path / "results" / legs[1]["run_id"] / "manifest.json").read_text())
+    assert (manifest["kv_offload"], manifest["disk_offload_filter"]) == ("trtllm", None)
+
+
 @fault("pairs.early", "the first B2 leg reads nothing back from a disk tier", "the experiment stops with GATE_NO_SSD_MECHANISM_SIGNAL", ("pairs:GATE_NO_SSD_MECHANISM_SIGNAL",))
 def test_the_early_gate_stops_when_b2_has_no_disk_tier(tmp_path):
     """The overlay reaches the simulator and every leg however it was given: here through $HARNESS_CONFIG

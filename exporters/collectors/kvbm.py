@@ -295,8 +295,9 @@ class KvbmCollector:
         """TensorRT-LLM's KV families as the tier series. Its onboard/offload bytes count only what enters or
         leaves the GPU, colder tiers together (collector.py; _KVCache._record_migrated_slots), so the onboards
         per tier are its hit tokens by cache level (prompt_cache_hit_tokens_total{cache_tier}, blocks = tokens
-        / tokens per block) and the offload goes to the next tier down. No counter moves host <-> disk, and no
-        per-tier hit rate exists: those series stay absent, never a measured zero. An engine without the
+        / tokens per block; a tier missing from the engine's list of levels onboarded nothing) and the offload
+        goes to the next tier down. No counter moves host <-> disk, and no per-tier hit rate exists: those
+        series stay absent, never a measured zero. An engine without the
         per-tier counter (before TensorRT-LLM PR #18583) leaves the onboards per tier absent too."""
         def tier_tokens(tier: str):
             def read(fams):
@@ -318,6 +319,8 @@ class KvbmCollector:
         matched = None
         for tier in ("host", "disk"):
             tokens = self._engine_counter(engines, f"{V.TRTLLM_PROMPT_CACHE_HIT_TOKENS}:{tier}", tier_tokens(tier))
+            if tokens is None and levels:
+                tokens = 0.0             # the engine lists its tiers and this is none of them: nothing came from it
             if tokens is None:
                 continue
             pair = ["onboard", tier, "device"]
