@@ -1,7 +1,8 @@
 """Print the setup that gives Stack B a profile's KV tiers (successor of stackB_tier_env.py): ``export`` lines for
 a Dynamo KVBM worker, or the engine's YAML for TensorRT-LLM's native KV offload (``--offload trtllm``).
 
-Emits both what Dynamo's KVBM really reads (``DYN_KVBM_CPU_CACHE_GB`` and
+Emits the connector switch of Dynamo's TensorRT-LLM worker (``DYN_CONNECTOR=kvbm``; ``none`` in B0), what
+Dynamo's KVBM really reads (``DYN_KVBM_CPU_CACHE_GB`` and
 ``DYN_KVBM_DISK_CACHE_GB`` as decimal gigabytes parsed as floats,
 ``DYN_KVBM_DISK_CACHE_DIR``, metrics switch and port) and the harness's own
 ``DYN_KVBM_TIER{0,1,2}_BYTES`` / ``DYN_KVBM_KV_BLOCK_SIZE_BYTES`` / ``DYN_KVBM_TIER2_PATH``.
@@ -72,6 +73,9 @@ def tier_env(cfg: Harness, profile: str, stack: str = "stackB", tier_mode: str =
         env["DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER"] = None
     if mode == "B0":
         env = {k: None for k in env if k.startswith("DYN_KVBM_")}
+    # dynamo.trtllm loads KVBM's connector only when asked (--connector / DYN_CONNECTOR: kvbm or none;
+    # dynamo/trtllm/args.py, workers/llm_worker.py build_kv_connector_config in 1.6.1)
+    env["DYN_CONNECTOR"] = "none" if mode == "B0" else "kvbm"
     return {"DYN_KVBM_TIER_MODE": mode, **env}
 
 

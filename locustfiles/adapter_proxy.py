@@ -186,13 +186,13 @@ def main(argv=None) -> int:
     listen, port = args.listen or cfg.loadgen.listen, args.port or cfg.loadgen.adapter_proxy_port
     proxy = AdapterProxy(backend, tier2, args.max_adapters)
 
-    async def ready(_app):
+    def ready(_aiohttp_banner):
+        # run_app calls its print once every site listens (on_startup runs before the bind: a client that
+        # took the line as "ready" was refused)
         print(f"serving adapter proxy on http://{listen}:{port} -> {backend}; adapters under {proxy.lora_dir}",
               flush=True)
-    app = proxy.app()
-    app.on_startup.append(ready)
     try:
-        web.run_app(app, host=listen, port=port, print=None, handle_signals=True)
+        web.run_app(proxy.app(), host=listen, port=port, print=ready, handle_signals=True)
     except OSError as exc:
         print(f"error: cannot listen on {listen}:{port}: {exc.strerror}", file=sys.stderr, flush=True)
         return 1

@@ -17,7 +17,8 @@ from configs.paths import PROJECT_ROOT, make_dir, resolve
 from configs.loader import OVERLAY_ENV
 from configs.plan import stack_name
 from configs.runfiles import hold_writer_lock, new_run_id
-from configs.tier_env import render, tier_env
+from configs.model import tier_mode as canonical_mode
+from configs.tier_env import engine_config, render, render_engine, tier_env
 
 from .procs import StartError, Supervisor, ensure_free
 
@@ -157,6 +158,16 @@ def run_locust(hypothesis: str, stack: str, cfg: Harness, running: list, extra_e
     return code, run_id if (resolve(cfg.results_dir) / run_id / "manifest.json").exists() else ""
 
 
+def restart_env(cfg: Harness, profile: str, tier_mode: str) -> dict[str, Optional[str]]:
+    """What a restart of the real Stack B worker needs in its environment for ``profile``'s tiers."""
+    if cfg.stacks["stackB"].kv_offload != "trtllm":
+        return tier_env(cfg, profile, tier_mode=tier_mode)
+    options = engine_config(cfg, profile, tier_mode)
+    path = make_dir(resolve(cfg.run_dir), exist_ok=True) / f"kv-offload-{profile}-{canonical_mode(tier_mode)}.yaml"
+    path.write_text(render_engine(cfg, profile, "stackB", tier_mode, options))
+    return {"SPARKRIG_TIER_MODE": canonical_mode(tier_mode), "SPARKRIG_EXTRA_ENGINE_ARGS": str(path)}
+
+
 def restart_stack_b(cfg: Harness, sup: Supervisor, profile: str, tier_mode: str) -> None:
     """Stack B in ``tier_mode`` with ``profile``'s tiers: a real one through STACK_B_RESTART_CMD (or the
     operator), else the simulator, started by ``sup`` (the one it started before stopped first)."""
@@ -170,8 +181,10 @@ def restart_stack_b(cfg: Harness, sup: Supervisor, profile: str, tier_mode: str)
 def restart_real_stack_b(cfg: Harness, profile: str, tier_mode: str = "B2") -> None:
     """Restart a real Stack B worker with ``profile``'s tiers in ``tier_mode``: STACK_B_RESTART_CMD runs with
     the tier variables in its environment (the ones a mode leaves out removed), or, without it, the variables
-    are printed and the operator restarts the worker by hand."""
-    env = tier_env(cfg, profile, tier_mode=tier_mode)
+    are printed and the operator restarts the worker by hand. Under TensorRT-LLM's own offload the tiers are
+    the engine's options: written to a YAML file under run_dir, whose path the command gets as
+    SPARKRIG_EXTRA_ENGINE_ARGS (for dynamo.trtllm --extra-engine-args, or trtllm-serve --config)."""
+    env = restart_env(cfg, profile, tier_mode)
     command = os.environ.get("STACK_B_RESTART_CMD")
     if command:
         say(f"  restarting Stack B in {tier_mode}: {command}")

@@ -256,12 +256,13 @@ def test_tier_env_follows_the_tier_mode():
         script = ("export DYN_KVBM_CPU_CACHE_GB=stale DYN_KVBM_DISK_CACHE_DIR=stale; "
                   f'eval "$({sys.executable} -m configs.tier_env --profile spill --tier-mode {mode})"; '
                   'echo "$DYN_KVBM_TIER_MODE|${DYN_KVBM_CPU_CACHE_GB-unset}|${DYN_KVBM_DISK_CACHE_GB-unset}|'
-                  '${DYN_KVBM_DISK_CACHE_DIR-unset}|${DYN_KVBM_METRICS-unset}"')
+                  '${DYN_KVBM_DISK_CACHE_DIR-unset}|${DYN_KVBM_METRICS-unset}|$DYN_CONNECTOR"')
         return subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     gb = f"{192 * 2**20 / 1e9:.9f}".rstrip("0")
-    assert run("cpu_disk").startswith(f"B2|{gb}|")
-    assert run("B1").strip() == f"B1|{gb}|0|unset|true"                 # the disk tier off, the CPU tier kept
-    assert run("off").strip() == "B0|unset|unset|unset|unset"            # no KVBM at all: even stale values go
+    assert run("cpu_disk").startswith(f"B2|{gb}|") and run("B2").strip().endswith("|kvbm")
+    assert run("B1").strip() == f"B1|{gb}|0|unset|true|kvbm"            # the disk tier off, the CPU tier kept
+    assert run("off").strip() == "B0|unset|unset|unset|unset|none"       # no KVBM at all: even stale values go,
+    # and dynamo.trtllm is told to load no connector (--connector / DYN_CONNECTOR, 1.6.1)
     assert run_module("configs.tier_env", "--profile", "spill", "--tier-mode", "B9").returncode == 2
 
 

@@ -225,14 +225,26 @@ def test_the_early_gate_stops_when_b2_has_no_disk_tier(tmp_path):
        "the first B2 leg stops the experiment with DISK_READS_NOT_BACKED: KVBM's onboard counter moved, the serving "
        "process read nothing", ("pairs:DISK_READS_NOT_BACKED",))
 def test_disk_hits_the_disk_never_served_are_not_backed(tmp_path):
-    overlay = pairs_overlay(tmp_path, engine="count_failed_disk_onboards: true")
+    unbacked_disk_hits(tmp_path, "kvbm")
+
+
+@fault("28.5", "under TensorRT-LLM's native offload (kv_offload: trtllm) the engine's disk hit tokens grow for "
+       "transfers that never read the disk (the same simulated fault, in TensorRT-LLM's counters)",
+       "DISK_READS_NOT_BACKED as under KVBM: the engine's per-tier hit counter is a claim, the serving process's "
+       "reads are the evidence", ("pairs:DISK_READS_NOT_BACKED",))
+def test_tensorrt_llm_disk_hits_the_disk_never_served_are_not_backed(tmp_path):
+    unbacked_disk_hits(tmp_path, "trtllm")
+
+
+def unbacked_disk_hits(tmp_path, offload):
+    overlay = pairs_overlay(tmp_path, engine="count_failed_disk_onboards: true", offload=offload)
     proc = run_module("rig", "--config", str(overlay), "pairs", "--pairs", "1", "--duration-s", "2", "--concurrency",
                       "2", "--context-tokens", "1024", timeout=240)
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-2000:]
     out = only(tmp_path, "pairs-*[0-9]Z")
     assert json.loads((out / "verdict.json").read_text())["reasons"] == ["DISK_READS_NOT_BACKED"]
     b2 = next(r for r in csv.DictReader(open(out / "legs.csv")) if r["mode"] == "B2")
-    assert float(b2["onboard_disk_blocks"]) > 0 and int(b2["errors"]) == 0      # KVBM's word, and 200s
+    assert float(b2["onboard_disk_blocks"]) > 0 and int(b2["errors"]) == 0      # the counters' word, and 200s
     assert float(b2["process_read_bytes"]) < float(b2["onboard_disk_bytes"]) / 2   # what the process read
 
 
@@ -358,3 +370,20 @@ def test_a_leg_that_leaves_no_run_stops_the_experiment_with_its_reason(tmp_path)
     assert proc.returncode == 2 and "left no readable run" in proc.stdout and "Traceback" not in proc.stderr
     out = only(tmp_path, "pairs-*[0-9]Z")
     assert json.loads((out / "verdict.json").read_text())["reasons"] == ["LEG_FAILED"]
+
+
+def test_a_real_stack_b_on_tensorrt_llms_offload_is_restarted_with_its_engine_options(tmp_path, monkeypatch):
+    """STACK_B_RESTART_CMD gets the leg's tiers as the engine's YAML (a file under run_dir) instead of KVBM's
+    variables, and nothing of KVBM's."""
+    import yaml
+    import configs
+    from configs.tier_env import engine_config
+    from rig.launch import restart_real_stack_b
+    cfg = configs.load(pairs_overlay(tmp_path, offload="trtllm"))
+    seen = tmp_path / "seen"
+    monkeypatch.setenv("STACK_B_RESTART_CMD", f'cp "$SPARKRIG_EXTRA_ENGINE_ARGS" {seen}.yaml; '
+                                              f'echo "$SPARKRIG_TIER_MODE ${{DYN_CONNECTOR-unset}}" > {seen}')
+    restart_real_stack_b(cfg, "stress", "B1")
+    assert yaml.safe_load((tmp_path / "seen.yaml").read_text()) == engine_config(cfg, "stress", "B1")
+    assert seen.read_text().split() == ["B1", "unset"]
+    assert (tmp_path / "run" / "kv-offload-stress-B1.yaml").is_file()
