@@ -6,10 +6,15 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus fio:fio iostat:sysstat smartctl:smartmontools docker-compose:docker-compose nats-server:nats-server victoria-metrics:victoria-metrics
+# What each target uses, as command:Debian package. `make up`/`demo` need only the first list; docker-compose
+# (the compose file's validation), nats-server (the real Dynamo) and victoria-metrics (the long-term store)
+# come with the targets that use them, never unasked on a DGX host.
+RIG_TOOLS := prometheus:prometheus promtool:prometheus fio:fio iostat:sysstat smartctl:smartmontools
+DYNAMO_TOOLS := nats-server:nats-server
+TEST_TOOLS := $(RIG_TOOLS) $(DYNAMO_TOOLS) docker-compose:docker-compose victoria-metrics:victoria-metrics
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools test demo sweep bench up down dynamo-up dynamo-down clean
+.PHONY: help setup tools tools-test tools-dynamo test demo sweep bench up down dynamo-up dynamo-down clean
 
 help:
 	@echo "make demo   - simulated Stack A/B + exporters + Prometheus + Locust sweep + report"
@@ -36,8 +41,9 @@ $(STAMP): pyproject.toml
 	@$(PY) -m compileall -q -j 0 $(VENV)/lib >/dev/null || true
 	@touch $@
 
-tools:
-	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+# $(call install_tools,<command:package ...>): the packages of the missing commands, with apt-get as root
+define install_tools
+	@missing=""; for pair in $(1); do \
 	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
 	if [ -n "$${missing// }" ]; then \
@@ -45,10 +51,20 @@ tools:
 	    echo "installing distribution packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "error: missing tools; install them with: sudo apt-get install -y $$missing"; exit 1; fi; fi
+endef
+
+tools:
+	$(call install_tools,$(RIG_TOOLS))
+
+tools-test:
+	$(call install_tools,$(TEST_TOOLS))
+
+tools-dynamo:
+	$(call install_tools,$(DYNAMO_TOOLS))
 
 setup: $(STAMP) tools
 
-test: setup
+test: setup tools-test
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
@@ -77,7 +93,7 @@ up: setup
 down:
 	@if [ -x $(PY) ]; then $(PY) -m rig down; else echo "nothing was running"; fi
 
-dynamo-up: setup
+dynamo-up: setup tools-dynamo
 	$(PY) -m rig dynamo up
 
 dynamo-down:

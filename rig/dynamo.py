@@ -219,7 +219,7 @@ def commands(cfg: Harness, python: Path, model: Path) -> dict[str, list[str]]:
     d = cfg.dynamo
     nats = shutil.which("nats-server")
     if not nats:
-        raise ConfigError("nats-server is not installed: `make tools` (or apt-get install -y nats-server)")
+        raise ConfigError("nats-server is not installed: `make tools-dynamo` (or apt-get install -y nats-server)")
     mocker = [str(python), "-m", "dynamo.mocker", "--model-path", str(model), "--model-name",
               cfg.models[d.model].handle, "--max-model-len", str(d.max_model_len), "--speedup-ratio",
               str(d.speedup_ratio)]

@@ -10,7 +10,7 @@ import yaml
 from configs import load
 from conftest import ROOT
 
-pytestmark = pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose comes with `make tools`")
+pytestmark = pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose comes with `make tools-test`")
 
 
 def compose_config(**env):

@@ -1,6 +1,9 @@
 """The house's layout: no import circle between our modules (the exporters' cli <-> collectors circle
 was one), so any module can be read, tested and changed from the bottom up."""
 import ast
+import subprocess
+
+import pytest
 
 from conftest import ROOT
 
@@ -115,3 +118,13 @@ def test_each_rig_command_is_registered_by_its_own_module():
                                              "dynamo": ["status"]}.get(n, []))
                         .func) for n in names)
     assert "if args.cmd" not in (ROOT / "rig" / "__main__.py").read_text()
+
+
+@pytest.mark.parametrize("target", ["up", "demo"])
+def test_make_up_and_demo_install_only_what_they_use(target):
+    """#29.3: docker-compose, nats-server and victoria-metrics are the compose check's, the real Dynamo's and
+    the store tests'; `make up` on a DGX host never installs them (make -n prints what it would run)."""
+    dry = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "smartmontools" in dry and not {"docker-compose", "nats-server", "victoria-metrics"} & set(dry.split())
+    test = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert {"docker-compose:docker-compose", "nats-server:nats-server"} <= set(test.split())

@@ -20,7 +20,7 @@ from configs import load
 from conftest import ROOT, Sim, free_port, run_module, sims_overlay
 
 pytestmark = pytest.mark.skipif(not (shutil.which("victoria-metrics") and shutil.which("prometheus")),
-                                reason="victoria-metrics and prometheus come with `make tools`")
+                                reason="victoria-metrics and prometheus come with `make tools-test`")
 OUTAGE_S = 15
 
 
