@@ -11,11 +11,6 @@ from configs.errors import cli_main
 from configs.paths import check_name, resolve
 from configs.runfiles import read_manifest
 
-from . import report as cross
-from .promdata import FileSource, PrometheusSource, TelemetryError, export
-from .run import analyse, window, write
-from .steps import load_run
-from .telemetry import pull
 
 
 def progress(message: str) -> None:
@@ -74,15 +69,14 @@ def of_fleet(runs: list[Path], rigs: list[str], sites: list[str]) -> list[Path]:
     return kept
 
 
-@cli_main
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
-    ap.add_argument("--config", help="overlay YAML (default: $HARNESS_CONFIG)")
-    ap.add_argument("--prometheus", "--prometheus-url", dest="prometheus",
-                    help="Prometheus API URL: the rig's own (default, from configs) or a fleet's store such as "
-                         "VictoriaMetrics (http://store:8428)")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    rep = sub.add_parser("report", help="CSVs, figures, verdict.json, report.md and report.html")
+PROMETHEUS_HELP = ("Prometheus API URL: the rig's own (default, from configs) or a fleet's store such as "
+                   "VictoriaMetrics (http://store:8428)")
+
+
+def register(sub, **common) -> None:
+    """``report`` and ``export`` on ``sub`` (``common``: add_parser keywords of the caller, e.g. parents); each
+    takes --prometheus too, so it may follow the verb as well as precede it."""
+    rep = sub.add_parser("report", help="CSVs, figures, verdict.json, report.md and report.html", **common)
     rep.add_argument("--run", action="append", default=[], help="run id (repeatable)")
     rep.add_argument("--all", action="store_true", help="every run under results/")
     rep.add_argument("--since", help="runs started at or after this UTC date/time")
@@ -92,9 +86,33 @@ def main(argv=None) -> int:
     rep.add_argument("--site", action="append", default=[], help="only runs of rigs at this site (repeatable)")
     rep.add_argument("--offline", action="store_true", help="read telemetry exported beside each run")
     rep.add_argument("--out", help="directory of the combined report (default results/report-<UTC time>)")
-    exp = sub.add_parser("export", help="save a run's telemetry beside it, for report --offline")
+    exp = sub.add_parser("export", help="save a run's telemetry beside it, for report --offline", **common)
     exp.add_argument("--run", action="append", required=True, help="run id (repeatable)")
+    for p in (rep, exp):
+        p.add_argument("--prometheus", "--prometheus-url", dest="prometheus", default=argparse.SUPPRESS,
+                       help=PROMETHEUS_HELP)
+        p.set_defaults(func=run)
+
+
+@cli_main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    ap.add_argument("--config", help="overlay YAML (default: $HARNESS_CONFIG)")
+    ap.add_argument("--prometheus", "--prometheus-url", dest="prometheus", help=PROMETHEUS_HELP)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    register(sub)
     args = ap.parse_args(argv)
+    return args.func(args)
+
+
+def run(args) -> int:
+    # here, not at the top: registering the verbs (sparkrig --help) must not import pandas and matplotlib
+    from . import report as cross
+    from .promdata import FileSource, PrometheusSource, TelemetryError, export
+    from .run import analyse, window, write
+    from .steps import load_run
+    from .telemetry import pull
+    args.prometheus = getattr(args, "prometheus", None)
     cfg = load(args.config)
     results = resolve(cfg.results_dir)
     url = args.prometheus or f"http://{cfg.prometheus.listen}:{cfg.prometheus.port}"

@@ -13,35 +13,47 @@ from .plan import plan_run
 from .schema import to_plain
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m configs", description=__doc__)
-    ap.add_argument("--config", help="overlay YAML merged over the shipped configs (default: $HARNESS_CONFIG)")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("validate", help="load and validate; print a one-line summary")
-    show = sub.add_parser("show", help="print the merged configuration, or one hypothesis's run plan, as JSON")
+def register(sub, **common) -> None:
+    """``validate``, ``show`` and ``tier-env`` on ``sub`` (``common``: add_parser keywords of the caller)."""
+    sub.add_parser("validate", help="load and validate; print a one-line summary", **common)
+    show = sub.add_parser("show", help="print the merged configuration, or one hypothesis's run plan, as JSON",
+                          **common)
     show.add_argument("--hypothesis", help="e.g. H2B: print its plan with the environment overrides applied")
-    te = sub.add_parser("tier-env", help="same as python -m configs.tier_env")
+    te = sub.add_parser("tier-env", help="same as python -m configs.tier_env", **common)
     te.add_argument("--profile", required=True)
     te.add_argument("--stack", default="stackB")
     te.add_argument("--tier-mode", default="B2", help="B0 (off), B1 (cpu_only) or B2 (cpu_disk)")
     te.add_argument("--offload", choices=("kvbm", "trtllm"), help="default: the stack's kv_offload")
+    for name, parser in sub.choices.items():
+        if name in ("validate", "show", "tier-env"):
+            parser.set_defaults(func=run, config_cmd=name)
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m configs", description=__doc__)
+    ap.add_argument("--config", help="overlay YAML merged over the shipped configs (default: $HARNESS_CONFIG)")
+    register(ap.add_subparsers(dest="cmd", required=True))
     args = ap.parse_args(argv)
+    return args.func(args)
+
+
+def run(args) -> int:
+    if args.config_cmd == "tier-env":      # before loading: tier_env loads and says its own errors
+        return tier_env.main(["--profile", args.profile, "--stack", args.stack, "--tier-mode", args.tier_mode,
+                              *(("--offload", args.offload) if args.offload else ()),
+                              *(("--config", args.config) if args.config else ())])
     cfg = load(args.config)
-    if args.cmd == "validate":
+    if args.config_cmd == "validate":
         offload = next((s.kv_offload for s in cfg.stacks.values() if s.kv_tiering), "kvbm")
         for name, profile in cfg.profiles.items():
             for line in kvbm_checks.warnings(name, profile, offload=offload):
                 print(f"warning: {line}", file=sys.stderr)
         print(f"ok: {len(cfg.stacks)} stacks, {len(cfg.profiles)} profiles, "
               f"{len(cfg.fio_profiles)} fio profiles, {len(cfg.hypotheses)} hypotheses")
-    elif args.cmd == "show":
+    else:
         data = plan_run(cfg, args.hypothesis, os.environ).snapshot() if args.hypothesis else to_plain(cfg)
         print(json.dumps(redact.plain(data), indent=2))
-    else:
-        return tier_env.main(["--profile", args.profile, "--stack", args.stack, "--tier-mode", args.tier_mode,
-                              *(("--offload", args.offload) if args.offload else ()),
-                              *(("--config", args.config) if args.config else ())])
     return 0
 
 
