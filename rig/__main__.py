@@ -1,4 +1,4 @@
-"""python -m rig up|down|status|render|demo|sweep|ratesweep|capacity|rehydrate|pairs|pack|hygiene|dynamo — the
+"""python -m rig up|down|status|render|demo|sweep|ratesweep|capacity|rehydrate|pairs|pack|hygiene|dynamo|doctor — the
 local stand-in for docker compose."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import argparse
 
 from configs.errors import cli_main
 
-from . import capacity, demo, dynamo, hygiene, local, pack, pairs, ratesweep, rehydrate, sweep
+from . import capacity, demo, doctor, dynamo, hygiene, local, pack, pairs, ratesweep, rehydrate, sweep
 
 # each registers its own subcommands (add_parser + set_defaults(func=...)), in the order --help lists them
-COMMANDS = (local, demo, sweep, pairs, rehydrate, pack, hygiene, ratesweep, capacity, dynamo)
+COMMANDS = (local, demo, sweep, pairs, rehydrate, pack, hygiene, ratesweep, capacity, dynamo, doctor)
 
 
 @cli_main

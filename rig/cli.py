@@ -14,7 +14,7 @@ from configs.errors import cli_main
 from configs.loader import OVERLAY_ENV
 from configs.paths import PROJECT_ROOT
 
-from . import capacity, demo, dynamo, hygiene, local, pack, pairs, ratesweep, rehydrate, runs, sweep
+from . import capacity, demo, doctor, dynamo, hygiene, local, pack, pairs, ratesweep, rehydrate, runs, sweep
 
 PACKAGE = "spark-storage-harness"
 LOCUSTFILES = PROJECT_ROOT / "locustfiles"
@@ -37,6 +37,7 @@ EXAMPLES = {
     "report": "sparkrig report --run H2B-stackB-20261203T080000Z-ab12",
     "export": "sparkrig export --run H2B-stackB-20261203T080000Z-ab12",
     "runs": "sparkrig runs",
+    "doctor": "sparkrig doctor --config my-rig.yaml --profile spill --worker-pid \"$(pgrep -f dynamo.trtllm)\"",
     "config": "sparkrig config tier-env --profile spill --offload trtllm",
     "validate": "sparkrig config validate --config my-rig.yaml",
     "show": "sparkrig config show --hypothesis H2B",
@@ -97,7 +98,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"sparkrig {version()}")
     ap.add_argument("--config", help=f"overlay YAML merged over the shipped configs (default: ${OVERLAY_ENV})")
     verbs = Verbs(ap.add_subparsers(dest="cmd", required=True, metavar="VERB"), common)
-    for module in (local, demo, sweep, pairs, rehydrate, pack, hygiene, ratesweep, capacity, dynamo, runs):
+    for module in (local, demo, sweep, pairs, rehydrate, pack, hygiene, ratesweep, capacity, dynamo, runs,
+                   doctor):
         module.register(verbs)
     from analysis import __main__ as analysis_cli
     analysis_cli.register(verbs)

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -367,6 +368,20 @@ def test_endpoint_not_ready_is_one_line_and_exit_2_and_leaves_no_run(rig, tmp_pa
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "cannot reach" in errors[0]
     assert set(runs(rig, "h2b")) == before               # nothing half-made for `report --all` to fail on
+
+
+def test_a_plan_that_needs_fio_where_there_is_none_stops_before_the_run(rig, tmp_path):
+    """H4B's contention steps run fio: without it the run is refused in one line before its directory exists
+    (it used to start, then leave an `incomplete` run at the first fio step)."""
+    before = set(runs(rig, "h4b"))
+    bare = tmp_path / "bin"                   # a PATH with git but no fio
+    bare.mkdir()
+    (bare / "git").symlink_to(shutil.which("git"))
+    proc = locust(rig, "h4b", env={"STACK": "B", "DURATION_S": "2", "PATH": str(bare)}, timeout=60)
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+    assert errors[0].startswith("error: fio is not installed") and "fio profile(s) heavy, moderate" in errors[0]
+    assert set(runs(rig, "h4b")) == before
 
 
 def test_a_context_beyond_the_served_limit_stops_before_the_run(rig):

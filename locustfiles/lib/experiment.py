@@ -27,7 +27,7 @@ from configs.probe import wait_for_model
 from configs.runfiles import REQUEST_MANIFEST, new_run_id, write_request_manifest
 from configs.vocabulary import series as S
 
-from . import gather, state, watch
+from . import fio, gather, state, watch
 from .preflight import UNKNOWN_FIELD, size_prompts, unknown_fields_ignored
 from .rundir import GrafanaAnnotator, expected_bytes, run_dir, space_problem, start_manifest
 from .shape import PlanShape
@@ -56,13 +56,14 @@ def _begin_run(environment) -> None:
     try:
         run_id = check_name(st.env["RUN_ID"], "environment RUN_ID") if st.env.get("RUN_ID") else \
             new_run_id(st.plan.hypothesis_id, st.plan.stack_name)
-        problem = wait_for_model(target, st.plan.model_handle, st.cfg.loadgen.ready_timeout_s)
+        problem = fio.missing([slot.step for slot in st.slots])       # the tools a step needs, before any wait
+        if problem is None and (waited := wait_for_model(target, st.plan.model_handle,
+                                                          st.cfg.loadgen.ready_timeout_s)) is not None:
+            problem = f"endpoint not ready: {waited}"
     except ConfigError as exc:
         problem = str(exc)
     else:
-        if problem is not None:
-            problem = f"endpoint not ready: {problem}"
-        else:
+        if problem is None:
             problem, sizing = size_prompts(st.plan, st.sizer, target, st.model_context_limit(), st.trace)
     if not problem and isinstance(environment.runner, MasterRunner) and \
             (st.trace or any(slot.step.params.arrival_rate_rps > 0 for slot in st.slots)):

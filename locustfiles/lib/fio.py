@@ -16,6 +16,17 @@ from configs import ConfigError, FioProfile
 from configs.paths import ensure_data_dir, safe_join
 
 
+NOT_INSTALLED = "fio is not installed (`make tools`, or apt-get install -y fio)"
+
+
+def missing(steps) -> Optional[str]:
+    """One line when a step of the plan runs fio and fio is not there: said before the run directory exists."""
+    uses = sorted({s.fio_profile for s in steps if s.fio_profile})
+    if uses and not shutil.which("fio"):
+        return f"{NOT_INSTALLED}: the plan's steps run fio profile(s) {', '.join(uses)}"
+    return None
+
+
 def fio_command(profile: FioProfile, name: str, directory: Path, output: Path) -> list[str]:
     cmd = ["fio", f"--name={name}", f"--filename={safe_join(directory, 'contention.dat')}",
            f"--size={profile.size}", f"--rw={profile.rw}", f"--bs={profile.bs}", f"--iodepth={profile.iodepth}",
@@ -31,7 +42,7 @@ def fio_command(profile: FioProfile, name: str, directory: Path, output: Path) -
 class FioJob:
     def __init__(self, name: str, profile: FioProfile, tier2_path: str, output: Path) -> None:
         if not shutil.which("fio"):
-            raise ConfigError("fio is not installed (`make tools`, or apt-get install -y fio)")
+            raise ConfigError(NOT_INSTALLED)
         self.directory = ensure_data_dir(Path(tier2_path) / "fio")
         self.output = output
         self.cmd = fio_command(profile, name, self.directory, output)
