@@ -32,7 +32,7 @@ TOOLS = {"prometheus": (FAIL, "the rig's Prometheus (`sparkrig up`)"),
          "promtool": (WARN, "checks the recording rules"),
          "fio": (WARN, "H4A/H4B's storage contention"),
          "iostat": (WARN, "cross-checks the nvme exporter's disk numbers"),
-         "smartctl": (WARN, "NVMe temperature and health (sparkrig_nvme_smart_*)"),
+         "smartctl": (WARN, "the NVMe health log: temperature, wear, media errors"),
          "nvidia-smi": (WARN, "the GPU's own view beside NVML")}
 
 

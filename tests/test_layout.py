@@ -113,7 +113,7 @@ def test_each_rig_command_is_registered_by_its_own_module():
         module.register(sub)
     names = set(sub.choices)
     assert names == {"up", "down", "status", "render", "demo", "sweep", "pairs", "rehydrate", "pack", "hygiene",
-                     "ratesweep", "capacity", "dynamo"}
+                     "ratesweep", "capacity", "dynamo", "doctor"}
     assert all(callable(ap.parse_args([n] + {"pack": ["x"], "ratesweep": ["H0"], "capacity": ["H0"],
                                              "dynamo": ["status"]}.get(n, []))
                         .func) for n in names)
