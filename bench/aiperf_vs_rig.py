@@ -9,7 +9,7 @@ the time per output token ((E2E - TTFT) / (tokens - 1): our TPOT, aiperf's inter
 
 aiperf is large (transformers, datasets, dash; no torch); install it apart:
     python3 -m venv var/aiperf-venv && var/aiperf-venv/bin/pip install aiperf==0.13.0
-How the two differ (warm-up, what a "gap" is, prompts) is in the README ("Against an independent client").
+How the two differ (warm-up, what a "gap" is, prompts) is in docs/benchmarks.md ("Against an independent client").
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Runs `python -m rig demo --quick` (simulated Stack A/B, the exporters, Prometheu
 250 ms for NVMe and KV tier targets, 1 s for the rest, and Locust) with remote_write to a real
 VictoriaMetrics (Debian's package) started here, then asks the store: series and samples per scrape job
 over the demo, samples per second while it ran, and the store's bytes per sample after a flush. Prints a
-table per job and the fleet table (10, 100, 1000 rigs: samples/s, disk per 30 days) the README quotes.
+table per job and the fleet table (10, 100, 1000 rigs: samples/s, disk per 30 days) docs/rigs.md quotes.
 
     python bench/fleet_sizing.py [--keep DIR]
 """

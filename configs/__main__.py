@@ -1,4 +1,5 @@
-"""``python -m configs``: validate configuration files, show resolved run plans, print tier env."""
+"""``python -m configs``: validate configuration files, show resolved run plans, list the hypotheses with
+how long each runs, print tier env."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ from .errors import cli_main
 from .loader import load
 from .plan import plan_run
 from .schema import to_plain
+from .sizes import format_duration
 
 
 def register(sub, **common) -> None:
@@ -19,13 +21,16 @@ def register(sub, **common) -> None:
     show = sub.add_parser("show", help="print the merged configuration, or one hypothesis's run plan, as JSON",
                           **common)
     show.add_argument("--hypothesis", help="e.g. H2B: print its plan with the environment overrides applied")
+    hy = sub.add_parser("hypotheses", help="each hypothesis: its claim, stacks, profile, steps and how long a run "
+                        "takes with the configuration's (and the environment's) settings", **common)
+    hy.add_argument("--markdown", action="store_true", help="a Markdown table (the README's)")
     te = sub.add_parser("tier-env", help="same as python -m configs.tier_env", **common)
     te.add_argument("--profile", required=True)
     te.add_argument("--stack", default="stackB")
     te.add_argument("--tier-mode", default="B2", help="B0 (off), B1 (cpu_only) or B2 (cpu_disk)")
     te.add_argument("--offload", choices=("kvbm", "trtllm"), help="default: the stack's kv_offload")
     for name, parser in sub.choices.items():
-        if name in ("validate", "show", "tier-env"):
+        if name in ("validate", "show", "hypotheses", "tier-env"):
             parser.set_defaults(func=run, config_cmd=name)
 
 
@@ -51,10 +56,33 @@ def run(args) -> int:
                 print(f"warning: {line}", file=sys.stderr)
         print(f"ok: {len(cfg.stacks)} stacks, {len(cfg.profiles)} profiles, "
               f"{len(cfg.fio_profiles)} fio profiles, {len(cfg.hypotheses)} hypotheses")
+    elif args.config_cmd == "hypotheses":
+        print(hypothesis_table(cfg, os.environ, markdown=args.markdown))
     else:
         data = plan_run(cfg, args.hypothesis, os.environ).snapshot() if args.hypothesis else to_plain(cfg)
         print(json.dumps(redact.plain(data), indent=2))
     return 0
+
+
+def hypothesis_table(cfg, env, markdown: bool = False) -> str:
+    """One row per hypothesis: a newcomer's first question is which to run and for how long (#29.4). The time
+    is one run's, on each stack it runs on: steps x repetitions (x phases) x step duration, as the console
+    announces it."""
+    header = ("id", "claim", "stacks", "profile", "one run")
+    rows = []
+    for hid, hyp in cfg.hypotheses.items():
+        plans = [plan_run(cfg, hid, {**env, "STACK": s}) for s in hyp.stacks]
+        plan = plans[0]
+        times = "".join(f" x {n} {what}" for n, what in ((plan.repetitions, "repetitions"),
+                                                         (len(plan.phases), "phases")) if n > 1)
+        each = " each" if len(plans) > 1 else ""
+        rows.append((hid, hyp.title, ", ".join(hyp.stacks), plan.profile_name,
+                     f"{len(plan.steps)} step{'s' * (len(plan.steps) != 1)}{times} x {plan.step_duration_s} s = "
+                     f"{format_duration(plan.planned_s)}{each}"))
+    if markdown:
+        return "\n".join("| " + " | ".join(r) + " |" for r in [header, ("---",) * len(header), *rows])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in [header, *rows])
 
 
 if __name__ == "__main__":

@@ -58,6 +58,15 @@ class RunPlan:
     slo: Slo = Slo()                         # the request objective goodput is judged against
     phases: tuple[str, ...] = ("run",)       # each step's phases: a rehydrate replay's, else one
 
+    @property
+    def slots(self) -> int:
+        """Steps x repetitions x phases: how many step_duration_s the run lasts."""
+        return len(self.steps) * self.repetitions * len(self.phases)
+
+    @property
+    def planned_s(self) -> int:
+        return self.slots * self.step_duration_s
+
     def snapshot(self) -> dict:
         """JSON-friendly record of everything that shaped the run, for the run manifest."""
         return to_plain({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})

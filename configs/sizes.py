@@ -49,3 +49,9 @@ def format_size(n: int) -> str:
         if n >= factor and n % factor == 0:
             return f"{n // factor}{unit}"
     return str(n)
+
+
+def format_duration(seconds: float) -> str:
+    """``4m05s``, ``2h15m00s``: a run's length as the console and the hypothesis table print it."""
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}h{m % 60:02d}m{s:02d}s" if m >= 60 else f"{m}m{s:02d}s"

@@ -41,6 +41,7 @@ EXAMPLES = {
     "config": "sparkrig config tier-env --profile spill --offload trtllm",
     "validate": "sparkrig config validate --config my-rig.yaml",
     "show": "sparkrig config show --hypothesis H2B",
+    "hypotheses": "DURATION_S=60 sparkrig config hypotheses   # what each takes with one-minute steps",
     "tier-env": "eval \"$(sparkrig config tier-env --profile spill)\"",
 }
 

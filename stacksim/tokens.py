@@ -1,6 +1,6 @@
 """The simulator's deterministic tokenizer, chat template, prefix-block hashes and generated text.
 
-Token rule (documented in the README): a token is a run of up to 32 letters, digits and
+Token rule (documented in docs/simulator.md): a token is a run of up to 32 letters, digits and
 underscores, or any single other non-space character. ``"Hello, world!"`` is 4 tokens. The cap
 (real BPE vocabularies have no token of unbounded length) lets an over-long prompt be refused from
 its character count, before any tokenizing.

@@ -4,7 +4,7 @@ A case is a test decorated with ``@fault(...)``. ``catches`` lists what must ans
 ``analysis/gates.py`` as ``"gate:<name>"`` (with ``=<REASON>`` for the reason it must give), a reason code
 of the paired experiments as ``"pairs:<REASON>"``, or any other outcome the rig owes (``"manifest:…"``,
 ``"exporter:…"``, ``"cli:…"``). ``tests/faults/test_registry.py`` fails when a gate or a pairs reason has no case, and
-when the README's fault-suite table is not the one ``python tests/faults/table.py`` prints.
+when docs/faults.md's fault-suite table is not the one ``python tests/faults/table.py`` prints.
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """`sparkrig`, the one door (#29.1): installed as a console script, every verb with a description, its defaults and
 an example, --config before or after the verb, `runs` listing what results_dir holds."""
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,11 +33,27 @@ def test_the_console_script_is_installed_and_says_its_version():
 
 
 @pytest.mark.parametrize("verb", verbs(), ids=" ".join)
-def test_every_verb_has_help_with_an_example(verb):
+def test_every_verb_has_help_with_an_example(verb, capsys):
     from rig.cli import main
     with pytest.raises(SystemExit) as done:
         main([*verb, "--help"])
     assert done.value.code == 0
+    assert re.search(r"\nexamples?:\n  \S", capsys.readouterr().out)
+
+
+def test_the_hypothesis_table_says_how_long_each_run_takes():
+    """A newcomer's question before any run (#29.4): which hypothesis, on which stacks, and for how long; the
+    time is the plan's (steps x repetitions x step duration) with the environment's overrides, as the
+    console will announce it (the README's table is this one: tests/test_docs.py)."""
+    from configs import load
+    from configs.__main__ import hypothesis_table
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in
+            hypothesis_table(load(), {}, markdown=True).splitlines()[2:]}
+    assert rows["H2B"][-1] == "5 steps x 3 repetitions x 300 s = 1h15m00s |"
+    assert rows["H0"][2] == "stackA, stackB" and rows["H0"][-1].endswith("= 2h15m00s each |")
+    assert rows["H9"][-1].startswith("1 step x 3 phases x ")
+    short = sparkrig("config", "hypotheses", env={**os.environ, "DURATION_S": "60"})
+    assert short.returncode == 0 and "5 steps x 3 repetitions x 60 s = 15m00s" in short.stdout
 
 
 def test_help_shows_descriptions_defaults_and_examples():

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.skipif(not shutil.which("docker-compose"), reason="dock
 
 
 def compose_config(**env):
-    base = {k: v for k, v in os.environ.items() if k not in ("GF_SECURITY_ADMIN_PASSWORD", "DYN_KVBM_TIER2_PATH")}
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("GF_SECURITY_ADMIN_PASSWORD", "DYN_KVBM_TIER2_PATH", "HARNESS_CONFIG")}
     base["SPARKRIG_RIG"] = "spark-01"
     return subprocess.run(["docker-compose", "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"),
                            "config"], capture_output=True, text=True, env={**base, **env}, cwd="/")
@@ -96,3 +97,27 @@ def test_ports_come_from_env_and_must_match_configs(tmp_path):
     assert refused.returncode == 2 and "SPARKRIG_RIG=spark-08 in .env but spark-07 in configs" in refused.stderr
     env["SPARKRIG_RIG"] = "spark-07"
     assert run_module("rig", "render", "--targets-dir", str(tmp_path / "t"), env=env).returncode == 0
+
+
+def test_the_overlay_reaches_every_sparkrig_container(tmp_path, resolved):
+    """HARNESS_CONFIG on the host is each sparkrig container's overlay (#29.5): the exporters scrape the stacks
+    and the targets job renders the ports that the operator's overlay names, not the shipped defaults."""
+    overlay = tmp_path / "my-rig.yaml"
+    overlay.write_text("stacks: {stackB: {kvbm_metrics_url: 'http://127.0.0.1:6881/metrics'}}\n")
+    proc = compose_config(GF_SECURITY_ADMIN_PASSWORD="s3cret", DYN_KVBM_TIER2_PATH="/nvme/kvbm/l70b",
+                          HARNESS_CONFIG=str(overlay))
+    assert proc.returncode == 0, proc.stderr
+    with_overlay = yaml.safe_load(proc.stdout)["services"]
+    ours = [n for n, s in with_overlay.items() if s.get("image") == "sparkrig:local"]
+    assert {"targets", "exporter-nvme", "exporter-uma", "exporter-kvbm", "exporter-gpu"} <= set(ours)
+
+    def mount(svc):
+        vols = [v if isinstance(v, str) else f"{v['source']}:{v['target']}{':ro' if v.get('read_only') else ''}"
+                for v in svc["volumes"]]
+        return [v for v in vols if ":/etc/sparkrig/overlay.yaml" in v]
+    for name in ours:
+        svc = with_overlay[name]
+        assert svc["environment"]["HARNESS_CONFIG"] == "/etc/sparkrig/overlay.yaml", name
+        assert mount(svc) == [f"{overlay}:/etc/sparkrig/overlay.yaml:ro"], name
+        assert mount(resolved["services"][name]) == ["/dev/null:/etc/sparkrig/overlay.yaml:ro"], name
+    assert with_overlay["exporter-gpu"]["environment"]["NVIDIA_VISIBLE_DEVICES"] == "all"

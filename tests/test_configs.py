@@ -324,7 +324,7 @@ def test_the_spill_prediction_follows_the_offload(cfg, write_yaml):
            "eviction" in prediction(plan_run(native, "H2B", {}))
     assert not any(f.spills for f in native_fits) and kvbm_fits[-1].spills
     # the shipped overlay for TensorRT-LLM's offload sizes tier1 so the same steps spill as under KVBM (H6
-    # sweeps tier1 itself, sized for KVBM: README says what it shows under TensorRT-LLM's offload)
+    # sweeps tier1 itself, sized for KVBM: docs/configuration.md says what it shows under TensorRT-LLM's offload)
     shipped = configs.load(ROOT / "configs" / "trtllm-offload.yaml")
     assert shipped.stacks["stackB"].kv_offload == "trtllm"
     for hid in ("H2B", "H3", "H4B", "H7", "H8"):

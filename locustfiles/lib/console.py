@@ -25,6 +25,7 @@ from analysis.steps import FIELDS, frame, step_table, warmup_s
 from configs.discovery import prometheus_url
 from configs.loader import DEFAULT_FILES
 from configs.runfiles import parse_records
+from configs.sizes import format_duration
 from configs.spill import prediction
 
 # seconds a master waits after a step's end for its workers' last records of it (they flush twice a second)
@@ -52,11 +53,6 @@ def good(row: dict) -> str:
     return f"{share:.0%} {'ok' if row['meets_slo'] else 'MISS'}"
 
 
-def duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m // 60}h{m % 60:02d}m{s:02d}s" if m >= 60 else f"{m}m{s:02d}s"
-
-
 class Console:
     def __init__(self, st) -> None:
         self.st = st
@@ -80,13 +76,13 @@ class Console:
         self.say(f"run {st.run_id}: {plan.stack_name} at {target} ({plan.model_handle}), profile "
                  f"{plan.profile_name}{mode}")
         self.say(f"configuration: {' + '.join(files)}; Prometheus {prometheus_url(st.cfg)}; results in {results}")
-        planned = len(st.slots) * plan.step_duration_s
+        planned = plan.planned_s
         expected = min(planned, run_time) if run_time else planned
-        cut = f", cut to {duration(expected)} by -t" if run_time and run_time < planned else ""
-        phases = len(st.slots) // (len(plan.steps) * plan.repetitions)
-        times = "".join(f" x {n} {what}" for n, what in ((plan.repetitions, "repetitions"), (phases, "phases"))
+        cut = f", cut to {format_duration(expected)} by -t" if run_time and run_time < planned else ""
+        times = "".join(f" x {n} {what}" for n, what in ((plan.repetitions, "repetitions"),
+                                                         (len(plan.phases), "phases"))
                         if n > 1)
-        self.say(f"{len(plan.steps)} steps{times} x {plan.step_duration_s} s = {duration(planned)} expected{cut}; "
+        self.say(f"{len(plan.steps)} step{'s' * (len(plan.steps) != 1)}{times} x {plan.step_duration_s} s = {format_duration(planned)} expected{cut}; "
                  f"{sizing}")
         if (spill := prediction(plan)) is not None:
             self.say(spill)

@@ -1,4 +1,4 @@
-"""Prints the README's fault-suite table from the registry: `python tests/faults/table.py`."""
+"""Prints docs/faults.md's fault-suite table from the registry: `python tests/faults/table.py`."""
 from __future__ import annotations
 
 import importlib
