@@ -67,9 +67,11 @@ def warnings(name: str, p: Profile, mountinfo: str = "/proc/self/mountinfo", sys
     if not p.tier2_bytes:
         return out
     path = Path(resolve(p.tier2_path))
-    if offload == "trtllm" and not path.is_dir():
-        out.append(f"profiles.{name}.tier2_path {path}: does not exist; TensorRT-LLM refuses a disk_cache_path "
-                   "that is not an existing directory (mkdir -p it on the NVMe)")
+    if not path.is_dir():
+        refuses = "TensorRT-LLM refuses a disk_cache_path that is not an existing directory; " \
+            if offload == "trtllm" else ""
+        out.append(f"profiles.{name}.tier2_path {path}: does not exist; {refuses}until it does, the exporters "
+                   f"label the disk of {_existing(path)} kv_tier2 (mkdir -p it on the NVMe)")
     if path == Path(KVBM_DEFAULT_DIR) or Path(KVBM_DEFAULT_DIR) in path.parents:
         out.append(f"profiles.{name}.tier2_path {path}: under /tmp, KVBM's default cache directory, which is "
                    "often tmpfs and cleaned on boot; give the disk tier its own directory on the NVMe")

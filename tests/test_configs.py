@@ -309,6 +309,7 @@ def test_tier_env_prints_tensorrt_llms_kv_cache_config_for_its_native_offload(cf
     proc = run_module("configs.tier_env", "--config", str(overlay), "--profile", "spill")
     assert f"warning: profiles.spill.tier2_path {tmp_path / 'absent'}: does not exist; TensorRT-LLM refuses" \
         in proc.stderr and "KVBM writes through" not in proc.stderr
+    assert f"until it does, the exporters label the disk of {tmp_path} kv_tier2" in proc.stderr
     assert run_module("configs.tier_env", "--config", str(overlay), "--profile", "spill", "--offload",
                       "kvbm").stdout.startswith("export DYN_KVBM_TIER_MODE=B2")
 
@@ -405,26 +406,32 @@ def test_kvbm_checks_warn_about_tiers_a_real_kvbm_would_waste(cfg, tmp_path, wri
     t2 = Path("/never-made-by-this-test/t2")       # outside /tmp wherever the checkout is; only "/" exists
     sized = dataclasses.replace(spill, tier0_bytes=64 * 2**20, tier1_bytes=32 * 2**20, tier2_bytes=16 * 2**20,
                                 tier2_path=str(t2))
-    lines = K.warnings("x", sized, mountinfo=str(tmp_path / "none"), sysfs=str(tmp_path / "nosys"))
+    every = K.warnings("x", sized, mountinfo=str(tmp_path / "none"), sysfs=str(tmp_path / "nosys"))
+    assert f"profiles.x.tier2_path {t2}: does not exist; until it does, the exporters label the disk of / " \
+           "kv_tier2 (mkdir -p it on the NVMe)" in every
+
+    def warnings(*a, **kw):                        # the rest, each line on its own
+        return [w for w in K.warnings(*a, **kw) if ": does not exist;" not in w]
+    lines = warnings("x", sized, mountinfo=str(tmp_path / "none"), sysfs=str(tmp_path / "nosys"))
     assert len(lines) == 2 and "no larger than the host tier (32MiB)" in lines[0] and "write" in lines[0]
     assert "smaller than the device KV pool (64MiB)" in lines[1]
     fine = dataclasses.replace(spill, tier0_bytes=2**20, tier1_bytes=2**21, tier2_bytes=2**30,
                                tier2_path=str(t2))
-    assert K.warnings("x", fine, mountinfo=str(tmp_path / "none"), sysfs=str(tmp_path / "nosys")) == []
+    assert warnings("x", fine, mountinfo=str(tmp_path / "none"), sysfs=str(tmp_path / "nosys")) == []
     # a spinning disk, as its queue says (a sysfs tree for this path's device, a partition of it)
     dev = os.stat(K._existing(t2)).st_dev
     node = tmp_path / "sys" / "dev" / "block" / f"{os.major(dev)}:{os.minor(dev)}"
     (node / ".." / "queue").mkdir(parents=True)
     node.mkdir(parents=True, exist_ok=True)
     (node / ".." / "queue" / "rotational").write_text("1\n")
-    spun = K.warnings("x", fine, mountinfo=str(tmp_path / "none"), sysfs=str(tmp_path / "sys"))
+    spun = warnings("x", fine, mountinfo=str(tmp_path / "none"), sysfs=str(tmp_path / "sys"))
     assert spun == [f"profiles.x.tier2_path {t2}: on a rotational disk, not an NVMe tier"]
     # on tmpfs (the mount table says so for this device) and under /tmp
     (tmp_path / "mountinfo").write_text(f"36 25 {os.major(dev)}:{os.minor(dev)} / / rw - tmpfs tmpfs rw\n")
-    memory = K.warnings("x", fine, mountinfo=str(tmp_path / "mountinfo"), sysfs=str(tmp_path / "sys"))
+    memory = warnings("x", fine, mountinfo=str(tmp_path / "mountinfo"), sysfs=str(tmp_path / "sys"))
     assert len(memory) == 1 and "on tmpfs" in memory[0] and "not the NVMe" in memory[0]
     at_tmp = dataclasses.replace(fine, tier2_path="/tmp/kvbm")
-    assert any("under /tmp, KVBM's default" in w for w in K.warnings("x", at_tmp))
+    assert any("under /tmp, KVBM's default" in w for w in warnings("x", at_tmp))
     # the command says them on stderr, and still validates; the shipped sizes are as KVBM wants them
     proc = run_module("configs", "--config", str(write_yaml("profiles: {spill: {tier1_bytes: 48MiB}}\n")), "validate")
     assert proc.returncode == 0 and "warning: profiles.spill: the host tier (48MiB) is smaller" in proc.stderr

@@ -93,6 +93,23 @@ def test_live_machine_marks_the_tier2_disk(tmp_path):
     assert {"kv_tier2", "system"} <= {r["role"] for r in roles}
 
 
+def test_a_missing_tier2_directory_is_said_not_guessed_silently(tmp_path):
+    """A tier2 path that does not exist (a typo, an NVMe not mounted yet) still gets the disk it would be
+    created on, its parent's, but the exporter says so (#29.2): sparkrig_kv_tier2_path_exists 0, and the
+    KvTier2PathMissing alert; once the directory exists the next scrape says 1, without waiting for the
+    facts' refresh."""
+    tier2 = tmp_path / "kv"
+    seen = []
+    collector = DiskCollector(VM / "proc", VM / "sys", EXCLUDE, tier2_path=str(tier2),
+                              devnum=lambda p: (seen.append(p), (254, 0))[1])
+    assert scrape(collector)[("sparkrig_kv_tier2_path_exists", frozenset())] == 0
+    calls = len(seen)
+    tier2.mkdir()
+    assert scrape(collector)[("sparkrig_kv_tier2_path_exists", frozenset())] == 1
+    assert len(seen) > calls                          # the roles were looked up again at once
+    assert ("sparkrig_kv_tier2_path_exists", frozenset()) not in scrape(DiskCollector(VM / "proc", VM / "sys"))
+
+
 def test_uma_from_fixture():
     m = scrape(UmaCollector(VM / "proc"))
     e = frozenset()

@@ -178,6 +178,9 @@ and each source tier's share of the blocks onboarded to the device (how often a 
               "{{ $labels.job }} at {{ $labels.instance }} is not answering scrapes", for_="30s"),
         Alert("KvbmMetricsDown", f"{S.KVBM_UP.name} == 0",
               "the kvbm exporter cannot read {{ $labels.target }}: KV tier evidence for Stack B is missing", for_="30s"),
+        Alert("KvTier2PathMissing", f"{S.TIER2_PATH_EXISTS.name} == 0",
+              "the KV tier2 directory does not exist: the kv_tier2 disk is its parent's, a guess; create it on "
+              "the NVMe (sparkrig doctor)", for_="1m"),
         Alert("KvTier2DiskNearlyFull", f"{S.TIER2_FS_AVAIL.name} / {S.TIER2_FS_SIZE.name} < 0.10",
               "filesystem of the KV tier2 directory has under 10% free", for_="1m"),
         Alert("NvmeTemperatureAboveWarning", f"{S.NVME('temperature_celsius')} >= on (instance, device) "

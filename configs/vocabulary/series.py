@@ -131,6 +131,9 @@ TIER2_FS_SIZE = Series("sparkrig_kv_tier2_filesystem_size_bytes", "gauge",
                        "Size of the filesystem holding the KV tier2 directory")
 TIER2_FS_AVAIL = Series("sparkrig_kv_tier2_filesystem_avail_bytes", "gauge",
                         "Space unprivileged writers can still use there")
+TIER2_PATH_EXISTS = Series("sparkrig_kv_tier2_path_exists", "gauge",
+                           "1 when the KV tier2 directory exists; 0: not yet, and kv_tier2 marks the disk of its "
+                           "nearest existing parent, where it would be created")
 
 # ---- NVMe health log (smartctl / nvme-cli), one family per field, labelled by device -----------------
 NVME_HEALTH_COUNTERS = frozenset({"data_read_bytes", "data_written_bytes", "media_errors", "error_log_entries",

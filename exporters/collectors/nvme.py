@@ -97,7 +97,7 @@ class DiskCollector:
     def _slow_facts(self, disks) -> tuple[dict, dict]:
         """Roles and identities cost a stat, a realpath and five sysfs reads per disk, and change only
         when disks come or go or the tier2 directory moves: refreshed every FACTS_TTL_S or on a new disk set."""
-        key = tuple(sorted(disks))
+        key = (tuple(sorted(disks)), bool(self.tier2_path) and Path(self.tier2_path).is_dir())
         if self._facts is None or self._facts[0] != key or time.monotonic() >= self._facts[1]:
             self._facts = (key, time.monotonic() + FACTS_TTL_S, self.roles(), {d: self.identity(d) for d in disks})
         return self._facts[2], self._facts[3]
@@ -137,6 +137,8 @@ class DiskCollector:
         yield role_info
         yield self.proc.family()
         if self.tier2_path:
+            # a typo'd or unmounted path still gets the disk it would be created on, but never silently
+            yield S.TIER2_PATH_EXISTS.family(1.0 if Path(self.tier2_path).is_dir() else 0.0)
             try:
                 fs = os.statvfs(_existing(self.tier2_path))
             except OSError:
