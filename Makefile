@@ -27,7 +27,10 @@ help:
 	@echo "make down   - stop what make up / make demo started"
 	@echo "make dynamo-up   - the real NVIDIA Dynamo (frontend + mocker engine) on loopback as Stack B"
 	@echo "make dynamo-down - stop it"
-	@echo "make setup  - only create $(VENV) and install system tools"
+	@echo "make setup  - only create $(VENV) and install the tools a run uses"
+	@echo "make tools  - only those tools: prometheus, promtool, fio, iostat, smartctl (apt-get, as root)"
+	@echo "make tools-test   - the tests' too: nats-server, docker-compose, victoria-metrics"
+	@echo "make tools-dynamo - the real Dynamo's: nats-server"
 	@echo "make clean  - remove $(VENV), var/ and caches (results/ is kept)"
 
 # Byte-compiled by compileall on every core, not by pip one file at a time (45 of the install's 75 s here).

@@ -140,7 +140,8 @@ def capacity_section(found: list[dict], doc: Document) -> None:
     doc.table(pd.DataFrame([{
         "search": c["dir"], "hypothesis": c["hypothesis"], "stack": c["stack"], "tier mode": c.get("tier_mode") or "-",
         "context tokens": c["context_tokens"], "capacity": c["capacity"], "interval": f"[{c['interval'][0]}, "
-        f"{c['interval'][1]})", "unit": c["unit"], "confirmed": c["confirmed"], "probes": len(c["probes"]),
+        f"{c['interval'][1]})", "unit": c["unit"], "confirmed": c["confirmed"],
+        "not judged at": (c.get("unjudged") or {}).get("load", "-"), "probes": len(c["probes"]),
         "bracketing runs": " · ".join(p["run_id"] for p in c["probes"] if p["load"] in c["interval"])}
         for c in found]))
 

@@ -28,6 +28,7 @@ class Probe:
     run_id: str
     meets: bool
     why: str                       # the worst step's numbers, or why the run cannot be judged
+    judged: bool = True            # False: nothing to judge (the run did not start, no request served)
     good_share: float = math.nan
     ttft_p99_s: float = math.nan
     tpot_p99_s: float = math.nan
@@ -40,7 +41,7 @@ def judge(cfg: Harness, run_id: str) -> tuple[bool, str, dict]:
     manifest, records = load_run(run)
     steps = step_table(manifest, records)         # every step of every repetition must meet it
     if steps.empty or steps["good_share"].isna().all():
-        return False, "no step served a request to judge", {}
+        return False, "no step served a request to judge (a longer --duration-s lets requests finish)", {}
     worst = steps.loc[steps["good_share"].fillna(-1).idxmin()]
     numbers = {"good_share": float(worst["good_share"]), "ttft_p99_s": float(worst["ttft_p99_s"]),
                "tpot_p99_s": float(worst["tpot_p99_s"])}
@@ -54,34 +55,45 @@ def judge(cfg: Harness, run_id: str) -> tuple[bool, str, dict]:
 def search(probe: Callable[[float], Probe], start: float, most: float, integer: bool) -> dict:
     """Grow ×2 from ``start`` until a probe fails (or ``most`` passes), bisect to one unit (integer loads) or
     5 %, then repeat the answer once. Returns the answer, its interval, whether the repeat confirmed it, and
-    every probe in order."""
+    every probe in order. A probe with nothing to judge is no failure: the search stops there and says so
+    (``unjudged``), never claiming a load the stack was not seen to fail."""
     probes: list[Probe] = []
+
+    class Unjudged(Exception):
+        pass
 
     def run(load: float) -> bool:
         p = probe(load)
         probes.append(p)
+        if not p.judged:
+            raise Unjudged
         return p.meets
     low: Optional[float] = None
     high: Optional[float] = None
     load = start
-    while True:
-        if run(load):
-            low = load
-            if load >= most:
-                break
-            load = min(most, load * 2)
-        else:
-            high = load
-            break
-    if low is not None and high is not None:
-        while (high - low > 1) if integer else (high - low > 0.05 * low):
-            mid = (low + high) // 2 if integer else round((low + high) / 2, 2)
-            if run(mid):
-                low = mid
+    confirmed = False
+    try:
+        while True:
+            if run(load):
+                low = load
+                if load >= most:
+                    break
+                load = min(most, load * 2)
             else:
-                high = mid
-    confirmed = run(low) if low is not None else False
-    return {"capacity": low, "interval": [low, high], "confirmed": confirmed,
+                high = load
+                break
+        if low is not None and high is not None:
+            while (high - low > 1) if integer else (high - low > 0.05 * low):
+                mid = (low + high) // 2 if integer else round((low + high) / 2, 2)
+                if run(mid):
+                    low = mid
+                else:
+                    high = mid
+        confirmed = run(low) if low is not None else False
+        unjudged = None
+    except Unjudged:
+        unjudged = asdict(probes[-1])
+    return {"capacity": low, "interval": [low, high], "confirmed": confirmed, "unjudged": unjudged,
             "probes": [asdict(p) for p in probes]}
 
 
@@ -89,6 +101,11 @@ def sentence(result: dict, stack: str, unit: str, slo: dict, context: int) -> st
     bounds = ", ".join(f"{k[:-2].upper()} <= {slo[k] * 1000:g} ms" for k in ("ttft_s", "tpot_s", "e2e_s")
                        if slo.get(k))
     low, high = result["interval"]
+    if result.get("unjudged"):
+        u = result["unjudged"]
+        known = f"it served {low:g} {unit} at {bounds}; " if low is not None else ""
+        return (f"{stack}: capacity not measured: {known}the probe at {u['load']:g} {unit} could not be judged "
+                f"({u['why']})")
     if low is None:
         return (f"{stack} meets no tested load: already {high:g} {unit} fail {bounds} at the "
                 f"{slo['percentile']:g}th percentile")
@@ -120,11 +137,12 @@ def run(cfg: Harness, hypothesis: str, stack: str, tier_mode: Optional[str] = No
                ("DURATION_S", str(duration_s)), *fixed)
         code, run_id = run_locust(plan.hypothesis_id, plan.stack_name, cfg, running, env)
         if not run_id:
-            p = Probe(level, "", False, f"the probe's run did not start (locust exit {code})")
+            p = Probe(level, "", False, f"the probe's run did not start (locust exit {code})", judged=False)
         else:
             meets, why, numbers = judge(cfg, run_id)
-            p = Probe(level, run_id, meets, why, **numbers)
-        say(f"  {level:g} {unit}: {'meets' if p.meets else 'fails'} the objective: {p.why}")
+            p = Probe(level, run_id, meets, why, judged=bool(numbers), **numbers)
+        verdict = "not judged" if not p.judged else ("meets the objective" if p.meets else "fails the objective")
+        say(f"  {level:g} {unit}: {verdict}: {p.why}")
         return p
     result = search(probe, start if rate else int(start), most if rate else int(most), integer=not rate)
     context = plan.steps[0].params.context_tokens
@@ -163,12 +181,13 @@ def main(args) -> int:
     search = dict(rate=args.rate, start=args.start, most=args.max, duration_s=args.duration_s,
                   context_tokens=args.context_tokens)
     if not args.tier_mode:
-        return 0 if run(cfg, args.hypothesis, args.stack, **search)["capacity"] is not None else 1
+        result = run(cfg, args.hypothesis, args.stack, **search)
+        return 0 if result["capacity"] is not None and not result["unjudged"] else 1
     modes = list(dict.fromkeys(read_tier_mode(m, "--tier-mode") for m in args.tier_mode.split(",") if m.strip()))
     if args.stack != "stackB" or not cfg.stacks["stackB"].kv_tiering:
         raise ConfigError(f"--tier-mode: only Stack B has tier modes (stackB, with kv_tiering), not {args.stack}")
     results = per_tier_mode(cfg, args.hypothesis, modes, **search)
-    return 0 if all(r["capacity"] is not None for r in results) else 1
+    return 0 if all(r["capacity"] is not None and not r["unjudged"] for r in results) else 1
 
 
 def register(sub) -> None:

@@ -24,7 +24,7 @@ EXAMPLES = {
     "down": "sparkrig down",
     "status": "sparkrig status",
     "render": "sparkrig render --compose",
-    "demo": "sparkrig demo                              # simulated stacks, Prometheus, Locust, report (~4 min)",
+    "demo": "sparkrig demo                              # simulated stacks, Prometheus, Locust, report (~12 min)",
     "sweep": "sparkrig sweep --config my-rig.yaml",
     "pairs": "sparkrig pairs --pairs 6 --concurrency 4",
     "rehydrate": "sparkrig rehydrate --concurrency 1,2,4",
@@ -63,6 +63,8 @@ class Verbs:
         kw.setdefault("formatter_class", Formatter)
         if name in EXAMPLES:
             kw.setdefault("epilog", f"example:\n  {EXAMPLES[name]}")
+        if kw.get("epilog"):                      # a module's own examples, as this door spells them
+            kw["epilog"] = kw["epilog"].replace("python -m rig ", "sparkrig ")
         kw["parents"] = [*kw.get("parents", ()), self.common]
         return self.sub.add_parser(name, **kw)
 

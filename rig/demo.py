@@ -4,9 +4,9 @@ all stopped at the end or on Ctrl-C, results kept.
 
 Runs, in order: H0 on A then B (queue knee), an idle pause (the baseline H2A's flat-NVMe gate
 compares against), H2A on A and H2B on B (context growth), H4B (fio contention on the tier2 disk),
-H8 on A then B (iowait), then 6 paired B1/B2 repeats of the rehydrate replay (`rig pairs`: deltas with
-intervals and a verdict) and each stack's capacity at 4k contexts under the request objective (`rig
-capacity`). ``--quick`` keeps H0 and H2 with shorter steps (the CI end-to-end test).
+H8 on A then B (iowait), then each stack's capacity at 4k contexts under the request objective (`rig
+capacity`) and 6 paired B1/B2 repeats of the rehydrate replay (`rig pairs`: deltas with intervals and a
+verdict). ``--quick`` keeps H0 and H2 with shorter steps (the CI end-to-end test).
 """
 from __future__ import annotations
 
@@ -98,18 +98,21 @@ def main(quick: bool = False, overlay: Optional[str] = None) -> int:
                     say(f"    locust exited with status {code}; going on with the next run")
             stop.check()
             time.sleep(2)          # the last samples reach Prometheus
-            if not quick:          # the paired method in small: 6 pairs of B1 vs B2, deltas with their intervals
+            if not quick:
+                # the largest load meeting the request objective, on the stacks as the demo started them: before
+                # the pairs, which restart Stack B in each tier mode and stop it at their end
+                for name in ("stackB", "stackA"):
+                    stop.check()
+                    say(f"capacity of {name} ({time.monotonic() - t0:.0f} s elapsed) ...")
+                    capacity.run(cfg, CAPACITY["hypothesis"], name, most=CAPACITY["most"],
+                                 duration_s=CAPACITY["duration_s"], context_tokens=CAPACITY["context_tokens"])
+                # the paired method in small: 6 pairs of B1 vs B2, deltas with their intervals
                 say(f"paired B1/B2 repeats ({time.monotonic() - t0:.0f} s elapsed) ...")
                 code = pairs.run(cfg, PAIRS["pairs"], ("B1", "B2"), PAIRS["concurrency"],
                                  PAIRS["context_tokens"], PAIRS["duration_s"], mechanism_gate=True,
                                  allow_missing_kvbm=False)
                 if code > 128:     # interrupted there: its own handler had the signal
                     raise Interrupted(code - 128)
-                for name in ("stackB", "stackA"):      # the largest load meeting the request objective
-                    stop.check()
-                    say(f"capacity of {name} ({time.monotonic() - t0:.0f} s elapsed) ...")
-                    capacity.run(cfg, CAPACITY["hypothesis"], name, most=CAPACITY["most"],
-                                 duration_s=CAPACITY["duration_s"], context_tokens=CAPACITY["context_tokens"])
             say(f"writing the report ({len(run_ids)} runs) ...")
             out = resolve(cfg.results_dir) / f"demo-report-{time.strftime('%Y%m%dT%H%M%S')}"
             args = [a for r in run_ids for a in ("--run", r)]

@@ -41,6 +41,28 @@ def test_the_search_grows_bisects_and_confirms():
     assert (result["capacity"], result["confirmed"]) == (3, False)
 
 
+def test_a_probe_with_nothing_to_judge_is_not_a_failure():
+    """A probe whose run never started (the stack was down) or served nothing in its window says nothing
+    about the objective: the search stops there and the answer says the capacity was not measured, instead
+    of "meets no tested load: already 1 users fail" (what the full demo said of a Stack B it had stopped)."""
+    from rig.capacity import sentence
+    slo = {"ttft_s": 2.0, "tpot_s": 0.1, "e2e_s": None, "percentile": 99.0}
+    down = search(lambda load: Probe(load, "", False, "the probe's run did not start (locust exit 2)",
+                                     judged=False), 1, 64, integer=True)
+    assert down["capacity"] is None and down["unjudged"]["load"] == 1 and len(down["probes"]) == 1
+    said = sentence(down, "stackB (B2)", "users", slo, 4096)
+    assert said == ("stackB (B2): capacity not measured: the probe at 1 users could not be judged (the probe's "
+                    "run did not start (locust exit 2))")
+    assert "fail" not in said.replace("could not", "")
+    served = iter([True, True, None])                         # 1 and 2 meet it; at 4 nothing finished
+    late = search(lambda load: Probe(load, "r", bool(v := next(served)), "no step served a request to judge",
+                                     judged=v is not None), 1, 64, integer=True)
+    assert late["capacity"] == 2 and late["interval"] == [2, None] and not late["confirmed"]
+    assert sentence(late, "stackA", "users", slo, 4096).startswith(
+        "stackA: capacity not measured: it served 2 users at TTFT <= 2000 ms, TPOT <= 100 ms; the probe at 4 users")
+    assert search(known(5)[0], 1, 64, integer=True)["unjudged"] is None
+
+
 @pytest.mark.timeout(400)
 def test_capacity_finds_the_simulators_batch_slots(tmp_path):
     with Sim(tmp_path, "A", overlay="engine: {max_batch_size: 4}\n", time_scale=1.0) as sim:
