@@ -1,6 +1,6 @@
 # The image compose builds for the exporters and the target renderer (not for the stacks themselves).
 # python:3.11-slim is multi-arch: on a DGX Spark (aarch64) it builds natively; elsewhere
-# `docker buildx build --platform linux/arm64 .`. tests/test_compose.py checks that every dependency has an
+# `docker buildx build --platform linux/arm64 .`. tests/test_image.py checks that every dependency has an
 # aarch64 wheel for this Python and that the packages copied here are enough for the compose services.
 FROM python:3.11-slim
 RUN apt-get update \

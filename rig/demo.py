@@ -34,7 +34,8 @@ DEMO_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
 IDLE_PAUSE_S = 35          # > the analysis' 30 s idle window
 SETTLE_S = 5
 PAIRS = {"pairs": 6, "concurrency": 2, "context_tokens": 1024, "duration_s": 2}   # the full demo's paired block
-CAPACITY = {"hypothesis": "H0", "most": 64, "duration_s": 4, "context_tokens": 4096}   # and its capacity search
+# and its capacity search: 8 s probes, so 4k-context answers at 32 users finish inside one
+CAPACITY = {"hypothesis": "H0", "most": 64, "duration_s": 8, "context_tokens": 4096}
 
 
 @dataclass(frozen=True)

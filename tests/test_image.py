@@ -90,7 +90,8 @@ def test_every_dependency_has_an_aarch64_wheel(tmp_path):
     installs = json.loads(report.read_text())["install"]
     wheels = {i["metadata"]["name"]: i["download_info"]["url"].rsplit("/", 1)[-1] for i in installs
               if i["download_info"]["url"].endswith(".whl")}
-    assert {"prometheus-client", "pandas", "numpy", "gevent", "tokenizers"} <= {n.lower().replace("_", "-") for n in wheels}
+    names = {n.lower().replace("_", "-") for n in wheels}
+    assert {"prometheus-client", "pandas", "numpy", "gevent", "tokenizers"} <= names
     for name, wheel in wheels.items():
         platform = wheel[:-4].split("-")[-1]
         assert platform == "any" or "aarch64" in platform, (name, wheel)

@@ -82,8 +82,8 @@ class Console:
         times = "".join(f" x {n} {what}" for n, what in ((plan.repetitions, "repetitions"),
                                                          (len(plan.phases), "phases"))
                         if n > 1)
-        self.say(f"{len(plan.steps)} step{'s' * (len(plan.steps) != 1)}{times} x {plan.step_duration_s} s = {format_duration(planned)} expected{cut}; "
-                 f"{sizing}")
+        steps = f"{len(plan.steps)} step{'s' * (len(plan.steps) != 1)}"
+        self.say(f"{steps}{times} x {plan.step_duration_s} s = {format_duration(planned)} expected{cut}; {sizing}")
         if (spill := prediction(plan)) is not None:
             self.say(spill)
 
