@@ -209,9 +209,10 @@ def home() -> Board:
         (f"vector({objective:g})", "r_await objective")], unit="s", overrides=right,
         description="p99 (left) and the kv_tier2 disk's read latency (right) on one time axis, the objective dashed")
     b.panel("KV onboarded from disk vs bytes read from the kv_tier2 disk", [
-        (f'sum({R.KV_TRANSFER_BYTES_RATE}{{direction="onboard",from_tier="disk"}})', "onboarded from disk (KVBM)"),
+        (f'sum({R.KV_TRANSFER_BYTES_RATE}{{direction="onboard",from_tier="disk"}})',
+         "onboarded from disk (KV counters)"),
         (f'sum({R.DISK_READ_BYTES_RATE}{{role="kv_tier2"}})', "read from the kv_tier2 disk")], unit="Bps",
-        description="KVBM's claim beside the disk's reads: a claim with no reads under it is not storage")
+        description="The KV counters' claim beside the disk's reads: a claim with no reads under it is not storage")
     return b
 
 
@@ -293,7 +294,8 @@ def objective_shares(b: Board) -> None:
 
 
 def kv_tiers() -> Board:
-    b = Board("sparkrig-kv", "KV tiers", [], "KVBM tier movement, normalised by the kvbm exporter: hit ratios, "
+    b = Board("sparkrig-kv", "KV tiers", [], "Stack B's KV tier movement (KVBM's counters, or TensorRT-LLM's "
+              "offload counters under kv_offload: trtllm), normalised by the kvbm exporter: hit ratios, "
               "blocks and bytes per tier and direction, occupancy, matched tokens. Its series carry no run: open it "
               "from a run's board (the links keep the time range).")
     b.step_annotations()
@@ -311,12 +313,14 @@ def kv_tiers() -> Board:
         (R.KV_TRANSFER_BLOCKS_RATE, "{{direction}} {{from_tier}}→{{to_tier}}")], unit="short")
     b.panel("Bytes per second by tier and direction", [
         (R.KV_TRANSFER_BYTES_RATE, "{{direction}} {{from_tier}}→{{to_tier}}")], unit="Bps")
-    b.panel("Disk tier: KVBM's claim vs bytes really read", [
-        (f'{R.KV_TRANSFER_BYTES_RATE}{{direction="onboard",from_tier="disk"}}', "onboarded from disk (KVBM)"),
+    b.panel("Disk tier: the KV counters' claim vs bytes really read", [
+        (f'{R.KV_TRANSFER_BYTES_RATE}{{direction="onboard",from_tier="disk"}}',
+         "onboarded from disk (KV counters)"),
         (f'{R.KV_TIER2_FILE_BYTES_RATE}{{direction="read"}}', "read from the tier2 file"),
         (f'sum({R.DISK_READ_BYTES_RATE}{{role="kv_tier2"}})', "read from the kv_tier2 disk")], unit="Bps",
-        description="KVBM's counters are what it believes it moved; the file and disk lines are bytes that were "
-                    "really read. A claim above both is not backed by storage (the ssd_mechanism gate fails it).")
+        description="The KV counters (KVBM's or the engine's) are what it believes it moved; the file and disk "
+                    "lines are bytes that were really read. A claim above both is not backed by storage (the "
+                    "ssd_mechanism gate fails it).")
     b.panel("Tier occupancy", [(f"{S.KV_TIER_OCCUPANCY.name} / {S.KV_TIER_CAPACITY.name}", "{{tier}}")],
             unit="percentunit", max_=1)
     b.panel("Matched tokens per second", [(f"rate({S.KV_MATCHED_TOKENS.total}[30s])", "matched")])
@@ -324,7 +328,7 @@ def kv_tiers() -> Board:
         (S.KV_TIER_USAGE.name, "{{tier}} KV usage (worker)"),
         (R.KV_PREFIX_HIT_RATIO, "prompt tokens from the prefix cache (frontend)")],
         unit="percentunit", max_=1)
-    b.panel("KVBM scrape health", [(S.KVBM_UP.name, "{{target}} up"),
+    b.panel("KV metrics scrape health (KVBM or the engine)", [(S.KVBM_UP.name, "{{target}} up"),
                                    (f"rate({S.KVBM_SCRAPE_ERRORS.total}[1m])", "{{target}} {{reason}} errors/s")])
     b.panel("Tier2 read latency vs NVMe r_await (kv_tier2 disk)", [
         (f'{R.DISK_READ_AWAIT}{{role="kv_tier2"}}', "{{device}} r_await"),
