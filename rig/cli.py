@@ -37,7 +37,7 @@ EXAMPLES = {
     "report": "sparkrig report --run H2B-stackB-20261203T080000Z-ab12",
     "export": "sparkrig export --run H2B-stackB-20261203T080000Z-ab12",
     "runs": "sparkrig runs",
-    "doctor": "sparkrig doctor --config my-rig.yaml --profile spill --worker-pid \"$(pgrep -f dynamo.trtllm)\"",
+    "doctor": "sparkrig doctor --config my-rig.yaml --profile spill --worker-pid \"$(pgrep -of dynamo.trtllm)\"",
     "config": "sparkrig config tier-env --profile spill --offload trtllm",
     "validate": "sparkrig config validate --config my-rig.yaml",
     "show": "sparkrig config show --hypothesis H2B",
