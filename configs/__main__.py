@@ -55,7 +55,8 @@ def run(args) -> int:
             for line in kvbm_checks.warnings(name, profile, offload=offload):
                 print(f"warning: {line}", file=sys.stderr)
         print(f"ok: {len(cfg.stacks)} stacks, {len(cfg.profiles)} profiles, "
-              f"{len(cfg.fio_profiles)} fio profiles, {len(cfg.hypotheses)} hypotheses")
+              f"{len(cfg.fio_profiles)} fio profiles, {len(cfg.hypotheses)} hypotheses"
+              + (f"; overlay {cfg.overlay}" if cfg.overlay else "; no overlay"))
     elif args.config_cmd == "hypotheses":
         print(hypothesis_table(cfg, os.environ, markdown=args.markdown))
     else:

@@ -10,8 +10,10 @@ class ConfigError(ValueError):
 
 
 def cli_main(main):
-    """Decorate a CLI entry point: a ConfigError becomes one ``error: ...`` line and exit status 2."""
+    """Decorate a CLI entry point: a ConfigError becomes one ``error: ...`` line and exit status 2; a reader
+    that stops reading (``| head``) ends the command quietly, as Unix tools do, not with a traceback."""
     import functools
+    import os
     import sys
 
     @functools.wraps(main)
@@ -21,4 +23,7 @@ def cli_main(main):
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing left to flush at exit
+            return 141                                                      # 128 + SIGPIPE, as a shell says
     return wrapper

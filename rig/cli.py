@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from importlib import metadata
 
@@ -59,6 +60,9 @@ class Verbs:
         self.choices = sub.choices
 
     def add_parser(self, name: str, **kw):
+        for key in ("help", "description"):           # a module's own words, as this door spells the verbs
+            if kw.get(key):
+                kw[key] = re.sub(r"`(?:python -m )?rig (?=[a-z])", "`sparkrig ", kw[key])
         kw.setdefault("description", kw.get("help"))
         kw.setdefault("formatter_class", Formatter)
         if name in EXAMPLES:
@@ -99,7 +103,8 @@ def parser() -> argparse.ArgumentParser:
                                  epilog="examples:\n  sparkrig demo\n  sparkrig up --config my-rig.yaml\n"
                                         "  sparkrig run H2B\n  sparkrig report --all\n  sparkrig <verb> --help")
     ap.add_argument("--version", action="version", version=f"sparkrig {version()}")
-    ap.add_argument("--config", help=f"overlay YAML merged over the shipped configs (default: ${OVERLAY_ENV})")
+    ap.add_argument("--config", help=f"overlay YAML merged over the shipped configs (default: ${OVERLAY_ENV})",
+                    default=argparse.SUPPRESS)
     verbs = Verbs(ap.add_subparsers(dest="cmd", required=True, metavar="VERB"), common)
     for module in (local, demo, sweep, pairs, rehydrate, pack, hygiene, ratesweep, capacity, dynamo, runs,
                    doctor):
@@ -119,6 +124,7 @@ def parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    args.config = getattr(args, "config", None)   # before or after the verb, or neither
     return args.func(args)
 
 

@@ -7,6 +7,7 @@ Each check is a function of the configuration and injected roots (procfs, sysfs,
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -195,6 +196,9 @@ def worker(cfg: Harness, profile: str, pid: Optional[int], procfs: str = "/proc"
     if pid is None:
         return [Check("worker", WARN, "no worker pid: its /proc/<pid>/io and environment are not checked",
                       "give --worker-pid or $STACK_B_PID")]
+    if not (Path(procfs) / str(pid)).is_dir():
+        return [Check("worker", FAIL, f"no process {pid}: the worker is not running, or that is not its pid",
+                      "start Stack B's worker; its pid: pgrep -of dynamo.trtllm")]
     out = [Check("worker io", OK, f"/proc/{pid}/io readable") if os.access(Path(procfs) / str(pid) / "io", os.R_OK)
            else Check("worker io", FAIL, f"/proc/{pid}/io is not readable: no disk read can back a disk-hit claim",
                       "run the rig as root (or as the worker's user)")]
@@ -249,9 +253,11 @@ def tier2(cfg: Harness, profile: str, sysfs: str = "/sys", mountinfo: str = "/pr
         else:
             out.append(Check(area, OK, note))
         if not disk.startswith("nvme"):
-            out.append(Check(area, WARN, f"{disk} is not an NVMe namespace"))
+            out.append(Check(area, WARN, f"{disk} is not an NVMe namespace",
+                             "put the tier2 directory on the NVMe (lsblk shows which disk holds it)"))
     if kvbm_checks.rotational(path, sysfs):
-        out.append(Check(area, WARN, "on a rotational disk, not an NVMe tier"))
+        out.append(Check(area, WARN, "on a rotational disk, not an NVMe tier",
+                         "put the tier2 directory on the NVMe (lsblk shows which disk holds it)"))
     st = os.statvfs(path)
     free = st.f_bavail * st.f_frsize
     out.append(Check(area, OK, f"{free / 2**30:.1f} GiB free for a {format_size(p.tier2_bytes)} tier2")
@@ -290,9 +296,18 @@ def register(sub) -> None:
                                       "context, KV metrics, the worker's KVBM settings, the tier2 disk, Prometheus")
     p.add_argument("--profile", default="spill", help="profile whose tiers and tier2 path are checked")
     p.add_argument("--stack", action="append", help="only this stack (repeatable; default every stack)")
-    p.add_argument("--worker-pid", type=int, help="the Stack B worker's pid (default $STACK_B_PID)")
+    p.add_argument("--worker-pid", type=_pid, help="the Stack B worker's pid (default $STACK_B_PID); empty, as "
+                   "$(pgrep …) gives before the worker starts, is none")
     p.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     p.set_defaults(func=_cli)
+
+
+def _pid(text: str) -> Optional[int]:
+    if not text.strip():
+        return None
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"a process id, got {text!r}")
+    return int(text)
 
 
 def _cli(args) -> int:

@@ -103,3 +103,24 @@ def test_doctor_lines_say_status_area_detail_and_fix():
     line = D.Check("tool fio", "warn", "not installed (H4A/H4B's storage contention)", "make tools").line()
     assert line == "warn  tool fio: not installed (H4A/H4B's storage contention) — fix: make tools"
     assert [c.status for c in D.tools(which=lambda cmd: None) if c.area == "tool prometheus"] == ["fail"]
+
+
+def test_a_worker_pid_that_is_empty_or_gone_says_so():
+    """`--worker-pid "$(pgrep -of dynamo.trtllm)"` before the worker starts is an empty string: no pid, the
+    other checks still run; a pid with no process is said as that, not as a missing privilege."""
+    from configs import load
+    from rig.cli import parser
+    assert parser().parse_args(["doctor", "--worker-pid", ""]).worker_pid is None
+    assert parser().parse_args(["doctor", "--worker-pid", "4321"]).worker_pid == 4321
+    [gone] = D.worker(load(), "spill", 2**22 + 1)                   # above any pid_max a kernel allows
+    assert (gone.status, gone.area) == ("fail", "worker") and "no process" in gone.detail
+    assert "pgrep -of dynamo.trtllm" in gone.fix
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly():
+    sparkrig = Path(sys.executable).parent / "sparkrig"
+    # `true` reads nothing and exits at once: every write of the command meets a closed pipe (`| head -1`
+    # or `--json | jq` quitting early does the same at some write)
+    proc = subprocess.run(f"'{sparkrig}' config hypotheses | true", shell=True, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.stderr == "", proc.stderr
