@@ -25,7 +25,7 @@ EXAMPLES = {
     "down": "sparkrig down",
     "status": "sparkrig status",
     "render": "sparkrig render --compose",
-    "demo": "sparkrig demo                              # simulated stacks, Prometheus, Locust, report (~12 min)",
+    "demo": "sparkrig demo                              # simulated stacks, Prometheus, Locust, report (~14 min)",
     "sweep": "sparkrig sweep --config my-rig.yaml",
     "pairs": "sparkrig pairs --pairs 6 --concurrency 4",
     "rehydrate": "sparkrig rehydrate --concurrency 1,2,4",
