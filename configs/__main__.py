@@ -12,7 +12,6 @@ from .errors import cli_main
 from .loader import load
 from .plan import plan_run
 from .schema import to_plain
-from .sizes import format_duration
 
 
 def register(sub, **common) -> None:
@@ -72,14 +71,9 @@ def hypothesis_table(cfg, env, markdown: bool = False) -> str:
     header = ("id", "claim", "stacks", "profile", "one run")
     rows = []
     for hid, hyp in cfg.hypotheses.items():
-        plans = [plan_run(cfg, hid, {**env, "STACK": s}) for s in hyp.stacks]
-        plan = plans[0]
-        times = "".join(f" x {n} {what}" for n, what in ((plan.repetitions, "repetitions"),
-                                                         (len(plan.phases), "phases")) if n > 1)
-        each = " each" if len(plans) > 1 else ""
+        plan = plan_run(cfg, hid, {**env, "STACK": hyp.stacks[0]})
         rows.append((hid, hyp.title, ", ".join(hyp.stacks), plan.profile_name,
-                     f"{len(plan.steps)} step{'s' * (len(plan.steps) != 1)}{times} x {plan.step_duration_s} s = "
-                     f"{format_duration(plan.planned_s)}{each}"))
+                     plan.length() + (" each" if len(hyp.stacks) > 1 else "")))
     if markdown:
         return "\n".join("| " + " | ".join(r) + " |" for r in [header, ("---",) * len(header), *rows])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]

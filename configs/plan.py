@@ -19,6 +19,7 @@ from .checks import FieldError
 from .model import (FIO_SWEEP_KEY, MAX_CONCURRENCY, MAX_RATE_RPS, OPEN_LOOP_WORKLOADS, PROFILE_SWEEP_KEYS, Harness,
                     Hypothesis, Profile, Slo, StackSpec, WorkloadParams, tier_mode)
 from .schema import read, to_plain
+from .sizes import format_duration
 
 SLO_VARS = {"SLO_TTFT_S": "ttft_s", "SLO_TPOT_S": "tpot_s", "SLO_E2E_S": "e2e_s", "SLO_PERCENTILE": "percentile"}
 OVERRIDE_VARS = ("STACK", "PROFILE", "CONCURRENCY", "CONTEXT_TOKENS", "DURATION_S", "ENDPOINT", "SEED", "MODEL",
@@ -66,6 +67,14 @@ class RunPlan:
     @property
     def planned_s(self) -> int:
         return self.slots * self.step_duration_s
+
+    def length(self) -> str:
+        """``5 steps x 3 repetitions x 300 s = 1h15m00s``: what the console announces and the hypothesis
+        table lists."""
+        times = "".join(f" x {n} {what}" for n, what in ((self.repetitions, "repetitions"),
+                                                         (len(self.phases), "phases")) if n > 1)
+        return (f"{len(self.steps)} step{'s' * (len(self.steps) != 1)}{times} x {self.step_duration_s} s = "
+                f"{format_duration(self.planned_s)}")
 
     def snapshot(self) -> dict:
         """JSON-friendly record of everything that shaped the run, for the run manifest."""

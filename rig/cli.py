@@ -19,6 +19,8 @@ from . import capacity, demo, doctor, dynamo, hygiene, local, pack, pairs, rates
 
 PACKAGE = "spark-storage-harness"
 LOCUSTFILES = PROJECT_ROOT / "locustfiles"
+# how the rig modules' help names a verb (`rig pairs`, python -m rig capacity …), never prose ("the rig serves")
+MODULE_VERB = re.compile(r"(`?)(?:python -m rig|(?<=`)rig) (?=[a-z])")
 # one example per verb: `sparkrig <verb> --help` ends with it
 EXAMPLES = {
     "up": "sparkrig up --config my-rig.yaml            # exporters + Prometheus on loopback",
@@ -60,15 +62,13 @@ class Verbs:
         self.choices = sub.choices
 
     def add_parser(self, name: str, **kw):
-        for key in ("help", "description"):           # a module's own words, as this door spells the verbs
-            if kw.get(key):
-                kw[key] = re.sub(r"`(?:python -m )?rig (?=[a-z])", "`sparkrig ", kw[key])
         kw.setdefault("description", kw.get("help"))
         kw.setdefault("formatter_class", Formatter)
         if name in EXAMPLES:
             kw.setdefault("epilog", f"example:\n  {EXAMPLES[name]}")
-        if kw.get("epilog"):                      # a module's own examples, as this door spells them
-            kw["epilog"] = kw["epilog"].replace("python -m rig ", "sparkrig ")
+        for key in ("help", "description", "epilog"):  # a module's own words, as this door spells the verbs
+            if kw.get(key):
+                kw[key] = MODULE_VERB.sub(lambda m: m.group(1) + "sparkrig ", kw[key])
         kw["parents"] = [*kw.get("parents", ()), self.common]
         return self.sub.add_parser(name, **kw)
 

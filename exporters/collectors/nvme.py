@@ -94,17 +94,19 @@ class DiskCollector:
         sectors = _read(base / "size")
         return labels, int(sectors) * SECTOR if sectors and sectors.isdigit() else None
 
-    def _slow_facts(self, disks) -> tuple[dict, dict]:
+    def _slow_facts(self, disks, tier2_exists: bool) -> tuple[dict, dict]:
         """Roles and identities cost a stat, a realpath and five sysfs reads per disk, and change only
-        when disks come or go or the tier2 directory moves: refreshed every FACTS_TTL_S or on a new disk set."""
-        key = (tuple(sorted(disks)), bool(self.tier2_path) and Path(self.tier2_path).is_dir())
+        when disks come or go or the tier2 directory moves: refreshed every FACTS_TTL_S, on a new disk set, or
+        when the tier2 directory appears or goes."""
+        key = (tuple(sorted(disks)), tier2_exists)
         if self._facts is None or self._facts[0] != key or time.monotonic() >= self._facts[1]:
             self._facts = (key, time.monotonic() + FACTS_TTL_S, self.roles(), {d: self.identity(d) for d in disks})
         return self._facts[2], self._facts[3]
 
     def collect(self):
         disks = self.disks()
-        roles, identities = self._slow_facts(disks)
+        tier2_exists = bool(self.tier2_path) and Path(self.tier2_path).is_dir()
+        roles, identities = self._slow_facts(disks, tier2_exists)
 
         def role(dev: str) -> str:
             r = roles.get(dev, set())
@@ -138,7 +140,7 @@ class DiskCollector:
         yield self.proc.family()
         if self.tier2_path:
             # a typo'd or unmounted path still gets the disk it would be created on, but never silently
-            yield S.TIER2_PATH_EXISTS.family(1.0 if Path(self.tier2_path).is_dir() else 0.0)
+            yield S.TIER2_PATH_EXISTS.family(1.0 if tier2_exists else 0.0)
             try:
                 fs = os.statvfs(_existing(self.tier2_path))
             except OSError:

@@ -79,11 +79,7 @@ class Console:
         planned = plan.planned_s
         expected = min(planned, run_time) if run_time else planned
         cut = f", cut to {format_duration(expected)} by -t" if run_time and run_time < planned else ""
-        times = "".join(f" x {n} {what}" for n, what in ((plan.repetitions, "repetitions"),
-                                                         (len(plan.phases), "phases"))
-                        if n > 1)
-        steps = f"{len(plan.steps)} step{'s' * (len(plan.steps) != 1)}"
-        self.say(f"{steps}{times} x {plan.step_duration_s} s = {format_duration(planned)} expected{cut}; {sizing}")
+        self.say(f"{plan.length()} expected{cut}; {sizing}")
         if (spill := prediction(plan)) is not None:
             self.say(spill)
 
