@@ -15,23 +15,16 @@ import os
 from pathlib import Path
 
 from .model import Profile
-from .paths import resolve
+from .paths import nearest_existing, resolve
 from .sizes import format_size
 
 MEMORY_FS = {"tmpfs", "ramfs", "overlay", "overlayfs", "aufs"}
 KVBM_DEFAULT_DIR = "/tmp"
 
 
-def _existing(path: Path) -> Path:
-    """A directory not created yet will live on its nearest existing parent's filesystem."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def fs_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str:
     """The filesystem type of the mount holding ``path`` (matched by device number), "" where unknown."""
-    dev = os.stat(_existing(path)).st_dev
+    dev = os.stat(nearest_existing(path)).st_dev
     key = f"{os.major(dev)}:{os.minor(dev)}"
     try:
         lines = Path(mountinfo).read_text().splitlines()
@@ -41,7 +34,7 @@ def fs_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str:
     for line in lines:
         fields, _, rest = line.partition(" - ")
         parts = fields.split()
-        if len(parts) > 4 and parts[2] == key and str(_existing(path)).startswith(parts[4]) \
+        if len(parts) > 4 and parts[2] == key and str(nearest_existing(path)).startswith(parts[4]) \
                 and len(parts[4]) >= len(best[0]):
             best = (parts[4], rest.split()[0] if rest.split() else "")
     return best[1]
@@ -50,7 +43,7 @@ def fs_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str:
 def rotational(path: Path, sysfs: str = "/sys") -> bool | None:
     """Whether the block device holding ``path`` spins (its queue/rotational, or its parent disk's for a
     partition); None where the kernel does not say (a virtual or memory filesystem)."""
-    dev = os.stat(_existing(path)).st_dev
+    dev = os.stat(nearest_existing(path)).st_dev
     node = Path(sysfs) / "dev" / "block" / f"{os.major(dev)}:{os.minor(dev)}"
     for candidate in (node, node / ".."):
         flag = candidate / "queue" / "rotational"
@@ -71,7 +64,7 @@ def warnings(name: str, p: Profile, mountinfo: str = "/proc/self/mountinfo", sys
         refuses = "TensorRT-LLM refuses a disk_cache_path that is not an existing directory; " \
             if offload == "trtllm" else ""
         out.append(f"profiles.{name}.tier2_path {path}: does not exist; {refuses}until it does, the exporters "
-                   f"label the disk of {_existing(path)} kv_tier2 (mkdir -p it on the NVMe)")
+                   f"label the disk of {nearest_existing(path)} kv_tier2 (mkdir -p it on the NVMe)")
     if path == Path(KVBM_DEFAULT_DIR) or Path(KVBM_DEFAULT_DIR) in path.parents:
         out.append(f"profiles.{name}.tier2_path {path}: under /tmp, KVBM's default cache directory, which is "
                    "often tmpfs and cleaned on boot; give the disk tier its own directory on the NVMe")

@@ -138,3 +138,12 @@ def ensure_data_dir(path: str | os.PathLike) -> Path:
     except FieldError as exc:
         raise ConfigError(exc.message) from None
     return make_dir(p, exist_ok=True)
+
+
+def nearest_existing(path) -> Path:
+    """A directory not created yet will live on its nearest existing parent's filesystem: the one a check
+    of its filesystem or disk has to look at (the KV tier2 directory before KVBM or the operator makes it)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p

@@ -402,6 +402,7 @@ def test_kvbm_checks_warn_about_tiers_a_real_kvbm_would_waste(cfg, tmp_path, wri
     import dataclasses
     import os
     from configs import kvbm_checks as K
+    from configs.paths import nearest_existing
     spill = cfg.profiles["spill"]
     t2 = Path("/never-made-by-this-test/t2")       # outside /tmp wherever the checkout is; only "/" exists
     sized = dataclasses.replace(spill, tier0_bytes=64 * 2**20, tier1_bytes=32 * 2**20, tier2_bytes=16 * 2**20,
@@ -419,7 +420,7 @@ def test_kvbm_checks_warn_about_tiers_a_real_kvbm_would_waste(cfg, tmp_path, wri
                                tier2_path=str(t2))
     assert warnings("x", fine, mountinfo=str(tmp_path / "none"), sysfs=str(tmp_path / "nosys")) == []
     # a spinning disk, as its queue says (a sysfs tree for this path's device, a partition of it)
-    dev = os.stat(K._existing(t2)).st_dev
+    dev = os.stat(nearest_existing(t2)).st_dev
     node = tmp_path / "sys" / "dev" / "block" / f"{os.major(dev)}:{os.minor(dev)}"
     (node / ".." / "queue").mkdir(parents=True)
     node.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from prometheus_client.core import CounterMetricFamily
 
+from configs.paths import nearest_existing
 from configs.vocabulary import series as S
 
 from .procfs import ProcReader, parse_diskstats
@@ -24,16 +25,8 @@ NVME_NAMESPACE = re.compile(r"^nvme\d+n\d+$")
 SECTOR = 512                     # /sys/block/<dev>/size counts 512-byte sectors, whatever the device's own
 
 
-def _existing(path: str) -> Path:
-    """A tier2 directory not created yet lives on its nearest existing parent's filesystem."""
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
-
-
 def _devnum(path: str) -> tuple[int, int]:
-    st = os.stat(_existing(path))
+    st = os.stat(nearest_existing(path))
     return os.major(st.st_dev), os.minor(st.st_dev)
 
 
@@ -142,7 +135,7 @@ class DiskCollector:
             # a typo'd or unmounted path still gets the disk it would be created on, but never silently
             yield S.TIER2_PATH_EXISTS.family(1.0 if tier2_exists else 0.0)
             try:
-                fs = os.statvfs(_existing(self.tier2_path))
+                fs = os.statvfs(nearest_existing(self.tier2_path))
             except OSError:
                 return
             yield S.TIER2_FS_SIZE.family(fs.f_blocks * fs.f_frsize)
