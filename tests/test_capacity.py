@@ -9,6 +9,7 @@ import psutil
 import pytest
 
 from conftest import Sim, pairs_overlay, run_module, stack_a_overlay
+from faultcase import fault
 from rig.capacity import Probe, search
 
 
@@ -41,6 +42,11 @@ def test_the_search_grows_bisects_and_confirms():
     assert (result["capacity"], result["confirmed"]) == (3, False)
 
 
+@fault("29.C1", "a capacity probe with nothing to judge: its Locust run never started (the stack was down: the full "
+       "demo once searched a Stack B its pairs had stopped), or no request finished inside its window",
+       "the search stops there; capacity.json holds `unjudged` and the sentence says `capacity not measured: … could "
+       "not be judged (why)`, never `meets no tested load: already 1 users fail`; `sparkrig capacity` exits 1",
+       ("cli:capacity=not measured",))
 def test_a_probe_with_nothing_to_judge_is_not_a_failure():
     """A probe whose run never started (the stack was down) or served nothing in its window says nothing
     about the objective: the search stops there and the answer says the capacity was not measured, instead

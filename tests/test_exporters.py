@@ -19,6 +19,7 @@ from exporters.collectors.nvme import DiskCollector, disk_of
 from exporters.collectors.procfs import parse_diskstats
 from exporters.collectors.smart import SmartError, SmartReader, parse_nvme_cli, parse_smartctl
 from exporters.collectors.uma import UmaCollector
+from faultcase import fault
 
 HOSTS = ROOT / "tests" / "fixtures" / "hosts"
 VM, H100 = HOSTS / "virtio-vm", HOSTS / "h100-vm"
@@ -93,6 +94,10 @@ def test_live_machine_marks_the_tier2_disk(tmp_path):
     assert {"kv_tier2", "system"} <= {r["role"] for r in roles}
 
 
+@fault("29.E1", "the profile's tier2 directory does not exist (a typo, an NVMe not mounted yet)",
+       "sparkrig_kv_tier2_path_exists 0 (KvTier2PathMissing alerts; config validate and doctor say so) while kv_tier2 "
+       "marks the disk of its nearest parent; 1, with the roles looked up again, as soon as it exists",
+       ("exporter:sparkrig_kv_tier2_path_exists=0",))
 def test_a_missing_tier2_directory_is_said_not_guessed_silently(tmp_path):
     """A tier2 path that does not exist (a typo, an NVMe not mounted yet) still gets the disk it would be
     created on, its parent's, but the exporter says so (#29.2): sparkrig_kv_tier2_path_exists 0, and the
