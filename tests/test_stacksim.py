@@ -160,6 +160,31 @@ def _small_filesystem(blocks: int):
     return limit
 
 
+def _writes_settled(sim, timeout_s: float = 10.0) -> dict:
+    """The KVBM metrics once the tier2 writes a request set off have all landed (written bytes and refused
+    writes unchanged over two scrapes): they run off the event loop, so on a busy machine (two test workers)
+    they can land after the next request, and the disk would fill in another order than the test's."""
+    def key(m):
+        return (m.get(("stacksim_kv_tier2_io_bytes_total", frozenset({("direction", "write")}))),
+                m.get(("stacksim_kv_tier2_errors_total", frozenset({("op", "write")}))))
+    deadline, last = time.monotonic() + timeout_s, None
+    while True:
+        time.sleep(0.1)
+        m = sim.metrics(port=sim.kvbm_port)
+        if key(m) == last or time.monotonic() > deadline:
+            return m
+        last = key(m)
+
+
+async def _writes_landed(kv, timeout_s: float = 10.0) -> None:
+    """Until every tier2 write the cache set off has completed (they run in the executor: a busy machine,
+    two test workers, delays them past any fixed sleep)."""
+    for _ in range(int(timeout_s / 0.05)):
+        await asyncio.sleep(0.05)
+        if not kv._writes:
+            return
+
+
 def test_a_full_tier2_filesystem_reports_only_real_disk_traffic(tmp_path):
     overlay = SMALL_TIERS + "engine: {lora_count: 0}\n"
     with Sim(tmp_path, "B", overlay, time_scale=0.5, preexec=_small_filesystem(100)) as sim:
@@ -167,8 +192,7 @@ def test_a_full_tier2_filesystem_reports_only_real_disk_traffic(tmp_path):
         for p in prompts + [prompts[7]]:      # the disk keeps the last 100 written; tier0 only prompts 8-11
             requests.post(f"{sim.base}/v1/completions", json={"model": MODEL, "prompt": p, "max_tokens": 2},
                           timeout=30).raise_for_status()
-        time.sleep(0.5)                      # the last writes' completions reach the bookkeeping
-        m = sim.metrics(port=sim.kvbm_port)
+            m = _writes_settled(sim)         # each request's writes land before the next, in the order above
     val = lambda name, **lb: m[(name, frozenset(lb.items()))]
     written = val("stacksim_kv_tier2_io_bytes_total", direction="write")
     read = val("stacksim_kv_tier2_io_bytes_total", direction="read")
@@ -523,7 +547,7 @@ def test_with_the_filter_on_single_use_blocks_never_reach_the_disk(tmp_path):
             for hashes in prompts:
                 adm = kv.admit(hashes, len(hashes))
                 kv.release(adm)
-            await asyncio.sleep(0.2)                 # the writes land
+            await _writes_landed(kv)
             return kv.counters.offload_blocks_h2d
         return asyncio.run(go())
     once = [[bytes([i, j]) for j in range(4)] for i in range(12)]
@@ -545,7 +569,7 @@ def test_stack_b_writes_through_device_host_disk_as_kvbm_does(tmp_path):
                            io=lambda fn, *a: loop.run_in_executor(None, fn, *a))
         first = [bytes([1, j]) for j in range(4)]
         kv.release(kv.admit(first, 4))
-        await asyncio.sleep(0.2)                                 # the disk writes land
+        await _writes_landed(kv)
         copied = (kv.counters.offload_blocks_d2h, kv.counters.offload_blocks_h2d, kv.used0, kv.used1, kv.used2)
         for i in (2, 3):                                         # 8 more blocks: tier0 drops the first 4,
             kv.release(kv.admit([bytes([i, j]) for j in range(4)], 4))   # tier1 (8 blocks) drops them too
@@ -573,7 +597,7 @@ def test_trtllm_native_offload_copies_on_eviction(tmp_path):
         for i in (2, 3):
             kv.release(kv.admit([bytes([i, j]) for j in range(4)], 4))
         again = kv.admit(first, 4)
-        await asyncio.sleep(0.2)
+        await _writes_landed(kv)
         return before, len(again.from_host), kv.counters.offload_blocks_d2h, kv.counters.offload_blocks_h2d
     before, from_host, d2h, h2d = asyncio.run(go())
     assert before == (0, 0, 0)
