@@ -61,6 +61,13 @@ def outages(manifest: dict) -> list[tuple[float, float]]:
             for o in (manifest.get("outages") or []) + (manifest.get("loadgen_outages") or [])]
 
 
+def fio_label(step: dict) -> str:
+    """The step's contention as it was: a fio job that failed or moved no bytes is not its profile's
+    contention, so H4's table and figure must not pool it with the steps where fio ran."""
+    profile = step.get("fio_profile") or "none"
+    return f"{profile} (fio failed)" if step.get("fio_error") else profile
+
+
 def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
     """One row per manifest step (slot): its window, swept parameters and exact steady-state latency."""
     rows = []
@@ -91,7 +98,7 @@ def step_table(manifest: dict, records: pd.DataFrame) -> pd.DataFrame:
             "stack": manifest["stack"], "slot": s["index"], "step": s["step"], "repetition": s["repetition"],
             "phase": s["phase"], "label": s["label"], "concurrency": s["target_concurrency"],
             "context_tokens": s["target_context_tokens"],
-            "fio_profile": s.get("fio_profile") or "none", "start": s["start"], "end": end, "duration_s": duration,
+            "fio_profile": fio_label(s), "start": s["start"], "end": end, "duration_s": duration,
             "warmup_s": measured_from - s["start"] if reached is not None else duration,
             "at_target_after_s": reached - s["start"] if reached is not None else float("nan"),
             "off_target_requests": off_target,

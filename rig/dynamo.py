@@ -190,7 +190,7 @@ def write_overlay(cfg: Harness) -> Path:
     Dynamo and the model's tokenizer set, so one HARNESS_CONFIG serves every command."""
     layers = [("overlay", read_yaml(Path(cfg.overlay)))] if cfg.overlay else []
     stack = {**urls(cfg), "description": f"real NVIDIA Dynamo {cfg.dynamo.version} frontend + mocker engine "
-             "(python -m rig dynamo up)"}
+             "(sparkrig dynamo up)"}
     layers.append(("dynamo", {"stacks": {"stackB": stack},
                               "models": {cfg.dynamo.model: {"tokenizer": str(home(cfg) / "model")}}}))
     merged, _ = merge(layers)
@@ -283,7 +283,7 @@ def up(cfg: Harness, say: Say = print, ready_timeout_s: float = 120.0) -> list[S
     d = cfg.dynamo
     sup = supervisor(cfg)
     if running := sup.running():
-        raise StartError(f"the local Dynamo is already running ({', '.join(running)}); `python -m rig dynamo down` "
+        raise StartError(f"the local Dynamo is already running ({', '.join(running)}); `sparkrig dynamo down` "
                          "first")
     workers = [(name, *d.worker_ports(i)) for i, name in enumerate(mockers(cfg))]
     for port, what in ((d.http_port, "the Dynamo frontend"), (d.response_port, "the response stream server"),

@@ -54,7 +54,8 @@ def main(args) -> int:
     code, run_id = run_locust(args.hypothesis, args.stack, cfg, running,
                               (("RATE_RPS", ",".join(f"{r:g}" for r in rates)),
                                ("DURATION_S", str(args.duration_s))))
-    say(f"rate sweep run: {run_id or '-'} (locust exit {code}); analyse it with python -m analysis report "
+    config = f" --config {cfg.overlay}" if cfg.overlay else ""
+    say(f"rate sweep run: {run_id or '-'} (locust exit {code}); analyse it with sparkrig report{config} "
         f"--run {run_id}")
     return 0 if run_id else 2
 

@@ -95,9 +95,10 @@ def test_every_locustfile_runs_headless_and_leaves_a_manifest(rig, name):
         assert writes > 0 and mib == writes                              # 1 MiB written and read back each
         assert not list((rig["tmp"] / "t2" / "lora").glob("lora-*/adapter.bin"))
         assert any(s.get("cold") for s in m["steps"])
-    if name == "h4b":           # the fio job ran during the moderate step and left its summary
-        fio = [s for s in m["steps"] if s["fio_profile"]]
-        assert fio and json.loads((run / fio[0]["fio_output"]).read_text())["jobs"][0]["read"]["io_bytes"] > 0
+    if name == "h4b":           # the fio job ran during the moderate step and left its summary, or the step says
+        fio = [s for s in m["steps"] if s["fio_profile"]]   # why not (a 1 s step on a busy machine can end first)
+        assert fio and all(s.get("fio_error") or json.loads((run / s["fio_output"]).read_text())
+                           ["jobs"][0]["read"]["io_bytes"] > 0 for s in fio), fio
 
 
 def test_ttft_matches_a_server_with_known_timing(rig, tmp_path):
@@ -201,7 +202,7 @@ def test_the_console_says_what_runs_each_steps_numbers_and_the_next_command(rig)
         assert f"tpot p50/p99 ms {ms(row.tpot_p50_s)}/{ms(row.tpot_p99_s)}" in line and row.tpot_p50_s > 0
         assert f"good {row.good_share:.0%} {'ok' if row.meets_slo else 'MISS'}" in line, line
         assert f"errors {row.errors}" in line and "kv_tier2 r/s n/a" in line and "disk onboard n/a" in line
-    assert f"complete: 2 of 2 steps in {run}; next: python -m analysis --config {rig['overlay']} report --run " \
+    assert f"complete: 2 of 2 steps in {run}; next: sparkrig report --config {rig['overlay']} --run " \
            f"{run.name}" in out
     assert "Aggregated" in out and out.count("Aggregated") <= 3        # Locust's summary at the end, no tables before
     assert len(out.splitlines()) < 80, out
@@ -403,7 +404,10 @@ def test_streams_cut_at_a_step_boundary_are_recorded_not_counted(rig, tmp_path):
     overlay = tmp_path / "long.yaml"
     import yaml
     doc = yaml.safe_load(rig["overlay"].read_text())
-    doc["hypotheses"]["H0"]["params"] = {"context_tokens": 64, "max_tokens": 400}
+    # each stream outlasts the 3 s step (~4.8 s: 2000 tokens x 2.4 ms at 6 sequences, time scale 0.25), so all
+    # six are in flight at the boundary; 400-token streams ended every ~0.97 s and a slow CI machine put the
+    # boundary between two of a user's requests, where there is nothing to cut
+    doc["hypotheses"]["H0"]["params"] = {"context_tokens": 64, "max_tokens": 2000}
     overlay.write_text(yaml.safe_dump(doc))
     before = set(runs(rig, "h0"))
     proc = locust(rig, "h0", env={"HARNESS_CONFIG": str(overlay), "STACK": "B", "CONCURRENCY": "6,1",

@@ -244,8 +244,10 @@ def test_stack_a_rejects_at_kv_exhaustion(sim_a):
 
 
 def test_lora_cold_load_slower_than_warm(sim_b):
+    """The cold load costs 7.5 ms (lora_load_ms 15 at time scale 0.5) plus a 1 MiB read; the warm side is the
+    fastest of three, so one request a busy CI machine delayed cannot pass for the adapter's load."""
     cold = stream_ttft(sim_b.base, "adapter prompt one", model="lora-003")
-    warm = stream_ttft(sim_b.base, "adapter prompt two", model="lora-003")
+    warm = min(stream_ttft(sim_b.base, f"adapter prompt {n}", model="lora-003") for n in ("two", "three", "four"))
     assert cold > warm + 0.005, (cold, warm)
     m = sim_b.metrics()
     assert m[("stacksim_lora_loads_total", frozenset({("kind", "cold")}))] >= 1

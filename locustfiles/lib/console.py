@@ -169,5 +169,5 @@ class Console:
             print(table.to_string(index=False), file=sys.stderr, flush=True)
         config = f" --config {self.st.cfg.overlay}" if self.st.cfg.overlay else ""
         self.say(f"{manifest.doc['status']}: {len(self.rows)} of {len(self.st.slots)} steps in {results}; next: "
-                 f"python -m analysis{config} report --run {self.st.run_id}")
+                 f"sparkrig report{config} --run {self.st.run_id}")
 

@@ -6,6 +6,7 @@ job can never write outside that directory or grow past the configured bound.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -31,7 +32,8 @@ def fio_command(profile: FioProfile, name: str, directory: Path, output: Path) -
     cmd = ["fio", f"--name={name}", f"--filename={safe_join(directory, 'contention.dat')}",
            f"--size={profile.size}", f"--rw={profile.rw}", f"--bs={profile.bs}", f"--iodepth={profile.iodepth}",
            f"--numjobs={profile.numjobs}", f"--ioengine={profile.ioengine}", f"--direct={int(profile.direct)}",
-           "--time_based", "--runtime=86400", "--group_reporting", "--output-format=json", f"--output={output}"]
+           "--time_based", "--runtime=86400", "--group_reporting", "--output-format=json", f"--output={output}",
+           "--thread"]          # jobs as threads of fio's one process: forked jobs setsid() and outlive its kill
     if profile.rw in ("randrw", "rw"):
         cmd.append(f"--rwmixread={profile.rwmixread}")
     if profile.rate_iops:
@@ -52,7 +54,8 @@ class FioJob:
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def stop(self) -> Optional[str]:
-        """Stop the job (fio writes its JSON summary on SIGINT); returns its error text if it failed."""
+        """Stop the job (fio writes its JSON summary on SIGINT); returns why the step had no contention when
+        fio failed, left no summary, or moved no bytes: a step labelled with a fio profile claims it ran."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -61,19 +64,30 @@ class FioJob:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
-        err = self.proc.stderr.read().strip() if self.proc.returncode not in (0, -signal.SIGINT) else None
+        _, stderr = self.proc.communicate()
+        # fio exits 0 on SIGINT before its job starts, 128 once it runs ("terminating on signal 2")
+        err = stderr.strip() if self.proc.returncode not in (0, 128, -signal.SIGINT) else None
         self.proc = None
-        self._clean_output()
+        summary = self._summary()
         (self.directory / "contention.dat").unlink(missing_ok=True)
-        return err
+        if err:
+            return err
+        if summary is None:
+            return f"fio left no JSON summary in {self.output.name}"
+        if not any(job.get(d, {}).get("io_bytes", 0) for job in summary.get("jobs", ()) for d in ("read", "write")):
+            return "fio moved no bytes (stopped before its job ran)"
+        return None
 
-    def _clean_output(self) -> None:
-        """fio puts "fio: terminating on signal 2" above its JSON; keep the JSON alone."""
+    def _summary(self) -> Optional[dict]:
+        """fio's JSON summary, kept alone in its file (fio puts "fio: terminating on signal 2" above it)."""
         try:
             text = self.output.read_text()
         except OSError:
-            return
+            return None
         start = text.find("{")
         if start > 0:
             self.output.write_text(text[start:])
+        try:
+            return json.loads(text[max(start, 0):])
+        except ValueError:
+            return None

@@ -39,8 +39,9 @@ class SideJobs:
     def stop_fio(self, manifest: Optional[Manifest]) -> None:
         if self.fio is not None:
             err = self.fio.stop()
-            if err and manifest:
+            if err and manifest:                   # its step (the last begun) had no contention to speak of
                 manifest.note(f"fio job failed: {err.splitlines()[-1]}")
+                manifest.mark_step(fio_error=err.splitlines()[-1])
             self.fio = None
 
     def start_proxy(self, openai_base: str, tier2: Path, manifest: Manifest) -> None:

@@ -2,6 +2,7 @@
 what it started, and Ctrl-C or SIGTERM in a multi-leg command keeps every leg that finished, stops what it
 started and says the result is partial."""
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -226,3 +228,47 @@ def test_an_exited_process_its_parent_has_not_collected_is_not_running():
     assert open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
     child.wait()
     assert _alive(os.getpid())
+
+
+needs_fio = pytest.mark.skipif(not shutil.which("fio"), reason="fio comes with `make tools`")
+
+
+@needs_fio
+@fault("29.F1", fault="H4's fio contention job died or was stopped before it did any I/O (a short step on a busy "
+       "machine: SIGINT reached fio before its handler, and no summary was written), yet the step kept its fio "
+       "profile and the manifest pointed at a summary file that was empty or absent",
+       says="the manifest notes `fio job failed: …` and marks the step's `fio_error`; the step table labels it "
+       "`<profile> (fio failed)`, so H4 never pools it with the steps that had contention",
+       catches=("manifest:fio_error",))
+def test_a_fio_job_that_did_no_io_is_not_counted_as_contention(tmp_path):
+    from analysis.steps import fio_label
+    from configs import load
+    from configs.runfiles import Manifest
+    from locustfiles.lib.sidejobs import SideJobs
+
+    cfg = load(None)
+    profile = dataclasses.replace(cfg.fio_profiles["moderate"], size=4 * 2**20, ioengine="psync", direct=False)
+    cfg = dataclasses.replace(cfg, fio_profiles={**cfg.fio_profiles, "moderate": profile})
+    (tmp_path / "run").mkdir()
+    manifest = Manifest(tmp_path / "run" / "manifest.json", {"run_id": "r", "steps": [], "notes": []})
+    side = SideJobs(cfg)
+
+    def step(index: int, pause: float, kill: bool = False) -> dict:
+        slot = types.SimpleNamespace(index=index, step=types.SimpleNamespace(
+            fio_profile="moderate", params=types.SimpleNamespace(cache_state="warm")))
+        notes = side.prepare(slot, manifest, tmp_path / "tier2")
+        manifest.begin_step({"index": index, "fio_profile": "moderate", **notes})
+        time.sleep(pause)
+        if kill:                                   # what an OOM kill or a crash leaves: no summary at all
+            side.fio.proc.kill()
+        return manifest.doc["steps"][-1]
+
+    ran = step(0, 1.5)
+    died = step(1, 0.5, kill=True)
+    side.close(manifest)                          # returns: no job process outlived fio holding its pipe
+    assert "fio_error" not in ran and fio_label(ran) == "moderate"
+    assert json.loads((tmp_path / "run" / ran["fio_output"]).read_text())["jobs"][0]["read"]["io_bytes"] > 0
+    assert died["fio_error"] == "fio left no JSON summary in fio-step1.json", died
+    assert fio_label(died) == "moderate (fio failed)"
+    assert any(n["text"].startswith("fio job failed: fio left no JSON summary") for n in manifest.doc["notes"])
+    assert not list((tmp_path / "tier2" / "fio").iterdir())     # its file is gone either way
