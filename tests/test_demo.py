@@ -39,7 +39,9 @@ def test_quick_demo_finds_the_knees_and_the_tier2_mechanism(tmp_path):
     assert by[("H2B", "stackB")]["evidence"]["tier2_read_bytes"] > 0
     assert by[("H2A", "stackA")]["evidence"]["tier2_read_bytes"] == 0
     gates = {g["name"]: g for g in by[("H2A", "stackA")]["gates"]}
-    assert gates["h2a_nvme_flat"]["status"] in ("pass", "fail") and gates["h2a_nvme_flat"]["reason"]
+    # judged on Stack A's own reads: Prometheus and the OS read the same (one) disk meanwhile
+    flat = gates["h2a_nvme_flat"]
+    assert (flat["status"], flat["reason"]) == ("pass", "OK") and "the serving process read" in flat["detail"], flat
     assert (report / "report.html").exists() and (report / "uwork.csv").exists()
     # the report's first screen answers (#26.2): its first section is the hypotheses' answers
     first = (report / "report.html").read_text().split("<h2>")[1]

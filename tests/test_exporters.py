@@ -154,9 +154,36 @@ def test_process_memory_for_matching_command_lines():
         assert m[("sparkrig_process_count", frozenset({("process", "stacksim")}))] >= 1
         assert m[("sparkrig_process_resident_memory_bytes", frozenset({("process", "stacksim")}))] > 1e6
         assert m[("sparkrig_process_count", frozenset({("process", "absent")}))] == 0
+        assert m[("sparkrig_process_read_bytes_total", frozenset({("process", "stacksim")}))] >= 0
+        # no process, no byte counters: a zero would read as "that stack read nothing from storage"
+        assert ("sparkrig_process_read_bytes_total", frozenset({("process", "absent")})) not in m
     finally:
         child.kill()
         child.wait()
+
+
+@fault("29.E2", "the serving process is found but its /proc/<pid>/io cannot be read (another user's process, "
+       "the exporter not root), or no process matches the stack's pattern",
+       "no sparkrig_process_read_bytes_total / written series for that name (one log line says why), never 0: "
+       "H2A's gate and the ssd_mechanism gate then say the serving process's reads are not observed",
+       ("exporter:sparkrig_process_read_bytes_total=absent",))
+def test_unreadable_process_io_is_no_series_not_a_zero(tmp_path):
+    proc = tmp_path / "proc"
+    shutil.copytree(VM / "proc", proc)
+    for pid, cmd, io in (("4242", b"trtllm-serve\0--port\08355\0", False),
+                         ("4343", b"python\0-m\0stacksim\0--stack\0B\0", True)):
+        (proc / pid).mkdir()
+        (proc / pid / "cmdline").write_bytes(cmd)
+        (proc / pid / "statm").write_text("100 50 10 1 0 20 0\n")
+        if io:
+            (proc / pid / "io").write_text("rchar: 10\nwchar: 10\nsyscr: 1\nsyscw: 1\nread_bytes: 8192\n"
+                                           "write_bytes: 4096\ncancelled_write_bytes: 0\n")
+    m = scrape(UmaCollector(proc, processes={"stackA": "trtllm-serve", "stackB": "-m stacksim --stack B"}))
+    assert m[("sparkrig_process_count", frozenset({("process", "stackA")}))] == 1
+    assert not [k for k in m if k[0].startswith("sparkrig_process_") and "bytes_total" in k[0]
+                and ("process", "stackA") in k[1]]
+    assert m[("sparkrig_process_read_bytes_total", frozenset({("process", "stackB")}))] == 8192
+    assert m[("sparkrig_process_written_bytes_total", frozenset({("process", "stackB")}))] == 4096
 
 
 def test_cli_serves_fixture_tree_on_loopback():

@@ -8,7 +8,7 @@ from configs.vocabulary.rules import RATE_WINDOW_S
 
 from .. import figures
 from .. import gates as G
-from ..telemetry import IDLE_S, window_mean
+from ..telemetry import IDLE_S, coverage, window_mean
 from .common import cols, gate_of, lines, ms, pooled_of
 from .registry import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Finding, GateContext, Hypothesis, Out, register
 
@@ -34,9 +34,12 @@ def section(runs: list, out: Out) -> None:
 
 
 def gates(ctx: GateContext) -> list:
-    if ctx.manifest["hypothesis"] == "H2A":      # the kv_tier2 disk as busy as when idle
+    if ctx.manifest["hypothesis"] == "H2A":      # no KV read from storage by the stack's own process
+        begin = ctx.start + RATE_WINDOW_S
         idle = window_mean(ctx.frames["nvme_reads"], ctx.start - IDLE_S, ctx.start)
-        return [G.nvme_flat(window_mean(ctx.frames["nvme_reads"], ctx.start + RATE_WINDOW_S, ctx.end), idle)]
+        served = ctx.frames["serving_read_bytes"]
+        return [G.nvme_flat(window_mean(served, begin, ctx.end), coverage(served, begin, ctx.end),
+                            window_mean(ctx.frames["nvme_reads"], begin, ctx.end), idle)]
     ordered = ctx.pooled.sort_values(ctx.key) if not ctx.pooled.empty else ctx.pooled
     at = None                                     # H2B: tier2's share of the onboarded blocks at the knee
     if ctx.knee is not None and ctx.knee.knee_index is not None:

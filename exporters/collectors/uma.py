@@ -126,9 +126,12 @@ class UmaCollector:
 
     def _processes(self):
         """RSS, count, GPU memory and storage bytes of each name's matching processes. The byte counters
-        are sums over live pids: one that exits takes its bytes with it, which rate() reads as a reset."""
+        are sums over live pids: one that exits takes its bytes with it, which rate() reads as a reset.
+        A name with no matching process, or one whose /proc/<pid>/io cannot be read, has no byte counters:
+        a zero there would be no measurement, and H2A's gate would take it for a stack that read nothing."""
         rss = {name: 0 for name in self.processes}
         count, gpu, read, written = dict(rss), dict(rss), dict(rss), dict(rss)
+        unread = set()
         by_pid = self.gpu_memory() if self.gpu_memory else None
         for pid, matched in self._matching_pids().items():
             try:
@@ -137,9 +140,10 @@ class UmaCollector:
             except (OSError, IndexError, ValueError):
                 continue
             io = proc_io(pid, self.procfs) or {}
-            if not io:
+            if not io and os.path.exists(f"{self.procfs}/{pid}"):
+                unread.update(matched)
                 self._warn_once("io", f"cannot read {self.procfs}/{pid}/io (needs root for another user's "
-                                      f"process): {S.PROCESS_READ_BYTES.total} leaves it out")
+                                      f"process): {S.PROCESS_READ_BYTES.total} leaves out {', '.join(matched)}")
             for name in matched:
                 count[name] += 1
                 rss[name] += resident
@@ -148,8 +152,10 @@ class UmaCollector:
                 written[name] += io.get("write_bytes", 0)
         families = [S.PROCESS_RSS.family(), S.PROCESS_COUNT.family(), S.PROCESS_READ_BYTES.family(),
                     S.PROCESS_WRITTEN_BYTES.family()]
-        for fam, values in zip(families, (rss, count, read, written)):
-            for name in self.processes:
+        measured = [name for name in self.processes if count[name] and name not in unread]
+        for fam, values, names in zip(families, (rss, count, read, written),
+                                      (self.processes, self.processes, measured, measured)):
+            for name in names:
                 fam.add_metric([name], values[name])
         yield from families
         if by_pid is not None:

@@ -68,14 +68,14 @@ class FakeKvbm:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults-telemetry")
-    with Sim(tmp, "B", time_scale=0.25) as b:
+    with Sim(tmp, "A", time_scale=0.25) as a, Sim(tmp, "B", time_scale=0.25) as b:
         kvbm = FakeKvbm(f"http://127.0.0.1:{b.kvbm_port}/metrics")
-        overlay = sims_overlay(tmp, b, b, f"""profiles:
+        overlay = sims_overlay(tmp, a, b, f"""profiles:
   spill: {{tier2_path: {b.tier2}}}
 exporters: {{ports: {{nvme: {free_port()}, uma: {free_port()}, gpu: {free_port()}, kvbm: {free_port()}}}}}
 prometheus: {{port: {free_port()}}}
 loadgen: {{metrics_port: {free_port()}, ready_timeout_s: 10}}
-hypotheses: {{H2B: {{repetitions: 1}}}}
+hypotheses: {{H2A: {{repetitions: 1}}, H2B: {{repetitions: 1}}}}
 """)
         overlay.write_text(overlay.read_text().replace(f"http://127.0.0.1:{b.kvbm_port}/metrics", kvbm.url))
         up = run_module("rig", "--config", str(overlay), "up", timeout=120)
@@ -88,12 +88,14 @@ hypotheses: {{H2B: {{repetitions: 1}}}}
             kvbm.close()
 
 
-def h2b_run(rig, run_id: str, during=None, contexts="256,512,1024", duration_s=6) -> tuple[dict, dict, str]:
-    """One short H2B run on the simulator (``during(proc)`` runs beside it), then its report's verdict, its
-    manifest and what Locust printed."""
+def h2b_run(rig, run_id: str, during=None, contexts="256,512,1024", duration_s=6,
+            hypothesis="h2b") -> tuple[dict, dict, str]:
+    """One short H2B (or H2A, on Stack A) run on the simulator (``during(proc)`` runs beside it), then its
+    report's verdict, its manifest and what Locust printed."""
     env = {**os.environ, "HARNESS_CONFIG": str(rig["overlay"]), "MODEL": "l70b", "DURATION_S": str(duration_s),
            "CONTEXT_TOKENS": contexts, "RUN_ID": run_id}
-    proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / "h2b.py"), "--headless",
+    proc = subprocess.Popen([sys.executable, "-m", "locust", "-f", str(ROOT / "locustfiles" / f"{hypothesis}.py"),
+                             "--headless",
                              "--only-summary"], cwd=rig["tmp"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -186,16 +188,24 @@ def test_kvbm_down_is_missing_not_zero(rig):
 @fault("23.B2", "a KVBM claims disk onboards its worker never read while `dd iflag=direct` reads the same disk",
        "ssd_mechanism fails DISK_READS_NOT_BACKED: only the serving process's own reads (/proc/<pid>/io) back "
        "the claim", ("gate:ssd_mechanism=DISK_READS_NOT_BACKED",))
-def test_someone_elses_reads_do_not_back_kvbm(rig):
+def other_reader(rig):
+    """``during`` for h2b_run: dd reads the tier2 disk (O_DIRECT, past the page cache) for as long as the
+    run lasts, as fio or any process beside the stack would; its exit codes collect in the list returned."""
     source = rig["tmp"] / "dd-source"
-    subprocess.run(["dd", "if=/dev/urandom", f"of={source}", "bs=1M", "count=64", "status=none"], check=True)
-    rig["kvbm"].mode, rig["kvbm"].t0 = "claim", time.time()
+    if not source.exists():
+        subprocess.run(["dd", "if=/dev/urandom", f"of={source}", "bs=1M", "count=64", "status=none"], check=True)
     readers = []
 
     def read_disk(proc):
         while proc.poll() is None:
             readers.append(subprocess.run(["dd", f"if={source}", "of=/dev/null", "bs=1M", "iflag=direct",
                                            "status=none"]).returncode)
+    return read_disk, readers
+
+
+def test_someone_elses_reads_do_not_back_kvbm(rig):
+    read_disk, readers = other_reader(rig)
+    rig["kvbm"].mode, rig["kvbm"].t0 = "claim", time.time()
     try:
         v, _, _ = h2b_run(rig, "claim1", during=read_disk, contexts="256,512", duration_s=5)
     finally:
@@ -205,3 +215,15 @@ def test_someone_elses_reads_do_not_back_kvbm(rig):
     assert (mech["status"], mech["reason"]) == ("fail", "DISK_READS_NOT_BACKED"), mech
     assert "serving process" in mech["detail"]
 
+
+@fault("29.G1", "`dd iflag=direct` reads the kv_tier2 disk through an H2A run on Stack A (on the development VM "
+       "Prometheus, Stack B and the OS did the same: the old gate failed H2A on the device's r/s)",
+       "h2a_nvme_flat passes on Stack A's own reads (its /proc/<pid>/io, 0 MiB/s), the disk's r/s only in its detail",
+       ("gate:h2a_nvme_flat=OK",))
+def test_someone_elses_reads_do_not_refute_h2a(rig):
+    read_disk, readers = other_reader(rig)
+    v, _, _ = h2b_run(rig, "flat1", during=read_disk, contexts="256,512", duration_s=5, hypothesis="h2a")
+    assert readers and readers[0] == 0            # the other reader really read the disk
+    flat = gate(v, "h2a_nvme_flat")
+    assert (flat["status"], flat["reason"]) == ("pass", "OK"), flat
+    assert re.search(r"the serving process read 0\.0\d MiB/s", flat["detail"]), flat
