@@ -3,10 +3,10 @@ Locust, then the report — all from configs/demo.yaml (with $HARNESS_CONFIG or 
 all stopped at the end or on Ctrl-C, results kept.
 
 Runs, in order: H0 on A then B (queue knee), an idle pause (the disk's baseline, which H2A's gate
-falls back on where Stack A's own reads are not observed), H2A on A and H2B on B (context growth), H4B (fio contention on the tier2 disk),
-H8 on A then B (iowait), then each stack's capacity at 4k contexts under the request objective (`rig
-capacity`) and 6 paired B1/B2 repeats of the rehydrate replay (`rig pairs`: deltas with intervals and a
-verdict). ``--quick`` keeps H0 and H2 with shorter steps (the CI end-to-end test).
+falls back on where Stack A's own reads are not observed), H2A on A and H2B on B (context growth), H4B
+(fio contention on the tier2 disk), H8 on A then B (iowait), then each stack's capacity at 4k contexts
+under the request objective (`rig capacity`) and 6 paired B1/B2 repeats of the rehydrate replay (`rig
+pairs`: deltas with intervals and a verdict). ``--quick`` keeps H0 and H2 with shorter steps (the CI end-to-end test).
 """
 from __future__ import annotations
 
@@ -87,7 +87,8 @@ def main(quick: bool = False, overlay: Optional[str] = None) -> int:
             for item in items:
                 stop.check()
                 if item.hypothesis == "pause":
-                    say(f"idle {IDLE_PAUSE_S} s: the disk's baseline (H2A's gate falls back on it without Stack A's own reads)")
+                    say(f"idle {IDLE_PAUSE_S} s: the disk's baseline (H2A's gate falls back on it without Stack A's "
+                        "own reads)")
                     stop.sleep(IDLE_PAUSE_S)
                     continue
                 n += 1

@@ -32,6 +32,8 @@ def fault(id: str, fault: str, says: str, catches: tuple | list | str):
     def mark(fn):
         if id in FAULTS:
             raise ValueError(f"fault case {id} registered twice")
+        if not fn.__name__.startswith("test_"):      # a helper put between a case and its test
+            raise ValueError(f"fault case {id} decorates {fn.__name__}, which pytest does not run")
         FAULTS[id] = Fault(id, fault, says, catches, f"{fn.__module__}.{fn.__name__}")
         return pytest.mark.fault(fn)
     return mark

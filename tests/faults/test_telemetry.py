@@ -185,9 +185,6 @@ def test_kvbm_down_is_missing_not_zero(rig):
     assert "kvbm-stackB" in manifest["telemetry"]["missing"] and "warning: telemetry: kvbm-stackB down" in err
 
 
-@fault("23.B2", "a KVBM claims disk onboards its worker never read while `dd iflag=direct` reads the same disk",
-       "ssd_mechanism fails DISK_READS_NOT_BACKED: only the serving process's own reads (/proc/<pid>/io) back "
-       "the claim", ("gate:ssd_mechanism=DISK_READS_NOT_BACKED",))
 def other_reader(rig):
     """``during`` for h2b_run: dd reads the tier2 disk (O_DIRECT, past the page cache) for as long as the
     run lasts, as fio or any process beside the stack would; its exit codes collect in the list returned."""
@@ -203,6 +200,9 @@ def other_reader(rig):
     return read_disk, readers
 
 
+@fault("23.B2", "a KVBM claims disk onboards its worker never read while `dd iflag=direct` reads the same disk",
+       "ssd_mechanism fails DISK_READS_NOT_BACKED: only the serving process's own reads (/proc/<pid>/io) back "
+       "the claim", ("gate:ssd_mechanism=DISK_READS_NOT_BACKED",))
 def test_someone_elses_reads_do_not_back_kvbm(rig):
     read_disk, readers = other_reader(rig)
     rig["kvbm"].mode, rig["kvbm"].t0 = "claim", time.time()
