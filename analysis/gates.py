@@ -273,9 +273,12 @@ def mechanism(written: float, read: float, reads: DiskReads, kv_up_share: float 
 B1_DISK_READ_BYTES = 1 << 20
 
 
-def b1_disk_off(onboarded_from_disk: float, read_bytes: float) -> Gate:
+def b1_disk_off(onboarded_from_disk: float, read_bytes: float, kv_up_share: float = math.nan) -> Gate:
     """Mechanism sanity of a B1 run: KVBM onboarded nothing from disk and (where observed) the tier2 file or
-    disk was not read beyond a small threshold; otherwise B1 is not what it claims to be."""
+    disk was not read beyond a small threshold; otherwise B1 is not what it claims to be. Counters of a
+    target that was down for most of the run held still: no disk traffic seen there is none measured."""
+    if down := kvbm_down(kv_up_share):
+        return Gate("b1_disk_off", "missing", "TELEMETRY_MISSING", down, ("kv_target_up",))
     if math.isnan(onboarded_from_disk) and math.isnan(read_bytes):
         return Gate("b1_disk_off", "missing", "TELEMETRY_MISSING", "no disk-tier telemetry for a B1 run",
                     ("kv_onboard_disk_bytes",))
@@ -296,14 +299,19 @@ def run_state(manifest: dict, error_rate: float) -> list[Gate]:
                       manifest.get("stop_reason") or manifest["status"]))
     outages = manifest.get("outages") or []
     errors_ok = not error_rate > MAX_ERROR_RATE and not outages       # a stack that was out is no clean run, whatever the rate
-    detail = f"{error_rate:.1%} of requests failed"
+    # nan: no request whose outcome is the server's (none recorded, or every one shed or cut by the client)
+    detail = "no request reached the server to succeed or fail" if math.isnan(error_rate) else \
+        f"{error_rate:.1%} of requests failed"
     if outages:
         kinds = ", ".join(sorted({o["kind"] for o in outages}))
         lasted = sum((o.get("end") or o["start"]) - o["start"] for o in outages)
         detail += (f"; {len(outages)} outage(s) of the stack ({kinds}): {sum(o['failures'] for o in outages)} "
                    f"requests failed in a row over {lasted:.0f} s, the load backed off")
-    gates.append(Gate("errors", "pass" if errors_ok else "fail",
-                      "OK" if errors_ok else "STACK_OUTAGE" if outages else "RUN_ERRORS_PRESENT", detail))
+    if math.isnan(error_rate) and not outages:
+        gates.append(Gate("errors", "missing", "NO_SERVED_REQUESTS", detail))
+    else:
+        gates.append(Gate("errors", "pass" if errors_ok else "fail",
+                          "OK" if errors_ok else "STACK_OUTAGE" if outages else "RUN_ERRORS_PRESENT", detail))
     if lost := manifest.get("loadgen_outages"):
         gates.append(Gate("loadgen", "fail", "LOADGEN_WORKER_LOST", "; ".join(
             f"worker {o['worker']} lost in slot {o['slot']}: {o['users_left']} of {o['target_concurrency']} users "

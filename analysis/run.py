@@ -1,7 +1,6 @@
 """One run: records + telemetry -> per-step table, knee, correlations and gates."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -218,7 +217,7 @@ def evidence(frames: dict, start: float, end: float, tiered: bool) -> dict:
 
 def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) -> list:
     rate = error_rate(manifest, records)
-    out = G.run_state(manifest, 0.0 if math.isnan(rate) else rate)
+    out = G.run_state(manifest, rate)
     # alignment is judged while load runs: from the first step, not from the readiness wait before it
     first = manifest["steps"][0]["start"] if manifest["steps"] else start
     out.append(G.alignment(frames, first, end, tiered))
@@ -231,7 +230,7 @@ def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) 
         out += h.gates(H.GateContext(manifest, records, pooled, frames, start, end, tiered, knee, key))
     if tiered and manifest.get("tier_mode") == "B1":
         out.append(G.b1_disk_off(total(frames, "kv_onboard_disk_bytes", start, end),
-                                 total(frames, "tier2_file_read_bytes", start, end)))
+                                 total(frames, "tier2_file_read_bytes", start, end), G.kv_up_share(frames, start, end)))
     if tiered and H.claims_storage(hyp) and manifest.get("tier_mode") in (None, "B2"):   # B0/B1: no disk tier
         out.append(G.mechanism(total(frames, "kv_offload_disk_bytes", start, end),
                                total(frames, "kv_onboard_disk_bytes", start, end),

@@ -37,12 +37,24 @@ class Probe:
 def judge(cfg: Harness, run_id: str) -> tuple[bool, str, dict]:
     """Whether a probe's run met its objective at every step, the worst step's numbers, and those numbers."""
     from analysis.steps import load_run, step_table
-    run = resolve(cfg.results_dir) / run_id
-    manifest, records = load_run(run)
-    steps = step_table(manifest, records)         # every step of every repetition must meet it
-    if steps.empty or steps["good_share"].isna().all():
+    manifest, records = load_run(resolve(cfg.results_dir) / run_id)
+    return verdict_of(step_table(manifest, records), manifest)
+
+
+def verdict_of(steps, manifest: dict) -> tuple[bool, str, dict]:
+    """judge() on a run's step table (every step of every repetition must meet the objective); no numbers:
+    nothing to judge. A step that served no request in its window is no failure, but no pass either: unless
+    another step was seen to fail, the probe cannot be judged."""
+    seen = steps.dropna(subset=["good_share"]) if not steps.empty else steps
+    if seen.empty:
         return False, "no step served a request to judge (a longer --duration-s lets requests finish)", {}
-    worst = steps.loc[steps["good_share"].fillna(-1).idxmin()]
+    failing = seen[~seen["meets_slo"].eq(True)]
+    if failing.empty and len(seen) < len(steps):
+        unjudged = steps[steps["good_share"].isna()]["label"]
+        return False, (f"{', '.join(unjudged)} served no request to judge (a longer --duration-s lets requests "
+                       "finish)"), {}
+    worst = (failing if not failing.empty else seen)
+    worst = worst.loc[worst["good_share"].idxmin()]
     numbers = {"good_share": float(worst["good_share"]), "ttft_p99_s": float(worst["ttft_p99_s"]),
                "tpot_p99_s": float(worst["tpot_p99_s"])}
     meets = bool(steps["meets_slo"].eq(True).all()) and manifest.get("status") == "complete"

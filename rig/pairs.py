@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from analysis.jsonout import json_safe
 from configs import Harness, load, spill
@@ -110,9 +110,8 @@ def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, cont
                         flags.append("REQUEST_MANIFEST_DIFFERS")       # the legs did not replay the same requests
                     legs.append(P.Leg(pair, "_".join(order), mode, {m: row[m] for m in METRICS}, row["errors"],
                                       row["metric_used"]))
-                    if mode == "B1" and "B1_DISK_TIER_NOT_DISABLED" not in flags and \
-                            G.b1_disk_off(row["onboard_disk_bytes"], row["tier2_read_bytes"]).status == "fail":
-                        flags.append("B1_DISK_TIER_NOT_DISABLED")
+                    if mode == "B1" and (found := b1_flag(row)) and found not in flags:
+                        flags.append(found)
                     gate = _mechanism(compared(rows)).reason
                     if mode == "B2" and sum(1 for r in compared(rows) if r["mode"] == "B2") == 1 and gate and \
                             gate != "TELEMETRY_MISSING":
@@ -180,11 +179,20 @@ def leg_flags(rows: list[dict]) -> list[str]:
     return flags
 
 
+def b1_flag(row: dict) -> Optional[str]:
+    """What a B1 leg says of its own tier mode: its disk tier off, seen (the analysis' b1_disk_off gate);
+    a B1 leg whose KV counters nobody could read is no evidence of a B1 at all."""
+    from analysis import gates as G
+    status = G.b1_disk_off(row["onboard_disk_bytes"], row["tier2_read_bytes"]).status
+    return {"fail": "B1_DISK_TIER_NOT_DISABLED", "missing": "TELEMETRY_MISSING"}.get(status)
+
+
 def _mechanism(rows: list[dict]) -> P.Mechanism:
     """What the B2 legs showed: KV written to the disk tier; onboarded from it (KVBM's counters); and each
     claiming leg's claim backed by bytes really read, judged by the analysis' own ssd_mechanism gate (the
     serving process's reads where observed, else the simulator's tier2 file count, and at least half the
-    bytes KVBM claims): not backed where any leg's claim is not, unknown where any leg's cannot be checked."""
+    bytes KVBM claims): not backed where any leg's claim is not, unknown where any leg's cannot be checked,
+    KVBM's counters unread for a leg included (one backed leg does not vouch for five unseen)."""
     from analysis import gates as G
     from analysis import paired as P
     b2 = [r for r in rows if r["mode"] == "B2"]
@@ -194,8 +202,9 @@ def _mechanism(rows: list[dict]) -> P.Mechanism:
     gates = [G.mechanism(r["offload_disk_bytes"], r["onboard_disk_bytes"],
                          G.DiskReads(process=r.get("process_read_bytes", math.nan), file=r["tier2_read_bytes"]))
              for r in claimed]
+    unseen = any(math.isnan(r["onboard_disk_bytes"]) for r in b2)
     backed = False if any(g.reason == "DISK_READS_NOT_BACKED" for g in gates) else \
-        True if gates and all(g.status == "pass" for g in gates) else None
+        True if gates and not unseen and all(g.status == "pass" for g in gates) else None
     # None where no leg's offload counts its disk writes (TensorRT-LLM's counts none): unknown, not "no writes"
     written = None if all(math.isnan(r["offload_disk_bytes"]) for r in b2) else \
         any(r["offload_disk_bytes"] > 0 for r in b2)

@@ -127,3 +127,25 @@ def test_tier_modes_are_for_stack_b_only(tmp_path):
     assert proc.returncode != 0 and "--tier-mode: only Stack B has tier modes" in proc.stderr
     proc = run_module("rig", "--config", str(pairs_overlay(tmp_path)), "capacity", "H0", "--tier-mode", "B9")
     assert proc.returncode != 0 and "--tier-mode: expected one of B0, B1, B2" in proc.stderr
+
+
+@fault("29.H4", "a capacity probe whose every served step met the objective but one step served no request in "
+       "its window (it never reached its target load, say)",
+       "not judged (`… served no request to judge`): the search never brackets a load the stack was not seen "
+       "to fail (it counted the step as the worst, `nan% good`, a failure)", ("cli:capacity=not measured",))
+def test_a_step_with_nothing_to_judge_is_not_the_probes_failure():
+    import pandas as pd
+    from rig.capacity import verdict_of
+    complete = {"status": "complete"}
+    steps = pd.DataFrame([{"label": "concurrency=8", "good_share": 1.0, "meets_slo": True, "ttft_p99_s": 0.1,
+                           "tpot_p99_s": 0.01},
+                          {"label": "concurrency=8 rep 2", "good_share": math.nan, "meets_slo": math.nan,
+                           "ttft_p99_s": math.nan, "tpot_p99_s": math.nan}])
+    meets, why, numbers = verdict_of(steps, complete)
+    assert (meets, numbers) == (False, {}) and why.startswith("concurrency=8 rep 2 served no request"), why
+    failed = steps.copy()
+    failed.loc[0, ["good_share", "meets_slo"]] = [0.5, False]     # a step seen to fail: the probe failed
+    meets, why, numbers = verdict_of(failed, complete)
+    assert not meets and numbers["good_share"] == 0.5 and why.startswith("50.0% good at concurrency=8 ")
+    meets, _, numbers = verdict_of(steps.iloc[:1], complete)
+    assert meets and numbers["good_share"] == 1.0

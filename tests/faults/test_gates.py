@@ -120,3 +120,33 @@ def test_goodput_below_the_objective_fails_and_nothing_served_is_not_a_pass():
     unserved = G.goodput(table.iloc[[0, 2]], slo)                      # the third step served nothing
     assert (unserved.status, unserved.reason) == ("missing", "NO_SERVED_REQUESTS")
     assert G.goodput(table, {**slo, "gate": False}) is None
+
+
+@fault("29.H1", "a complete run whose requests.jsonl is empty, or whose every request the client shed or cut: "
+       "no request's outcome is the server's",
+       "the errors gate is missing NO_SERVED_REQUESTS and the run's verdict fail (it said \"0.0% of requests "
+       "failed\" and the run passed)", ("gate:errors=NO_SERVED_REQUESTS",))
+def test_no_served_request_is_no_error_rate_of_zero():
+    from analysis.steps import error_rate
+    manifest = {"status": "complete", "run_id": "r", "steps": []}
+    records = pd.DataFrame({"ok": pd.Series(dtype=bool), "error_class": pd.Series(dtype=object),
+                            "status": pd.Series(dtype=float), "start_time": pd.Series(dtype=float)})
+    rate = error_rate(manifest, records)
+    assert math.isnan(rate)
+    gates = G.run_state(manifest, rate)
+    errors = next(g for g in gates if g.name == "errors")
+    assert (errors.status, errors.reason) == ("missing", "NO_SERVED_REQUESTS"), errors
+    assert G.verdict(gates) == "fail"
+    down = G.run_state({**manifest, "outages": [{"kind": "refused", "start": 0.0, "end": 5.0, "failures": 9}]},
+                       math.nan)
+    assert next(g for g in down if g.name == "errors").reason == "STACK_OUTAGE"   # an outage says more
+
+
+@fault("29.H2", "a B1 run under TensorRT-LLM's offload whose engine stopped answering after its first scrapes: "
+       "the exporter holds its counters, so rate() reads no disk-tier traffic",
+       "b1_disk_off is missing TELEMETRY_MISSING (the target answered too little of the run), never a pass",
+       ("gate:b1_disk_off=TELEMETRY_MISSING",))
+def test_a_b1_run_whose_kv_target_was_down_is_not_checked():
+    held = G.b1_disk_off(0.0, math.nan, kv_up_share=0.1)
+    assert (held.status, held.reason) == ("missing", "TELEMETRY_MISSING") and "10%" in held.detail
+    assert G.b1_disk_off(0.0, math.nan, kv_up_share=1.0).status == "pass"

@@ -267,3 +267,29 @@ def test_blocked_legs_between_modes_the_stack_cannot_tell_apart_are_no_finding(t
     verdict = _write(tmp_path, rows, legs, comparisons, [], ("B1", "B2"))
     assert not verdict["decision_grade"] and {"LEG_BLOCKED", "MODES_NOT_DISTINCT"} <= set(verdict["reasons"])
     assert "**Not a finding**" in (tmp_path / "report.md").read_text()
+
+
+@fault("29.H3", "six B2 legs, one of them backed by the serving process's reads and five whose KVBM counters "
+       "could not be read (KVBM unreachable at the leg's end)",
+       "TELEMETRY_MISSING: one backed leg does not vouch for five unseen (the experiment was decision-grade)",
+       ("pairs:TELEMETRY_MISSING",))
+def test_one_backed_leg_does_not_vouch_for_legs_nobody_saw():
+    from rig.pairs import _mechanism
+    unseen = {**b2(), "onboard_disk_bytes": NAN, "offload_disk_bytes": NAN}
+    mech = _mechanism([b2(onboard=300, offload=200, process=40e6)] + [unseen] * 5)
+    assert (mech.rehydrate, mech.backed, mech.reason) == (True, None, "TELEMETRY_MISSING")
+    assert _mechanism([b2(onboard=300, offload=200, process=40e6)] * 6).reason is None
+    # a leg whose claim the reads refute still refutes, seen or not the others
+    assert _mechanism([b2(onboard=300, offload=200, process=0.0), unseen]).reason == "DISK_READS_NOT_BACKED"
+
+
+@fault("29.H5", "a B1 leg whose KV counters could not be read: its disk tier may have been on, nobody saw",
+       "TELEMETRY_MISSING among the experiment's reasons (it was ignored: only a B1 leg seen reading the disk "
+       "counted), so the experiment is not decision-grade", ("pairs:TELEMETRY_MISSING",))
+def test_a_b1_leg_nobody_could_check_is_no_b1():
+    from rig.pairs import b1_flag
+    assert b1_flag({"onboard_disk_bytes": NAN, "tier2_read_bytes": NAN}) == "TELEMETRY_MISSING"
+    assert b1_flag({"onboard_disk_bytes": 0.0, "tier2_read_bytes": NAN}) is None
+    assert b1_flag({"onboard_disk_bytes": 4e6, "tier2_read_bytes": NAN}) == "B1_DISK_TIER_NOT_DISABLED"
+    verdict = P.verdict([], [], P.Mechanism(True, True, True), overrides=("TELEMETRY_MISSING",))
+    assert not verdict["decision_grade"] and "TELEMETRY_MISSING" in verdict["reasons"]
