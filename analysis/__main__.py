@@ -109,7 +109,7 @@ def run(args) -> int:
     # here, not at the top: registering the verbs (sparkrig --help) must not import pandas and matplotlib
     from . import report as cross
     from .promdata import FileSource, PrometheusSource, TelemetryError, export
-    from .run import analyse, window, write
+    from .run import analyse, was_tiered, window, write
     from .steps import load_run
     from .telemetry import pull
     args.prometheus = getattr(args, "prometheus", None)
@@ -145,7 +145,7 @@ def run(args) -> int:
             try:
                 source = FileSource(run_dir / "telemetry") if args.offline else online
                 manifest = read_manifest(run_dir / "manifest.json")
-                a = analyse(run_dir, source, step, manifest["stack"] in tiered, progress)
+                a = analyse(run_dir, source, step, was_tiered(manifest, tiered), progress)
             except (ValueError, KeyError, TypeError) as exc:       # this run's files, not the tool
                 progress(f"not analysed {run_dir.name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
                 continue

@@ -215,6 +215,14 @@ def evidence(frames: dict, start: float, end: float, tiered: bool) -> dict:
     return out
 
 
+def was_tiered(manifest: dict, tiered_now: set) -> bool:
+    """Whether the run's stack had KV tiers as the run recorded it (``kv_offload``, None for a stack without
+    tiers), not as this configuration says: a fleet's run from another rig, or one analysed after the overlay
+    changed, would otherwise be judged without its disk-tier gates and read 0 bytes from a disk it had. Runs
+    from before the field: the configuration's word."""
+    return manifest["kv_offload"] is not None if "kv_offload" in manifest else manifest["stack"] in tiered_now
+
+
 def gates_for(manifest, records, pooled, frames, start, end, tiered, knee, key) -> list:
     rate = error_rate(manifest, records)
     out = G.run_state(manifest, rate)

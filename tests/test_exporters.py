@@ -164,7 +164,8 @@ def test_process_memory_for_matching_command_lines():
 
 @fault("29.E2", "the serving process is found but its /proc/<pid>/io cannot be read (another user's process, "
        "the exporter not root), or no process matches the stack's pattern",
-       "no sparkrig_process_read_bytes_total / written series for that name (one log line says why), never 0: "
+       "no sparkrig_process_read_bytes_total / written series for that name (one log line says why; nor GPU "
+       "memory without a process), never 0: "
        "H2A's gate and the ssd_mechanism gate then say the serving process's reads are not observed",
        ("exporter:sparkrig_process_read_bytes_total=absent",))
 def test_unreadable_process_io_is_no_series_not_a_zero(tmp_path):
@@ -178,8 +179,12 @@ def test_unreadable_process_io_is_no_series_not_a_zero(tmp_path):
         if io:
             (proc / pid / "io").write_text("rchar: 10\nwchar: 10\nsyscr: 1\nsyscw: 1\nread_bytes: 8192\n"
                                            "write_bytes: 4096\ncancelled_write_bytes: 0\n")
-    m = scrape(UmaCollector(proc, processes={"stackA": "trtllm-serve", "stackB": "-m stacksim --stack B"}))
+    m = scrape(UmaCollector(proc, processes={"stackA": "trtllm-serve", "stackB": "-m stacksim --stack B",
+                                             "absent": "no-such-process-xyz"}, gpu_memory=lambda: {4242: 2**20}))
     assert m[("sparkrig_process_count", frozenset({("process", "stackA")}))] == 1
+    assert m[("sparkrig_process_gpu_memory_bytes", frozenset({("process", "stackA")}))] == 2**20
+    assert not [k for k in m if ("process", "absent") in k[1] and k[0] != "sparkrig_process_count"
+                and not k[0].startswith("sparkrig_process_resident")]
     assert not [k for k in m if k[0].startswith("sparkrig_process_") and "bytes_total" in k[0]
                 and ("process", "stackA") in k[1]]
     assert m[("sparkrig_process_read_bytes_total", frozenset({("process", "stackB")}))] == 8192

@@ -127,8 +127,9 @@ class UmaCollector:
     def _processes(self):
         """RSS, count, GPU memory and storage bytes of each name's matching processes. The byte counters
         are sums over live pids: one that exits takes its bytes with it, which rate() reads as a reset.
-        A name with no matching process, or one whose /proc/<pid>/io cannot be read, has no byte counters:
-        a zero there would be no measurement, and H2A's gate would take it for a stack that read nothing."""
+        A name with no matching process, or one whose /proc/<pid>/io cannot be read, has no byte counters
+        (nor, without a process, GPU memory): a zero there would be no measurement, and H2A's gate would take
+        it for a stack that read nothing."""
         rss = {name: 0 for name in self.processes}
         count, gpu, read, written = dict(rss), dict(rss), dict(rss), dict(rss)
         unread = set()
@@ -161,6 +162,7 @@ class UmaCollector:
         if by_pid is not None:
             g = S.PROCESS_GPU_MEMORY.family()
             for name in self.processes:
-                g.add_metric([name], gpu[name])
+                if count[name]:
+                    g.add_metric([name], gpu[name])
             yield g
 

@@ -150,3 +150,17 @@ def test_a_b1_run_whose_kv_target_was_down_is_not_checked():
     held = G.b1_disk_off(0.0, math.nan, kv_up_share=0.1)
     assert (held.status, held.reason) == ("missing", "TELEMETRY_MISSING") and "10%" in held.detail
     assert G.b1_disk_off(0.0, math.nan, kv_up_share=1.0).status == "pass"
+
+
+@fault("29.H6", "a Stack B run with KV tiers analysed under an overlay whose stackB has none (a fleet's run from "
+       "another rig, or the overlay changed after the run)",
+       "the run is judged as it recorded itself (its manifest's kv_offload): its disk-tier gates run; it read "
+       "`tier2_read_bytes 0` \"by construction\" and skipped them, and could pass",
+       ("report:tiered=manifest",))
+def test_a_run_is_judged_by_the_tiers_it_recorded():
+    from analysis.run import was_tiered
+    assert was_tiered({"stack": "stackB", "kv_offload": "kvbm"}, tiered_now=set())
+    assert was_tiered({"stack": "stackB", "kv_offload": "trtllm"}, tiered_now=set())
+    assert not was_tiered({"stack": "stackB", "kv_offload": None}, tiered_now={"stackB"})
+    assert was_tiered({"stack": "stackB"}, tiered_now={"stackB"})        # a run from before the field
+    assert not was_tiered({"stack": "stackA"}, tiered_now={"stackB"})
