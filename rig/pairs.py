@@ -112,7 +112,7 @@ def run(cfg: Harness, pairs: int, modes: tuple[str, str], concurrency: int, cont
                                       row["metric_used"]))
                     if mode == "B1" and (found := b1_flag(row)) and found not in flags:
                         flags.append(found)
-                    gate = _mechanism(compared(rows)).reason
+                    gate = mechanism_of(compared(rows)).reason
                     if mode == "B2" and sum(1 for r in compared(rows) if r["mode"] == "B2") == 1 and gate and \
                             gate != "TELEMETRY_MISSING":
                         if mechanism_gate:
@@ -187,7 +187,7 @@ def b1_flag(row: dict) -> Optional[str]:
     return {"fail": "B1_DISK_TIER_NOT_DISABLED", "missing": "TELEMETRY_MISSING"}.get(status)
 
 
-def _mechanism(rows: list[dict]) -> P.Mechanism:
+def mechanism_of(rows: list[dict]) -> P.Mechanism:
     """What the B2 legs showed: KV written to the disk tier; onboarded from it (KVBM's counters); and each
     claiming leg's claim backed by bytes really read, judged by the analysis' own ssd_mechanism gate (the
     serving process's reads where observed, else the simulator's tier2 file count, and at least half the
@@ -217,7 +217,7 @@ def _write(out: Path, rows: list[dict], legs: list[P.Leg], comparisons: list, fl
     from analysis import paired as P
     if any(r.get("control") for r in rows):
         flags = flags + control_flags(out, rows, modes)
-    verdict = P.verdict(legs, comparisons, _mechanism(compared(rows)), tuple(flags + leg_flags(compared(rows))))
+    verdict = P.verdict(legs, comparisons, mechanism_of(compared(rows)), tuple(flags + leg_flags(compared(rows))))
     if rows:
         with open(out / "legs.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -25,22 +25,24 @@ from .procs import StartError
 
 def recommend(rows: list[dict], a: str = "B1", b: str = "B2") -> dict:
     """The concurrency with the largest |TTFC p50 of b − a| among those where both ran to the end without
-    errors and b onboarded from disk; the smallest such concurrency on a tie. None (with the reason) when none
-    qualifies."""
+    errors and b read KV back from disk, its claim backed by bytes really read (rig.pairs.mechanism_of: KVBM's
+    counters alone count hits whose transfer failed); the smallest such concurrency on a tie. None (with the
+    reason) when none qualifies."""
+    from .pairs import mechanism_of
     by = {(r["mode"], r["concurrency"]): r for r in rows}
     candidates = []
     for (mode, c), rb in sorted(by.items()):
         ra = by.get((a, c))
         if mode != b or ra is None:
             continue
-        clean = not ra["errors"] and not rb["errors"] and rb["onboard_disk_blocks"] > 0 and \
+        clean = not ra["errors"] and not rb["errors"] and mechanism_of([rb]).reason is None and \
             ra["run_status"] == rb["run_status"] == "complete"
         delta = rb["ttfc_p50_ms"] - ra["ttfc_p50_ms"]
         if clean and not math.isnan(delta):
             candidates.append((abs(delta), -c, c, delta))
     if not candidates:
         return {"replay_concurrency": None, "reason": f"no concurrency where {a} and {b} both ran clean and {b} "
-                                                      "read from its disk tier"}
+                                                      "read from its disk tier (backed by bytes really read)"}
     _, _, c, delta = max(candidates)
     return {"replay_concurrency": c, "delta_ttfc_p50_ms": delta,
             "reason": f"largest |{b} − {a}| TTFC p50 among {len(candidates)} clean concurrencies"}

@@ -299,16 +299,25 @@ def test_the_rehydrate_sweep_tables_every_mode_and_recommends_a_concurrency(tmp_
     assert "Recommended replay concurrency" in (out / "recommendation.md").read_text()
 
 
+@fault("29.H7", "`rig rehydrate`'s B2 leg at some concurrency: KVBM counts disk onboards the serving process never "
+       "read (Dynamo #15079)",
+       "that concurrency is not recommended for the pairs (it was: KVBM's counters alone stood for \"B2 read from "
+       "its disk tier\")", ("rig:rehydrate recommends only backed disk reads",))
 def test_the_recommendation_needs_clean_legs_and_a_disk_signal():
     from rig.rehydrate import recommend
+    block = 2**16
 
-    def row(mode, c, p50, errors=0, onboard=10.0, status="complete"):
+    def row(mode, c, p50, errors=0, onboard=10.0, status="complete", read=None):
         return {"mode": mode, "concurrency": c, "ttfc_p50_ms": p50, "errors": errors, "onboard_disk_blocks": onboard,
+                "onboard_disk_bytes": onboard * block, "offload_disk_bytes": onboard * block,
+                "tier2_read_bytes": math.nan, "process_read_bytes": onboard * block if read is None else read,
                 "run_status": status}
     rows = [row("B1", 1, 50), row("B2", 1, 40), row("B1", 2, 80), row("B2", 2, 40, errors=3),
             row("B1", 4, 90), row("B2", 4, 60), row("B1", 8, 90), row("B2", 8, 10, status="incomplete")]
     assert recommend(rows)["replay_concurrency"] == 4        # c=2 and c=8 differ more: errors, a leg cut short
     assert recommend([row("B1", 1, 50), row("B2", 1, 40, onboard=0.0)])["replay_concurrency"] is None
+    unbacked = rows[:4] + [row("B1", 4, 90), row("B2", 4, 60, read=0.0)]
+    assert recommend(unbacked)["replay_concurrency"] == 1    # c=4's disk hits were never read
 
 
 def test_a_results_pack_holds_tables_figures_and_methodology(tmp_path):

@@ -31,17 +31,17 @@ def b2(onboard=0.0, offload=0.0, tier2=NAN, process=NAN) -> dict:
        "DISK_READS_NOT_BACKED, or TELEMETRY_MISSING where no reads are observed: not decision-grade",
        ("pairs:DISK_READS_NOT_BACKED", "pairs:TELEMETRY_MISSING"))
 def test_kvbm_counters_alone_are_no_mechanism():
-    from rig.pairs import _mechanism
-    assert _mechanism([b2(onboard=300, offload=200, process=0.0)]).reason == "DISK_READS_NOT_BACKED"
-    unseen = _mechanism([b2(onboard=300, offload=200)])
+    from rig.pairs import mechanism_of
+    assert mechanism_of([b2(onboard=300, offload=200, process=0.0)]).reason == "DISK_READS_NOT_BACKED"
+    unseen = mechanism_of([b2(onboard=300, offload=200)])
     assert unseen.reason == "TELEMETRY_MISSING" and unseen.rehydrate and unseen.backed is None
-    assert _mechanism([b2(onboard=300, offload=200, process=40e6)]).reason is None
-    assert _mechanism([b2(onboard=300, offload=200, tier2=40e6)]).reason is None     # the simulator's own count
+    assert mechanism_of([b2(onboard=300, offload=200, process=40e6)]).reason is None
+    assert mechanism_of([b2(onboard=300, offload=200, tier2=40e6)]).reason is None     # the simulator's own count
     # bytes read, but under half of the 19.7 MB KVBM claims: the analysis' own gate says not backed (#25.4)
-    assert _mechanism([b2(onboard=300, offload=200, process=1e6)]).reason == "DISK_READS_NOT_BACKED"
+    assert mechanism_of([b2(onboard=300, offload=200, process=1e6)]).reason == "DISK_READS_NOT_BACKED"
     # the serving process's reads come first: a tier2 file count cannot stand in for reads it did not do
-    assert _mechanism([b2(onboard=300, offload=200, tier2=40e6, process=0.0)]).reason == "DISK_READS_NOT_BACKED"
-    v = P.verdict([], [], _mechanism([b2(onboard=300, process=0.0)]))
+    assert mechanism_of([b2(onboard=300, offload=200, tier2=40e6, process=0.0)]).reason == "DISK_READS_NOT_BACKED"
+    v = P.verdict([], [], mechanism_of([b2(onboard=300, process=0.0)]))
     assert not v["decision_grade"] and "DISK_READS_NOT_BACKED" in v["reasons"]
     assert v["ssd_rehydrate_signal_present"] and v["ssd_rehydrate_backed_by_reads"] is False
 
@@ -52,15 +52,15 @@ def test_kvbm_counters_alone_are_no_mechanism():
        "GATE_NO_SSD_MECHANISM_SIGNAL", ("gate:ssd_mechanism=DISK_OFFLOAD_FILTER_ON", "pairs:DISK_OFFLOAD_FILTER_ON"))
 def test_no_disk_traffic_under_the_offload_filter_names_the_filter():
     from analysis import gates as G
-    from rig.pairs import _mechanism
+    from rig.pairs import mechanism_of
     on = G.mechanism(0.0, 0.0, G.DiskReads(process=0.0), filter_on=True)
     assert (on.status, on.reason) == ("fail", "DISK_OFFLOAD_FILTER_ON")
     assert "DYN_KVBM_DISABLE_DISK_OFFLOAD_FILTER=true" in on.detail and "disk_offload_filter: false" in on.detail
     assert G.mechanism(0.0, 0.0, G.DiskReads(process=0.0)).reason == "GATE_NO_SSD_MECHANISM_SIGNAL"
     # traffic despite the filter (blocks offloaded twice) is judged as any other
     assert G.mechanism(8e6, 8e6, G.DiskReads(process=8e6), filter_on=True).status == "pass"
-    assert _mechanism([{**b2(), "disk_offload_filter": True}]).reason == "DISK_OFFLOAD_FILTER_ON"
-    assert _mechanism([{**b2(), "disk_offload_filter": None}]).reason == "GATE_NO_SSD_MECHANISM_SIGNAL"
+    assert mechanism_of([{**b2(), "disk_offload_filter": True}]).reason == "DISK_OFFLOAD_FILTER_ON"
+    assert mechanism_of([{**b2(), "disk_offload_filter": None}]).reason == "GATE_NO_SSD_MECHANISM_SIGNAL"
 
 
 @fault("28.7", "the method itself favours one tier mode: control legs whose working set stays in tier0 (where no "
@@ -129,7 +129,7 @@ def test_a_counter_reset_mid_leg_is_no_negative_count(tmp_path):
     block size it resolves, and its Monotonic carrying the counters across KVBM's restart."""
     from configs import load
     from rig.legs import grown, kv_evidence, kv_reader
-    from rig.pairs import _mechanism
+    from rig.pairs import mechanism_of
     kvbm = Kvbm()
     overlay = tmp_path / "o.yaml"
     overlay.write_text(f"stacks:\n  stackB: {{kvbm_metrics_url: '{kvbm.url}'}}\n")
@@ -145,8 +145,8 @@ def test_a_counter_reset_mid_leg_is_no_negative_count(tmp_path):
     assert math.isnan(leg["tier2_read_bytes"])                   # not exposed: unknown, not zero
     assert kv_evidence(reader) is None and math.isnan(grown(before, None)["onboard_disk_blocks"])   # KVBM gone
     # the leg that lost 3014 blocks to a reset onboarded 1986 since: a mechanism, not an early stop
-    assert _mechanism([{**b2(), **leg, "process_read_bytes": leg["onboard_disk_bytes"]}]).reason is None
-    assert _mechanism([b2(onboard=0.0, offload=0.0)]).reason == "GATE_NO_SSD_MECHANISM_SIGNAL"
+    assert mechanism_of([{**b2(), **leg, "process_read_bytes": leg["onboard_disk_bytes"]}]).reason is None
+    assert mechanism_of([b2(onboard=0.0, offload=0.0)]).reason == "GATE_NO_SSD_MECHANISM_SIGNAL"
 
 
 @fault("pairs.flags", "no metric could be compared; the early gate overridden; legs that replayed other requests",
@@ -274,13 +274,13 @@ def test_blocked_legs_between_modes_the_stack_cannot_tell_apart_are_no_finding(t
        "TELEMETRY_MISSING: one backed leg does not vouch for five unseen (the experiment was decision-grade)",
        ("pairs:TELEMETRY_MISSING",))
 def test_one_backed_leg_does_not_vouch_for_legs_nobody_saw():
-    from rig.pairs import _mechanism
+    from rig.pairs import mechanism_of
     unseen = {**b2(), "onboard_disk_bytes": NAN, "offload_disk_bytes": NAN}
-    mech = _mechanism([b2(onboard=300, offload=200, process=40e6)] + [unseen] * 5)
+    mech = mechanism_of([b2(onboard=300, offload=200, process=40e6)] + [unseen] * 5)
     assert (mech.rehydrate, mech.backed, mech.reason) == (True, None, "TELEMETRY_MISSING")
-    assert _mechanism([b2(onboard=300, offload=200, process=40e6)] * 6).reason is None
+    assert mechanism_of([b2(onboard=300, offload=200, process=40e6)] * 6).reason is None
     # a leg whose claim the reads refute still refutes, seen or not the others
-    assert _mechanism([b2(onboard=300, offload=200, process=0.0), unseen]).reason == "DISK_READS_NOT_BACKED"
+    assert mechanism_of([b2(onboard=300, offload=200, process=0.0), unseen]).reason == "DISK_READS_NOT_BACKED"
 
 
 @fault("29.H5", "a B1 leg whose KV counters could not be read: its disk tier may have been on, nobody saw",
