@@ -34,7 +34,9 @@ def rig(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("locust")
     with Sim(tmp, "A", time_scale=0.25) as a, Sim(tmp, "B", time_scale=0.25) as b:
         # the adapter proxy's port lies below Linux's ephemeral range (32768-60999): a metrics server that falls
-        # back to a free port (bind to 0) can be handed a port free_port() picked and released, and once took it
+        # back to a free port (bind to 0) can be handed a port free_port() picked and released, and once took it;
+        # the load generator's too, with the two after it (its workers' metrics_port + 1 + N), which a test in
+        # the other xdist worker once held
         overlay = sims_overlay(tmp, a, b, f"""profiles:
   comfy: {{tier2_path: {tmp / 't2'}}}
   spill: {{tier2_path: {tmp / 't2'}}}
@@ -42,7 +44,8 @@ def rig(tmp_path_factory):
 fio_profiles:
   moderate: {{size: 16MiB}}
   heavy: {{size: 16MiB}}
-loadgen: {{metrics_port: {free_port()}, adapter_proxy_port: {free_port_below(32768)}, ready_timeout_s: 10}}
+loadgen: {{metrics_port: {free_port_below(32768, every=3, stride=1)}, adapter_proxy_port: {free_port_below(32768)},
+          ready_timeout_s: 10}}
 hypotheses: {{{ONE_REPETITION}}}
 """)
         yield {"tmp": tmp, "overlay": overlay, "a": a, "b": b}
