@@ -20,6 +20,7 @@ from configs import Harness, load
 from configs.model import tier_mode
 
 from .launch import Interrupt, Interrupted, experiment_dir, say
+from .pairs import mechanism_of
 from .procs import StartError
 
 
@@ -28,7 +29,6 @@ def recommend(rows: list[dict], a: str = "B1", b: str = "B2") -> dict:
     errors and b read KV back from disk, its claim backed by bytes really read (rig.pairs.mechanism_of: KVBM's
     counters alone count hits whose transfer failed); the smallest such concurrency on a tie. None (with the
     reason) when none qualifies."""
-    from .pairs import mechanism_of
     by = {(r["mode"], r["concurrency"]): r for r in rows}
     candidates = []
     for (mode, c), rb in sorted(by.items()):
