@@ -128,7 +128,7 @@ def goodput(pooled: pd.DataFrame, slo: Optional[dict]) -> Optional[Gate]:
 
 
 H2A_PROCESS_READ_MAX = 2**20      # bytes/s the UMA-only stack's serving process may read and hold no KV there
-PROCESS_COVERAGE_MIN = 0.9         # share of the run its reads must be observed for to stand as its reads
+PROCESS_COVERAGE_MIN = 0.9         # share of the run (fresh_share's grid) its reads must be observed for
 
 
 def nvme_flat(process_read: float, process_coverage: float, run_mean: float, idle: float) -> Gate:

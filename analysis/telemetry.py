@@ -123,17 +123,6 @@ def window_mean(frame: pd.DataFrame, start: float, end: float) -> float:
     return float(s.mean()) if len(s) else float("nan")
 
 
-def coverage(frame: pd.DataFrame, start: float, end: float) -> float:
-    """Share of [start, end] the series has samples for, counted on its own step (the median gap): a series
-    that exists for part of a run (a process found late, or unreadable for a while) says nothing of the rest."""
-    s = single(frame)
-    t = s[(s.index >= start) & (s.index <= end)].dropna().index.to_numpy(dtype=float)
-    if len(t) < 2 or end <= start:
-        return 0.0
-    step = float(np.median(np.diff(t)))
-    return min(1.0, len(t) / ((end - start) / step + 1)) if step > 0 else 0.0
-
-
 def total(frames: dict, name: str, start: float, end: float) -> float:
     """Integral over the run of a per-second rate series (bytes/s -> bytes); nan without samples."""
     s = single(frames[name])

@@ -8,7 +8,7 @@ from configs.vocabulary.rules import RATE_WINDOW_S
 
 from .. import figures
 from .. import gates as G
-from ..telemetry import IDLE_S, coverage, window_mean
+from ..telemetry import IDLE_S, single, window_mean
 from .common import cols, gate_of, lines, ms, pooled_of
 from .registry import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Finding, GateContext, Hypothesis, Out, register
 
@@ -38,7 +38,8 @@ def gates(ctx: GateContext) -> list:
         begin = ctx.start + RATE_WINDOW_S
         idle = window_mean(ctx.frames["nvme_reads"], ctx.start - IDLE_S, ctx.start)
         served = ctx.frames["serving_read_bytes"]
-        return [G.nvme_flat(window_mean(served, begin, ctx.end), coverage(served, begin, ctx.end),
+        seen = single(served).dropna().index.to_numpy(dtype=float)      # a process found late covers less
+        return [G.nvme_flat(window_mean(served, begin, ctx.end), G.fresh_share(seen, begin, ctx.end),
                             window_mean(ctx.frames["nvme_reads"], begin, ctx.end), idle)]
     ordered = ctx.pooled.sort_values(ctx.key) if not ctx.pooled.empty else ctx.pooled
     at = None                                     # H2B: tier2's share of the onboarded blocks at the knee
